@@ -1,0 +1,207 @@
+"""The engine's contract: what goes in (ScanObject) and what comes out (Verdict)."""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+# Separates a container from a member inside it: ``mail.eml//2:invoice.zip//clam.exe``.
+PATH_SEP = "//"
+
+
+class Status(enum.IntEnum):
+    """Outcome of scanning one object; a larger value is worse and wins."""
+
+    CLEAN = 0
+    ERROR = 1  # could not be scanned: limit, timeout, unreadable, unsupported
+    CORRUPTED = 2
+    PROTECTED = 3  # encrypted or password protected
+    SUSPICIOUS = 4
+    INFECTED = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Threat:
+    """A detection: the signature's name and where the signature came from."""
+
+    name: str
+    signature_source: str  # e.g. "main.ndb", "eicar.hdb", "rules.yar"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "source": self.signature_source}
+
+
+@dataclass(slots=True)
+class ObjectResult:
+    """The result for one object, with its members' results as children."""
+
+    path: str
+    type: str
+    size: int
+    status: Status = Status.CLEAN
+    threats: list[Threat] = field(default_factory=list)
+    reason: str = ""
+    children: list["ObjectResult"] = field(default_factory=list)
+
+    def walk(self) -> Iterator["ObjectResult"]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def worst(self) -> Status:
+        return max((r.status for r in self.walk()), default=Status.CLEAN)
+
+    def to_json(self) -> dict:
+        out = {
+            "path": self.path,
+            "type": self.type,
+            "size": self.size,
+            "status": self.status.label,
+            "threats": [t.to_json() for t in self.threats],
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        if self.children:
+            out["children"] = [c.to_json() for c in self.children]
+        return out
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The whole result for one input: a tree of ObjectResult, worst status on top."""
+
+    root: ObjectResult
+
+    @property
+    def status(self) -> Status:
+        return self.root.worst()
+
+    @property
+    def threats(self) -> list[tuple[str, Threat]]:
+        """Every threat with the in-container path of the object it was found in."""
+        return [(r.path, t) for r in self.root.walk() for t in r.threats]
+
+    def walk(self) -> Iterator[ObjectResult]:
+        return self.root.walk()
+
+    def findings(self) -> list[ObjectResult]:
+        """Objects whose own status is not CLEAN, in tree order."""
+        return [r for r in self.root.walk() if r.status != Status.CLEAN]
+
+    def to_json(self) -> dict:
+        status = self.status
+        return {
+            "path": self.root.path,
+            "status": status.label,
+            "threats": [{"path": p, **t.to_json()} for p, t in self.threats],
+            "result": self.root.to_json(),
+        }
+
+
+class ScanObject:
+    """Something to scan: bytes in memory or a file read lazily (mmap when large).
+
+    ``name`` is the full in-container path (``a.zip//b.exe``); ``depth`` is 0 for an input given
+    by the user and grows by one for each container level.
+    """
+
+    __slots__ = ("name", "depth", "parents", "_data", "_path", "_mm", "_fh", "_size", "type")
+
+    MMAP_THRESHOLD = 1 << 20
+
+    def __init__(
+        self,
+        name: str,
+        data: bytes | None = None,
+        path: str | os.PathLike | None = None,
+        depth: int = 0,
+        parents: tuple[str, ...] = (),
+        size: int | None = None,
+    ):
+        if (data is None) == (path is None):
+            raise ValueError("ScanObject needs exactly one of data or path")
+        self.name = name
+        self.depth = depth
+        self.parents = parents
+        self._data = data
+        self._path = os.fspath(path) if path is not None else None
+        self._mm = None
+        self._fh = None
+        self._size = len(data) if data is not None else size
+        self.type = ""
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike, name: str | None = None) -> "ScanObject":
+        return cls(name or os.fspath(path), path=path)
+
+    @property
+    def path(self) -> str | None:
+        """The file on disk behind this object, if any (handlers may hand it to libraries)."""
+        return self._path
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._size = os.stat(self._path).st_size
+        return self._size
+
+    @property
+    def data(self) -> bytes | mmap.mmap:
+        """The content; small files are read whole, large ones mapped."""
+        if self._data is None:
+            self._data = self._load()
+        return self._data
+
+    def _load(self):
+        with open(self._path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self._size = size
+            if size < self.MMAP_THRESHOLD:
+                return fh.read()
+            self._fh = open(self._path, "rb")
+        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._mm
+
+    def head(self, n: int = 4096) -> bytes:
+        data = self.data
+        return bytes(data[:n])
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._data = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass(slots=True)
+class Child:
+    """A member yielded by a container handler: its name and its content (bytes or a temp file)."""
+
+    name: str
+    data: bytes | None = None
+    path: Path | None = None
+    # A member the handler could see but not extract (encrypted, damaged) carries a status.
+    status: Status | None = None
+    reason: str = ""
+    size: int | None = None
+
+
+def join_path(parent: str, child: str) -> str:
+    return f"{parent}{PATH_SEP}{child}"
