@@ -1,0 +1,417 @@
+"""The ``lmsav`` command: parse, call, print, exit — no scanning logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from . import config as config_mod
+from . import paths as paths_mod
+from .scanner.objects import Status
+
+EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+
+
+class Fatal(click.ClickException):
+    """A one-line error an administrator can act on; exit code 2 as clamscan's."""
+
+    exit_code = EXIT_ERROR
+
+    def show(self, file=None):
+        click.echo(f"lmsav: error: {self.message}", err=True)
+
+
+def _load_settings(ctx: click.Context, overrides: dict | None = None):
+    obj = ctx.find_root().obj
+    try:
+        return config_mod.load_settings(obj["config"], obj["profile"], overrides or {})
+    except config_mod.ConfigError as err:
+        raise Fatal(str(err))
+
+
+def _database_dir(settings, cli_value: str | None) -> Path:
+    if cli_value:
+        return Path(cli_value)
+    return Path(settings.database_dir())
+
+
+def _load_database(directory: Path, rebuild: bool = False):
+    from .scanner.signatures.database import Database, DatabaseError
+    from .scanner.signatures.errors import SignatureError
+
+    try:
+        return Database.load(directory, rebuild=rebuild)
+    except (DatabaseError, SignatureError) as err:
+        raise Fatal(str(err))
+
+
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"lmsav {__version__}")
+    try:
+        settings = config_mod.load_settings(
+            paths_mod.config_file_from(None, os.environ), None, {}
+        )
+        db = _load_database(Path(settings.database_dir()))
+        click.echo(f"database {db.version} ({db.total} signatures) in {db.directory}")
+    except (Fatal, config_mod.ConfigError) as err:
+        click.echo(f"database unavailable: {getattr(err, 'message', err)}")
+    ctx.exit(0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="FILE", envvar="LMSAV_CONFIG",
+              help="Configuration file (default: /etc/lmsav/lmsav.toml as root, "
+                   "~/.config/lmsav/lmsav.toml otherwise; env LMSAV_CONFIG).")
+@click.option("--profile", metavar="NAME",
+              help="Preset to start from: default_recommended, high_overall_security, "
+                   "high_scan_speed.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show program and database versions and exit.")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, profile: str | None) -> None:
+    """lmsav — anti-virus for Linux mail servers and their filesystems.
+
+    Scans files, directory trees, archives and mail with ClamAV-format signatures and YARA
+    rules. Exit codes follow clamscan: 0 nothing found, 1 something found, 2 an error.
+    """
+    explicit = config_path is not None
+    path = paths_mod.config_file_from(config_path, os.environ)
+    ctx.obj = {"config": path, "config_explicit": explicit, "profile": profile}
+
+
+# -- lmsav scan --------------------------------------------------------------------------------
+
+def _size_option(*names, key, help):
+    return click.option(*names, key, metavar="SIZE", default=None, help=help)
+
+
+@main.command("scan")
+@click.argument("targets", nargs=-1, required=True, metavar="PATH...")
+@click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Skip files and directories matching GLOB (path or name); repeatable.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Scan only files matching GLOB (path or name); repeatable.")
+@click.option("--max-dir-depth", type=int, default=None, metavar="N",
+              help="Descend at most N directory levels (0 = unlimited).")
+@click.option("--one-file-system/--cross-file-systems", default=None,
+              help="Stay on the file system of each PATH.")
+@click.option("--follow-symlinks/--no-follow-symlinks", default=None,
+              help="Follow symbolic links inside directories (default: no).")
+@click.option("--max-filesize", "max_file_size", metavar="SIZE",
+              help="Skip (ERROR) files and members larger than SIZE (e.g. 25M).")
+@click.option("--max-scansize", "max_scan_size", metavar="SIZE",
+              help="Stop after SIZE bytes extracted from one input.")
+@click.option("--max-recursion", "max_scan_depth", type=int, metavar="N",
+              help="Container nesting depth limit.")
+@click.option("--max-files", type=int, metavar="N", help="Members scanned per container.")
+@click.option("--max-scantime", "max_scan_time", type=float, metavar="SEC",
+              help="Time limit per input, in seconds.")
+@click.option("--max-ratio", "max_compression_ratio", type=int, metavar="N",
+              help="Compression ratio limit per member.")
+@click.option("--no-archive", is_flag=True, help="Do not look inside archives.")
+@click.option("--no-mail", is_flag=True, help="Do not look inside mail files.")
+@click.option("-j", "--jobs", type=int, default=None, metavar="N",
+              help="Parallel workers (default: number of cores).")
+@click.option("-v", "--verbose", is_flag=True, help="Also print 'PATH: OK' for clean files.")
+@click.option("-i", "--infected", is_flag=True, help="Print only infected and suspicious files.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per input (the verdict tree), then a summary object.")
+@click.option("--no-summary", is_flag=True, help="Do not print the summary.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: only when stderr is a terminal).")
+@click.pass_context
+def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_system,
+             follow_symlinks, max_file_size, max_scan_size, max_scan_depth, max_files,
+             max_scan_time, max_compression_ratio, no_archive, no_mail, jobs, verbose, infected,
+             as_json, no_summary, progress):
+    """Scan files and directory trees (recursively) for threats; '-' reads standard input.
+
+    Archives (zip, 7z, rar, tar, cpio, cab, iso, ar/deb, gzip, bzip2, xz, zstd) and mail files
+    (RFC 822 messages, mbox) are scanned member by member. A finding inside a container is
+    printed with its path inside it, e.g. 'mail.eml//2:invoice.zip//x.exe: Name FOUND'.
+    """
+    from .scanner.engine import Engine
+    from .scanner.sweep import SweepOptions, Tally, sweep
+
+    overrides = {
+        "limits.max_file_size": max_file_size,
+        "limits.max_scan_size": max_scan_size,
+        "limits.max_scan_depth": max_scan_depth,
+        "limits.max_files": max_files,
+        "limits.max_scan_time": max_scan_time,
+        "limits.max_compression_ratio": max_compression_ratio,
+        "scan.workers": jobs,
+        "scan.max_dir_depth": max_dir_depth,
+        "scan.one_file_system": one_file_system,
+        "scan.follow_symlinks": follow_symlinks,
+        "scan.scan_archives": False if no_archive else None,
+        "scan.scan_mail": False if no_mail else None,
+        "scan.exclude": list(exclude) if exclude else None,
+        "scan.include": list(include) if include else None,
+    }
+    settings = _load_settings(ctx, {k: v for k, v in overrides.items() if v is not None})
+    sc = settings.scan
+    db = _load_database(_database_dir(settings, database))
+    engine = Engine(db, settings.limits(), sc.scan_archives, sc.scan_mail,
+                    str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
+    workers = sc.workers or os.cpu_count() or 1
+    opts = SweepOptions(tuple(sc.exclude), tuple(sc.include), sc.max_dir_depth,
+                        sc.one_file_system, sc.follow_symlinks, workers, want_tree=as_json)
+    found_statuses = {Status.INFECTED, Status.SUSPICIOUS}
+    if sc.detect_protected:
+        found_statuses.add(Status.PROTECTED)
+    if sc.detect_corrupted:
+        found_statuses.add(Status.CORRUPTED)
+    printer = ReportPrinter(verbose, infected, as_json, found_statuses)
+    tally = Tally()
+    show_bar = progress if progress is not None else sys.stderr.isatty() and not as_json
+    bar = _progress_bar() if show_bar else None
+
+    def on_report(report):
+        printer.emit(report)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        stdin_targets = [t for t in targets if t == "-"]
+        file_targets = [t for t in targets if t != "-"]
+        if stdin_targets:
+            from .scanner.sweep import _summarize
+
+            verdict = engine.scan_bytes(sys.stdin.buffer.read(), "stdin")
+            report = _summarize("stdin", verdict, as_json)
+            tally.add(report)
+            on_report(report)
+        if file_targets:
+            sweep(engine, file_targets, opts, tally, on_report)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        click.echo("lmsav: interrupted", err=True)
+        ctx.exit(EXIT_ERROR)
+    if bar is not None:
+        bar.close()
+    if not no_summary:
+        printer.summary(tally, db)
+    ctx.exit(printer.exit_code(tally))
+
+
+def _progress_bar():
+    from tqdm import tqdm
+
+    return tqdm(unit=" files", file=sys.stderr, dynamic_ncols=True, mininterval=0.25,
+                desc="scanning", leave=False)
+
+
+class ReportPrinter:
+    """Turns FileReports into clamscan-style lines or JSON lines, and counts for the exit code."""
+
+    def __init__(self, verbose: bool, infected_only: bool, as_json: bool, found: set[Status]):
+        self.verbose, self.infected_only, self.as_json = verbose, infected_only, as_json
+        self.found_statuses = found
+        self.found = 0
+        self.errors = 0
+
+    def emit(self, report) -> None:
+        status = report.status
+        if status in self.found_statuses:
+            self.found += 1
+        elif status == Status.ERROR or (status != Status.CLEAN and not report.skipped):
+            self.errors += status == Status.ERROR
+        if self.as_json:
+            if report.tree is not None:
+                tree = dict(report.tree)
+                if report.skipped:
+                    tree["status"] = "skipped"
+                click.echo(json.dumps(tree, separators=(",", ":")))
+            return
+        if status == Status.CLEAN and not report.skipped:
+            if self.verbose:
+                click.echo(f"{report.path}: OK")
+            return
+        for path, st, threats, reason in report.findings:
+            if self.infected_only and st not in (Status.INFECTED, Status.SUSPICIOUS):
+                continue
+            if report.skipped:
+                if self.verbose:
+                    click.echo(f"{path}: {reason} SKIPPED")
+            elif threats:
+                for name in threats:
+                    click.echo(f"{path}: {name} FOUND")
+            elif st != Status.CLEAN:
+                click.echo(f"{path}: {reason or st.label} {st.name}")
+
+    def summary(self, tally, db) -> None:
+        counts = tally.by_status
+        data = {
+            "known_signatures": db.total,
+            "engine_version": __version__,
+            "database_version": db.version,
+            "scanned_directories": tally.directories,
+            "scanned_files": tally.files,
+            "infected_files": counts[Status.INFECTED],
+            "suspicious_files": counts[Status.SUSPICIOUS],
+            "protected_files": counts[Status.PROTECTED],
+            "corrupted_files": counts[Status.CORRUPTED],
+            "errors": counts[Status.ERROR],
+            "skipped": tally.skipped,
+            "data_scanned_bytes": tally.bytes,
+            "time_seconds": round(tally.seconds, 3),
+        }
+        if self.as_json:
+            click.echo(json.dumps({"summary": data}, separators=(",", ":")))
+            return
+        out = click.get_text_stream("stdout")
+        lines = [
+            "",
+            "----------- SCAN SUMMARY -----------",
+            f"Known signatures: {data['known_signatures']}",
+            f"Engine version: lmsav {__version__}",
+            f"Database version: {db.version}",
+            f"Scanned directories: {tally.directories}",
+            f"Scanned files: {tally.files}",
+            f"Infected files: {data['infected_files']}",
+        ]
+        for label, key in (("Suspicious files", "suspicious_files"),
+                           ("Protected files", "protected_files"),
+                           ("Corrupted files", "corrupted_files"),
+                           ("Errors", "errors"), ("Skipped", "skipped")):
+            if data[key]:
+                lines.append(f"{label}: {data[key]}")
+        secs = tally.seconds
+        lines.append(f"Data scanned: {tally.bytes / 1e6:.2f} MB")
+        lines.append(f"Time: {secs:.3f} sec ({tally.files / secs if secs else 0:.0f} files/s)")
+        out.write("\n".join(lines) + "\n")
+
+    def exit_code(self, tally) -> int:
+        if self.found:
+            return EXIT_FOUND
+        if tally.by_status[Status.ERROR] or self.errors:
+            return EXIT_ERROR
+        return EXIT_CLEAN
+
+
+# -- lmsav db ----------------------------------------------------------------------------------
+
+@main.group("db")
+def db_group():
+    """Build, inspect and self-test signature databases."""
+
+
+@db_group.command("build")
+@click.argument("directory", metavar="DIR")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def db_build(directory, as_json):
+    """Validate every signature file in DIR and compile it into DIR's cache.
+
+    A malformed line is an error naming the file, the line and what is wrong. Later processes
+    load the compiled cache in milliseconds instead of recompiling.
+    """
+    db = _load_database(Path(directory), rebuild=True)
+    info = _db_info(db)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        click.echo(f"built {db.directory}: {db.total} signatures in {db.build_seconds:.2f} s "
+                   f"-> {db.cache_path}")
+        for name in db.unsupported:
+            click.echo(f"warning: {name}: format not supported yet, ignored", err=True)
+
+
+@db_group.command("info")
+@click.option("-d", "--database", metavar="DIR", help="Database directory (default: configured).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def db_info(ctx, database, as_json):
+    """Show a database's version, signature counts per format and build time."""
+    settings = _load_settings(ctx)
+    db = _load_database(_database_dir(settings, database))
+    info = _db_info(db)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    import datetime
+
+    built = datetime.datetime.fromtimestamp(db.built_at).strftime("%Y-%m-%d %H:%M:%S")
+    click.echo(f"Directory: {db.directory}")
+    click.echo(f"Version: {db.version}")
+    click.echo(f"Signatures: {db.total}")
+    for fmt, n in info["counts"].items():
+        click.echo(f"  .{fmt}: {n}")
+    click.echo(f"Built: {built} in {db.build_seconds:.2f} s")
+    click.echo(f"Compiled cache: {db.cache_path}")
+    for name in db.unsupported:
+        click.echo(f"Ignored (format not supported yet): {name}")
+
+
+def _db_info(db) -> dict:
+    return {
+        "directory": str(db.directory),
+        "version": db.version,
+        "signatures": db.total,
+        "counts": {k: v for k, v in db.counts.items() if v},
+        "built_at": db.built_at,
+        "build_seconds": db.build_seconds,
+        "cache": str(db.cache_path),
+        "unsupported_files": db.unsupported,
+        "self_test_samples": len(db.samples),
+    }
+
+
+@db_group.command("test")
+@click.option("-d", "--database", metavar="DIR", help="Database directory (default: configured).")
+@click.pass_context
+def db_test(ctx, database):
+    """Self-test: scan the database's own samples (selftest.toml) and check every verdict."""
+    from .scanner.engine import Engine
+
+    settings = _load_settings(ctx)
+    db = _load_database(_database_dir(settings, database))
+    if not db.samples:
+        raise Fatal(f"{db.directory}: no self-test samples (selftest.toml)")
+    engine = Engine(db, settings.limits())
+    failures = 0
+    for sample in db.samples:
+        verdict = engine.scan_bytes(sample.data, f"selftest:{sample.name}")
+        names = [t.name for _, t in verdict.threats]
+        ok = sample.expect in names if sample.expect else not names
+        failures += not ok
+        want = sample.expect or "clean"
+        got = ", ".join(names) or "clean"
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {sample.name}: expected {want}, got {got}")
+    click.echo(f"{len(db.samples) - failures} passed, {failures} failed")
+    ctx.exit(EXIT_ERROR if failures else EXIT_CLEAN)
+
+
+# -- lmsav config ------------------------------------------------------------------------------
+
+@main.group("config")
+def config_group():
+    """Show and check the configuration."""
+
+
+@config_group.command("show")
+@click.option("--sources", is_flag=True, help="Annotate each value with where it came from.")
+@click.pass_context
+def config_show(ctx, sources):
+    """Print the effective configuration (defaults, profile and file merged) as TOML."""
+    settings = _load_settings(ctx)
+    click.echo(settings.to_toml(with_sources=sources), nl=False)
+
+
+@config_group.command("check")
+@click.pass_context
+def config_check(ctx):
+    """Validate the configuration file; exit 0 if lmsav can start with it, 2 otherwise."""
+    obj = ctx.find_root().obj
+    settings = _load_settings(ctx)
+    where = obj["config"] if Path(obj["config"]).exists() else "built-in defaults"
+    click.echo(f"{where}: OK (profile {settings.profile})")

@@ -1,0 +1,159 @@
+"""The engine: one loaded database, ``scan(ScanObject) -> Verdict``, limits through one Context.
+
+Per object the work is, in this order: limits, sniff, size-gated hashes, one Hyperscan pass,
+YARA if rules exist, and — for containers — the handler's members, scanned recursively.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import filetype
+from .containers import Corrupted, Encrypted, Unsupported, handler_for
+from .limits import Context, LimitExceeded, Limits
+from .objects import ObjectResult, ScanObject, Status, Threat, Verdict, join_path
+from .signatures.database import Database
+
+log = logging.getLogger(__name__)
+
+MAIL_TYPES = frozenset({"mail", "mbox"})
+
+
+class Engine:
+    """Scans objects against one database. One instance per process; not thread-safe."""
+
+    def __init__(
+        self,
+        database: Database,
+        limits: Limits = Limits(),
+        scan_archives: bool = True,
+        scan_mail: bool = True,
+        tmp_root: str | None = None,
+    ):
+        self.db = database
+        self.limits = limits
+        self.scan_archives = scan_archives
+        self.scan_mail = scan_mail
+        self.tmp_root = tmp_root
+
+    # -- entry points ------------------------------------------------------------------------
+    def scan(self, obj: ScanObject) -> Verdict:
+        ctx = Context(self.limits, self.tmp_root)
+        try:
+            return Verdict(self._scan(obj, ctx))
+        finally:
+            ctx.cleanup()
+
+    def scan_path(self, path: str | os.PathLike, name: str | None = None) -> Verdict:
+        with ScanObject.from_path(path, name) as obj:
+            return self.scan(obj)
+
+    def scan_bytes(self, data: bytes, name: str = "stream") -> Verdict:
+        return self.scan(ScanObject(name, data=data))
+
+    # -- the recursive step ------------------------------------------------------------------
+    def _scan(self, obj: ScanObject, ctx: Context) -> ObjectResult:
+        res = ObjectResult(obj.name, "", 0)
+        try:
+            size = obj.size
+            res.size = size
+            ctx.check_depth(obj.depth)
+            ctx.check_file_size(size)
+            if obj.depth == 0:
+                ctx.account(size)
+            data = obj.data
+            ftype = res.type = filetype.sniff(data, size)
+            found = self._match(data, ftype, size)
+            if found:
+                res.status = Status.INFECTED
+                res.threats = found
+            handler = handler_for(ftype)
+            if handler is not None and self._wants(ftype):
+                self._explode(handler, obj, ctx, res)
+        except LimitExceeded as err:
+            self._limit(res, err, ctx, obj.depth)
+        except OSError as err:
+            res.status = max(res.status, Status.ERROR)
+            res.reason = f"read error: {err.strerror or err}"
+        return res
+
+    def _wants(self, ftype: str) -> bool:
+        return self.scan_mail if ftype in MAIL_TYPES else self.scan_archives
+
+    def _match(self, data, ftype: str, size: int) -> list[Threat]:
+        db = self.db
+        hits = db.body.match(data, ftype, size)
+        if db.hashes.wants(size):
+            hits += db.hashes.match(data, size)
+        if db.yara is not None:
+            hits += db.yara.match(data)
+        if not hits:
+            return []
+        if db.ignored:
+            hits = [h for h in hits if h[0] not in db.ignored]
+        # Allow-lists (.fp/.sfp) are consulted only once something matched: no cost otherwise.
+        if hits and db.allow.count and db.allow.wants(size) and db.allow.match(data, size):
+            return []
+        seen, threats = set(), []
+        for name, source in hits:
+            if name not in seen:
+                seen.add(name)
+                threats.append(Threat(name, source))
+        return threats
+
+    def _explode(self, handler, obj: ScanObject, ctx: Context, res: ObjectResult) -> None:
+        try:
+            ctx.check_depth(obj.depth + 1)
+        except LimitExceeded as err:
+            self._limit(res, err, ctx, obj.depth)
+            return
+        count = 0
+        try:
+            for child in handler.explode(obj, ctx):
+                count += 1
+                ctx.check_files(count)
+                res.children.append(self._scan_child(obj, child, ctx))
+                ctx.check_time()
+        except Encrypted as err:
+            self._mark(res, Status.PROTECTED, f"encrypted{': ' + str(err) if str(err) else ''}")
+        except Corrupted as err:
+            self._mark(res, Status.CORRUPTED, f"corrupted: {err}" if str(err) else "corrupted")
+        except Unsupported as err:
+            self._mark(res, Status.ERROR, f"unsupported: {err}")
+        except LimitExceeded as err:
+            self._limit(res, err, ctx, obj.depth)
+        except Exception as err:  # a handler bug must cost one object, never the whole scan
+            log.exception("handler %s failed on %s", type(handler).__name__, obj.name)
+            self._mark(res, Status.ERROR, f"internal error: {type(err).__name__}: {err}")
+
+    def _scan_child(self, parent: ScanObject, child, ctx: Context) -> ObjectResult:
+        name = join_path(parent.name, child.name)
+        if child.status is not None:
+            return ObjectResult(name, "", child.size or 0, child.status, reason=child.reason)
+        if child.path is not None:
+            sub = ScanObject(name, path=child.path, depth=parent.depth + 1, size=child.size)
+        else:
+            sub = ScanObject(name, data=child.data or b"", depth=parent.depth + 1)
+        try:
+            return self._scan(sub, ctx)
+        finally:
+            sub.close()
+            if child.path is not None:
+                # Spilled members are deleted as soon as scanned, bounding temp disk use.
+                try:
+                    os.unlink(child.path)
+                except OSError:
+                    pass
+
+    def _limit(self, res: ObjectResult, err: LimitExceeded, ctx: Context, depth: int) -> None:
+        self._mark(res, ctx.limits.limit_status, err.reason)
+        if err.whole_input and depth > 0:
+            raise err  # time/total-size limits stop the whole input, not just this member
+
+    @staticmethod
+    def _mark(res: ObjectResult, status: Status, reason: str) -> None:
+        if status >= res.status:
+            res.status = status
+        if not res.reason:
+            res.reason = reason

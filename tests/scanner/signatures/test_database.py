@@ -1,0 +1,104 @@
+"""Database directories: build, compiled cache reuse and invalidation, errors, self-test data."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from lmsav.scanner.engine import Engine
+from lmsav.scanner.objects import Status
+from lmsav.scanner.signatures.database import Database, DatabaseError
+from lmsav.scanner.signatures.errors import SignatureError
+from tests.conftest import EICAR, md5_line, write_db
+
+NDB = "Test.Body:0:*:6c6d7361762d646220746573742d626f6479\n"  # "lmsav-db test-body"
+
+
+def test_build_then_load_uses_the_cache(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB, "b.hdb": md5_line(EICAR, "Eicar")})
+    first = Database.load(db_dir)
+    assert not first.loaded_from_cache
+    assert first.counts["ndb"] == 1 and first.counts["hdb"] == 1
+    second = Database.load(db_dir)
+    assert second.loaded_from_cache
+    assert Engine(second).scan_bytes(b"..lmsav-db test-body..").status == Status.INFECTED
+
+
+def test_changed_source_is_recompiled(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB})
+    Database.load(db_dir)
+    time.sleep(0.01)
+    (db_dir / "a.ndb").write_text(NDB + "Second:0:*:7365636f6e642d7369676e6174757265\n")
+    db = Database.load(db_dir)
+    assert not db.loaded_from_cache
+    assert db.counts["ndb"] == 2
+    assert Engine(db).scan_bytes(b"a second-signature b").threats[0][1].name == "Second"
+
+
+def test_touched_but_unchanged_source_reuses_the_cache(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB})
+    Database.load(db_dir)
+    later = time.time() + 5
+    os.utime(db_dir / "a.ndb", (later, later))
+    assert Database.load(db_dir).loaded_from_cache
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"bad.hdb": md5_line(EICAR, "Ok") + "nothex:12:Name\n"})
+    with pytest.raises(SignatureError) as err:
+        Database.load(db_dir)
+    assert str(err.value).startswith("bad.hdb:2: ")
+
+
+def test_bad_yara_rule_names_file_and_line(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"r.yar": "rule ok { condition: true }\n\nrule bad {"})
+    with pytest.raises(SignatureError) as err:
+        Database.load(db_dir)
+    assert str(err.value).startswith("r.yar:")
+
+
+def test_empty_or_missing_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatabaseError, match="no signatures found"):
+        Database.load(tmp_path / "empty")
+    with pytest.raises(DatabaseError, match="not found"):
+        Database.load(tmp_path / "missing")
+
+
+def test_unsupported_formats_are_listed_not_used(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB, "x.ldb": "whatever\n"})
+    assert Database.load(db_dir).unsupported == ["x.ldb"]
+
+
+def test_cache_path_falls_back_when_directory_not_writable(tmp_path, monkeypatch):
+    from lmsav.scanner.signatures import database as dbmod
+
+    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB})
+    monkeypatch.setattr(dbmod.os, "access", lambda p, mode: False)
+    monkeypatch.setattr(dbmod.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = dbmod.default_cache_path(db_dir)
+    assert path.parent == tmp_path / "cache" / "lmsav"
+    db = Database.load(db_dir, cache_path=path)
+    assert db.cache_path == path and path.exists()
+
+
+def test_bundled_database_detects_its_samples(bundled_db_dir):
+    db = Database.load(bundled_db_dir)
+    eng = Engine(db)
+    assert len(db.samples) >= 4
+    for sample in db.samples:
+        names = [t.name for _, t in eng.scan_bytes(sample.data).threats]
+        assert (sample.expect in names) if sample.expect else names == []
+
+
+def test_yara_rules_detect(tmp_path):
+    db_dir = write_db(tmp_path / "db", {
+        "r.yar": 'rule find_marker { strings: $a = "marker-123" condition: $a }\n'
+    })
+    verdict = Engine(Database.load(db_dir)).scan_bytes(b"xx marker-123 yy")
+    assert [(t.name, t.signature_source) for _, t in verdict.threats] == [
+        ("YARA.find_marker", "r.yar")
+    ]

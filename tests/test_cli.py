@@ -1,0 +1,228 @@
+"""`lmsav scan`, `lmsav db`, `lmsav config` as an administrator sees them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lmsav.cli import main
+from tests.conftest import BODY_SAMPLE, EICAR, write_db
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    root = tmp_path / "tree"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "clean.txt").write_text("hello\n")
+    (root / "eicar.com").write_bytes(EICAR)
+    (root / "sub" / "body.bin").write_bytes(BODY_SAMPLE)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("docs/readme.txt", "fine")
+        zf.writestr("docs/eicar.com", EICAR)
+    (root / "sub" / "deeper" / "archive.zip").write_bytes(buf.getvalue())
+    return root
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMSAV_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def test_scan_reports_findings_with_container_paths_and_exit_1(run, tree):
+    result = run("scan", "-j", "1", tree)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"{tree}/eicar.com: Eicar-Test-Signature FOUND" in lines
+    assert f"{tree}/sub/body.bin: Lmsav.Test.Body FOUND" in lines
+    assert f"{tree}/sub/deeper/archive.zip//docs/eicar.com: Eicar-Test-Signature FOUND" in lines
+    assert f"{tree}/clean.txt: OK" not in lines
+    assert "Scanned files: 4" in lines
+    assert "Infected files: 3" in lines
+    assert "Scanned directories: 3" in lines
+
+
+def test_verbose_prints_ok_and_clean_exit_0(run, tree):
+    (tree / "eicar.com").unlink()
+    (tree / "sub" / "body.bin").unlink()
+    (tree / "sub" / "deeper" / "archive.zip").unlink()
+    result = run("scan", "-v", "--no-summary", tree)
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [f"{tree}/clean.txt: OK"]
+
+
+def test_json_lines_have_the_verdict_tree(run, tree):
+    result = run("scan", "--json", "-j", "2", tree)
+    assert result.exit_code == 1
+    objs = [json.loads(line) for line in result.output.splitlines()]
+    summary = objs.pop()["summary"]
+    assert summary["scanned_files"] == 4 and summary["infected_files"] == 3
+    by_path = {o["path"]: o for o in objs}
+    arc = by_path[f"{tree}/sub/deeper/archive.zip"]
+    assert arc["status"] == "infected"
+    [threat] = arc["threats"]
+    assert threat["path"] == f"{tree}/sub/deeper/archive.zip//docs/eicar.com"
+    assert threat["name"] == "Eicar-Test-Signature"
+    assert threat["source"] in ("main.ndb", "main.hdb", "main.hsb")
+    assert arc["result"]["type"] == "zip"
+    assert {c["path"].rsplit("//", 1)[1] for c in arc["result"]["children"]} == {
+        "docs/readme.txt", "docs/eicar.com"}
+    assert by_path[f"{tree}/clean.txt"]["status"] == "clean"
+
+
+def test_parallel_and_serial_agree(run, tree):
+    serial = run("scan", "-j", "1", "--no-summary", tree).output.splitlines()
+    parallel = run("scan", "-j", "2", "--no-summary", tree).output.splitlines()
+    assert serial == parallel and len(serial) == 3
+
+
+def test_infected_only_hides_errors(run, tree):
+    (tree / "big.bin").write_bytes(b"\0" * 5000)
+    full = run("scan", "--max-filesize", "1K", "--no-summary", tree)
+    assert f"{tree}/big.bin: limit: filesize 1024 ERROR" in full.output.splitlines()
+    only = run("scan", "-i", "--max-filesize", "1K", "--no-summary", tree)
+    assert "ERROR" not in only.output
+    assert only.exit_code == 1
+
+
+def test_error_without_findings_exits_2(run, tmp_path):
+    (tmp_path / "big.bin").write_bytes(b"\0" * 5000)
+    result = run("scan", "--max-filesize", "1K", tmp_path / "big.bin")
+    assert result.exit_code == 2
+
+
+def test_missing_path_is_reported_and_scan_goes_on(run, tree):
+    result = run("scan", "--no-summary", tree / "nope", tree / "clean.txt")
+    assert result.exit_code == 2
+    assert f"{tree}/nope: cannot open: No such file or directory ERROR" in result.output
+
+
+def test_exclude_include_and_dir_depth(run, tree):
+    out = run("scan", "--no-summary", "--exclude", "*.zip", "--exclude", "eicar.com", tree).output
+    assert out.splitlines() == [f"{tree}/sub/body.bin: Lmsav.Test.Body FOUND"]
+    out = run("scan", "--no-summary", "--include", "*.zip", tree).output
+    assert out.splitlines() == [
+        f"{tree}/sub/deeper/archive.zip//docs/eicar.com: Eicar-Test-Signature FOUND"]
+    out = run("scan", "--no-summary", "--max-dir-depth", "1", tree).output
+    assert "archive.zip" not in out and "body.bin" in out
+
+
+def test_symlinks_not_followed_unless_asked(run, tree, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "eicar2.com").write_bytes(EICAR)
+    (tree / "link").symlink_to(outside)
+    (tree / "loop").symlink_to(tree)
+    out = run("scan", "--no-summary", tree).output
+    assert "eicar2.com" not in out
+    out = run("scan", "--no-summary", "--follow-symlinks", tree).output
+    assert f"{tree}/link/eicar2.com: Eicar-Test-Signature FOUND" in out.splitlines()
+
+
+def test_special_files_are_skipped_and_counted(run, tree):
+    os.mkfifo(tree / "fifo")
+    result = run("scan", tree)
+    assert "Skipped: 1" in result.output
+    assert f"{tree}/fifo: special file SKIPPED" in run("scan", "-v", tree).output
+
+
+def test_unreadable_file_is_reported(run, tree, monkeypatch):
+    from lmsav.scanner.objects import ScanObject
+
+    real = ScanObject._load
+
+    def deny(self):
+        if self.name.endswith("clean.txt"):
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(ScanObject, "_load", deny)
+    result = run("scan", "-j", "1", "--no-summary", tree)
+    assert f"{tree}/clean.txt: read error: Permission denied ERROR" in result.output.splitlines()
+    assert result.exit_code == 1  # the findings still count
+
+
+def test_stdin(run):
+    result = run("scan", "--no-summary", "-", input=EICAR)
+    assert result.output.splitlines() == ["stdin: Eicar-Test-Signature FOUND"]
+    assert result.exit_code == 1
+
+
+def test_custom_database_option(run, tmp_path):
+    db = write_db(tmp_path / "db", {"x.ndb": "Custom.Sig:0:*:637573746f6d2d6d61726b6572\n"})
+    target = tmp_path / "f.txt"
+    target.write_text("a custom-marker here")
+    result = run("scan", "-d", db, "--no-summary", target)
+    assert result.output.splitlines() == [f"{target}: Custom.Sig FOUND"]
+
+
+def test_bad_database_is_one_line_error(run, tmp_path):
+    db = write_db(tmp_path / "db", {"x.ndb": "Broken:0:*:zz\n"})
+    result = run("scan", "-d", db, tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("lmsav: error: x.ndb:1:")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_db_build_info_test(run, tmp_path, bundled_db_dir):
+    db = write_db(tmp_path / "db", {"x.ndb": "Custom.Sig:0:*:637573746f6d2d6d61726b6572\n"})
+    built = run("db", "build", db)
+    assert built.exit_code == 0 and "1 signatures" in built.output
+    info = json.loads(run("db", "info", "-d", db, "--json").output)
+    assert info["counts"] == {"ndb": 1} and info["signatures"] == 1
+    tested = run("db", "test", "-d", bundled_db_dir)
+    assert tested.exit_code == 0
+    assert tested.output.splitlines()[-1].endswith(" passed, 0 failed")
+    no_samples = run("db", "test", "-d", db)
+    assert no_samples.exit_code == 2 and "no self-test samples" in no_samples.output
+
+
+def test_version_shows_database(run):
+    result = run("--version")
+    assert result.output.splitlines()[0].startswith("lmsav ")
+    assert "database 2026112401" in result.output
+
+
+def test_config_show_and_check(run, tmp_path):
+    cfg = tmp_path / "lmsav.toml"
+    cfg.write_text("[limits]\nmax_scan_depth = 7\n")
+    shown = run("--config", cfg, "config", "show")
+    assert "max_scan_depth = 7" in shown.output
+    assert run("--config", cfg, "config", "check").exit_code == 0
+    cfg.write_text("[limits]\nmax_scan_depth = -1\n")
+    bad = run("--config", cfg, "config", "check")
+    assert bad.exit_code == 2
+    assert f"{cfg}" in bad.output and "max_scan_depth" in bad.output and "-1" in bad.output
+
+
+def test_profile_changes_limits(run, tmp_path):
+    fast = run("--profile", "high_scan_speed", "config", "show").output
+    strict = run("--profile", "high_overall_security", "config", "show").output
+    assert fast != strict
+    assert 'limit_status = "suspicious"' in strict
+
+
+def test_real_process_exit_codes_and_no_progress_bar_when_piped(tree):
+    exe = Path(sys.executable).with_name("lmsav")
+    env = dict(os.environ, LMSAV_CONFIG=os.devnull)
+    proc = subprocess.run([exe, "scan", str(tree)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert "scanning" not in proc.stderr  # no tqdm bar without a terminal
+    proc = subprocess.run([exe, "scan", "--progress", str(tree)], capture_output=True,
+                          text=True, env=env)
+    assert "files" in proc.stderr
