@@ -29,7 +29,8 @@ class Fatal(click.ClickException):
 def _load_settings(ctx: click.Context, overrides: dict | None = None):
     obj = ctx.find_root().obj
     try:
-        return config_mod.load_settings(obj["config"], obj["profile"], overrides or {})
+        return config_mod.load_settings(obj["config"], obj["profile"], overrides or {},
+                                        required=obj["config_explicit"])
     except config_mod.ConfigError as err:
         raise Fatal(str(err))
 
@@ -269,7 +270,6 @@ class ReportPrinter:
         if self.as_json:
             click.echo(json.dumps({"summary": data}, separators=(",", ":")))
             return
-        out = click.get_text_stream("stdout")
         lines = [
             "",
             "----------- SCAN SUMMARY -----------",
@@ -289,7 +289,7 @@ class ReportPrinter:
         secs = tally.seconds
         lines.append(f"Data scanned: {tally.bytes / 1e6:.2f} MB")
         lines.append(f"Time: {secs:.3f} sec ({tally.files / secs if secs else 0:.0f} files/s)")
-        out.write("\n".join(lines) + "\n")
+        click.echo("\n".join(lines))
 
     def exit_code(self, tally) -> int:
         if self.found:

@@ -137,7 +137,7 @@ class _Table:
 def _bisect_digest(blob, width: int, lo: int, hi: int, digest: bytes) -> int | None:
     while lo < hi:
         mid = (lo + hi) // 2
-        cur = blob[mid * width:(mid + 1) * width]
+        cur = blob[mid * width:(mid + 1) * width].tobytes()  # memoryviews do not order
         if cur < digest:
             lo = mid + 1
         elif cur > digest:

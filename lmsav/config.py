@@ -1,0 +1,522 @@
+"""TOML configuration → typed, validated settings; profiles; where every value came from.
+
+The section dataclasses below are the one table of settings: each field carries its default, its
+kind (what is allowed, how it is read and written back) and a one-line help. Loading, validation,
+``config show`` and the documentation checks all walk that table.
+
+Values are layered, later wins: built-in defaults < profile < configuration file < command line.
+Anything not understood is an error naming the file, the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from . import paths as paths_mod
+from .scanner.limits import Limits
+from .scanner.objects import Status
+
+DEFAULT_PROFILE = "default_recommended"
+COMMAND_LINE = "command line"
+BUILT_IN = "built-in default"
+
+
+class ConfigError(Exception):
+    """A configuration problem, in one line: ``<file>: <key> = <value>: expected <allowed>``."""
+
+
+# -- kinds of values -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of value is written in TOML: what is allowed, how to read and write it."""
+
+    allowed: str  # completes "expected ..."
+    parse: Callable[[Any], Any]  # raises ValueError or TypeError for anything not allowed
+    dump: Callable[[Any], Any] = lambda value: value  # back to a TOML-ready value
+
+
+def _natural(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(value)
+    return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"(\d+)\s*(?:([KMGT])I?)?B?", re.IGNORECASE)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        match = _SIZE_RE.fullmatch(value.strip())
+        if not match:
+            raise ValueError(value)
+        return int(match[1]) * _SIZE_UNITS[(match[2] or "").upper()]
+    return _natural(value)
+
+
+def _size_text(size: int) -> int | str:
+    """The shortest exact spelling: 104857600 → "100M"; sizes that are not multiples stay ints."""
+    for unit in ("T", "G", "M", "K"):
+        if size and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return size
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smh]?)")
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value.strip())
+        if not match:
+            raise ValueError(value)
+        return float(match[1]) * _DURATION_UNITS[match[2]]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(value)
+    return float(value)
+
+
+def _seconds_text(seconds: float) -> int | float:
+    return int(seconds) if seconds == int(seconds) else seconds
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(value)
+    return value
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(value)
+    if not all(isinstance(item, str) and item for item in value):
+        raise ValueError(value)
+    return tuple(value)
+
+
+def _absolute_path(value: Any) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(value)
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        raise ValueError(value)
+    return path
+
+
+def _optional_path(value: Any) -> Path | None:
+    # TOML has no null: the empty string stands for "not set, use the default".
+    return None if value == "" else _absolute_path(value)
+
+
+def _choice(*choices: str) -> Kind:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(value)
+        return value
+
+    return Kind(" or ".join(f'"{c}"' for c in choices), parse)
+
+
+NATURAL = Kind("an integer >= 0", _natural)
+SIZE = Kind("a size like 25M (bytes, or a whole number with K, M, G or T; multiples of 1024)",
+            _size, _size_text)
+SECONDS = Kind("a number of seconds >= 0, or a duration like 90s, 2m or 1h", _seconds,
+               _seconds_text)
+BOOLEAN = Kind("true or false", _boolean)
+GLOBS = Kind('a list of glob patterns like ["*.log", "/proc"]', _globs, list)
+ABSOLUTE_PATH = Kind("an absolute path", _absolute_path, str)
+OPTIONAL_PATH = Kind('an absolute path, or "" for the default', _optional_path,
+                     lambda path: "" if path is None else str(path))
+LIMIT_STATUS = _choice("error", "suspicious")
+
+
+def setting(default: Any = None, kind: Kind = NATURAL, help: str = "", option: str | None = None,
+            *, factory: Callable[[], Any] | None = None) -> Any:
+    """Declare one key of a section: its default, kind, one-line help and command-line option."""
+    metadata = {"kind": kind, "help": help, "option": option}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# -- the table of settings -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PathsSection:
+    """[paths] — where lmsav keeps its state, sockets, temporary files and signatures."""
+
+    state_dir: Path = setting(
+        kind=ABSOLUTE_PATH, factory=paths_mod.state_dir,
+        help="Root of lmsav's state: bases/, quarantine/, nqueue/, backup/, stats/, updater/ "
+             "(default /var/lib/lmsav as root, $XDG_STATE_HOME/lmsav otherwise).")
+    run_dir: Path = setting(
+        kind=ABSOLUTE_PATH, factory=paths_mod.run_dir,
+        help="Sockets and pid files (default /run/lmsav as root, $XDG_RUNTIME_DIR/lmsav "
+             "otherwise).")
+    tmp_dir: Path | None = setting(
+        None, OPTIONAL_PATH,
+        'Where scans unpack large members; "" means the system temporary directory ($TMPDIR).')
+    bases: Path | None = setting(
+        None, OPTIONAL_PATH,
+        'Signature database directory; "" means the bundled test database (EICAR only).',
+        "--database")
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    """[limits] — how far the engine goes into one input; 0 means unlimited."""
+
+    max_scan_depth: int = setting(
+        16, NATURAL, "Containers nested deeper than this are not opened.", "--max-recursion")
+    max_file_size: int = setting(
+        100 << 20, SIZE, "Files and members larger than this are not scanned.", "--max-filesize")
+    max_scan_size: int = setting(
+        400 << 20, SIZE, "Stop after this many bytes extracted and scanned from one input.",
+        "--max-scansize")
+    max_files: int = setting(
+        10000, NATURAL, "Members scanned per container; the rest are skipped.", "--max-files")
+    max_scan_time: float = setting(
+        120.0, SECONDS, "Time allowed for one input, in seconds.", "--max-scantime")
+    max_compression_ratio: int = setting(
+        250, NATURAL, "Members that unpack to more than this times their packed size are not "
+                      "scanned (zip bombs).", "--max-ratio")
+    limit_status: str = setting(
+        "error", LIMIT_STATUS,
+        'What hitting a limit makes of an object: "error" (could not be scanned) or '
+        '"suspicious" (reported as found).')
+
+
+@dataclass(frozen=True)
+class ScanSection:
+    """[scan] — what lmsav scan looks at and how it walks directory trees."""
+
+    scan_archives: bool = setting(
+        True, BOOLEAN, "Look inside archives and compressed files.", "--no-archive")
+    scan_mail: bool = setting(
+        True, BOOLEAN, "Look inside mail files (RFC 822 messages, mbox).", "--no-mail")
+    workers: int = setting(
+        0, NATURAL, "Parallel scanning processes; 0 means one per CPU.", "--jobs")
+    follow_symlinks: bool = setting(
+        False, BOOLEAN, "Follow symbolic links found inside directories.", "--follow-symlinks")
+    one_file_system: bool = setting(
+        False, BOOLEAN, "Stay on the file system of each path given.", "--one-file-system")
+    max_dir_depth: int = setting(
+        0, NATURAL, "Descend at most this many directory levels; 0 means unlimited.",
+        "--max-dir-depth")
+    exclude: tuple[str, ...] = setting(
+        (), GLOBS, "Skip files and directories whose path or name matches one of these globs.",
+        "--exclude")
+    include: tuple[str, ...] = setting(
+        (), GLOBS, "If not empty, scan only files whose path or name matches one of these globs.",
+        "--include")
+    detect_corrupted: bool = setting(
+        False, BOOLEAN, "Count corrupted files (broken archives) as found: exit code 1.")
+    detect_protected: bool = setting(
+        False, BOOLEAN, "Count encrypted or password-protected files as found: exit code 1.")
+
+
+# TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
+# ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
+SECTIONS: dict[str, tuple[str, type]] = {
+    "paths": ("paths", PathsSection),
+    "limits": ("limits_section", LimitsSection),
+    "scan": ("scan", ScanSection),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One key of the table, as documentation and validation see it."""
+
+    section: str
+    key: str
+    kind: Kind
+    help: str
+    option: str | None
+    dc_field: dataclasses.Field
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    def default(self) -> Any:
+        if self.dc_field.default_factory is not dataclasses.MISSING:
+            return self.dc_field.default_factory()
+        return self.dc_field.default
+
+
+def specs() -> Iterator[Spec]:
+    """Every key of every section, in file order."""
+    for section, (_attr, cls) in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield Spec(section, f.name, f.metadata["kind"], f.metadata["help"],
+                       f.metadata["option"], f)
+
+
+SPECS: dict[str, Spec] = {spec.name: spec for spec in specs()}
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration: every section validated, and the source of every value."""
+
+    profile: str
+    paths: PathsSection
+    limits_section: LimitsSection
+    scan: ScanSection
+    # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def section(self, name: str) -> Any:
+        return getattr(self, SECTIONS[name][0])
+
+    def value(self, name: str) -> Any:
+        """A value by its dotted name, e.g. ``value("limits.max_scan_depth")``."""
+        section, key = name.split(".", 1)
+        return getattr(self.section(section), key)
+
+    def limits(self) -> Limits:
+        """The engine's Limits for these settings."""
+        section = self.limits_section
+        return Limits(
+            max_scan_depth=section.max_scan_depth,
+            max_file_size=section.max_file_size,
+            max_scan_size=section.max_scan_size,
+            max_files=section.max_files,
+            max_scan_time=float(section.max_scan_time),
+            max_compression_ratio=section.max_compression_ratio,
+            limit_status=Status[section.limit_status.upper()],
+        )
+
+    def database_dir(self) -> Path:
+        """The configured signature directory, or the bundled database."""
+        return self.paths.bases or paths_mod.bundled_database_dir()
+
+    def to_toml(self, with_sources: bool = False) -> str:
+        """The settings as a TOML file that loads back to the same settings."""
+
+        def line(name: str, key: str, value: Any) -> str:
+            text = f"{key} = {_toml_value(value)}"
+            if with_sources:
+                text += f"  # from {self.sources.get(name, BUILT_IN)}"
+            return text
+
+        out = [line("profile", "profile", self.profile)]
+        for section in SECTIONS:
+            out += ["", f"[{section}]"]
+            out += [line(spec.name, spec.key, spec.kind.dump(self.value(spec.name)))
+                    for spec in SPECS.values() if spec.section == section]
+        return "\n".join(out) + "\n"
+
+
+def profile_names() -> list[str]:
+    """The shipped profiles: directories of ``lmsav/data/profiles`` holding a ``lmsav.toml``."""
+    root = paths_mod.profiles_dir()
+    return sorted(p.name for p in root.iterdir() if (p / "lmsav.toml").is_file())
+
+
+def profile_file(name: str) -> Path:
+    return paths_mod.profiles_dir() / name / "lmsav.toml"
+
+
+def load_settings(
+    path: Path | str | None,
+    profile: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    required: bool = False,
+) -> Settings:
+    """Load the effective settings: built-in defaults < profile < file < ``overrides``.
+
+    ``path`` None, or a file that does not exist (unless ``required``), means no file.
+    ``profile`` (from ``--profile``) wins over a ``profile = "…"`` line in the file.
+    ``overrides`` maps dotted keys (``"limits.max_file_size"``) to command-line values; they are
+    validated like file values, so a size may still be a string such as ``"25M"``.
+    """
+    file_profile, file_values, file_source = None, {}, None
+    if path is not None:
+        path = Path(path)
+        if path.exists():
+            file_source = str(path)
+            file_profile, file_values = _read_layer(_read_toml(path), file_source, True)
+        elif required:
+            raise ConfigError(f"{path}: no such file")
+
+    names = profile_names()
+    if profile is not None:
+        if profile not in names:
+            raise ConfigError(f"unknown profile '{profile}': choose {', '.join(names)}")
+        chosen, profile_source = profile, COMMAND_LINE
+    elif file_profile is not None:
+        chosen, profile_source = file_profile, file_source
+    else:
+        chosen, profile_source = DEFAULT_PROFILE, BUILT_IN
+    _no_profile, profile_values = _read_layer(
+        _read_toml(profile_file(chosen)), str(profile_file(chosen)), False)
+
+    values = {name: spec.default() for name, spec in SPECS.items()}
+    sources = dict.fromkeys(values, BUILT_IN)
+    sources["profile"] = profile_source
+    layers = [
+        (f"profile {chosen}", profile_values),
+        (file_source, file_values),
+        (COMMAND_LINE, _read_overrides(overrides or {})),
+    ]
+    for source, layer in layers:
+        values.update(layer)
+        sources.update(dict.fromkeys(layer, source))
+
+    sections = {}
+    for section, (attr, cls) in SECTIONS.items():
+        prefix = section + "."
+        sections[attr] = cls(**{name[len(prefix):]: value for name, value in values.items()
+                                if name.startswith(prefix)})
+    return Settings(profile=chosen, sources=sources, **sections)
+
+
+# -- reading and validating ----------------------------------------------------------------------
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fp:
+            return tomllib.load(fp)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def _read_layer(data: Mapping[str, Any], where: str,
+                allow_profile: bool) -> tuple[str | None, dict[str, Any]]:
+    """Validate one parsed file; return its ``profile`` line and its values by dotted name."""
+    profile = None
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section == "profile" and allow_profile:
+            names = profile_names()
+            if table not in names:
+                raise ConfigError(f"{where}: profile = {_show(table)}: unknown profile; choose "
+                                  f"{', '.join(names)}")
+            profile = table
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(f"{where}: {_unknown_top_level(section, table, allow_profile)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {section} = {_show(table)}: expected a table [{section}]")
+        for key, raw in table.items():
+            name = f"{section}.{key}"
+            if name not in SPECS:
+                raise ConfigError(f"{where}: {_unknown_key(section, key)}")
+            values[name] = _parse(SPECS[name], raw, f"{where}: {name}")
+    return profile, values
+
+
+def _read_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    values = {}
+    for name, raw in overrides.items():
+        if raw is None:
+            continue
+        spec = SPECS.get(name)
+        if spec is None:
+            raise ConfigError(f"{COMMAND_LINE}: {_unknown_key(*name.partition('.')[::2])}")
+        label = f"{spec.option}/{name}" if spec.option else name
+        values[name] = _parse(spec, raw, f"{COMMAND_LINE}: {label}")
+    return values
+
+
+def _parse(spec: Spec, raw: Any, label: str) -> Any:
+    try:
+        return spec.kind.parse(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{label} = {_show(raw)}: expected {spec.kind.allowed}") from None
+
+
+def _unknown_top_level(name: str, value: Any, allow_profile: bool) -> str:
+    if isinstance(value, dict):
+        hint = _did_you_mean(name, list(SECTIONS), "[{}]")
+        known = ", ".join(f"[{s}]" for s in SECTIONS)
+        return f"unknown section [{name}]; " + (hint or f"sections are {known}")
+    # A key outside any section: most likely one that belongs in a section.
+    candidates = {spec.key: spec.name for spec in SPECS.values()}
+    if allow_profile:
+        candidates["profile"] = "profile"
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    hint = f"did you mean {candidates[close[0]]}?" if close else "keys belong in a section"
+    return f"unknown key {name}; {hint}"
+
+
+def _unknown_key(section: str, key: str) -> str:
+    if section not in SECTIONS:
+        hint = _did_you_mean(section, list(SECTIONS), "[{}]")
+        return f"unknown section [{section}]; " + (hint or "sections are " + ", ".join(
+            f"[{s}]" for s in SECTIONS))
+    here = [spec.key for spec in SPECS.values() if spec.section == section]
+    hint = _did_you_mean(key, here, section + ".{}")
+    if not hint:  # the right key in the wrong section?
+        elsewhere = {spec.key: spec.name for spec in SPECS.values()}
+        close = difflib.get_close_matches(key, list(elsewhere), n=1)
+        hint = f"did you mean {elsewhere[close[0]]}?" if close else (
+            f"keys of [{section}] are {', '.join(here)}")
+    return f"unknown key {section}.{key}; {hint}"
+
+
+def _did_you_mean(word: str, choices: list[str], form: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean {form.format(close[0])}?" if close else ""
+
+
+# -- writing TOML --------------------------------------------------------------------------------
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+            "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (str, os.PathLike)):
+        return _toml_string(os.fspath(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if hasattr(value, "isoformat"):  # TOML dates and times
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in the file, for error messages."""
+    try:
+        return _toml_value(value)
+    except TypeError:
+        return repr(value)
