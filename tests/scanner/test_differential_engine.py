@@ -80,7 +80,9 @@ def build_case(tmp_path: Path, seed: int):
             else:
                 algo = rnd.choice(["sha1", "sha256"])
                 size = "*" if rnd.random() < 0.3 else str(len(exact))
-                hsb.append(f"{hashlib.new(algo, exact).hexdigest()}:{size}:{name}")
+                # ClamAV wants a minimum functionality level of 73 on "*" size lines.
+                flevel = ":73" if size == "*" else ""
+                hsb.append(f"{hashlib.new(algo, exact).hexdigest()}:{size}:{name}{flevel}")
             if near_miss:
                 payload[rnd.randrange(len(payload))] ^= 0x01
         elif kind == "ndb":

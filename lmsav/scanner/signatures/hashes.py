@@ -29,6 +29,10 @@ class HashSig:
     source: str
 
 
+# The ClamAV functionality level whose signature features lmsav implements.
+FUNCTIONALITY_LEVEL = 216
+
+
 def parse_hash_file(text: str, source: str, allow_wildcard: bool) -> list[HashSig]:
     """Parse ``digest:size:name[:flevel…]`` lines (.hdb .hsb .fp .sfp)."""
     sigs = []
@@ -54,6 +58,11 @@ def parse_hash_file(text: str, source: str, allow_wildcard: bool) -> list[HashSi
             raise SignatureError(source, lineno, f"bad size {size_text!r}: need a number or '*'")
         if not name:
             raise SignatureError(source, lineno, "empty signature name")
+        if len(fields) > 3 and fields[3].strip():
+            if not fields[3].strip().isdigit():
+                raise SignatureError(source, lineno, f"bad functionality level {fields[3]!r}")
+            if int(fields[3]) > FUNCTIONALITY_LEVEL:
+                continue  # written for a newer engine than ours: skipped, as ClamAV does
         sigs.append(HashSig(bytes.fromhex(hexdigest), size, name, source))
     return sigs
 
