@@ -228,6 +228,8 @@ class ReportPrinter:
         elif status == Status.ERROR or (status != Status.CLEAN and not report.skipped):
             self.errors += status == Status.ERROR
         if self.as_json:
+            if self.infected_only and (status == Status.CLEAN or report.skipped):
+                return
             if report.tree is not None:
                 tree = dict(report.tree)
                 if report.skipped:

@@ -226,3 +226,11 @@ def test_real_process_exit_codes_and_no_progress_bar_when_piped(tree):
     proc = subprocess.run([exe, "scan", "--progress", str(tree)], capture_output=True,
                           text=True, env=env)
     assert "files" in proc.stderr
+
+
+def test_json_with_infected_only_omits_clean_inputs(run, tree):
+    result = run("scan", "--json", "-i", tree)
+    objs = [json.loads(line) for line in result.output.splitlines()]
+    assert "summary" in objs.pop()
+    assert objs and all(o["status"] != "clean" for o in objs)
+    assert f"{tree}/clean.txt" not in {o["path"] for o in objs}
