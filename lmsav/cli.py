@@ -326,6 +326,8 @@ def db_build(directory, as_json):
                    f"-> {db.cache_path}")
         for name in db.unsupported:
             click.echo(f"warning: {name}: format not supported yet, ignored", err=True)
+        for line in db.body.unsupported:
+            click.echo(f"warning: {line}; skipped", err=True)
 
 
 @db_group.command("info")
@@ -352,6 +354,8 @@ def db_info(ctx, database, as_json):
     click.echo(f"Compiled cache: {db.cache_path}")
     for name in db.unsupported:
         click.echo(f"Ignored (format not supported yet): {name}")
+    if db.body.unsupported:
+        click.echo(f"Skipped signatures: {len(db.body.unsupported)} (see `lmsav db info --json`)")
 
 
 def _db_info(db) -> dict:
@@ -364,6 +368,7 @@ def _db_info(db) -> dict:
         "build_seconds": db.build_seconds,
         "cache": str(db.cache_path),
         "unsupported_files": db.unsupported,
+        "skipped_signatures": db.body.unsupported,
         "self_test_samples": len(db.samples),
     }
 

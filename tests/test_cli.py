@@ -234,3 +234,15 @@ def test_json_with_infected_only_omits_clean_inputs(run, tree):
     assert "summary" in objs.pop()
     assert objs and all(o["status"] != "clean" for o in objs)
     assert f"{tree}/clean.txt" not in {o["path"] for o in objs}
+
+
+def test_db_build_lists_skipped_signatures(run, tmp_path):
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "x.ndb").write_text("Usable:0:*:41424344\nNeedsPE:1:EP+10:41424344\n")
+    built = run("db", "build", str(db))
+    assert built.exit_code == 0
+    assert "x.ndb:2: NeedsPE" in built.stderr
+    info = json.loads(run("db", "info", "-d", str(db), "--json").output)
+    assert info["counts"] == {"ndb": 1}
+    assert len(info["skipped_signatures"]) == 1

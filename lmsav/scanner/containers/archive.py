@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import logging
 import zipfile
 from contextlib import contextmanager
 from typing import Iterator
@@ -29,6 +30,10 @@ _FORMATS: dict[str, tuple[str, ...]] = {
     "iso9660": ("iso9660",),
     "ar": ("ar",),
 }
+
+# libarchive-c logs every ARCHIVE_WARN (e.g. a member name not in the locale's charset) to
+# stderr; names are only labels here, so those warnings say nothing to an administrator.
+logging.getLogger("libarchive").setLevel(logging.ERROR)
 
 _lib = ffi.libarchive
 _entry_is_data_encrypted = _lib.archive_entry_is_data_encrypted

@@ -165,8 +165,10 @@ def build(directory, cache_path=None, sources: list[Path] | None = None) -> dict
             sigs = hashes.parse_hash_file(text, path.name, allow_wildcard=ext == ".sfp")
             allow += sigs
         elif ext in BODY:
-            sigs = body.parse_ndb(text, path.name)
-            bodies += sigs
+            parsed = body.parse_ndb(text, path.name)
+            bodies += parsed
+            # Valid lines lmsav cannot use yet are skipped (listed by `db info`), not counted.
+            sigs = [s for s in parsed if not s.unsupported]
         elif ext in YARA:
             rules.append((path.name, text))
             sigs = None

@@ -1,0 +1,615 @@
+"""Body signatures (.ndb): ClamAV hex patterns compiled into one Hyperscan database.
+
+Each ``Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`` line becomes a byte regex. Every
+signature is in one block-mode database scanned once per file; a callback only collects ids, and
+the few hits are then filtered by target type and, where the Hyperscan form is only a superset of
+the signature, confirmed with Python's ``re`` at the exact start positions.
+
+Offsets are enforced without Hyperscan's start-of-match tracking: SOM_LEFTMOST reports only the
+leftmost start per end offset, so a variable-length match starting at the required offset can be
+hidden behind an earlier one. Instead: small start offsets become an anchored ``^.{n,n+m}``
+prefix, fixed-length patterns use the extended ``min_offset``/``max_offset`` bounds on the end,
+fixed-length ``EOF-n`` patterns end in ``.{a,b}\\z``, and everything else is a Hyperscan
+prefilter confirmed in Python.
+
+Differences from ClamAV: HTML (target 3) and text (target 7) signatures match the raw bytes, not
+ClamAV's normalised form; PE-relative offsets (EP, Sx, SL, SE, VI), the (B)/(L)/(W) boundary
+markers and negated alternatives mixing wildcards are recorded as unsupported and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass
+
+import hyperscan
+
+from .errors import SignatureError
+from .hashes import FUNCTIONALITY_LEVEL
+
+ENGINE_LEVEL = FUNCTIONALITY_LEVEL  # what MinFL/MaxFL are compared with
+
+# ClamAV target type → sniffed types it applies to; None means any file, an empty set never.
+TARGETS: dict[int, frozenset[str] | None] = {
+    0: None,
+    1: frozenset({"pe"}),
+    2: frozenset({"ole2"}),
+    3: frozenset({"html"}),
+    4: frozenset({"mail", "mbox"}),
+    5: frozenset(),  # graphics: the sniffer has no image types
+    6: frozenset({"elf"}),
+    7: frozenset({"text", "html", "mail", "mbox"}),
+    9: frozenset({"macho"}),
+    10: frozenset({"pdf"}),
+}
+_NEVER: frozenset[str] = frozenset()
+
+ANY, START, EOF = 0, 1, 2  # offset kinds
+
+# Hyperscan rejects bounded repeats above 32767 and compiles large ones slowly (≈25 µs per unit
+# of bound per pattern); above these limits a repeat is relaxed and the hit confirmed in Python.
+REPEAT_LIMIT = 2048
+REPEAT_BUDGET = 12000  # all gaps of one pattern together (see _relax)
+GAP_LIMIT = 16  # gaps other than * kept exact in one pattern
+ANCHOR_LIMIT = 256  # largest n+m written as an anchored ^.{n,n+m} prefix
+
+MAGIC = b"LMSAVBD1"
+_HEADER = struct.Struct("<8sIII")
+_HS_FLAGS = hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
+_NO_EXT = hyperscan.ExpressionExt(flags=0)
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_PE_OFFSET = re.compile(r"^(EP[+-]|S\d+[+-]|SL[+-]|SE\d+|VI$|\$)", re.I)
+_EOF_OFFSET = re.compile(r"^EOF-(\d+)(?:,(\d+))?$", re.I)
+_START_OFFSET = re.compile(r"^(\d+)(?:,(\d+))?$")
+_HEX_RUN = re.compile(r"[0-9a-fA-F]+")
+_GAP = re.compile(r"^(\d*)(-?)(\d*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class BodySig:
+    """One parsed .ndb line; ``unsupported`` says why lmsav skips it (empty when usable)."""
+
+    name: str
+    source: str
+    line: int
+    target: int
+    kind: int = ANY  # ANY, START or EOF
+    n: int = 0
+    m: int = 0
+    pattern: str = ""  # exact regex over bytes (\xHH escapes, for DOTALL)
+    hs_pattern: str = ""  # what Hyperscan compiles: ``pattern`` or a superset of it
+    min_len: int = 0
+    max_len: int | None = None  # None: unbounded
+    segments: tuple[tuple[int, str], ...] = ()  # (min gap before, lazy regex) split at n- gaps
+    unsupported: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return self.pattern == self.hs_pattern
+
+
+class _Unsupported(Exception):
+    """A valid ClamAV construct lmsav cannot match; the signature is skipped and reported."""
+
+
+class _Invalid(Exception):
+    """Not a valid .ndb signature."""
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+def parse_ndb(text: str, source: str) -> list[BodySig]:
+    """Parse .ndb lines; unusable-but-valid signatures come back with ``unsupported`` set."""
+    sigs = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            sigs.append(_parse_line(line, source, lineno))
+        except _Invalid as err:
+            raise SignatureError(source, lineno, str(err)) from None
+    return sigs
+
+
+def _parse_line(line: str, source: str, lineno: int) -> BodySig:
+    fields = line.split(":")
+    if len(fields) < 4 or len(fields) > 6:
+        raise _Invalid("expected Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]")
+    name, target_text, offset_text, hexsig = (f.strip() for f in fields[:4])
+    if not name:
+        raise _Invalid("empty signature name")
+    if not target_text.isdigit():
+        raise _Invalid(f"bad target type {target_text!r}: need a number")
+    target = int(target_text)
+    base = BodySig(name, source, lineno, target)
+    levels = [f.strip() for f in fields[4:]]
+    for text in levels:
+        if text and not text.isdigit():
+            raise _Invalid(f"bad functionality level {text!r}: need a number")
+    # Parse everything first so an invalid line is an error even when it would be skipped.
+    try:
+        kind, n, m = _parse_offset(offset_text)
+        reason = ""
+    except _Unsupported as err:
+        kind, n, m, reason = ANY, 0, 0, str(err)
+    try:
+        pattern, hs_pattern, min_len, max_len, segments = _parse_hex(hexsig)
+    except _Unsupported as err:
+        return _replace(base, unsupported=str(err))
+    if reason:
+        return _replace(base, unsupported=reason)
+    if levels and levels[0] and int(levels[0]) > ENGINE_LEVEL:
+        return _replace(base, unsupported=f"needs engine level {levels[0]} (lmsav: {ENGINE_LEVEL})")
+    if len(levels) > 1 and levels[1] and int(levels[1]) < ENGINE_LEVEL:
+        return _replace(base, unsupported=f"retired at engine level {levels[1]}")
+    return BodySig(
+        name, source, lineno, target, kind, n, m, pattern, hs_pattern, min_len, max_len, segments
+    )
+
+
+def _replace(sig: BodySig, unsupported: str) -> BodySig:
+    return BodySig(sig.name, sig.source, sig.line, sig.target, unsupported=unsupported)
+
+
+def _parse_offset(text: str) -> tuple[int, int, int]:
+    if text == "*":
+        return ANY, 0, 0
+    found = _START_OFFSET.match(text)
+    if found:
+        return START, int(found[1]), int(found[2] or 0)
+    found = _EOF_OFFSET.match(text)
+    if found:
+        return EOF, int(found[1]), int(found[2] or 0)
+    if _PE_OFFSET.match(text):
+        raise _Unsupported(f"offset {text!r} is relative to PE structure (not parsed by lmsav)")
+    raise _Invalid(f"bad offset {text!r}: need *, n, n,m, EOF-n or EOF-n,m")
+
+
+def _byte(b: int) -> str:
+    return f"\\x{b:02x}"
+
+
+def _byte_class(values, negate: bool = False) -> str:
+    values = sorted(set(values))
+    if not negate and len(values) == 1:
+        return _byte(values[0])
+    if not negate and len(values) == 256:
+        return "."
+    # Collapse consecutive values into ranges to keep the class short.
+    parts, i = [], 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(_byte(values[i]) if i == j else f"{_byte(values[i])}-{_byte(values[j])}")
+        i = j + 1
+    return f"[{'^' if negate else ''}{''.join(parts)}]"
+
+
+def _pair_values(pair: str, hexsig: str) -> range | list[int]:
+    """The byte values one two-character hex pair (``4a``, ``??``, ``4?``, ``?a``) stands for."""
+    hi, lo = pair
+    if hi == "?" and lo == "?":
+        return range(256)
+    if hi == "?":
+        if lo not in _HEX:
+            raise _Invalid(f"bad hex pair {pair!r} in {hexsig!r}")
+        return [h << 4 | int(lo, 16) for h in range(16)]
+    if hi not in _HEX:
+        raise _Invalid(f"bad hex pair {pair!r} in {hexsig!r}")
+    if lo == "?":
+        return range(int(hi, 16) << 4, (int(hi, 16) << 4) + 16)
+    if lo not in _HEX:
+        raise _Invalid(f"bad hex pair {pair!r} in {hexsig!r}")
+    return [int(pair, 16)]
+
+
+def _pairs(text: str, hexsig: str) -> list[range | list[int]]:
+    """Hex pairs only (the body of an alternative)."""
+    for ch in "*{}[]()!":
+        if ch in text:
+            raise _Unsupported(f"{ch!r} inside an alternative in {hexsig!r}")
+    if len(text) % 2:
+        raise _Invalid(f"odd number of hex digits in {text!r} (in {hexsig!r})")
+    return [_pair_values(text[i:i + 2], hexsig) for i in range(0, len(text), 2)]
+
+
+def _render(values: range | list[int]) -> str:
+    return "." if len(values) == 256 else _byte_class(values)
+
+
+def _repeat(lo: int, hi: int | None) -> str:
+    if hi is None:
+        return ".*" if lo == 0 else f".{{{lo},}}"
+    if lo == hi:
+        return "" if lo == 0 else ("." if lo == 1 else f".{{{lo}}}")
+    return f".{{{lo},{hi}}}"
+
+
+def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
+    """(exact regex, Hyperscan regex, min length, max length or None, confirmation segments)."""
+    if not hexsig:
+        raise _Invalid("empty hex signature")
+    pieces: list[str | tuple[int, int | None]] = []  # regex text, or a (lo, hi) gap
+    min_len, max_len, fixed = 0, 0, False
+    i, size = 0, len(hexsig)
+    while i < size:
+        ch = hexsig[i]
+        run = _HEX_RUN.match(hexsig, i)
+        if run and run.end() - i >= 2:  # fast path: a run of plain hex bytes
+            end = i + (run.end() - i) // 2 * 2
+            pieces.append("".join(f"\\x{hexsig[j:j + 2].lower()}" for j in range(i, end, 2)))
+            min_len += (end - i) // 2
+            max_len = None if max_len is None else max_len + (end - i) // 2
+            fixed = True
+            i = end
+        elif ch in _HEX or ch == "?":
+            if i + 1 >= size or not (hexsig[i + 1] in _HEX or hexsig[i + 1] == "?"):
+                raise _Invalid(f"odd number of hex digits in {hexsig!r}")
+            values = _pair_values(hexsig[i:i + 2], hexsig)
+            pieces.append(_render(values))
+            min_len += 1
+            max_len = None if max_len is None else max_len + 1
+            fixed = fixed or len(values) < 256
+            i += 2
+        elif ch == "*":
+            pieces.append((0, None))
+            max_len = None
+            i += 1
+        elif ch in "{[":
+            close = "}" if ch == "{" else "]"
+            end = hexsig.find(close, i)
+            if end < 0:
+                raise _Invalid(f"unterminated {ch!r} in {hexsig!r}")
+            lo, hi = _parse_gap(hexsig[i + 1:end], ch, hexsig)
+            pieces.append((lo, hi))
+            min_len += lo
+            max_len = None if max_len is None or hi is None else max_len + hi
+            i = end + 1
+        elif ch == "!" or ch == "(":
+            negate = ch == "!"
+            if negate:
+                if i + 1 >= size or hexsig[i + 1] != "(":
+                    raise _Invalid(f"'!' must be followed by '(' in {hexsig!r}")
+                i += 1
+            end = hexsig.find(")", i)
+            if end < 0:
+                raise _Invalid(f"unterminated '(' in {hexsig!r}")
+            piece, lo, hi = _alternatives(hexsig[i + 1:end], negate, hexsig)
+            pieces.append(piece)
+            min_len += lo
+            max_len = None if max_len is None else max_len + hi
+            fixed = True
+            i = end + 1
+        else:
+            raise _Invalid(f"unexpected character {ch!r} at position {i} in {hexsig!r}")
+    if not fixed:
+        raise _Invalid(f"signature {hexsig!r} has no fixed bytes: it would match anything")
+    exact = "".join(p if isinstance(p, str) else _repeat(*p) for p in pieces)
+    return exact, "".join(_relax(pieces)), min_len, max_len, _segments(pieces)
+
+
+def _segments(pieces: list) -> tuple[tuple[int, str], ...]:
+    """Split at unbounded gaps for confirmation in Python.
+
+    One backtracking regex over ``a.*b.*c…`` is exponential on a near miss; matched part by
+    part, each from the end of the previous one plus its gap, the cost stays linear. Bounded
+    gaps are lazy so each part ends as early as possible, leaving the most room for the next.
+    """
+    out, gap, current = [], 0, []
+    for p in pieces:
+        if isinstance(p, tuple) and p[1] is None:
+            if current:
+                out.append((gap, "".join(current)))
+                current, gap = [], 0
+            gap += p[0]
+        elif isinstance(p, tuple):
+            current.append(_repeat(*p) + ("?" if p[0] != p[1] else ""))
+        else:
+            current.append(p)
+    if current:
+        out.append((gap, "".join(current)))
+    return tuple(out)
+
+
+def _relax(pieces: list) -> list[str]:
+    """Hyperscan's form: gaps too large for it become ``.*`` (the hit is confirmed in Python).
+
+    Hyperscan refuses bounded repeats over 32767, in 0.9.1 crashes scanning a pattern whose
+    bounded repeats add up to about 30000, and compiles chains of ``.{n,}`` in quadratic time;
+    so each gap stays under REPEAT_LIMIT, their sum under REPEAT_BUDGET and their number under
+    GAP_LIMIT, relaxing the largest first.
+    """
+    gaps = sorted(
+        (max(p[0], p[1] or 0), n)
+        for n, p in enumerate(pieces) if not isinstance(p, str) and p != (0, None)
+    )
+    loose = set()
+    total = sum(width for width, _ in gaps)
+    while gaps and (total > REPEAT_BUDGET or gaps[-1][0] > REPEAT_LIMIT or len(gaps) > GAP_LIMIT):
+        width, n = gaps.pop()
+        total -= width
+        loose.add(n)
+    return [
+        p if isinstance(p, str) else (".*" if n in loose else _repeat(*p))
+        for n, p in enumerate(pieces)
+    ]
+
+
+def _parse_gap(text: str, bracket: str, hexsig: str) -> tuple[int, int | None]:
+    shown = f"{bracket}{text}{'}' if bracket == '{' else ']'}"
+    found = _GAP.match(text)
+    if not found or not text or text == "-":
+        raise _Invalid(f"bad range {shown} in {hexsig!r}: need n, -n, n- or n-m")
+    lo_text, dash, hi_text = found.groups()
+    if not dash:
+        if bracket == "[":
+            raise _Invalid(f"bad range {shown} in {hexsig!r}: need n-m")
+        return int(lo_text), int(lo_text)
+    lo = int(lo_text) if lo_text else 0
+    hi = int(hi_text) if hi_text else None
+    if hi is not None and lo > hi:
+        raise _Invalid(f"bad range {shown} in {hexsig!r}: {lo} is more than {hi}")
+    if bracket == "[" and hi is None:
+        raise _Invalid(f"bad range {shown} in {hexsig!r}: need n-m")
+    return lo, hi
+
+
+def _alternatives(body: str, negate: bool, hexsig: str) -> tuple[str, int, int]:
+    """Regex, min and max length of ``(a|b|…)`` or ``!(a|b|…)``."""
+    if body.upper() in ("B", "L", "W"):
+        raise _Unsupported(f"boundary marker ({body}) is not supported")
+    options = body.split("|")
+    if any(not o for o in options):
+        raise _Invalid(f"empty alternative in ({body}) in {hexsig!r}")
+    parsed = [_pairs(o, hexsig) for o in options]
+    lengths = [len(p) for p in parsed]
+    if not negate:
+        regex = "|".join("".join(_render(v) for v in p) for p in parsed)
+        return f"(?:{regex})", min(lengths), max(lengths)
+    if len(set(lengths)) != 1:
+        raise _Invalid(f"negated alternatives !({body}) must all have the same length")
+    width = lengths[0]
+    if width == 1:
+        excluded = set().union(*(p[0] for p in parsed))
+        if len(excluded) == 256:
+            raise _Invalid(f"!({body}) excludes every byte")
+        return _byte_class(excluded, negate=True), 1, 1
+    if any(len(v) != 1 for p in parsed for v in p):
+        raise _Unsupported(f"negated multi-byte alternatives with wildcards !({body})")
+    words = {bytes(v[0] for v in p) for p in parsed}
+    return f"(?:{_complement(words, width)})", width, width
+
+
+def _complement(words: set[bytes], width: int) -> str:
+    """Regex for every ``width``-byte string not in ``words`` (all that wide), as a trie walk."""
+    firsts = {w[0] for w in words}
+    parts = []
+    if len(firsts) < 256:
+        parts.append(_byte_class(firsts, negate=True) + _repeat(width - 1, width - 1))
+    if width > 1:
+        for b in sorted(firsts):
+            rest = {w[1:] for w in words if w[0] == b}
+            sub = _complement(rest, width - 1)
+            if sub:
+                parts.append(_byte(b) + f"(?:{sub})")
+    return "|".join(parts)
+
+
+# -- compiling ---------------------------------------------------------------------------------
+
+def _plan(sig: BodySig) -> tuple[str, object, list | None]:
+    """(Hyperscan pattern, extended parameters, Python check or None when Hyperscan is exact)."""
+    body = sig.hs_pattern
+    exact = sig.exact
+    fixed_len = sig.min_len if sig.max_len == sig.min_len else None
+    ext = _NO_EXT
+    if sig.kind == ANY:
+        return body, ext, None if exact else _check(sig)
+    if sig.kind == START:
+        if fixed_len is not None and exact:
+            lo, hi = sig.n + fixed_len, sig.n + sig.m + fixed_len
+            flags = hyperscan.HS_EXT_FLAG_MIN_OFFSET | hyperscan.HS_EXT_FLAG_MAX_OFFSET
+            return body, hyperscan.ExpressionExt(flags, min_offset=lo, max_offset=hi), None
+        if sig.n + sig.m <= ANCHOR_LIMIT:
+            prefix = _repeat(sig.n, sig.n + sig.m)
+            return f"^{prefix}(?:{body})", ext, None if exact else _check(sig)
+        floor = sig.n + sig.min_len
+        ext = hyperscan.ExpressionExt(hyperscan.HS_EXT_FLAG_MIN_OFFSET, min_offset=floor)
+        return body, ext, _check(sig)
+    # EOF-n,m: the match starts in [size-n, size-n+m].
+    if fixed_len is not None and exact and fixed_len <= sig.n and sig.n <= REPEAT_LIMIT:
+        tail = _repeat(max(0, sig.n - sig.m - fixed_len), sig.n - fixed_len)
+        return f"(?:{body}){tail}\\z", ext, None
+    return body, ext, _check(sig)
+
+
+def _check(sig: BodySig) -> list:
+    """Confirmation row: [kind, n, m, [[gap, regex], …]]; parts are matched in order, the first
+    one anywhere (ANY) or from the signature's start offset onward by up to m bytes."""
+    parts = [list(p) for p in sig.segments]
+    if sig.kind != ANY:
+        lead = _repeat(0, sig.m) + ("?" if sig.m else "")
+        parts[0][1] = f"{lead}(?:{parts[0][1]})"
+        if sig.segments[0][0]:  # the signature starts with an n- gap: a floor on the first part
+            parts[0][1] = f".{{{sig.segments[0][0]},}}?{parts[0][1]}"
+    return [sig.kind, sig.n, sig.m, parts]
+
+
+def compile_body(sigs: list[BodySig]) -> bytes:
+    """One Hyperscan database plus the id → (name, source, target, check) table, as bytes."""
+    usable = [s for s in sigs if not s.unsupported]
+    sources = sorted({s.source for s in usable})
+    source_ids = {s: i for i, s in enumerate(sources)}
+    unsupported = [f"{s.source}:{s.line}: {s.name}: {s.unsupported}" for s in sigs if s.unsupported]
+    plans = [list(_plan(s)) for s in usable]
+    db_blob = _compile_hyperscan(usable, plans) if usable else b""
+    rows = [[s.name, source_ids[s.source], s.target, p[2]] for s, p in zip(usable, plans)]
+    meta = {"count": len(usable), "sources": sources, "unsupported": unsupported}
+    meta = json.dumps(meta).encode()
+    table = json.dumps(rows, separators=(",", ":")).encode()
+    header = _HEADER.pack(MAGIC, len(meta), len(table), len(db_blob))
+    return header + meta + table + db_blob
+
+
+def _compile_hyperscan(sigs: list[BodySig], plans: list[list]) -> bytes:
+    """Compile all patterns at once; a pattern Hyperscan rejects is found by bisection, then
+    retried in prefilter mode (confirmed in Python) or reported as the signature's error."""
+    flags = [_HS_FLAGS] * len(plans)
+    while True:
+        try:
+            return hyperscan.dumpb(_build(range(len(plans)), plans, flags))
+        except hyperscan.error as err:
+            bad = _find_rejected(list(range(len(plans))), plans, flags)
+            if bad is None:
+                raise SignatureError(sigs[0].source, 0, f"Hyperscan cannot compile the body "
+                                     f"signatures together: {err}") from None
+            sig, message = sigs[bad], _rejection(bad, plans, flags)
+            if flags[bad] & hyperscan.HS_FLAG_PREFILTER:
+                message = f"{sig.name}: Hyperscan cannot compile it: {message}"
+                raise SignatureError(sig.source, sig.line, message) from None
+            flags[bad] |= hyperscan.HS_FLAG_PREFILTER
+            if plans[bad][2] is None:
+                plans[bad][2] = _check(sig)
+
+
+def _rejection(index: int, plans: list[list], flags: list[int]) -> str:
+    try:
+        _build([index], plans, flags)
+    except hyperscan.error as err:
+        return str(err)
+    return "rejected only together with other signatures"
+
+
+def _build(indexes, plans: list[list], flags: list[int]) -> hyperscan.Database:
+    indexes = list(indexes)
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[plans[i][0].encode() for i in indexes],
+        ids=indexes,
+        elements=len(indexes),
+        flags=[flags[i] for i in indexes],
+        ext=[plans[i][1] for i in indexes],
+    )
+    return db
+
+
+def _find_rejected(indexes: list[int], plans: list[list], flags: list[int]) -> int | None:
+    """Bisect to one pattern that fails to compile on its own, or None."""
+    while len(indexes) > 1:
+        half = len(indexes) // 2
+        left = indexes[:half]
+        try:
+            _build(left, plans, flags)
+            indexes = indexes[half:]
+        except hyperscan.error:
+            indexes = left
+    try:
+        _build(indexes, plans, flags)
+    except hyperscan.error:
+        return indexes[0]
+    return None
+
+
+# -- matching ----------------------------------------------------------------------------------
+
+def _collect(sig_id, start, end, flags, hits):
+    hits.append(sig_id)
+
+
+class BodyMatcher:
+    """Scans a buffer once with the compiled database and names the signatures that match."""
+
+    def __init__(self, db, meta: dict, table: bytes):
+        self._db = db
+        self._table_raw = table
+        self._rows: list | None = None
+        self._checks: dict[int, list] = {}
+        self._scratch = None
+        self._pid = 0
+        self.sources: list[str] = meta["sources"]
+        self.unsupported: list[str] = meta["unsupported"]
+        self.count: int = meta["count"]
+
+    @classmethod
+    def from_blob(cls, blob) -> "BodyMatcher":
+        blob = bytes(blob)
+        if not blob:
+            return cls(None, {"count": 0, "sources": [], "unsupported": []}, b"[]")
+        try:
+            magic, meta_len, table_len, db_len = _HEADER.unpack_from(blob)
+        except struct.error:
+            raise ValueError("body signature blob is truncated") from None
+        if magic != MAGIC:
+            raise ValueError("not a compiled body signature blob")
+        pos = _HEADER.size
+        meta = json.loads(blob[pos:pos + meta_len])
+        pos += meta_len
+        table = blob[pos:pos + table_len]
+        pos += table_len
+        db = hyperscan.loadb(blob[pos:pos + db_len], hyperscan.HS_MODE_BLOCK) if db_len else None
+        return cls(db, meta, table)
+
+    def match(self, data, file_type: str, size: int) -> list[tuple[str, str]]:
+        """(name, source) of each signature matching ``data`` (bytes or mmap), each name once."""
+        if self._db is None:
+            return []
+        if self._pid != os.getpid():
+            # Scratch space is per process: a forked child must not share its parent's.
+            self._scratch = hyperscan.Scratch(self._db)
+            self._pid = os.getpid()
+        hits: list[int] = []
+        self._db.scan(data, match_event_handler=_collect, context=hits, scratch=self._scratch)
+        if not hits:
+            return []
+        rows = self._rows if self._rows is not None else self._load_rows()
+        found, seen = [], set()
+        for sig_id in sorted(hits):
+            name, source_id, target, check = rows[sig_id]
+            if name in seen:
+                continue
+            wanted = TARGETS.get(target, _NEVER)
+            if wanted is not None and file_type not in wanted:
+                continue
+            if check is not None and not self._confirm(sig_id, check, data, size):
+                continue
+            seen.add(name)
+            found.append((name, self.sources[source_id]))
+        return found
+
+    def _load_rows(self) -> list:
+        self._rows = json.loads(self._table_raw)
+        self._table_raw = b""
+        return self._rows
+
+    def _confirm(self, sig_id: int, check: list, data, size: int) -> bool:
+        kind, n, _, parts = check
+        compiled = self._checks.get(sig_id)
+        if compiled is None:
+            compiled = self._checks[sig_id] = [
+                (gap, re.compile(regex.encode(), re.DOTALL)) for gap, regex in parts
+            ]
+        if kind == ANY:
+            gap, first = compiled[0]
+            found = first.search(data, gap)
+        elif n > size:
+            return False
+        else:
+            found = compiled[0][1].match(data, n if kind == START else size - n)
+        if found is None:
+            return False
+        end = found.end()
+        for gap, rx in compiled[1:]:
+            found = rx.search(data, end + gap)
+            if found is None:
+                return False
+            end = found.end()
+        return True
+
+
+__all__ = ["BodyMatcher", "BodySig", "TARGETS", "compile_body", "parse_ndb"]
