@@ -177,7 +177,11 @@ def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_s
     bar = _progress_bar() if show_bar else None
 
     def on_report(report):
-        printer.emit(report)
+        if bar is not None and (verbose or report.status != Status.CLEAN or report.skipped):
+            with bar.external_write_mode(file=sys.stderr):  # keep lines and the bar apart
+                printer.emit(report)
+        else:
+            printer.emit(report)
         if bar is not None:
             bar.update(1)
 

@@ -246,3 +246,33 @@ def test_db_build_lists_skipped_signatures(run, tmp_path):
     info = json.loads(run("db", "info", "-d", str(db), "--json").output)
     assert info["counts"] == {"ndb": 1}
     assert len(info["skipped_signatures"]) == 1
+
+
+def test_progress_bar_on_a_terminal(tree):
+    import pty
+    import threading
+
+    exe = Path(sys.executable).with_name("lmsav")
+    env = dict(os.environ, LMSAV_CONFIG=os.devnull)
+    master, slave = pty.openpty()
+    import fcntl, struct, termios
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    seen = bytearray()
+
+    def drain():  # read while the scan runs: a pty drops what is unread when its side closes
+        try:
+            while chunk := os.read(master, 4096):
+                seen.extend(chunk)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    proc = subprocess.run([exe, "scan", "--no-summary", str(tree)], stdout=subprocess.PIPE,
+                          stderr=slave, env=env, timeout=60)
+    os.close(slave)
+    reader.join(5)
+    os.close(master)
+    assert proc.returncode == 1
+    assert b"scanning" in seen and b"files" in seen
+    assert b"scanning" not in proc.stdout
