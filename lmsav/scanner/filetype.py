@@ -35,6 +35,14 @@ _MAGICS: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\xce\xfa\xed\xfe", "macho"),
     (0, b"\xcf\xfa\xed\xfe", "macho"),
     (0, b"\xca\xfe\xba\xbe", "macho"),  # universal binary (also Java class; both are binaries)
+    (0, b"ITSF\x03\x00\x00\x00", "chm"),
+    (0, b"SZDD\x88\xf0\x27\x33", "szdd"),
+    (0, b"KWAJ\x88\xf0\x27\xd1", "szdd"),  # the same family's later variant
+    (0, b"\x1f\x9d", "compress"),  # Unix .Z
+    (0, b"\xed\xab\xee\xdb", "rpm"),
+    (0, b"\x78\x9f\x3e\x22", "tnef"),
+    (0, b"{\\rtf", "rtf"),
+    (8, b"\x19\x04\x00\x10", "sis"),  # EPOC installer: UID3 0x10000419
     (257, b"ustar", "tar"),
     (32769, b"CD001", "iso9660"),
     (34817, b"CD001", "iso9660"),
@@ -79,6 +87,10 @@ def sniff(data, size: int | None = None) -> str:
         if data[offset:offset + len(magic)] == magic:
             return ftype
     head = bytes(data[:4096])
+    if head[:2] == b"\x60\xea" and 0 < int.from_bytes(head[2:4], "little") <= 2600:
+        return "arj"  # main header of at most 2600 bytes, as the format caps it
+    if head[2:4] in (b"-l", ) and head[4:5] in (b"h", b"z") and head[6:7] == b"-":
+        return "lha"  # "-lh5-" style method id at offset 2
     if head[:2] == b"MZ":
         return "pe" if _is_pe(head) else "msdos"
     if head[:5] == b"From " and _MBOX_FROM.match(head):
@@ -87,6 +99,8 @@ def sniff(data, size: int | None = None) -> str:
         return "mail"
     if head[:1] == b"\x5d" and head[1:5] in (b"\x00\x00\x80\x00", b"\x00\x00\x01\x00") :
         return "lzma"  # legacy .lzma (LZMA-alone) with the usual properties byte
+    if b"(This file must be converted with BinHex" in head[:1024]:
+        return "binhex"
     if _HTML.match(head):
         return "html"
     if head and not _looks_binary(head):
