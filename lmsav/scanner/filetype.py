@@ -81,9 +81,22 @@ def _is_mail(head: bytes) -> bool:
     return good >= 2
 
 
+# Magics at offset 0 indexed by their first byte, so a file costs one dict lookup and a compare
+# or two instead of a walk through the whole table; the few at other offsets are checked after.
+_BY_FIRST_BYTE: dict[int, list[tuple[bytes, str]]] = {}
+for _off, _magic, _type in _MAGICS:
+    if _off == 0:
+        _BY_FIRST_BYTE.setdefault(_magic[0], []).append((_magic, _type))
+_AT_OFFSET = tuple(m for m in _MAGICS if m[0] != 0)
+
+
 def sniff(data, size: int | None = None) -> str:
     """Return the engine's type name for ``data`` (bytes or mmap)."""
-    for offset, magic, ftype in _MAGICS:
+    if data[:1]:
+        for magic, ftype in _BY_FIRST_BYTE.get(data[0], ()):
+            if data[:len(magic)] == magic:
+                return ftype
+    for offset, magic, ftype in _AT_OFFSET:
         if data[offset:offset + len(magic)] == magic:
             return ftype
     head = bytes(data[:4096])
