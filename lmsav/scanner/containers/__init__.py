@@ -12,9 +12,12 @@ def _build_table() -> dict[str, Handler]:
     from .compressed import CompressedHandler
     from .mail import MailHandler
     from .mbox import MboxHandler
+    from .ole2 import Ole2Handler
+    from .rtf import RtfHandler
 
     table: dict[str, Handler] = {}
-    for handler in (ArchiveHandler(), CompressedHandler(), MailHandler(), MboxHandler()):
+    for handler in (ArchiveHandler(), CompressedHandler(), MailHandler(), MboxHandler(),
+                    Ole2Handler(), RtfHandler()):
         for t in handler.types:
             table[t] = handler
     return table
