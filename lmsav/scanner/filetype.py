@@ -42,6 +42,7 @@ _MAGICS: tuple[tuple[int, bytes, str], ...] = (
     (0, b"\xed\xab\xee\xdb", "rpm"),
     (0, b"\x78\x9f\x3e\x22", "tnef"),
     (0, b"{\\rtf", "rtf"),
+    (0, b"\x7a\x1a\x20\x10", "sis"),  # Symbian 9 installer (UID1 0x10201A7A)
     (8, b"\x19\x04\x00\x10", "sis"),  # EPOC installer: UID3 0x10000419
     (257, b"ustar", "tar"),
     (32769, b"CD001", "iso9660"),

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
+
 from .base import Corrupted, Encrypted, Handler, Unsupported
 
 __all__ = ["Corrupted", "Encrypted", "Handler", "Unsupported", "handler_for", "HANDLERS"]
 
 
-def _build_table() -> dict[str, Handler]:
-    from .archive import ArchiveHandler
-    from .compressed import CompressedHandler
-    from .mail import MailHandler
-    from .mbox import MboxHandler
-    from .ole2 import Ole2Handler
-    from .rtf import RtfHandler
+# One line per family: (module, handler class). The sniffed type picks the handler.
+_REGISTRY = (
+    ("archive", "ArchiveHandler"),        # zip 7z rar tar cpio cab iso9660 ar (libarchive)
+    ("compressed", "CompressedHandler"),  # gzip bzip2 xz lzma zstd
+    ("mail", "MailHandler"),              # RFC 822 messages
+    ("mbox", "MboxHandler"),
+    ("ole2", "Ole2Handler"),              # doc xls ppt msi: streams, packages, VBA
+    ("rtf", "RtfHandler"),                # objdata, bin
+    ("sevenzip", "SevenZipHandler"),      # arj chm (and zips libarchive cannot decode)
+    ("sfx", "SfxHandler"),                # archives appended to executables
+    ("packages", "LhaHandler"),
+    ("packages", "CompressHandler"),      # Unix .Z
+    ("packages", "RpmHandler"),
+    ("szdd", "SzddHandler"),              # MS compress.exe (SZDD, KWAJ)
+    ("binhex", "BinhexHandler"),
+    ("sis", "SisHandler"),                # Symbian installers
+    ("tnef", "TnefHandler"),              # winmail.dat
+)
 
+
+def _build_table() -> dict[str, Handler]:
     table: dict[str, Handler] = {}
-    for handler in (ArchiveHandler(), CompressedHandler(), MailHandler(), MboxHandler(),
-                    Ole2Handler(), RtfHandler()):
+    for module, cls in _REGISTRY:
+        handler = getattr(importlib.import_module(f".{module}", __name__), cls)()
         for t in handler.types:
             table[t] = handler
     return table

@@ -17,6 +17,7 @@ from ..filetype import sniff
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject, Status
 from .base import Corrupted, Encrypted
+from .sevenzip import explode_7z, zip_needs_7z
 
 # Each sniffed type opens with its own libarchive readers only. Never "all": the mtree reader
 # would accept arbitrary text and open the files its lines name, outside the scan.
@@ -53,6 +54,10 @@ class ArchiveHandler:
         ftype = sniff(obj.data, obj.size)
         if ftype not in _FORMATS:
             raise Corrupted(f"not a readable archive (looks like {ftype})")
+        if ftype == "zip" and zip_needs_7z(obj):
+            # libarchive cannot decode deflate64 (9) or implode (6) members; 7-Zip can.
+            yield from explode_7z(obj, ctx, "zip")
+            return
         packed = _zip_packed_sizes(obj) if ftype == "zip" else {}
         # No format here records a member's compressed size where libarchive shows it; the whole
         # archive's size bounds every member's, so the ratio limit still stops bombs.

@@ -1,0 +1,273 @@
+"""Explodes archives only 7-Zip reads (ARJ, CHM, zip with deflate64/implode) by running `7z x`."""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import re
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+import zipfile
+from typing import Iterator
+
+from ..filetype import sniff
+from ..limits import Context, LimitExceeded
+from ..objects import Child, ScanObject, Status
+from .base import Corrupted, Encrypted, Unsupported
+
+# Zip compression methods libarchive cannot decode and 7-Zip can.
+_ZIP_METHODS_FOR_7Z = frozenset({6, 9})  # implode, deflate64
+
+# Per-member errors 7z prints on stderr as "ERROR: <message> : <member>".
+_ITEM_ERROR = re.compile(r"^ERROR: (.+?) : (.+)$", re.M)
+_DAMAGE = ("Data Error", "CRC Failed", "Unexpected end", "Headers Error", "There are data after")
+
+# 7-Zip before 22 (the original p7zip 16.02) extracts symbolic links as they are stored, so a
+# later member could be written through one outside the extract dir; later ones confine them.
+_MIN_VERSION = 22
+
+# While 7z runs, the extract dir is measured this often against the scan's size budget: 7z
+# writes members before the context can read them, so this is what stops a bomb on disk.
+_POLL = 0.05
+
+
+class SevenZipHandler:
+    """Extracts with 7z into the scan's temp dir and hands each regular file to the context."""
+
+    types = frozenset({"arj", "chm"})
+
+    def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
+        yield from explode_7z(obj, ctx, sniff(obj.data, obj.size))
+
+
+def zip_needs_7z(obj: ScanObject) -> bool:
+    """True when a zip has a member compressed with a method only 7-Zip decodes."""
+    try:
+        source = obj.path if obj.path is not None else io.BytesIO(obj.data)
+        with zipfile.ZipFile(source) as zf:
+            return any(info.compress_type in _ZIP_METHODS_FOR_7Z for info in zf.infolist())
+    except Exception:  # a directory zipfile cannot read is libarchive's to report
+        return False
+
+
+def explode_7z(obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
+    """Extract ``obj`` with 7z and yield its regular files; ``label`` names the format in errors."""
+    exe = shutil.which("7z")
+    if exe is None:
+        raise Unsupported(f"{label}: 7z not installed")
+    version = _version(exe)
+    if version < _MIN_VERSION:
+        raise Unsupported(f"{label}: 7z {version} writes through archive links; need 7-Zip 22+")
+    source, spilled = _source_file(obj, ctx)
+    outdir = ctx.new_extract_dir()
+    try:
+        errors = _run_7z(exe, source, outdir, ctx)
+        archive_err = _archive_error(errors)
+        if archive_err == "failed":
+            raise RuntimeError(f"7z failed: {' '.join(errors.split())[:200]}")
+        if archive_err == "encrypted":
+            raise Encrypted(f"{label}: encrypted headers")
+        if archive_err == "unreadable":
+            raise Corrupted(f"not a readable {label} archive")
+        per_item = _item_errors(errors, outdir)
+        encrypted = _encrypted_members(exe, source) if per_item else set()
+        failure = archive_err
+        seen: set[str] = set()
+        for rel, path in _regular_files(outdir):
+            seen.add(rel)
+            problem = per_item.get(rel)
+            if problem is not None and (rel in encrypted or "password" in problem.lower()):
+                os.unlink(path)
+                yield Child(rel, status=Status.PROTECTED, reason="encrypted")
+                continue
+            if problem is not None and "Unsupported Method" in problem:
+                os.unlink(path)
+                yield Child(rel, status=Status.ERROR, reason=f"unsupported: {label} method")
+                continue
+            child = _read_member(ctx, rel, path, obj.size)
+            if problem is not None and problem.startswith(_DAMAGE):
+                failure = failure or f"{problem}: {rel}"
+                if child.size:
+                    yield child  # the readable start may still hold a detection
+                continue
+            yield child
+        for rel, problem in per_item.items():
+            if rel not in seen and (rel in encrypted or "password" in problem.lower()):
+                yield Child(rel, status=Status.PROTECTED, reason="encrypted")
+        if failure:
+            raise Corrupted(failure)
+    finally:
+        shutil.rmtree(outdir, ignore_errors=True)
+        if spilled:
+            os.unlink(source)
+
+
+@functools.lru_cache(maxsize=4)
+def _version(exe: str) -> int:
+    """7-Zip's major version from its banner ("7-Zip [64] 26.02 : …"); 0 when unknown."""
+    try:
+        out = subprocess.run(
+            [exe], stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    found = re.search(rb"7-Zip(?: \(a\))?(?: \[\d+\])? (\d+)\.\d+", out)
+    return int(found.group(1)) if found else 0
+
+
+def _source_file(obj: ScanObject, ctx: Context) -> tuple[str, bool]:
+    """A file 7z can open: the object's own file, or its bytes written into the temp dir."""
+    if obj.path is not None:
+        return os.path.abspath(obj.path), False
+    fd, path = tempfile.mkstemp(prefix="in", dir=ctx.tmpdir)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(obj.data)
+    return path, True
+
+
+def _run_7z(exe: str, source: str, outdir: str, ctx: Context) -> str:
+    """Run the extraction within the scan's time and size budget; return 7z's error text."""
+    lim = ctx.limits
+    file_cap = lim.max_file_size + 1 if lim.max_file_size else resource.RLIM_INFINITY
+    budget = lim.max_scan_size - ctx.scanned_bytes if lim.max_scan_size else None
+    cmd = [
+        exe, "x", "-y", "-p-", "-bd", "-bso0", "-bsp0", "-bb0",
+        "-aou",  # a second member of the same name is renamed, never overwrites the first
+        "-sccUTF-8", f"-o{outdir}", "--", source,
+    ]
+
+    def confine() -> None:
+        # A member larger than max_file_size is cut there (EFBIG instead of SIGXFSZ), so one
+        # huge member cannot fill the disk; the context then reports it as over the limit.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_cap, file_cap))
+
+    errpath = outdir + ".err"
+    try:
+        with open(errpath, "w+b") as err:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": outdir},
+                cwd=outdir, close_fds=True, preexec_fn=confine,
+            )
+            try:
+                _wait(proc, outdir, ctx, budget)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
+            err.seek(0)
+            return err.read().decode("utf-8", "replace")
+    finally:
+        os.unlink(errpath)
+
+
+def _wait(proc: subprocess.Popen, outdir: str, ctx: Context, budget: int | None) -> None:
+    lim = ctx.limits
+    while True:
+        try:
+            proc.wait(timeout=_POLL)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if ctx.deadline is not None and time.monotonic() > ctx.deadline:
+            raise LimitExceeded(f"limit: time {lim.max_scan_time:g}s", whole_input=True)
+        if budget is not None and _disk_usage(outdir) > budget:
+            raise LimitExceeded(f"limit: scansize {lim.max_scan_size}", whole_input=True)
+
+
+def _archive_error(errors: str) -> str:
+    """Classify 7z's whole-archive complaints: "encrypted", "unreadable", "failed", damage or ""."""
+    if "System ERROR" in errors:
+        return "failed"  # 7z itself could not run (memory, I/O): not the archive's fault
+    if "Cannot open encrypted archive" in errors:
+        return "encrypted"
+    if "Cannot open the file as" in errors or "Is not archive" in errors:
+        return "unreadable"
+    for line in errors.splitlines():
+        line = line.strip()
+        if line.startswith(("Unexpected end of archive", "Headers Error", "Data Error")):
+            return line
+    return ""
+
+
+def _item_errors(errors: str, outdir: str) -> dict[str, str]:
+    """Member path (relative to the extract dir) → 7z's message about it."""
+    found: dict[str, str] = {}
+    prefix = outdir + os.sep
+    for message, name in _ITEM_ERROR.findall(errors):
+        if " : " in name:  # "Cannot open output file : errno=… : path": not about a member
+            continue
+        found[name.removeprefix(prefix)] = message
+    return found
+
+
+def _encrypted_members(exe: str, source: str) -> set[str]:
+    """Members the listing flags "Encrypted = +"; asked only once extraction reported errors."""
+    try:
+        proc = subprocess.run(
+            [exe, "l", "-slt", "-ba", "-p-", "-sccUTF-8", "--", source],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+        )
+    except subprocess.TimeoutExpired:
+        return set()
+    names, path = set(), None
+    for line in proc.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("Path = "):
+            path = line[7:]
+        elif line == "Encrypted = +" and path is not None:
+            names.add(path)
+    return names
+
+
+def _regular_files(root: str) -> Iterator[tuple[str, str]]:
+    """Every regular file under ``root`` in name order, never following a link."""
+    stack = [root]
+    while stack:
+        top = stack.pop()
+        try:
+            entries = sorted(os.scandir(top), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                # Archives may carry mode 000 directories; the scan must still enter them.
+                os.chmod(entry.path, 0o700)
+                subdirs.append(entry.path)
+            elif stat.S_ISREG(st.st_mode):
+                yield os.path.relpath(entry.path, root).replace(os.sep, "/"), entry.path
+            # links, fifos and devices are never opened
+        stack.extend(reversed(subdirs))
+
+
+def _read_member(ctx: Context, rel: str, path: str, packed: int) -> Child:
+    os.chmod(path, 0o600)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            # The whole archive's size bounds each member's packed size, for the ratio limit.
+            return ctx.member(rel, fh.read, declared_size=size, packed_size=packed or None)
+    finally:
+        os.unlink(path)  # deleted as soon as read, bounding temp disk use
+
+
+def _disk_usage(root: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
