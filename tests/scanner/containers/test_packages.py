@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -253,3 +254,29 @@ def test_clamscan_does_not_read_z_or_rpm_where_lmsav_does(engine, registered, tm
     ours = {p.name: engine.scan_path(p, p.name).status == Status.INFECTED for p in (z, r)}
     assert ours == {z.name: True, r.name: True}
     assert clamscan_found(z, r) == {z.name: False, r.name: False}
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="dpkg-deb not installed")
+def test_debian_package_members_are_reached(tmp_path):
+    """A .deb is an ar archive holding data.tar.xz: ar → xz → tar → the packaged file."""
+    import subprocess
+
+    from lmsav import paths
+    from lmsav.scanner.engine import Engine
+    from lmsav.scanner.signatures.database import Database
+
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: lmsav-test\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: Test <t@example.org>\nDescription: test\n")
+    (root / "usr" / "share" / "t").mkdir(parents=True)
+    (root / "usr" / "share" / "t" / "eicar.com").write_bytes(EICAR)
+    deb = tmp_path / "t.deb"
+    subprocess.run(["dpkg-deb", "-Zxz", "--build", "--root-owner-group", str(root), str(deb)],
+                   check=True, capture_output=True)
+    verdict = Engine(Database.load(paths.bundled_database_dir())).scan_path(deb)
+    assert verdict.status == Status.INFECTED
+    [(where, _)] = verdict.threats
+    assert where.startswith(f"{deb}//data.tar.xz//")
+    assert where.endswith("usr/share/t/eicar.com")
