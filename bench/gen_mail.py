@@ -1,5 +1,5 @@
-"""An archive-heavy mail corpus for the benchmarks: messages with zip, 7z, tar.gz and PDF
-attachments (seeded, reproducible), a few of them carrying the EICAR test file."""
+"""An archive-heavy mail corpus for the benchmarks: messages with zip, 7z, tar.gz, PDF and
+OLE2 attachments (seeded, reproducible), a few of them carrying the EICAR test file."""
 
 from __future__ import annotations
 
@@ -76,6 +76,17 @@ def make_pdf(rnd: random.Random) -> bytes:
     return bytes(out)
 
 
+def make_doc(rnd: random.Random) -> bytes:
+    """An OLE2 document (Word-like streams, sometimes a VBA project), via the tests' writer."""
+    from tests.scanner.containers.test_ole2 import build_cfb, macro_source, vba_storage
+
+    streams = {"WordDocument": _text(rnd, rnd.randint(300, 3000)),
+               "\x05SummaryInformation": rnd.randbytes(rnd.randint(200, 800))}
+    if rnd.random() < 0.3:
+        streams.update(vba_storage("Macros", {"Module1": macro_source(_text(rnd, 80))}))
+    return build_cfb(streams)
+
+
 def make_7z_pool(rnd: random.Random, count: int) -> list[bytes]:
     """7z archives made by the real 7z tool (a pool, reused: creating one per message is slow)."""
     if not shutil.which("7z"):
@@ -109,7 +120,7 @@ def write_mail_corpus(dest: Path, count: int, seed: int = 7, infected_every: int
         msg.set_content(_text(rnd, rnd.randint(30, 300)).decode())
         bad = infected_every and i % infected_every == 0
         infected += bool(bad)
-        kinds = rnd.sample(["zip", "7z", "targz", "pdf"], rnd.randint(1, 3))
+        kinds = rnd.sample(["zip", "7z", "targz", "pdf", "doc"], rnd.randint(1, 3))
         if bad and "zip" not in kinds:
             kinds.append("zip")
         for kind in kinds:
@@ -117,6 +128,8 @@ def write_mail_corpus(dest: Path, count: int, seed: int = 7, infected_every: int
                 data, sub, name = make_zip(rnd, bad), "zip", "files.zip"
             elif kind == "7z" and sevenzips:
                 data, sub, name = rnd.choice(sevenzips), "x-7z-compressed", "files.7z"
+            elif kind == "doc":
+                data, sub, name = make_doc(rnd), "msword", "letter.doc"
             elif kind == "pdf":
                 data, sub, name = make_pdf(rnd), "pdf", "report.pdf"
             else:

@@ -17,6 +17,9 @@ _REGISTRY = (
     ("mbox", "MboxHandler"),
     ("ole2", "Ole2Handler"),              # doc xls ppt msi: streams, packages, VBA
     ("rtf", "RtfHandler"),                # objdata, bin
+    ("pdf", "PdfHandler"),                # decoded streams, embedded files
+    ("html", "HtmlHandler"),              # data: URIs, literal base64/hex in scripts
+    ("textenc", "TextEncodedHandler"),    # uuencode, yEnc, base64 blocks in plain text
     ("sevenzip", "SevenZipHandler"),      # arj chm (and zips libarchive cannot decode)
     ("sfx", "SfxHandler"),                # archives appended to executables
     ("packages", "LhaHandler"),
