@@ -1,7 +1,8 @@
 """lmsav and the real clamscan, same random database, same random files: same verdicts.
 
-Hash (.hdb/.hsb) and body (.ndb) signatures are planted in plain files and inside zip, tar.gz
-and mail containers; near misses (one byte changed, one byte longer) must stay clean in both.
+Hash (.hdb/.hsb) and body (.ndb) signatures are planted in plain files and inside zip, tar.gz,
+tar.bz2, mail, 7z, cab, arj, cpio and OLE2 (embedded package) containers, the archives made by the
+real tools; near misses (one byte changed, one byte longer) must stay clean in both.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -57,7 +59,44 @@ def _mail(name: str, data: bytes) -> bytes:
     ).encode()
 
 
-WRAPPERS = [lambda n, d: d, _zip, _targz, _mail]
+def _tool(argv_for, name: str, data: bytes, ext: str) -> bytes:
+    """Build a container with a real archiver from a directory holding one member."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        (src / name).write_bytes(data)
+        out = Path(tmp) / f"out.{ext}"  # archivers add their suffix when it is missing
+        subprocess.run(argv_for(str(out), name), cwd=src, check=True, capture_output=True)
+        return out.read_bytes()
+
+
+def _7z(name, data):
+    return _tool(lambda out, n: ["7z", "a", "-t7z", "-bd", out, n], name, data, "7z")
+
+
+def _cab(name, data):
+    return _tool(lambda out, n: ["gcab", "-c", "-z", out, n], name, data, "cab")
+
+
+def _arj(name, data):
+    return _tool(lambda out, n: ["arj", "a", "-y", out, n], name, data, "arj")
+
+
+def _cpio(name, data):
+    return _tool(lambda out, n: ["bsdtar", "--format", "newc", "-cf", out, n], name, data, "cpio")
+
+
+def _tarbz2(name, data):
+    return _tool(lambda out, n: ["bsdtar", "-cjf", out, n], name, data, "tar.bz2")
+
+
+def _ole2(name, data):
+    from tests.scanner.containers.test_ole2 import build_cfb, ole10native
+
+    return build_cfb({"\x01Ole10Native": ole10native(name, data)})
+
+
+WRAPPERS = [lambda n, d: d, _zip, _targz, _mail, _7z, _cab, _arj, _cpio, _tarbz2, _ole2]
 
 
 def build_case(tmp_path: Path, seed: int):
