@@ -1,0 +1,117 @@
+"""What mail policy decided for one message: per recipient group, the action and the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ObjectAction:
+    """One object of the message (a part, a member, or the whole message) and what was done."""
+
+    object: str
+    status: str
+    action: str
+    threats: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"object": self.object, "status": self.status, "action": self.action,
+                "threats": self.threats, "reason": self.reason}
+
+
+@dataclass
+class GroupOutcome:
+    """The outcome for the recipients that resolved to one group."""
+
+    group: str
+    recipients: list[str]
+    status: str  # worst status as this group sees it: clean … infected, filtered, unscanned
+    action: str  # the decisive action on the message: skip warn drop reject cure delete
+    message: bytes | None  # what these recipients get; None when dropped, rejected or deleted
+    reject_reply: str = ""
+    objects: list[ObjectAction] = field(default_factory=list)
+    notices: list = field(default_factory=list)  # notify.Notice
+    backup_id: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.message is not None
+
+    def to_json(self) -> dict:
+        return {
+            "group": self.group,
+            "recipients": self.recipients,
+            "status": self.status,
+            "action": self.action,
+            "delivered": self.delivered,
+            "size": len(self.message) if self.message is not None else 0,
+            "reject_reply": self.reject_reply,
+            "objects": [o.to_json() for o in self.objects],
+            "notices": [{"kind": n.kind, "to": list(n.envelope_to)} for n in self.notices],
+            "backup": self.backup_id,
+        }
+
+
+@dataclass
+class MessageOutcome:
+    message_id: str
+    sender: str
+    recipients: list[str]
+    subject: str
+    size: int
+    status: str  # worst over the groups
+    threats: list[str]
+    groups: list[GroupOutcome]
+    verdict: dict | None  # the engine's verdict tree (None when the message was not scanned)
+    scan_seconds: float
+    database_version: str
+    started: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict:
+        return {
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "recipients": self.recipients,
+            "subject": self.subject,
+            "size": self.size,
+            "status": self.status,
+            "threats": self.threats,
+            "scan_seconds": round(self.scan_seconds, 4),
+            "database_version": self.database_version,
+            "groups": [g.to_json() for g in self.groups],
+            "verdict": self.verdict,
+        }
+
+    def stats_record(self) -> dict:
+        """The per-message statistics line (one JSON object per message)."""
+        return {
+            "time": round(self.started, 3),
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "recipients": self.recipients,
+            "size": self.size,
+            "groups": [g.group for g in self.groups],
+            "status": self.status,
+            "threats": self.threats,
+            "actions": {g.group: g.action for g in self.groups},
+            "scan_seconds": round(self.scan_seconds, 4),
+        }
+
+
+def append_stats(stats_dir: Path, record: dict) -> Path:
+    """Append one JSON line to today's file; a single O_APPEND write keeps lines whole when
+    several processes append at once."""
+    stats_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    path = stats_dir / time.strftime("mail-%Y%m%d.jsonl", time.gmtime(record.get("time")))
+    line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return path
