@@ -7,6 +7,7 @@ import email
 import email.parser
 import email.policy
 import re
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from typing import Iterator
@@ -33,16 +34,53 @@ class MailHandler:
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
         raw = bytes(obj.data)
         try:
-            leaves = list(_leaves(raw, 0))
+            leaves = leaf_entities(parse_entity(raw))
         except RecursionError:
             raise Corrupted("multipart nesting too deep") from None
-        for n, (part, body) in enumerate(leaves, 1):
-            name = f"{n}:{_filename(part) or _generated_name(part, n)}"
-            data = _decode(part, body)
-            yield ctx.member(name, [data], declared_size=len(data))
-            if _maintype(part) == "text":
+        for n, leaf in enumerate(leaves, 1):
+            data = _decode(leaf.part, raw[leaf.body_start:leaf.end])
+            yield ctx.member(leaf_name(leaf.part, n), [data], declared_size=len(data))
+            if _maintype(leaf.part) == "text":
                 for index, (uu_name, uu_data) in enumerate(_uudecode_blocks(data), 1):
                     yield ctx.member(f"{n}.{index}:{uu_name}", [uu_data])
+
+
+@dataclass(slots=True)
+class Entity:
+    """One MIME entity located in the message by byte offsets (``raw[start:end]`` is all of it).
+
+    ``raw[start:header_end]`` are its header lines, ``raw[body_start:end]`` its body. Inside a
+    multipart, ``delimiter`` is where its ``--boundary`` line starts and ``line_break`` where the
+    line break before that line starts (the break belongs to the delimiter, RFC 2046 5.1.1).
+    ``children`` is None for a leaf, the parts in order for a multipart that was split.
+    """
+
+    part: Message
+    start: int
+    header_end: int
+    body_start: int
+    end: int
+    delimiter: int = -1
+    line_break: int = -1
+    children: list["Entity"] | None = None
+
+
+def leaf_name(part: Message, n: int) -> str:
+    """The child name of leaf ``n``: "2:invoice.zip", or "1:part1.plain" when it has no name."""
+    return f"{n}:{_filename(part) or _generated_name(part, n)}"
+
+
+def leaf_entities(root: Entity) -> list[Entity]:
+    """The leaves in message order; an attached message is one leaf. Leaf n is ``[n - 1]``."""
+    out: list[Entity] = []
+    stack = [root]
+    while stack:
+        entity = stack.pop()
+        if entity.children is None:
+            out.append(entity)
+        else:
+            stack.extend(reversed(entity.children))
+    return out
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -50,25 +88,31 @@ MAX_NESTING = 64
 _HEADER_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 
 
-def _split_headers(raw: bytes) -> tuple[Message, bytes]:
-    """The entity's headers parsed by ``email``, and its raw body."""
+def _split_headers(raw: bytes) -> tuple[Message, int, int]:
+    """The entity's headers parsed by ``email``, where they end, and where its body starts."""
     if raw[:1] in (b"\n", b"\r"):  # no headers at all: the whole entity is body
-        return Message(), raw.lstrip(b"\r")[1:]
+        return Message(), 0, min(len(raw), len(raw) - len(raw.lstrip(b"\r")) + 1)
     m = _HEADER_END.search(raw)
-    head, body = (raw[:m.start()], raw[m.end():]) if m else (raw, b"")
-    return _HEADER_PARSER.parsebytes(head + b"\n\n", headersonly=True), body
+    header_end, body_start = (m.start(), m.end()) if m else (len(raw), len(raw))
+    return _HEADER_PARSER.parsebytes(raw[:header_end] + b"\n\n", headersonly=True), \
+        header_end, body_start
 
 
-def _leaves(raw: bytes, depth: int) -> Iterator[tuple[Message, bytes]]:
-    """(headers, raw body) of each leaf in order; an attached message is one leaf."""
-    part, body = _split_headers(raw)
+def parse_entity(raw: bytes, base: int = 0, depth: int = 0) -> Entity:
+    """The entity ``raw`` (found at ``base`` in the message) with its multipart tree split."""
+    part, header_end, body_start = _split_headers(raw)
+    entity = Entity(part, base, base + header_end, base + body_start, base + len(raw))
     if _maintype(part) == "multipart" and depth < MAX_NESTING:
         boundary = _boundary(part)
         if boundary:
-            for sub in _split_multipart(body, boundary):
-                yield from _leaves(sub, depth + 1)
-            return
-    yield part, body
+            body = raw[body_start:]
+            at = base + body_start
+            entity.children = []
+            for delimiter, line_break, start, end in _split_multipart(body, boundary):
+                child = parse_entity(body[start:end], at + start, depth + 1)
+                child.delimiter, child.line_break = at + delimiter, at + line_break
+                entity.children.append(child)
+    return entity
 
 
 def _boundary(part: Message) -> bytes:
@@ -79,11 +123,14 @@ def _boundary(part: Message) -> bytes:
     return str(b).encode("utf-8", "surrogateescape") if b else b""
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> Iterator[bytes]:
-    """Bodies between ``--boundary`` delimiter lines; a missing close ends at the data's end."""
+def _split_multipart(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """Each part between ``--boundary`` delimiter lines as offsets into ``body``: (delimiter
+    line start, start of the line break before it, part start, part end). A missing close ends
+    the last part at the data's end."""
     delim = b"--" + boundary
     pos = 0
     start = None
+    opened = opened_break = 0
     while True:
         i = body.find(delim, pos)
         if i < 0:
@@ -92,20 +139,21 @@ def _split_multipart(body: bytes, boundary: bytes) -> Iterator[bytes]:
         if not line_start:
             pos = i + len(delim)
             continue
+        line_break = i - 1 if i > 0 else 0
+        if line_break > 0 and body[line_break - 1:line_break] == b"\r":
+            line_break -= 1
         if start is not None:
-            end = i - 1
-            if end > start and body[end - 1:end] == b"\r":
-                end -= 1
-            yield body[start:max(end, start)]
+            yield opened, opened_break, start, max(line_break, start)
         after = i + len(delim)
         if body[after:after + 2] == b"--":
             return  # the closing delimiter
         nl = body.find(b"\n", after)
         if nl < 0:
             return
+        opened, opened_break = i, line_break
         start = pos = nl + 1
     if start is not None and start < len(body):
-        yield body[start:]
+        yield opened, opened_break, start, len(body)
 
 
 def _maintype(part: Message) -> str:

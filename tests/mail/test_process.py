@@ -1,0 +1,308 @@
+"""Mail policy end to end: a corpus of messages through groups, actions, filters, notices and
+backup; every result is parsed back with the stdlib email package and checked exactly."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import json
+import zipfile
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from lmsav import paths
+from lmsav.mail.backup import BackupStore
+from lmsav.mail.groups import load_groups
+from lmsav.mail.process import MailProcessor
+from lmsav.scanner.limits import Limits
+from lmsav.scanner.signatures.database import Database
+from tests.conftest import EICAR
+
+GROUPS = {
+    "strict.toml": """
+priority = 20
+recipients = ["*@strict.example"]
+scan_policy = "combined"
+infected_action = "cure"
+uncurable_action = "reject"
+protected_action = "warn"
+corrupted_action = "delete"
+filtered_action = "delete"
+filter_names = ["*.exe", "*.pdf.*"]
+filter_max_size = "200K"
+backup = ["infected", "filtered"]
+notify_admin = ["infected", "filtered"]
+admin_addresses = ["postmaster@strict.example"]
+subject_prefix = { infected = "[VIRUS] " }
+""",
+    "lax.toml": """
+priority = 10
+recipients = ["*@lax.example"]
+infected_action = "warn"
+notify_recipients = []
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def db():
+    return Database.load(paths.bundled_database_dir())
+
+
+@pytest.fixture
+def processor(db, tmp_path):
+    gdir = tmp_path / "groups.d"
+    gdir.mkdir()
+    for name, text in GROUPS.items():
+        (gdir / name).write_text(text)
+    return MailProcessor(db, load_groups(gdir), Limits(),
+                         backup_store=BackupStore(tmp_path / "backup"),
+                         stats_dir=tmp_path / "stats", hostname="mx.test")
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def message(*attachments, subject="report", text="see attached\n") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "alice@example.org"
+    msg["To"] = "bob@strict.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<m1@example.org>"
+    msg.set_content(text)
+    for name, data, ctype in attachments:
+        main, sub = ctype.split("/")
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
+    return msg.as_bytes()
+
+
+def parsed(raw: bytes):
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def attachment_names(raw: bytes) -> list[str]:
+    return [p.get_filename() for p in parsed(raw).walk() if p.get_filename()]
+
+
+def run(processor, raw, *rcpts, sender="alice@example.org"):
+    return processor.process(raw, sender, list(rcpts))
+
+
+def test_clean_message_is_delivered_with_headers(processor):
+    raw = message(("a.txt", b"fine", "text/plain"))
+    out = run(processor, raw, "bob@strict.example")
+    [g] = out.groups
+    assert (out.status, g.group, g.action, g.notices, g.backup_id) == (
+        "clean", "strict", "skip", [], None)
+    m = parsed(g.message)
+    assert m["X-AV-Status"] == "clean"
+    assert m["X-AV-Checked"].startswith("lmsav ")
+    assert attachment_names(g.message) == ["a.txt"]
+
+
+def test_forged_av_headers_are_replaced(processor):
+    raw = b"X-AV-Status: clean\nX-AV-Threats: none\n" + message(("e.com", EICAR, "application/octet-stream"))
+    g = run(processor, raw, "bob@lax.example").groups[0]
+    m = parsed(g.message)
+    assert m.get_all("X-AV-Status") == ["infected"]
+    assert m.get_all("X-AV-Threats") == ["Eicar-Test-Signature"]
+
+
+def test_infected_attachment_is_cured_in_strict_and_warned_in_lax(processor, tmp_path):
+    raw = message(("doc.txt", b"hello", "text/plain"),
+                  ("e.com", EICAR, "application/octet-stream"))
+    out = run(processor, raw, "bob@strict.example", "carol@lax.example")
+    strict, lax = out.groups
+    assert (strict.group, strict.recipients, strict.action) == ("strict", ["bob@strict.example"], "cure")
+    assert attachment_names(strict.message) == ["doc.txt"]
+    assert parsed(strict.message)["Subject"] == "[VIRUS] report"
+    assert (lax.group, lax.action) == ("lax", "warn")
+    lax_msg = parsed(lax.message)
+    assert lax_msg.get_content_type() == "text/plain"
+    assert "Eicar-Test-Signature" in lax_msg.get_content()
+    assert EICAR not in lax.message
+    # One backup of the original, shared; admin notice for strict, none for lax.
+    assert strict.backup_id and BackupStore(tmp_path / "backup").extract(strict.backup_id) == raw
+    assert [n.kind for n in strict.notices] == ["recipients", "admin"]
+    assert strict.notices[0].envelope_to == ("bob@strict.example",)
+    assert strict.notices[1].envelope_to == ("postmaster@strict.example",)
+    assert lax.notices == []
+    stats = list((tmp_path / "stats").iterdir())
+    record = json.loads(stats[0].read_text().splitlines()[-1])
+    assert record["status"] == "infected" and record["actions"] == {"strict": "cure", "lax": "warn"}
+
+
+def test_infected_inside_zip_inside_forwarded_message(processor):
+    inner = EmailMessage()
+    inner["From"] = "eve@example.net"
+    inner["Subject"] = "fwd"
+    inner.set_content("inner")
+    inner.add_attachment(zip_of({"clean.txt": b"ok", "bad.com": EICAR}), maintype="application",
+                         subtype="zip", filename="files.zip")
+    outer = EmailMessage()
+    outer["From"] = "alice@example.org"
+    outer["Subject"] = "forwarded"
+    outer.set_content("see below")
+    outer.add_attachment(inner)
+    g = run(processor, outer.as_bytes(), "bob@strict.example").groups[0]
+    assert g.status == "infected"
+    # Too deep to cut out (zip inside an attached message): uncurable → reject.
+    assert g.message is None
+    assert [o.reason for o in g.objects][-1] == "uncurable"
+    assert g.reject_reply.startswith("550 5.7.1")
+    assert "Eicar-Test-Signature" in g.reject_reply
+
+
+def test_infected_member_of_attached_zip_is_cut_out(processor):
+    raw = message(("files.zip", zip_of({"clean.txt": b"ok", "bad.com": EICAR}), "application/zip"))
+    g = run(processor, raw, "bob@strict.example").groups[0]
+    assert g.action == "cure" and g.message is not None
+    [att] = list(parsed(g.message).iter_attachments())
+    with zipfile.ZipFile(io.BytesIO(att.get_content())) as zf:
+        assert zf.namelist() == ["clean.txt"]
+
+
+def test_encrypted_zip_is_protected_and_warned(processor, tmp_path):
+    import subprocess
+
+    src = tmp_path / "s.txt"
+    src.write_text("secret")
+    out = tmp_path / "enc.zip"
+    subprocess.run(["7z", "a", "-tzip", "-psecret", "-bso0", str(out), str(src)], check=True)
+    raw = message(("enc.zip", out.read_bytes(), "application/zip"))
+    g = run(processor, raw, "bob@strict.example").groups[0]
+    assert (g.status, g.action) == ("protected", "warn")
+    parts = list(parsed(g.message).walk())
+    texts = [p.get_content() for p in parts if p.get_content_type() == "text/plain"]
+    assert any("protected" in t for t in texts)
+    assert attachment_names(g.message) == []
+
+
+def test_corrupt_zip_is_deleted(processor):
+    good = zip_of({"a.bin": bytes(range(256)) * 7 + __import__("os").urandom(5000)})
+    raw = message(("broken.zip", good[: len(good) // 2], "application/zip"),
+                  ("keep.txt", b"keep", "text/plain"))
+    g = run(processor, raw, "bob@strict.example").groups[0]
+    assert (g.status, g.action) == ("corrupted", "delete")
+    assert attachment_names(g.message) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("name", ["setup.exe", "invoice.pdf.exe", "invoice.pdf.scr"])
+def test_filtered_names_are_deleted(processor, name):
+    raw = message((name, b"MZ not really", "application/octet-stream"),
+                  ("keep.txt", b"keep", "text/plain"))
+    g = run(processor, raw, "bob@strict.example").groups[0]
+    assert (g.status, g.action) == ("filtered", "delete")
+    assert attachment_names(g.message) == ["keep.txt"]
+    assert [n.kind for n in g.notices] == ["admin"]
+
+
+def test_exe_inside_zip_is_filtered_by_name(processor):
+    raw = message(("a.zip", zip_of({"readme.txt": b"x", "run.exe": b"MZ"}), "application/zip"))
+    g = run(processor, raw, "bob@strict.example").groups[0]
+    assert g.status == "filtered"
+    assert [o.object for o in g.objects] == ["message//2:a.zip//run.exe"]
+
+
+def test_oversized_attachment_is_filtered(processor):
+    raw = message(("big.bin", bytes(300 * 1024), "application/octet-stream"))
+    g = run(processor, raw, "bob@strict.example").groups[0]
+    assert (g.status, g.action) == ("filtered", "delete")
+    assert "size" in g.objects[0].reason
+
+
+def test_non_ascii_subject_and_names(processor):
+    raw = message(("résumé €.com", EICAR, "application/octet-stream"), subject="Grüße – Rechnung")
+    out = run(processor, raw, "bob@strict.example")
+    g = out.groups[0]
+    assert out.subject == "Grüße – Rechnung"
+    assert parsed(g.message)["Subject"] == "[VIRUS] Grüße – Rechnung"
+    assert g.objects[0].object == "message//2:résumé €.com"
+    notice = parsed(g.notices[-1].message)
+    assert "résumé €.com" in notice.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_default_group_rejects(processor):
+    g = run(processor, message(("e.com", EICAR, "application/octet-stream")),
+            "someone@else.example").groups[0]
+    assert (g.group, g.action, g.message) == ("default", "reject", None)
+
+
+@pytest.mark.parametrize("raw", [
+    b"Content-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\nno close",
+    b"Content-Type: multipart/mixed\n\nno boundary parameter at all",
+    b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n!!!not base64@@@",
+    b"",
+    b"\x00\x01 binary junk \xff",
+    b"Content-Type: multipart/mixed; boundary=a\n\n"
+    + b"".join(b"--a\nContent-Type: text/plain\n\npart %d\n" % i for i in range(1000)) + b"--a--\n",
+    b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(300)),
+])
+def test_malformed_mime_always_gives_an_outcome(processor, raw):
+    for rcpt in ("bob@strict.example", "x@lax.example"):
+        out = run(processor, raw, rcpt)
+        assert len(out.groups) == 1
+        assert out.groups[0].action in ("skip", "warn", "drop", "reject", "cure", "delete")
+
+
+def test_virus_name_list_overrides_infected_action(db, tmp_path):
+    gdir = tmp_path / "g"
+    gdir.mkdir()
+    (gdir / "named.toml").write_text(
+        'recipients = ["*"]\npriority = 1\ninfected_action = "warn"\n'
+        'virus_name_list = ["Eicar-*"]\nvirus_name_action = "drop"\n')
+    proc = MailProcessor(db, load_groups(gdir), Limits())
+    g = proc.process(message(("e.com", EICAR, "application/octet-stream")), "a@b.c",
+                     ["x@y.z"]).groups[0]
+    assert (g.group, g.action, g.message) == ("named", "drop", None)
+
+
+def test_part_too_deep_gives_the_error_action_for_the_whole_message(db, tmp_path):
+    gdir = tmp_path / "g"
+    gdir.mkdir()
+    (gdir / "deep.toml").write_text(
+        'recipients = ["*"]\npriority = 1\nscan_policy = "combined"\nmax_scan_depth = 2\n'
+        'error_action = "reject"\n')
+    nested = b"payload"
+    for i in range(4):
+        nested = zip_of({f"l{i}.zip" if i else "f.txt": nested})
+    proc = MailProcessor(db, load_groups(gdir), Limits())
+    g = proc.process(message(("n.zip", nested, "application/zip")), "a@b.c", ["x@y.z"]).groups[0]
+    assert (g.status, g.action, g.message) == ("error", "reject", None)
+    assert g.objects[0].reason == "limit: depth"
+
+
+def test_whole_message_match_without_part_match_acts_on_the_message(db, tmp_path):
+    gdir = tmp_path / "g"
+    gdir.mkdir()
+    (gdir / "c.toml").write_text(
+        'recipients = ["*"]\npriority = 1\nscan_policy = "combined"\ninfected_action = "drop"\n')
+    (tmp_path / "db").mkdir()
+    from tests.conftest import md5_line
+
+    raw = message(("a.txt", b"fine", "text/plain"))
+    (tmp_path / "db" / "m.hdb").write_text(md5_line(raw, "Whole.Message.Test"))
+    proc = MailProcessor(Database.load(tmp_path / "db"), load_groups(gdir), Limits())
+    g = proc.process(raw, "a@b.c", ["x@y.z"]).groups[0]
+    assert (g.status, g.action, g.message) == ("infected", "drop", None)
+    assert g.objects[0].object == "message"
+
+
+def test_unprotected_domains_pass_unscanned(db, tmp_path):
+    gdir = tmp_path / "g"
+    gdir.mkdir()
+    (gdir / "default.toml").write_text('protected_domains = ["example.net"]\n')
+    proc = MailProcessor(db, load_groups(gdir), Limits())
+    raw = message(("e.com", EICAR, "application/octet-stream"))
+    passed = proc.process(raw, "a@other.org", ["x@elsewhere.org"]).groups[0]
+    assert (passed.status, passed.action, passed.message) == ("unscanned", "skip", raw)
+    scanned = proc.process(raw, "a@other.org", ["x@example.net"]).groups[0]
+    assert scanned.status == "infected"
