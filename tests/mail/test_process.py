@@ -306,3 +306,45 @@ def test_unprotected_domains_pass_unscanned(db, tmp_path):
     assert (passed.status, passed.action, passed.message) == ("unscanned", "skip", raw)
     scanned = proc.process(raw, "a@other.org", ["x@example.net"]).groups[0]
     assert scanned.status == "infected"
+
+
+def tiny_pe() -> bytes:
+    import struct
+
+    mz = bytearray(b"MZ" + b"\x90\x00" * 29)
+    mz[0x3C:0x40] = struct.pack("<I", 0x80)
+    coff = struct.pack("<HHIIIHH", 0x14C, 1, 0, 0, 0, 0xE0, 0x102)
+    return bytes(mz).ljust(0x80, b"\0") + b"PE\0\0" + coff + \
+        struct.pack("<H", 0x10B).ljust(0xE0, b"\0") + bytes(512)
+
+
+def filter_processor(db, tmp_path, settings: str) -> MailProcessor:
+    gdir = tmp_path / "g"
+    gdir.mkdir(exist_ok=True)
+    (gdir / "f.toml").write_text('recipients = ["*"]\npriority = 1\nscan_policy = "combined"\n'
+                                 'filtered_action = "delete"\n' + settings)
+    return MailProcessor(db, load_groups(gdir), Limits())
+
+
+def test_disguised_executable_is_filtered_as_a_type_mismatch(db, tmp_path):
+    proc = filter_processor(db, tmp_path, "filter_type_mismatch = true\n")
+    raw = message(("invoice.pdf", tiny_pe(), "application/pdf"),
+                  ("notes.txt", b"hello", "text/plain"))
+    g = proc.process(raw, "a@b.c", ["x@y.z"]).groups[0]
+    assert (g.status, g.action) == ("filtered", "delete")
+    assert "type mismatch" in g.objects[0].reason
+    assert attachment_names(g.message) == ["notes.txt"]
+    # An executable sent as one is not disguised.
+    honest = message(("tool.exe", tiny_pe(), "application/x-msdownload"))
+    assert proc.process(honest, "a@b.c", ["x@y.z"]).groups[0].status == "clean"
+
+
+def test_filter_by_real_type_and_exclusions(db, tmp_path):
+    proc = filter_processor(db, tmp_path, 'filter_types = ["application/*portable-executable", '
+                            '"application/x-dosexec"]\nfilter_names = ["*.bat"]\n'
+                            'filter_names_exclude = ["allowed.bat"]\n')
+    raw = message(("notes.txt", tiny_pe(), "text/plain"), ("allowed.bat", b"echo", "text/plain"),
+                  ("keep.txt", b"fine", "text/plain"))
+    g = proc.process(raw, "a@b.c", ["x@y.z"]).groups[0]
+    assert [o.reason.split()[0] for o in g.objects] == ["type"]
+    assert attachment_names(g.message) == ["allowed.bat", "keep.txt"]
