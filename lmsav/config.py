@@ -227,12 +227,47 @@ class ScanSection:
         False, BOOLEAN, "Count encrypted or password-protected files as found: exit code 1.")
 
 
+_REINJECT_RE = re.compile(r"smtp:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})|sendmail:/\S+|dir:/\S+")
+
+
+def _reinject(value: Any) -> str:
+    if not isinstance(value, str) or not _REINJECT_RE.fullmatch(value.strip()):
+        raise ValueError(value)
+    return value.strip()
+
+
+REINJECT = Kind('"smtp:HOST:PORT", "sendmail:/path/to/sendmail" or "dir:/path" (files, for tests)',
+                _reinject)
+
+
+@dataclass(frozen=True)
+class SpoolSection:
+    """[spool] — the nqueue/ spool the MTA hands mail to, and how scanned mail goes back."""
+
+    dir: Path | None = setting(
+        None, OPTIONAL_PATH, '"" means <state_dir>/nqueue.')
+    workers: int = setting(
+        0, NATURAL, "Worker processes of `lmsav spool watch`; 0 means one per CPU.", "--workers")
+    reinject: str = setting(
+        "smtp:127.0.0.1:10026", REINJECT,
+        "Where scanned mail and notices go back into the MTA: an SMTP listener that does not "
+        "filter again, or a sendmail command.")
+    max_attempts: int = setting(
+        20, NATURAL, "Failed processing attempts before an entry is held for the administrator.")
+    retry_delay: float = setting(
+        30.0, SECONDS, "Delay before the first retry of a failed entry; doubles each time, up "
+                       "to an hour.")
+    rescan_interval: float = setting(
+        30.0, SECONDS, "Full rescan of new/ as a safety net beside inotify.")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
     "paths": ("paths", PathsSection),
     "limits": ("limits_section", LimitsSection),
     "scan": ("scan", ScanSection),
+    "spool": ("spool", SpoolSection),
 }
 
 
@@ -278,6 +313,7 @@ class Settings:
     paths: PathsSection
     limits_section: LimitsSection
     scan: ScanSection
+    spool: SpoolSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -305,6 +341,9 @@ class Settings:
     def database_dir(self) -> Path:
         """The configured signature directory, or the bundled database."""
         return self.paths.bases or paths_mod.bundled_database_dir()
+
+    def spool_dir(self) -> Path:
+        return self.spool.dir or Path(self.paths.state_dir) / "nqueue"
 
     def to_toml(self, with_sources: bool = False) -> str:
         """The settings as a TOML file that loads back to the same settings."""
