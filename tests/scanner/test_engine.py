@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
-import zipfile
 
 import pytest
 
@@ -15,6 +14,7 @@ from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status
 from lmsav.scanner.signatures.database import Database
 from tests.conftest import EICAR, HASH_SAMPLE, md5_line, write_db
+from tests.scanner.containers.helpers import zip_bytes
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +27,6 @@ def bundled():
 @pytest.fixture
 def engine(bundled):
     return Engine(bundled)
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def tar_gz_bytes(members: dict[str, bytes]) -> bytes:

@@ -59,43 +59,61 @@ class ArchiveHandler:
             yield from explode_7z(obj, ctx, "zip")
             return
         packed = _zip_packed_sizes(obj) if ftype == "zip" else {}
-        # No format here records a member's compressed size where libarchive shows it; the whole
-        # archive's size bounds every member's, so the ratio limit still stops bombs.
-        whole = obj.size or None
-        failure: ArchiveError | None = None
-        try:
-            with _reader(obj, _FORMATS[ftype]) as archive:
-                for entry in archive:
-                    if not _is_regular(entry):
-                        continue
-                    name = _entry_name(entry)
-                    if _entry_is_data_encrypted(entry._entry_p) > 0:
-                        yield Child(
-                            name, status=Status.PROTECTED, reason="encrypted", size=entry.size
-                        )
-                        continue
-                    reader = _DataReader(archive._pointer)
-                    child = ctx.member(
-                        name,
-                        reader.blocks(),
-                        declared_size=entry.size,
-                        packed_size=packed.get(name, whole),
+        yield from explode_members(obj, ctx, _FORMATS[ftype], packed=packed)
+
+
+def explode_members(
+    obj: ScanObject,
+    ctx: Context,
+    formats: tuple[str, ...],
+    filters: tuple[str, ...] = (),
+    name: str | None = None,
+    packed: dict[str, int] | None = None,
+) -> Iterator[Child]:
+    """Yield each regular member libarchive reads with exactly these filters and formats.
+
+    ``name`` labels every member (a single-stream format stores none); ``packed`` gives the
+    compressed size of members the format records. Encrypted members come back PROTECTED and
+    encrypted headers raise Encrypted; of libarchive's readers only zip, 7z and rar report either.
+    """
+    # Most formats record no member's compressed size where libarchive shows it; the whole
+    # archive's size bounds every member's, so the ratio limit still stops bombs.
+    whole = obj.size or None
+    packed = packed or {}
+    failure: ArchiveError | None = None
+    try:
+        with _reader(obj, filters, formats) as archive:
+            for entry in archive:
+                if not _is_regular(entry):
+                    continue
+                member = name or _entry_name(entry)
+                if _entry_is_data_encrypted(entry._entry_p) > 0:
+                    yield Child(
+                        member, status=Status.PROTECTED, reason="encrypted", size=entry.size
                     )
-                    if reader.error is not None:
-                        if _mentions_encryption(reader.error) and not reader.produced:
-                            yield Child(name, status=Status.PROTECTED, reason="encrypted")
-                            continue
-                        if reader.produced:
-                            yield child  # the readable part may still hold a detection
-                        failure = reader.error
-                        break
-                    yield child
-        except ArchiveError as err:
-            failure = err
-        if failure is not None:
-            if _mentions_encryption(failure) and "header" in _message(failure).lower():
-                raise Encrypted(_message(failure) or "encrypted headers")
-            raise Corrupted(_message(failure) or "damaged archive")
+                    continue
+                reader = _DataReader(archive._pointer)
+                child = ctx.member(
+                    member,
+                    reader.blocks(),
+                    declared_size=entry.size,
+                    packed_size=packed.get(member, whole),
+                )
+                if reader.error is not None:
+                    if _mentions_encryption(reader.error) and not reader.produced:
+                        yield Child(member, status=Status.PROTECTED, reason="encrypted")
+                        continue
+                    if reader.produced:
+                        yield child  # the readable part may still hold a detection
+                    failure = reader.error
+                    break
+                yield child
+    except ArchiveError as err:
+        failure = err
+    if failure is not None:
+        if _mentions_encryption(failure) and "header" in _message(failure).lower():
+            raise Encrypted(_message(failure) or "encrypted headers")
+        raise Corrupted(_message(failure) or "damaged archive")
 
 
 _buffer = None
@@ -141,19 +159,20 @@ class _DataReader:
 
 
 @contextmanager
-def _reader(obj: ScanObject, formats: tuple[str, ...]):
+def _reader(obj: ScanObject, filters: tuple[str, ...], formats: tuple[str, ...]):
     archive_p = ffi.read_new()
     try:
-        ffi.get_read_filter_function("none")(archive_p)
+        # Named filters only, never "all": each one listed is a decoder this type needs.
+        for name in filters or ("none",):
+            ffi.get_read_filter_function(name)(archive_p)
         for fmt in formats:
             ffi.get_read_format_function(fmt)(archive_p)
         if obj.path is not None:
             ffi.read_open_filename_w(archive_p, obj.path, CHUNK)
-            yield libarchive.read.ArchiveRead(archive_p)
         else:
             buf = obj.data
             ffi.read_open_memory(archive_p, ctypes.cast(buf, ctypes.c_void_p), len(buf))
-            yield libarchive.read.ArchiveRead(archive_p)
+        yield libarchive.read.ArchiveRead(archive_p)
     finally:
         ffi.read_free(archive_p)
 

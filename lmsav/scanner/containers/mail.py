@@ -15,6 +15,7 @@ from typing import Iterator
 from ..limits import Context
 from ..objects import Child, ScanObject
 from .base import Corrupted
+from .uu import uudecode
 
 # "begin 644 name" … "end": a uuencoded file inside a text body (RFC-less but still common).
 _UU_BEGIN = re.compile(rb"^begin(?:-base64)? +([0-7]{3,4}) +([^\r\n]+?)\r?$", re.M)
@@ -173,7 +174,7 @@ def _decode(part: Message, body: bytes) -> bytes:
             return binascii.a2b_qp(body)
         if cte in ("x-uuencode", "uuencode", "x-uue", "uue"):
             blocks = list(_uudecode_blocks(body))
-            return blocks[0][1] if blocks else _uudecode(body)
+            return blocks[0][1] if blocks else uudecode(body)
     except (binascii.Error, ValueError):
         pass
     return body
@@ -223,22 +224,6 @@ def _uudecode_blocks(data: bytes) -> Iterator[tuple[str, bytes]]:
         end = _UU_END.search(data, start)
         stop = end.start() if end else len(data)
         name = begin.group(2).decode("latin-1").strip()
-        yield name, _uudecode(data[start:stop])
+        yield name, uudecode(data[start:stop])
         pos = end.end() if end else len(data)
 
-
-def _uudecode(body: bytes) -> bytes:
-    out = []
-    for line in body.splitlines():
-        if not line.strip() or line.strip() == b"`":
-            continue
-        try:
-            out.append(binascii.a2b_uu(line))
-        except binascii.Error:
-            # Broken encoders pad lines oddly: trust the length character instead.
-            nbytes = (((line[0] - 32) & 63) * 4 + 5) // 3
-            try:
-                out.append(binascii.a2b_uu(line[:nbytes]))
-            except binascii.Error:
-                continue
-    return b"".join(out)

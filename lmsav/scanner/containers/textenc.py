@@ -22,6 +22,7 @@ import hyperscan
 
 from ..limits import Context
 from ..objects import PATH_SEP, Child, ScanObject
+from .uu import uudecode
 
 # The first line of a payload: after a newline, or at offset 0 (the second pattern).
 _START = (
@@ -130,25 +131,8 @@ def _uu_block(data: bytes, start: int) -> tuple[str | None, bytes, int]:
     if begin.group(1):  # begin-base64: "uuencode -m", ends with "===="
         payload = _a2b_base64(data[body:stop])
     else:
-        payload = _uudecode(data[body:stop])
+        payload = uudecode(data[body:stop])
     return name, payload, end.end() if end else len(data)
-
-
-def _uudecode(body: bytes) -> bytes:
-    out = []
-    for line in body.splitlines():
-        if not line.strip() or line.strip() == b"`":
-            continue
-        try:
-            out.append(binascii.a2b_uu(line))
-        except binascii.Error:
-            # Encoders that strip trailing spaces or pad oddly: trust the length character.
-            nbytes = (((line[0] - 32) & 63) * 4 + 5) // 3
-            try:
-                out.append(binascii.a2b_uu(line[:nbytes].ljust(nbytes, b" ")))
-            except binascii.Error:
-                continue
-    return b"".join(out)
 
 
 def _yenc_block(data: bytes, start: int) -> tuple[str, bytes, int]:

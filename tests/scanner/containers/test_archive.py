@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import struct
-import subprocess
 import zipfile
 import zlib
-from pathlib import Path
 
 import pytest
 
@@ -16,55 +13,19 @@ from lmsav.scanner.containers.archive import ArchiveHandler
 from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import (
+    explode_with, from_bytes, from_file, run, tree, zip_bytes,
+)
 
 FILES = {"a.txt": b"hello archive\n", "sub/b.bin": bytes(range(256)) * 20}
 
 
-def run(*cmd: str, cwd: Path | None = None) -> None:
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def tree(root: Path, files: dict[str, bytes] = FILES) -> Path:
-    src = root / "src"
-    for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    return src
-
-
 def explode(obj: ScanObject, limits: Limits = Limits()) -> list:
-    ctx = Context(limits)
-    try:
-        return [_loaded(c) for c in ArchiveHandler().explode(obj, ctx)]
-    finally:
-        ctx.cleanup()
-
-
-def _loaded(child):
-    # Spilled members live in the context's temp dir; read them before it is cleaned up.
-    if child.path is not None:
-        child.data = Path(child.path).read_bytes()
-    return child
+    return explode_with(ArchiveHandler(), obj, limits)
 
 
 def members(obj: ScanObject) -> dict[str, bytes]:
     return {c.name: c.data for c in explode(obj)}
-
-
-def from_file(path: Path) -> ScanObject:
-    return ScanObject.from_path(path, name=path.name)
-
-
-def from_bytes(path: Path) -> ScanObject:
-    return ScanObject(path.name, data=path.read_bytes())
-
-
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def rar4_stored(files: dict[str, bytes], encrypted: bool = False) -> bytes:
@@ -103,34 +64,34 @@ def test_zip_from_python_zipfile(tmp_path):
 
 
 def test_7z(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     run("7z", "a", "-bd", str(tmp_path / "x.7z"), ".", cwd=src)
     got = members(from_file(tmp_path / "x.7z"))
     assert got == FILES
 
 
 def test_tar_ustar_skips_directories(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     run("bsdtar", "-cf", str(tmp_path / "x.tar"), "--format=ustar", "a.txt", "sub", cwd=src)
     # "sub/" is listed as a directory entry; only the regular files come back.
     assert members(from_bytes(tmp_path / "x.tar")) == FILES
 
 
 def test_tar_skips_symlinks_and_devices(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     (src / "link").symlink_to("/etc/passwd")
     run("bsdtar", "-cf", str(tmp_path / "x.tar"), "a.txt", "link", cwd=src)
     assert members(from_file(tmp_path / "x.tar")) == {"a.txt": FILES["a.txt"]}
 
 
 def test_cpio_newc(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     run("bsdtar", "-cf", str(tmp_path / "x.cpio"), "--format=newc", "a.txt", "sub/b.bin", cwd=src)
     assert members(from_file(tmp_path / "x.cpio")) == FILES
 
 
 def test_iso9660(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     run("genisoimage", "-quiet", "-R", "-o", str(tmp_path / "x.iso"), str(src))
     got = members(from_file(tmp_path / "x.iso"))
     assert got == FILES
@@ -145,7 +106,7 @@ def test_ar(tmp_path):
 
 
 def test_cab_from_gcab(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     run("gcab", "-c", "-z", str(tmp_path / "x.cab"), "a.txt", "sub/b.bin", cwd=src)
     got = members(from_file(tmp_path / "x.cab"))
     # cab stores DOS-style paths; libarchive gives them back with "/".
@@ -178,7 +139,7 @@ def test_traversal_names_are_labels_and_nothing_is_written(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("kind", ["7z", "zipcrypto", "zipaes"])
 def test_encrypted_members_are_protected_and_listed(tmp_path, kind):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     out = tmp_path / ("x.7z" if kind == "7z" else "x.zip")
     extra = {"7z": [], "zipcrypto": ["-tzip"], "zipaes": ["-tzip", "-mem=AES256"]}[kind]
     run("7z", "a", "-bd", "-psecret", *extra, str(out), ".", cwd=src)
@@ -200,7 +161,7 @@ def test_zip_with_one_encrypted_member_still_yields_the_others(tmp_path):
 
 
 def test_7z_with_encrypted_headers_raises_encrypted(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     out = tmp_path / "hdr.7z"
     run("7z", "a", "-bd", "-psecret", "-mhe=on", str(out), ".", cwd=src)
     with pytest.raises(Encrypted):
@@ -247,7 +208,7 @@ def test_truncated_tar_is_corrupted_after_its_intact_members(tmp_path):
 
 
 def test_truncated_7z_is_corrupted(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     run("7z", "a", "-bd", str(tmp_path / "x.7z"), ".", cwd=src)
     data = (tmp_path / "x.7z").read_bytes()
     with pytest.raises(Corrupted):
@@ -285,16 +246,6 @@ def test_member_over_file_size_limit_is_refused_by_declared_size():
 
 
 # -- through the engine -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
 
 
 def test_engine_finds_eicar_in_7z_inside_zip(engine, tmp_path):

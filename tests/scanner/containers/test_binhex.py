@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import binascii
-import os
 import random
-import subprocess
-from pathlib import Path
 
 import pytest
 
-import lmsav.scanner.containers
 from lmsav.scanner.containers import Corrupted
 from lmsav.scanner.containers.binhex import BinhexHandler
-from lmsav.scanner.limits import Context, Limits
+from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import clamscan_found, explode_until, explode_with
 
 HQX = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
 B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -64,24 +61,11 @@ def binhex(name: bytes, data: bytes, rsrc: bytes = b"") -> bytes:
 
 
 def explode(obj: ScanObject, limits: Limits = Limits()) -> list:
-    ctx = Context(limits)
-    got = []
-    try:
-        for child in BinhexHandler().explode(obj, ctx):
-            if child.path is not None:
-                child.data = Path(child.path).read_bytes()
-            got.append(child)
-        return got
-    finally:
-        ctx.cleanup()
+    return explode_with(BinhexHandler(), obj, limits)
 
 
 def explode_until_error(obj: ScanObject):
-    got = []
-    with pytest.raises(Corrupted) as err:
-        for child in BinhexHandler().explode(obj, Context(Limits())):
-            got.append(child)
-    return got, str(err.value)
+    return explode_until(Corrupted, BinhexHandler(), obj)
 
 
 def test_data_fork_under_the_stored_name():
@@ -162,21 +146,6 @@ def test_run_length_bomb_stops_at_the_compression_ratio_limit():
 # -- through the engine -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "binhex", BinhexHandler())
-
-
 def test_engine_finds_eicar_in_either_fork(engine):
     verdict = engine.scan_bytes(binhex(b"eicar.com", EICAR), "eicar.hqx")
     assert [(p, t.name) for p, t in verdict.threats] == [
@@ -204,7 +173,7 @@ def test_engine_reports_the_bomb_as_a_limit(engine):
 
 
 @pytest.mark.integration
-def test_same_verdict_as_clamscan(engine, tmp_path, bundled_db_dir):
+def test_same_verdict_as_clamscan(engine, tmp_path):
     samples = {
         "data.hqx": binhex(b"eicar.com", EICAR),
         "rsrc.hqx": binhex(b"notes", b"clean", rsrc=EICAR),
@@ -213,9 +182,4 @@ def test_same_verdict_as_clamscan(engine, tmp_path, bundled_db_dir):
     for name, data in samples.items():
         (tmp_path / name).write_bytes(data)
         ours = engine.scan_bytes(data, name).status == Status.INFECTED
-        theirs = subprocess.run(
-            ["clamscan", "--no-summary", "-d", str(bundled_db_dir), str(tmp_path / name)],
-            capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"},
-        )
-        assert theirs.returncode in (0, 1), theirs.stderr
-        assert ours == ("FOUND" in theirs.stdout), name
+        assert ours == clamscan_found(tmp_path / name)[name], name

@@ -8,39 +8,26 @@ import io
 import lzma
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 import zstandard
 
 from lmsav.scanner.containers import Corrupted, handler_for
 from lmsav.scanner.containers.compressed import CompressedHandler
-from lmsav.scanner.limits import Context, Limits
+from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import explode_until, explode_with
 
 PAYLOAD = b"compressed payload\n" * 500
 
 
 def explode(obj: ScanObject, limits: Limits = Limits()) -> list:
-    ctx = Context(limits)
-    got = []
-    try:
-        for child in CompressedHandler().explode(obj, ctx):
-            if child.path is not None:
-                child.data = Path(child.path).read_bytes()
-            got.append(child)
-        return got
-    finally:
-        ctx.cleanup()
+    return explode_with(CompressedHandler(), obj, limits)
 
 
 def explode_until_error(obj: ScanObject, limits: Limits = Limits()):
-    got = []
-    with pytest.raises(Corrupted) as err:
-        for child in CompressedHandler().explode(obj, Context(limits)):
-            got.append(child)
-    return got, str(err.value)
+    return explode_until(Corrupted, CompressedHandler(), obj, limits)
 
 
 def gzip_named(data: bytes, fname: str) -> bytes:
@@ -160,16 +147,6 @@ def test_truncated_streams_are_corrupted(name, compress):
 
 
 # -- through the engine -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
 
 
 def test_engine_finds_eicar_in_tar_gz(engine):

@@ -6,32 +6,21 @@ import base64
 import binascii
 import random
 import time
-from pathlib import Path
 
 import pytest
 
-import lmsav.scanner.containers
 from lmsav.scanner.containers.html import HtmlHandler
 from lmsav.scanner.filetype import sniff
-from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import explode_with
 
 B64 = base64.b64encode(EICAR)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
 
 
 def explode(data: bytes) -> list:
-    ctx = Context(Limits())
-    try:
-        got = []
-        for child in HtmlHandler().explode(ScanObject("page.html", data=data), ctx):
-            if child.path is not None:
-                child.data = Path(child.path).read_bytes()
-            got.append(child)
-        return got
-    finally:
-        ctx.cleanup()
+    return explode_with(HtmlHandler(), ScanObject("page.html", data=data))
 
 
 def members(data: bytes) -> dict[str, bytes]:
@@ -133,18 +122,7 @@ def test_pathological_pages_stay_linear(body):
 # -- through the engine ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-def test_engine_finds_eicar_in_a_data_uri_and_a_script(engine, monkeypatch):
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "html", HtmlHandler())
+def test_engine_finds_eicar_in_a_data_uri_and_a_script(engine):
     doc = page(b'<a download="e.com" href="data:application/x-msdownload;base64,' + B64 + b'">x</a>'
                b'<script>var blob = atob("' + B64 + b'");</script>')
     verdict = engine.scan_bytes(doc, "mail.eml//2:page.html")

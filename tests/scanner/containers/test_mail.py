@@ -7,29 +7,20 @@ import binascii
 import io
 import zipfile
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
 from lmsav.scanner.containers import handler_for
 from lmsav.scanner.containers.mail import MailHandler
 from lmsav.scanner.filetype import sniff
-from lmsav.scanner.limits import Context, Limits
+from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import explode_with
 
 
 def explode(data: bytes, limits: Limits = Limits()) -> list:
-    ctx = Context(limits)
-    got = []
-    try:
-        for child in MailHandler().explode(ScanObject("m.eml", data=data), ctx):
-            if child.path is not None:
-                child.data = Path(child.path).read_bytes()
-            got.append(child)
-        return got
-    finally:
-        ctx.cleanup()
+    return explode_with(MailHandler(), ScanObject("m.eml", data=data), limits)
 
 
 def parts(data: bytes) -> dict[str, bytes]:
@@ -165,16 +156,6 @@ def test_part_over_file_size_limit_is_reported_not_read():
 
 
 # -- through the engine -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
 
 
 def test_engine_finds_eicar_in_zip_attached_to_mail(engine):

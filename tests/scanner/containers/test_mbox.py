@@ -6,14 +6,13 @@ import mailbox
 from email.message import EmailMessage
 from pathlib import Path
 
-import pytest
 
 from lmsav.scanner.containers import handler_for
 from lmsav.scanner.containers.mbox import MboxHandler
 from lmsav.scanner.filetype import sniff
-from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import explode_with
 
 
 def message(subject: str, body: str) -> EmailMessage:
@@ -35,11 +34,7 @@ def build_mbox(path: Path, messages: list[EmailMessage]) -> bytes:
 
 
 def explode(obj: ScanObject) -> list:
-    ctx = Context(Limits())
-    try:
-        return list(MboxHandler().explode(obj, ctx))
-    finally:
-        ctx.cleanup()
+    return explode_with(MboxHandler(), obj)
 
 
 def test_registered_for_mbox():
@@ -83,16 +78,6 @@ def test_large_mbox_read_through_mmap(tmp_path):
 
 
 # -- through the engine -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
 
 
 def test_engine_finds_eicar_attached_to_second_message(engine, tmp_path):

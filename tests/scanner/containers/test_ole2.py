@@ -6,17 +6,16 @@ import shutil
 import struct
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
-import lmsav.scanner.containers
 from lmsav.scanner.containers import Corrupted
 from lmsav.scanner.containers.ole2 import Ole2Handler, decompress_vba
 from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import BODY_SAMPLE, EICAR, md5_line, write_db
+from tests.scanner.containers.helpers import clamscan_threats, explode_with
 
 # -- a minimal compound file writer (olefile only reads) -------------------------------------------
 #
@@ -243,11 +242,7 @@ def word_fib(encrypted: bool = False) -> bytes:
 
 
 def explode(data: bytes, name: str = "x.doc", limits: Limits = Limits()) -> list:
-    ctx = Context(limits)
-    try:
-        return list(Ole2Handler().explode(ScanObject(name, data=data), ctx))
-    finally:
-        ctx.cleanup()
+    return explode_with(Ole2Handler(), ScanObject(name, data=data), limits)
 
 
 def members(data: bytes) -> dict[str, bytes]:
@@ -495,21 +490,6 @@ def test_garbage_never_raises_anything_but_corrupted(seed):
 # -- through the engine ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "ole2", Ole2Handler())
-
-
 def test_engine_finds_eicar_in_an_ole10native_package(engine):
     doc = build_cfb({
         "WordDocument": word_fib(), "ObjectPool/_1/\x01Ole10Native": ole10native("clam.exe", EICAR)
@@ -564,16 +544,6 @@ def test_engine_on_ole2_magic_and_garbage_is_corrupted_not_an_error(engine):
 # -- the same samples through the real clamscan ----------------------------------------------------
 
 
-def _clamscan_found(db: Path, path: Path) -> set[str]:
-    proc = subprocess.run(["clamscan", "--no-summary", "--allmatch", "-d", str(db), str(path)],
-                          capture_output=True, text=True)
-    assert proc.returncode in (0, 1), proc.stderr
-    return {
-        line.rpartition(": ")[2].removesuffix(" FOUND").removesuffix(".UNOFFICIAL")
-        for line in proc.stdout.splitlines() if line.endswith(" FOUND")
-    }
-
-
 @pytest.mark.integration
 def test_clamscan_agrees_on_the_same_samples(tmp_path):
     if shutil.which("clamscan") is None:
@@ -601,4 +571,4 @@ def test_clamscan_agrees_on_the_same_samples(tmp_path):
         path.write_bytes(data)
         ours = {t.name for _, t in engine.scan_path(path, name).threats}
         assert ours == expected, name
-        assert _clamscan_found(db, path) == expected, name
+        assert clamscan_threats(db, path) == expected, name

@@ -6,20 +6,10 @@ from __future__ import annotations
 import io
 import zipfile
 
-import pytest
 
-from lmsav.scanner.engine import Engine
 from lmsav.scanner.objects import Status
-from lmsav.scanner.signatures.database import Database
 from tests.conftest import BODY_SAMPLE, EICAR
 from tests.scanner.containers.test_ole2 import build_cfb, macro_source, ole10native, vba_storage
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from lmsav import paths
-
-    return Engine(Database.load(paths.bundled_database_dir()))
 
 
 def docx(extra: dict[str, bytes]) -> bytes:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-import lmsav.scanner.containers
 from lmsav.scanner.containers import Corrupted
 from lmsav.scanner.containers.packages import CompressHandler, LhaHandler, RpmHandler
 from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
-from tests.scanner.containers.test_sevenzip import clamscan_found
+from tests.scanner.containers.helpers import (
+    clamscan_found, explode_until, explode_with, from_bytes, from_file, run, tree,
+)
 
 FILES = {"a.txt": b"hello lha\n", "sub/b.bin": bytes(range(256)) * 20}
 WORDS = b" ".join([b"alpha", b"beta", b"gamma", b"delta"] * 20000)
@@ -38,36 +38,8 @@ cp %{_sourcedir}/eicar.com %{_sourcedir}/words.txt %{buildroot}/opt/t/
 """
 
 
-def run(*cmd: str, cwd: Path | None = None) -> None:
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def tree(root: Path, files: dict[str, bytes]) -> Path:
-    src = root / "src"
-    for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    return src
-
-
-def explode(handler, obj: ScanObject, limits: Limits = Limits()) -> list:
-    ctx = Context(limits)
-    try:
-        return list(handler.explode(obj, ctx))
-    finally:
-        ctx.cleanup()
-
-
 def members(handler, obj: ScanObject) -> dict[str, bytes]:
-    return {c.name: c.data for c in explode(handler, obj)}
-
-
-def from_file(path: Path) -> ScanObject:
-    return ScanObject.from_path(path, name=path.name)
-
-
-def from_bytes(path: Path) -> ScanObject:
-    return ScanObject(path.name, data=path.read_bytes())
+    return {c.name: c.data for c in explode_with(handler, obj)}
 
 
 def lha(tmp_path: Path, files: dict[str, bytes] = FILES, opts: str = "a") -> Path:
@@ -115,10 +87,7 @@ def test_lha_members(tmp_path, opts):
 
 def test_truncated_lha_is_corrupted_after_intact_members(tmp_path):
     data = lha(tmp_path, {"e.com": EICAR, "words.txt": WORDS}).read_bytes()
-    got = []
-    with pytest.raises(Corrupted):
-        for child in LhaHandler().explode(ScanObject("t.lzh", data=data[:-40]), Context(Limits())):
-            got.append(child)
+    got, _ = explode_until(Corrupted, LhaHandler(), ScanObject("t.lzh", data=data[:-40]))
     assert got[0].name == "e.com" and got[0].data == EICAR
 
 
@@ -150,13 +119,13 @@ def test_truncated_compress_yields_the_readable_start(tmp_path):
     # .Z records neither a length nor an end code, so a cut stream is not detectably damaged
     # (compress -d is silent too); what decodes is still scanned.
     data = compress(tmp_path, WORDS, "words.txt").read_bytes()
-    got = explode(CompressHandler(), ScanObject("w.Z", data=data[:-7]))
+    got = explode_with(CompressHandler(), ScanObject("w.Z", data=data[:-7]))
     assert len(got) == 1 and WORDS.startswith(got[0].data) and len(got[0].data) > 1000
 
 
 def test_compress_bomb_hits_the_ratio_limit(tmp_path):
     path = compress(tmp_path, b"\0" * (16 << 20), "zeros")
-    got = explode(CompressHandler(), from_file(path), Limits(max_compression_ratio=100))
+    got = explode_with(CompressHandler(), from_file(path), Limits(max_compression_ratio=100))
     assert [(c.name, c.status, c.reason) for c in got] == [
         ("zeros", Status.ERROR, "limit: compression ratio 100")
     ]
@@ -176,40 +145,19 @@ def test_rpm_payload_files(tmp_path, payload):
 
 def test_truncated_rpm_is_corrupted(tmp_path):
     data = rpm(tmp_path, "w.ufdio").read_bytes()
-    got = []
-    with pytest.raises(Corrupted):
-        cut = ScanObject("t.rpm", data=data[:-2000])
-        for child in RpmHandler().explode(cut, Context(Limits())):
-            got.append(child)
+    got, _ = explode_until(Corrupted, RpmHandler(), ScanObject("t.rpm", data=data[:-2000]))
     assert got[0].data == EICAR
 
 
 def test_rpm_magic_with_garbage_is_corrupted():
     with pytest.raises(Corrupted):
-        explode(RpmHandler(), ScanObject("x.rpm", data=b"\xed\xab\xee\xdb" + b"\x03" * 200))
+        explode_with(RpmHandler(), ScanObject("x.rpm", data=b"\xed\xab\xee\xdb" + b"\x03" * 200))
 
 
 # -- through the engine -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    for handler in (LhaHandler(), CompressHandler(), RpmHandler()):
-        for ftype in handler.types:
-            monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, ftype, handler)
-
-
-def test_engine_finds_eicar_in_lha_z_and_rpm(engine, registered, tmp_path):
+def test_engine_finds_eicar_in_lha_z_and_rpm(engine, tmp_path):
     a = lha(tmp_path / "l", {"docs/eicar.com": EICAR})
     z = compress(tmp_path, EICAR, "eicar.com")
     r = rpm(tmp_path / "r")
@@ -224,7 +172,7 @@ def test_engine_finds_eicar_in_lha_z_and_rpm(engine, registered, tmp_path):
     }
 
 
-def test_engine_finds_eicar_in_tar_z(engine, registered, tmp_path):
+def test_engine_finds_eicar_in_tar_z(engine, tmp_path):
     src = tree(tmp_path, {"e.com": EICAR})
     run("tar", "-cf", str(tmp_path / "x.tar"), "e.com", cwd=src)
     run("compress", "-f", str(tmp_path / "x.tar"))
@@ -236,7 +184,7 @@ def test_engine_finds_eicar_in_tar_z(engine, registered, tmp_path):
 
 
 @pytest.mark.integration
-def test_clamscan_agrees_where_it_reads_the_format(engine, registered, tmp_path):
+def test_clamscan_agrees_where_it_reads_the_format(engine, tmp_path):
     samples = tmp_path / "samples"
     samples.mkdir()
     lha(tmp_path / "l", {"eicar.com": EICAR}).rename(samples / "x.lzh")
@@ -247,7 +195,7 @@ def test_clamscan_agrees_where_it_reads_the_format(engine, registered, tmp_path)
 
 
 @pytest.mark.integration
-def test_clamscan_does_not_read_z_or_rpm_where_lmsav_does(engine, registered, tmp_path):
+def test_clamscan_does_not_read_z_or_rpm_where_lmsav_does(engine, tmp_path):
     # ClamAV has no .Z (LZW) decoder and no RPM parser: lmsav finds more, never less.
     z = compress(tmp_path, EICAR, "eicar.com")
     r = rpm(tmp_path / "r", "w2.xzdio")

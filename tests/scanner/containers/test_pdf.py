@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-import lmsav.scanner.containers
 from lmsav.scanner.containers import Corrupted
 from lmsav.scanner.containers.pdf import PdfHandler
-from lmsav.scanner.limits import Context, Limits
+from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR, md5_line
+from tests.scanner.containers.helpers import explode_until, explode_with
 
 CATALOG = b"<< /Type /Catalog /Pages 2 0 R >>"
 PAGES = b"<< /Type /Pages /Kids [] /Count 0 >>"
@@ -145,16 +145,7 @@ def png_predict(data: bytes, columns: int, kinds: list[int], bpp: int = 1) -> by
 
 
 def explode(data: bytes, limits: Limits = Limits(), name: str = "doc.pdf") -> list:
-    ctx = Context(limits)
-    got = []
-    try:
-        for child in PdfHandler().explode(ScanObject(name, data=data), ctx):
-            if child.path is not None:
-                child.data = Path(child.path).read_bytes()
-            got.append(child)
-        return got
-    finally:
-        ctx.cleanup()
+    return explode_with(PdfHandler(), ScanObject(name, data=data), limits)
 
 
 def members(data: bytes) -> dict[str, bytes]:
@@ -162,13 +153,7 @@ def members(data: bytes) -> dict[str, bytes]:
 
 
 def explode_until_error(data: bytes):
-    got = []
-    ctx = Context(Limits())
-    with pytest.raises(Corrupted) as err:
-        for child in PdfHandler().explode(ScanObject("doc.pdf", data=data), ctx):
-            got.append(child)
-    ctx.cleanup()
-    return got, str(err.value)
+    return explode_until(Corrupted, PdfHandler(), ScanObject("doc.pdf", data=data))
 
 
 # -- filters ---------------------------------------------------------------------------------------
@@ -449,28 +434,13 @@ def test_garbage_and_mutations_never_raise_anything_but_corrupted():
 # -- through the engine ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "pdf", PdfHandler())
-
-
-def test_engine_finds_eicar_in_a_flate_stream(engine, registered):
+def test_engine_finds_eicar_in_a_flate_stream(engine):
     pdf = build_pdf(stream(TEXT), stream(zlib.compress(EICAR), b"/Filter /FlateDecode"))
     verdict = engine.scan_bytes(pdf, "doc.pdf")
     assert [(p, t.name) for p, t in verdict.threats] == [("doc.pdf//obj4", "Eicar-Test-Signature")]
 
 
-def test_engine_names_the_embedded_file(engine, registered):
+def test_engine_names_the_embedded_file(engine):
     pdf = build_pdf(
         stream(base64.a85encode(zlib.compress(EICAR), adobe=True),
                b"/Type /EmbeddedFile /Filter [/A85 /FlateDecode]"),
@@ -482,14 +452,14 @@ def test_engine_names_the_embedded_file(engine, registered):
         ("mail.eml//2:invoice.pdf//eicar.com", "Eicar-Test-Signature")]
 
 
-def test_engine_truncated_pdf_is_corrupted_and_infected(engine, registered):
+def test_engine_truncated_pdf_is_corrupted_and_infected(engine):
     pdf = build_pdf(stream(zlib.compress(EICAR + bytes(range(256)) * 40), b"/Filter /FlateDecode"))
     verdict = engine.scan_bytes(pdf[: pdf.index(b"endstream") - 100], "cut.pdf")
     assert verdict.root.status == Status.CORRUPTED
     assert verdict.status == Status.INFECTED
 
 
-def test_engine_flate_bomb_is_a_limit(engine, registered):
+def test_engine_flate_bomb_is_a_limit(engine):
     verdict = engine.scan_bytes(build_pdf(stream(flate_bomb(200), b"/Filter /FlateDecode")),
                                 "bomb.pdf")
     assert verdict.status == Status.ERROR
@@ -497,7 +467,7 @@ def test_engine_flate_bomb_is_a_limit(engine, registered):
 
 
 @needs_qpdf
-def test_engine_encrypted_pdf_is_protected(engine, registered, tmp_path):
+def test_engine_encrypted_pdf_is_protected(engine, tmp_path):
     verdict = engine.scan_bytes(qpdf_encrypt(tmp_path, "user-secret", "256"), "locked.pdf")
     assert verdict.status == Status.PROTECTED
     assert [r.path for r in verdict.findings()] == ["locked.pdf//encrypted"]
@@ -529,7 +499,7 @@ def differential_samples(tmp_path: Path) -> dict[str, bytes]:
 
 @pytest.mark.integration
 @pytest.mark.skipif(shutil.which("clamscan") is None, reason="clamscan not installed")
-def test_lmsav_finds_what_clamscan_finds_in_pdfs(tmp_path, monkeypatch, registered):
+def test_lmsav_finds_what_clamscan_finds_in_pdfs(tmp_path):
     from lmsav.scanner.engine import Engine
     from lmsav.scanner.signatures.database import Database
 

@@ -6,11 +6,9 @@ import base64
 import email
 import email.policy
 import io
-import subprocess
 import tarfile
 import zipfile
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +23,9 @@ from lmsav.scanner.containers.rebuild import (
     replace_header,
     replace_with_text,
 )
-from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import explode_with, names_and_data, run
 
 ZIP = b"PK\x03\x04 pretend zip \x00\xff"
 EXE = b"MZ\x90\x00 pretend exe \x00\x01\x02"
@@ -96,15 +94,7 @@ UNCLOSED = (
 
 
 def handler_children(raw: bytes) -> list[tuple[str, bytes]]:
-    ctx = Context(Limits())
-    try:
-        out = []
-        for child in MailHandler().explode(ScanObject("m.eml", data=raw), ctx):
-            data = Path(child.path).read_bytes() if child.path is not None else child.data
-            out.append((child.name, data))
-        return out
-    finally:
-        ctx.cleanup()
+    return names_and_data(explode_with(MailHandler(), ScanObject("m.eml", data=raw)))
 
 
 def parsed(raw: bytes) -> EmailMessage:
@@ -410,17 +400,9 @@ def test_headers_of_unfolds_and_keeps_encoded_words():
 # -- archives --------------------------------------------------------------------------------
 
 
-def run(*cmd: str, cwd: Path | None = None) -> None:
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def archive_names(data: bytes) -> list[str]:
     """Member names exactly as ArchiveHandler yields them."""
-    ctx = Context(Limits())
-    try:
-        return [c.name for c in ArchiveHandler().explode(ScanObject("a", data=data), ctx)]
-    finally:
-        ctx.cleanup()
+    return [c.name for c in explode_with(ArchiveHandler(), ScanObject("a", data=data))]
 
 
 def python_zip() -> bytes:

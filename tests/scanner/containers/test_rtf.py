@@ -8,14 +8,13 @@ import struct
 
 import pytest
 
-import lmsav.scanner.containers
 from lmsav.scanner.containers import Corrupted
-from lmsav.scanner.containers.ole2 import Ole2Handler
 from lmsav.scanner.containers.rtf import RtfHandler
 from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR, md5_line, write_db
+from tests.scanner.containers.helpers import clamscan_threats, explode_until, explode_with
 from tests.scanner.containers.test_ole2 import build_cfb, ole10native, package_native, word_fib
 
 # -- building documents ----------------------------------------------------------------------------
@@ -67,23 +66,16 @@ def package_rtf(filename: str = "clam.exe", payload: bytes = EICAR) -> bytes:
 
 
 def explode(data: bytes, limits: Limits = Limits()) -> list:
-    ctx = Context(limits)
-    try:
-        return list(RtfHandler().explode(ScanObject("x.rtf", data=data), ctx))
-    finally:
-        ctx.cleanup()
+    return explode_with(RtfHandler(), ScanObject("x.rtf", data=data), limits)
 
 
 def members(data: bytes) -> dict[str, bytes]:
     return {c.name: c.data for c in explode(data)}
 
 
-def explode_until_corrupted(data: bytes) -> tuple[dict[str, bytes], Corrupted]:
-    got = {}
-    with pytest.raises(Corrupted) as err:
-        for child in RtfHandler().explode(ScanObject("x.rtf", data=data), Context(Limits())):
-            got[child.name] = child.data
-    return got, err.value
+def explode_until_corrupted(data: bytes) -> tuple[dict[str, bytes], str]:
+    got, reason = explode_until(Corrupted, RtfHandler(), ScanObject("x.rtf", data=data))
+    return {c.name: c.data for c in got}, reason
 
 
 # -- objects ---------------------------------------------------------------------------------------
@@ -232,22 +224,6 @@ def test_deeply_nested_groups_are_cheap():
 # -- through the engine ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch):
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "rtf", RtfHandler())
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "ole2", Ole2Handler())
-
-
 def test_engine_finds_eicar_in_a_package_object(engine):
     verdict = engine.scan_bytes(package_rtf(), "outer.rtf")
     assert verdict.status == Status.INFECTED
@@ -290,7 +266,6 @@ def test_clamscan_agrees_on_the_same_samples(tmp_path):
         pytest.skip("clamscan not installed")
     from lmsav.scanner.engine import Engine
     from lmsav.scanner.signatures.database import Database
-    from tests.scanner.containers.test_ole2 import _clamscan_found
 
     inner = b"MZ lmsav rtf differential payload \x01\x02\x03"
     db = write_db(tmp_path / "db", {"t.hdb": md5_line(inner, "Lmsav.Test.RtfObject")})
@@ -308,4 +283,4 @@ def test_clamscan_agrees_on_the_same_samples(tmp_path):
         path.write_bytes(data)
         ours = {t.name for _, t in engine.scan_path(path, name).threats}
         assert ours == expected, name
-        assert _clamscan_found(db, path) == expected, name
+        assert clamscan_threats(db, path) == expected, name

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import subprocess
 import tarfile
 import zipfile
 import zlib
@@ -19,22 +18,13 @@ from lmsav.scanner.containers.sevenzip import SevenZipHandler, explode_7z, zip_n
 from lmsav.scanner.limits import Context, LimitExceeded, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import (
+    clamscan_found, explode_with, from_bytes, from_file, run, tree,
+)
 
 FILES = {"a.txt": b"hello arj\n", "sub/b.bin": bytes(range(256)) * 20}
 # Compressible text, so 7z really uses the method asked for instead of storing.
 WORDS = b" ".join([b"alpha", b"beta", b"gamma", b"delta"] * 20000)
-
-
-def run(*cmd: str, cwd: Path | None = None) -> None:
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def tree(root: Path, files: dict[str, bytes] = FILES) -> Path:
-    src = root / "src"
-    for name, data in files.items():
-        (src / name).parent.mkdir(parents=True, exist_ok=True)
-        (src / name).write_bytes(data)
-    return src
 
 
 def arj(tmp_path: Path, files: dict[str, bytes] = FILES, *switches: str) -> Path:
@@ -45,29 +35,11 @@ def arj(tmp_path: Path, files: dict[str, bytes] = FILES, *switches: str) -> Path
 
 
 def explode(obj: ScanObject, limits: Limits = Limits(), tmp_root: str | None = None) -> list:
-    ctx = Context(limits, tmp_root=tmp_root)
-    try:
-        return [_loaded(c) for c in SevenZipHandler().explode(obj, ctx)]
-    finally:
-        ctx.cleanup()
-
-
-def _loaded(child):
-    if child.path is not None:
-        child.data = Path(child.path).read_bytes()
-    return child
+    return explode_with(SevenZipHandler(), obj, limits, tmp_root)
 
 
 def members(obj: ScanObject) -> dict[str, bytes]:
     return {c.name: c.data for c in explode(obj)}
-
-
-def from_file(path: Path) -> ScanObject:
-    return ScanObject.from_path(path, name=path.name)
-
-
-def from_bytes(path: Path) -> ScanObject:
-    return ScanObject(path.name, data=path.read_bytes())
 
 
 def rename_arj_member(data: bytes, old: bytes, new: bytes) -> bytes:
@@ -188,7 +160,7 @@ def test_encrypted_zip_through_7z_is_protected(tmp_path):
 
 
 def test_header_encrypted_7z_raises_encrypted(tmp_path):
-    src = tree(tmp_path)
+    src = tree(tmp_path, FILES)
     out = tmp_path / "h.7z"
     run("7z", "a", "-bd", "-psecret", "-mhe=on", str(out), ".", cwd=src)
     ctx = Context(Limits())
@@ -338,22 +310,6 @@ def test_bomb_beyond_scan_size_stops_extraction(tmp_path):
 # -- through the engine -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    for ftype in SevenZipHandler.types:
-        monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, ftype, SevenZipHandler())
-
-
 class _ZipWith7zFallback:
     """What ArchiveHandler does for zips once the proposed dispatch lands."""
 
@@ -366,7 +322,7 @@ class _ZipWith7zFallback:
             yield from ArchiveHandler().explode(obj, ctx)
 
 
-def test_engine_finds_eicar_in_arj(engine, registered, tmp_path):
+def test_engine_finds_eicar_in_arj(engine, tmp_path):
     path = arj(tmp_path, {"docs/eicar.com": EICAR, "readme.txt": b"clean"})
     verdict = engine.scan_path(path, "x.arj")
     assert [(p, t.name) for p, t in verdict.threats] == [
@@ -384,7 +340,7 @@ def test_engine_finds_eicar_in_deflate64_zip(engine, monkeypatch, tmp_path):
     ]
 
 
-def test_engine_marks_garbled_arj_protected(engine, registered, tmp_path):
+def test_engine_marks_garbled_arj_protected(engine, tmp_path):
     verdict = engine.scan_path(arj(tmp_path, {"eicar.com": EICAR}, "-gsecret"), "g.arj")
     assert verdict.status == Status.PROTECTED
     assert [(r.path, r.reason) for r in verdict.findings()] == [("g.arj//eicar.com", "encrypted")]
@@ -393,25 +349,8 @@ def test_engine_marks_garbled_arj_protected(engine, registered, tmp_path):
 # -- the real clamscan agrees -------------------------------------------------------------------
 
 
-def clamscan_found(*paths: Path) -> dict[str, bool]:
-    """File name → whether clamscan with the bundled database reports it FOUND."""
-    from lmsav import paths as lmsav_paths
-
-    proc = subprocess.run(
-        ["clamscan", "--no-summary", "-d", str(lmsav_paths.bundled_database_dir()),
-         *map(str, paths)],
-        capture_output=True, text=True,
-    )
-    assert proc.returncode in (0, 1), proc.stderr
-    found = {Path(p).name: False for p in paths}
-    for line in proc.stdout.splitlines():
-        if line.endswith(" FOUND"):
-            found[Path(line.rpartition(": ")[0]).name] = True
-    return found
-
-
 @pytest.mark.integration
-def test_clamscan_agrees_on_arj_and_deflate64(engine, registered, monkeypatch, tmp_path):
+def test_clamscan_agrees_on_arj_and_deflate64(engine, monkeypatch, tmp_path):
     monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "zip", _ZipWith7zFallback())
     samples = tmp_path / "samples"
     samples.mkdir()

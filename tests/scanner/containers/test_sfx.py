@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import struct
-import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
 
-import lmsav.scanner.containers
 from lmsav.scanner.containers.sfx import SfxHandler
 from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import clamscan_found, explode_with, run, zip_bytes
 from tests.scanner.containers.test_archive import rar4_stored
-from tests.scanner.containers.test_sevenzip import clamscan_found
 
 
 def pe_stub(code: bytes = b"\xc3" * 0x200) -> bytes:
@@ -53,18 +49,6 @@ def dos_stub(image: int = 1000) -> bytes:
     return bytes(head) + b"\x90" * (image - 0x40)
 
 
-def run(*cmd: str, cwd: Path | None = None) -> None:
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def archive(tmp_path: Path, kind: str, files: dict[str, bytes]) -> bytes:
     """An archive of ``files`` made by the real tool for ``kind``."""
     if kind == "rar":
@@ -84,11 +68,7 @@ def archive(tmp_path: Path, kind: str, files: dict[str, bytes]) -> bytes:
 
 
 def explode(data: bytes, name: str = "setup.exe") -> list:
-    ctx = Context(Limits())
-    try:
-        return list(SfxHandler().explode(ScanObject(name, data=data), ctx))
-    finally:
-        ctx.cleanup()
+    return explode_with(SfxHandler(), ScanObject(name, data=data))
 
 
 # -- finding the archive ------------------------------------------------------------------------
@@ -142,24 +122,8 @@ def test_sfx_from_a_file_on_disk(tmp_path):
 # -- through the engine -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    for ftype in SfxHandler.types:
-        monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, ftype, SfxHandler())
-
-
 @pytest.mark.parametrize("kind", ["zip", "rar", "7z", "cab"])
-def test_engine_finds_eicar_in_sfx(engine, registered, tmp_path, kind):
+def test_engine_finds_eicar_in_sfx(engine, tmp_path, kind):
     exe = pe_stub() + archive(tmp_path, kind, {"eicar.com": EICAR, "readme.txt": b"clean"})
     verdict = engine.scan_bytes(exe, "setup.exe")
     assert [(p, t.name) for p, t in verdict.threats] == [
@@ -167,7 +131,7 @@ def test_engine_finds_eicar_in_sfx(engine, registered, tmp_path, kind):
     ]
 
 
-def test_engine_reads_zip_sfx_with_offsets_adjusted_by_zip_A(engine, registered, tmp_path):
+def test_engine_reads_zip_sfx_with_offsets_adjusted_by_zip_A(engine, tmp_path):
     # `zip -A` rewrites the central directory's offsets relative to the start of the .exe.
     path = tmp_path / "setup.exe"
     path.write_bytes(pe_stub() + archive(tmp_path, "zip", {"eicar.com": EICAR, "b.txt": b"b"}))
@@ -177,7 +141,7 @@ def test_engine_reads_zip_sfx_with_offsets_adjusted_by_zip_A(engine, registered,
     assert verdict.root.children[0].status == Status.CLEAN
 
 
-def test_engine_on_a_plain_pe_is_clean_with_no_children(engine, registered):
+def test_engine_on_a_plain_pe_is_clean_with_no_children(engine):
     verdict = engine.scan_bytes(pe_stub(), "plain.exe")
     assert verdict.status == Status.CLEAN and verdict.root.children == []
 
@@ -186,7 +150,7 @@ def test_engine_on_a_plain_pe_is_clean_with_no_children(engine, registered):
 
 
 @pytest.mark.integration
-def test_clamscan_agrees_on_sfx(engine, registered, tmp_path):
+def test_clamscan_agrees_on_sfx(engine, tmp_path):
     # RAR is left out: Debian's clamscan has no unrar (libclamunrar is not packaged), so it
     # reports every RAR, SFX or not, as OK.
     samples = tmp_path / "samples"

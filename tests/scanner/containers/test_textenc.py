@@ -8,33 +8,21 @@ import random
 import subprocess
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-import lmsav.scanner.containers
-from lmsav.scanner.containers.mail import MailHandler
 from lmsav.scanner.containers.textenc import TextEncodedHandler
 from lmsav.scanner.filetype import sniff
-from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import EICAR
+from tests.scanner.containers.helpers import explode_with
 
 BINARY = bytes(range(256)) * 3 + EICAR
 PROSE = b"Hello,\n\nplease find the files below.\n\n"
 
 
 def explode(data: bytes, name: str = "notes.txt") -> list:
-    ctx = Context(Limits())
-    try:
-        got = []
-        for child in TextEncodedHandler().explode(ScanObject(name, data=data), ctx):
-            if child.path is not None:
-                child.data = Path(child.path).read_bytes()
-            got.append(child)
-        return got
-    finally:
-        ctx.cleanup()
+    return explode_with(TextEncodedHandler(), ScanObject(name, data=data))
 
 
 def members(data: bytes, name: str = "notes.txt") -> dict[str, bytes]:
@@ -154,22 +142,7 @@ def test_pathological_text_stays_linear():
 # -- through the engine ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    from lmsav import paths
-    from lmsav.scanner.engine import Engine
-    from lmsav.scanner.signatures.database import Database
-
-    cache = tmp_path_factory.mktemp("db") / "bases.lmsavc"
-    return Engine(Database.load(paths.bundled_database_dir(), cache_path=cache))
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "text", TextEncodedHandler())
-
-
-def test_engine_finds_each_encoding(engine, registered):
+def test_engine_finds_each_encoding(engine):
     text = PROSE + uuencode("e.com", EICAR) + yencode("y.com", EICAR) + base64_block(EICAR * 4)
     verdict = engine.scan_bytes(text, "notes.txt")
     assert sorted(p for p, _ in verdict.threats) == [
@@ -181,14 +154,13 @@ def test_engine_finds_each_encoding(engine, registered):
     assert verdict.status == Status.CLEAN  # 16-character lines are not full-length lines
 
 
-def test_engine_base64_block(engine, registered):
+def test_engine_base64_block(engine):
     text = b"-----BEGIN PAYLOAD-----\n" + base64_block(EICAR + b"\0" * 300, width=64)
     verdict = engine.scan_bytes(text, "key.pem")
     assert [p for p, _ in verdict.threats] == ["key.pem//base64.1"]
 
 
-def test_engine_mail_with_uuencode_reports_it_once(engine, registered, monkeypatch):
-    monkeypatch.setitem(lmsav.scanner.containers.HANDLERS, "mail", MailHandler())
+def test_engine_mail_with_uuencode_reports_it_once(engine):
     msg = (b"From: a@example.org\nTo: b@example.org\nSubject: files\n\n" + PROSE
            + uuencode("e.com", EICAR))
     verdict = engine.scan_bytes(msg, "m.eml")

@@ -6,11 +6,8 @@ from __future__ import annotations
 import io
 import zipfile
 
-import pytest
 
-from lmsav.scanner.engine import Engine
 from lmsav.scanner.objects import Status
-from lmsav.scanner.signatures.database import Database
 from tests.conftest import EICAR
 
 
@@ -35,13 +32,6 @@ def streamed_zip(members: dict[str, bytes]) -> bytes:
             with zf.open(name, "w") as fh:
                 fh.write(data)
     return bytes(out.buf)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from lmsav import paths
-
-    return Engine(Database.load(paths.bundled_database_dir()))
 
 
 def test_data_descriptor_members_are_scanned(engine):
