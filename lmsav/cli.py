@@ -640,3 +640,15 @@ def backup_delete(ctx, entry_ids):
     for entry_id in entry_ids:
         _backup_call(lambda: store.delete(entry_id))
         click.echo(f"deleted {entry_id}")
+
+
+def _register_subcommands() -> None:
+    """Command groups that live beside the code they drive (spool, MTA setup)."""
+    from .spool.commands import spool
+    from .spool.setup_commands import setup
+
+    main.add_command(spool)
+    main.add_command(setup)
+
+
+_register_subcommands()

@@ -1,0 +1,235 @@
+"""`lmsav spool …`: run the watcher and look after the spool (list, show, release, delete)."""
+
+from __future__ import annotations
+
+import datetime
+import email.header
+import email.parser
+import email.policy
+import json
+import logging
+import os
+import sys
+
+import click
+
+from .queue import Entry, Spool, SpoolError
+
+LOG_FORMAT = "%(asctime)s lmsav-spool[%(process)d]: %(message)s"
+
+
+def _fatal(message: str) -> click.ClickException:
+    from ..cli import Fatal  # here, not at import time: lmsav.cli imports this module
+
+    return Fatal(message)
+
+
+def _root_obj(ctx: click.Context) -> dict:
+    obj = ctx.find_root().obj
+    if isinstance(obj, dict) and "config" in obj:
+        return obj
+    from .. import paths as paths_mod  # run on its own, not under `lmsav`
+
+    return {"config": paths_mod.config_file_from(None, os.environ), "config_explicit": False,
+            "profile": None}
+
+
+def _settings(ctx: click.Context, overrides: dict | None = None):
+    from .. import config as config_mod
+
+    obj = _root_obj(ctx)
+    try:
+        return config_mod.load_settings(obj["config"], obj["profile"], overrides or {},
+                                        required=obj["config_explicit"])
+    except config_mod.ConfigError as err:
+        raise _fatal(str(err)) from None
+
+
+def _spool(ctx: click.Context) -> Spool:
+    return Spool(_settings(ctx).spool_dir())
+
+
+@click.group("spool")
+def spool():
+    """The nqueue/ spool: run the watcher that scans and reinjects mail, and look after the
+    entries it holds (see lmsav-spool(8))."""
+
+
+@spool.command("watch")
+@click.option("--workers", "-j", type=click.IntRange(min=1), metavar="N",
+              help="Worker processes (default: [spool] workers, 0 there = one per CPU).")
+@click.option("--once", is_flag=True,
+              help="Process what is pending now, then exit (for cron and tests).")
+@click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
+@click.pass_context
+def watch_cmd(ctx, workers, once, database):
+    """Watch new/ with inotify, apply mail policy to each entry and reinject the results.
+
+    SIGHUP reloads the configuration, groups and database; SIGTERM and SIGINT finish the
+    messages in flight and exit, leaving the rest in new/. One log line per message on stderr.
+    """
+    from .watcher import Watcher, WatcherError
+
+    settings = _settings(ctx, {"spool.workers": workers})
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger = logging.getLogger("lmsav.spool")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    obj = _root_obj(ctx)
+    try:
+        code = Watcher(settings, obj["config"], database, workers=workers,
+                       profile=obj["profile"]).run(once=once)
+    except WatcherError as err:
+        raise _fatal(str(err)) from None
+    ctx.exit(code)
+
+
+def _entry_json(state: str, entry: Entry) -> dict:
+    env = entry.envelope
+    return {
+        "id": entry.id,
+        "state": state,
+        "sender": env.sender,
+        "recipients": list(env.recipients),
+        "queue_id": env.queue_id,
+        "arrived": env.arrived,
+        "attempts": entry.attempts,
+        "not_before": entry.not_before,
+        "reason": entry.reason,
+    }
+
+
+def _when(epoch: float) -> str:
+    if not epoch:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@spool.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of entries.")
+@click.pass_context
+def list_cmd(ctx, as_json):
+    """Entries waiting (new), being processed (work) and held for the administrator (hold)."""
+    try:
+        rows = _spool(ctx).list()
+    except SpoolError as err:
+        raise _fatal(str(err)) from None
+    if as_json:
+        click.echo(json.dumps([_entry_json(s, e) for s, e in rows], indent=2,
+                              ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("spool is empty")
+        return
+    for state, e in rows:
+        env = e.envelope
+        line = (f"{e.id}  {state:<4}  {_when(env.arrived)}  tries {e.attempts}  "
+                f"<{env.sender}> -> {', '.join(env.recipients)}")
+        if state == "new" and e.not_before:
+            line += f"  (next try {_when(e.not_before)})"
+        click.echo(line)
+        if e.reason:
+            click.echo(f"    {e.reason}")
+    counts = {}
+    for state, _e in rows:
+        counts[state] = counts.get(state, 0) + 1
+    click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+_SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
+
+
+def _headers(raw: bytes) -> list[tuple[str, str]]:
+    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+    msg = parser.parsebytes(raw[:1 << 20])
+    out = []
+    for name in _SHOWN_HEADERS:
+        value = msg.get(name)
+        if value is None:
+            continue
+        try:
+            text = str(email.header.make_header(email.header.decode_header(str(value))))
+        except (ValueError, LookupError, UnicodeError):
+            text = str(value)
+        out.append((name, " ".join(text.split())))
+    return out
+
+
+@spool.command("show")
+@click.argument("entry_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="The entry as one JSON object.")
+@click.pass_context
+def show_cmd(ctx, entry_id, as_json):
+    """The envelope, main headers, attempts and last failure of one entry."""
+    sp = _spool(ctx)
+    try:
+        entry = sp.get(entry_id)
+        raw = sp.message(entry)
+    except SpoolError as err:
+        raise _fatal(str(err)) from None
+    state = entry.path.parent.name
+    headers = _headers(raw)
+    if as_json:
+        data = _entry_json(state, entry)
+        data.update(size=len(raw), headers=dict(headers), path=str(entry.path))
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    env = entry.envelope
+    click.echo(f"entry:      {entry.id} ({state})")
+    click.echo(f"file:       {entry.path}")
+    click.echo(f"queue id:   {env.queue_id or '-'}")
+    click.echo(f"arrived:    {_when(env.arrived)}")
+    click.echo(f"sender:     <{env.sender}>")
+    for i, r in enumerate(env.recipients):
+        click.echo(f"{'recipients:' if i == 0 else '':<12}<{r}>")
+    click.echo(f"size:       {len(raw)} bytes")
+    click.echo(f"attempts:   {entry.attempts}")
+    if entry.not_before:
+        click.echo(f"next try:   {_when(entry.not_before)}")
+    if entry.reason:
+        click.echo(f"reason:     {entry.reason}")
+    for name, value in headers:
+        click.echo(f"{name + ':':<12}{value}")
+
+
+def _each(ctx, ids, action, verb: str) -> None:
+    failed = 0
+    for entry_id in ids:
+        try:
+            action(entry_id)
+        except SpoolError as err:
+            click.echo(f"lmsav: error: {err}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{verb} {entry_id}")
+    if failed:
+        ctx.exit(2)
+
+
+@spool.command("release")
+@click.argument("entry_ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def release_cmd(ctx, entry_ids):
+    """Send held entries back to new/ for a fresh start (attempts reset). Deliveries already
+    made for an entry are remembered and not repeated."""
+    _each(ctx, entry_ids, _spool(ctx).release, "released")
+
+
+@spool.command("delete")
+@click.argument("entry_ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def delete_cmd(ctx, entry_ids):
+    """Remove entries from hold/ or new/ for good: their mail is not delivered."""
+    from .watcher import DeliveredStore
+
+    sp = _spool(ctx)
+    delivered = DeliveredStore(sp.root)
+
+    def delete(entry_id: str) -> None:
+        sp.delete(entry_id)
+        delivered.discard(entry_id)
+
+    _each(ctx, entry_ids, delete, "deleted")
+

@@ -1,0 +1,891 @@
+"""`lmsav spool watch`: take entries from nqueue/new/, apply mail policy, reinject the results.
+
+One parent process and N worker processes. The parent loads the configuration, the recipient
+groups and the signature database, then forks the workers, so they share the compiled database
+copy-on-write. It watches ``new/`` with inotify (watchdog), rescans it every ``rescan_interval``
+as a safety net, and hands out entry ids one at a time; it never touches a message itself. A
+worker claims the entry (the rename into ``work/`` succeeds for one worker only), runs
+``MailProcessor.process``, reinjects every resulting delivery through its own reinjector
+connection and only then completes the entry. Any failure counts an attempt (``Spool.retry``,
+backoff doubling from ``retry_delay`` up to an hour) or holds the entry; nothing is dropped.
+
+Deliveries already made are remembered in ``<spool>/delivered/<id>.json`` when an entry is not
+completed after some of its deliveries succeeded (one group reinjected, the next one refused for
+now), so a retry does not send those copies again. On the fast path nothing is written: a crash
+between a reinjection and the completion of its entry may still send a copy twice when the entry
+is processed again: a duplicate is preferable to a loss.
+
+A lock on ``<spool>/watch.lock`` keeps a second watcher away; workers inherit it, so after a
+``kill -9`` of the parent a new watcher waits until the old workers have finished the entries
+they hold (they exit as soon as they find the parent gone) before it recovers ``work/``.
+
+Signals: SIGHUP reloads the configuration, groups and database and replaces the workers once
+each has finished its entry; SIGTERM and SIGINT stop handing out entries, wait for the ones in
+flight and exit 0, leaving the rest in ``new/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import heapq
+import json
+import logging
+import os
+import re
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from email.utils import formatdate, make_msgid
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Callable
+
+from .queue import NAME_RE, Envelope, Entry, Spool, SpoolError
+from .reinject import ReinjectError, Reinjector, from_setting
+
+log = logging.getLogger("lmsav.spool")
+
+MAX_DELAY = 3600.0
+LOCK_NAME = "watch.lock"
+DELIVERED_DIR = "delivered"
+
+
+class WatcherError(Exception):
+    """The watcher cannot start: configuration, groups, database or spool unusable."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message to hand back to the MTA, with the key that identifies it across retries."""
+
+    key: str  # "<group>:message", "<group>:reject", "<group>:notice<i>:<kind>"
+    sender: str
+    recipients: tuple[str, ...]
+    message: bytes
+
+
+@dataclass
+class Result:
+    """What a worker reports to the parent about one entry id."""
+
+    entry_id: str
+    result: str  # done | retry | held | gone | stuck
+    delay: float = 0.0  # retry: seconds until the entry is due again
+
+
+# -- what to reinject ----------------------------------------------------------------------------
+
+def plan_deliveries(outcome, envelope: Envelope, raw: bytes, groups=None,
+                    hostname: str = "localhost") -> list[Delivery]:
+    """Every delivery an outcome asks for, in order: per group its message, the rejection
+    notice to the sender, then the group's notices."""
+    out: list[Delivery] = []
+    for g in outcome.groups:
+        if g.message is not None and g.recipients:
+            out.append(Delivery(f"{g.group}:message", envelope.sender, tuple(g.recipients),
+                                g.message))
+        if g.action == "reject" and _wants_reject_notice(g, outcome, envelope, groups):
+            out.append(Delivery(f"{g.group}:reject", "", (envelope.sender,), build_reject_notice(
+                envelope, g.recipients, g.reject_reply, raw, hostname)))
+        for i, n in enumerate(g.notices, 1):
+            if n.envelope_to:
+                out.append(Delivery(f"{g.group}:notice{i}:{n.kind}", n.envelope_from,
+                                    tuple(n.envelope_to), n.message))
+    return out
+
+
+def _wants_reject_notice(g, outcome, envelope: Envelope, groups) -> bool:
+    if not envelope.sender or envelope.sender.lower().startswith("mailer-daemon@"):
+        return False  # a bounce is never answered with a bounce
+    if any(n.kind == "sender" for n in g.notices):
+        return False  # the group's own sender notice already carries the reject reply
+    policy = groups.get(g.group) if groups is not None else None
+    patterns = tuple(getattr(policy, "no_sender_notice", ()) or ())
+    if patterns:
+        # Threats that forge their sender: a notice would be backscatter to an innocent party.
+        from ..mail.groups import match_pattern
+
+        if any(match_pattern(p, t) for p in patterns for t in outcome.threats):
+            return False
+    return True
+
+
+_STATUS_IN_REPLY = re.compile(r"^\s*[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
+                        hostname: str, now: float | None = None) -> bytes:
+    """A delivery status notification (RFC 3464) telling the sender that ``recipients`` did not
+    get the message, with the rejection text and the original headers. LF line ends."""
+    reply = " ".join((reply or "550 5.7.1 Message rejected").split())
+    match = _STATUS_IN_REPLY.match(reply)
+    status = match.group(1) if match and match.group(1)[0] in "45" else "5.7.1"
+    if status[0] == "4":
+        status = "5" + status[1:]  # after the queue a rejection is final
+    boundary = f"=_lmsav_{os.urandom(8).hex()}"
+    when = formatdate(now, localtime=True)
+    arrived = formatdate(envelope.arrived, localtime=True) if envelope.arrived else when
+    rcpts = [" ".join(r.split()) for r in recipients]
+    end = _header_end(raw)
+    headers = raw[:min(end, 65536)].replace(b"\r\n", b"\n").rstrip(b"\r\n") + b"\n"
+    text = "\n".join([
+        f"This is the mail system at host {hostname}.",
+        "",
+        "Your message was not delivered to the following recipients; it was refused",
+        "by the anti-virus policy of this host:",
+        "",
+        *[f"<{r}>: {reply}" for r in rcpts],
+        "",
+        "The headers of your message are attached.",
+        "",
+    ])
+    status_part = "\n".join(
+        [f"Reporting-MTA: dns; {hostname}", f"Arrival-Date: {arrived}", ""]
+        + [line for r in rcpts for line in (
+            f"Final-Recipient: rfc822; {r}", "Action: failed", f"Status: {status}",
+            f"Diagnostic-Code: smtp; {reply}", "")])
+    head = "\n".join([
+        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
+        f"To: <{' '.join(envelope.sender.split())}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {when}",
+        f"Message-ID: {make_msgid('lmsav-dsn', domain=hostname)}",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "",
+        "This is a MIME-encapsulated message.",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+        "",
+        text,
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "",
+        status_part,
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        "",
+        "",
+    ])
+    return head.encode("utf-8") + headers + f"\n--{boundary}--\n".encode()
+
+
+def _header_end(raw: bytes) -> int:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = raw.find(sep)
+        if i >= 0:
+            return i + 1
+    return len(raw)
+
+
+# -- deliveries already made, across retries -----------------------------------------------------
+
+class DeliveredStore:
+    """``<spool>/delivered/<id>.json``: delivery key → recipients the MTA already took."""
+
+    def __init__(self, root: Path):
+        self.dir = Path(root) / DELIVERED_DIR
+
+    def _path(self, entry_id: str) -> Path:
+        return self.dir / f"{entry_id}.json"
+
+    def load(self, entry_id: str) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self._path(entry_id).read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            # Unreadable: treat nothing as delivered. A duplicate is preferable to a loss.
+            log.warning("entry=%s cannot read %s: %s", entry_id, self._path(entry_id), err)
+            return {}
+        return {k: list(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def save(self, entry_id: str, done: dict[str, list[str]]) -> None:
+        self.dir.mkdir(mode=0o750, exist_ok=True)
+        tmp = self.dir / f".{entry_id}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, json.dumps(done, sort_keys=True).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self._path(entry_id))
+        _fsync_dir(self.dir)
+
+    def discard(self, entry_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(entry_id))
+
+    def ids(self) -> list[str]:
+        try:
+            return [n[:-5] for n in os.listdir(self.dir) if n.endswith(".json")]
+        except FileNotFoundError:
+            return []
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- one entry, in a worker ----------------------------------------------------------------------
+
+def retry_delay(base: float, attempts: int) -> float:
+    """The wait before the next attempt after ``attempts`` earlier failures."""
+    return min(MAX_DELAY, base * 2 ** min(attempts, 32))
+
+
+class EntryHandler:
+    """Claims, processes, reinjects and finishes one entry at a time (a worker's whole job)."""
+
+    def __init__(self, spool: Spool, processor, reinjector: Reinjector, retry_base: float,
+                 max_attempts: int, groups=None):
+        self.spool = spool
+        self.processor = processor
+        self.reinjector = reinjector
+        self.retry_base = retry_base
+        self.max_attempts = max_attempts
+        self.groups = groups
+        self.delivered = DeliveredStore(spool.root)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.reinjector.close()
+
+    def handle(self, entry_id: str) -> Result:
+        t0 = time.monotonic()
+        try:
+            entry = self.spool.claim(entry_id)
+        except SpoolError as err:
+            log.error("entry=%s cannot claim: %s", entry_id, err)
+            return Result(entry_id, "stuck", self.retry_base)
+        if entry is None:
+            return Result(entry_id, "gone")
+        env = entry.envelope
+        line = _LogLine(entry, t0)
+        try:
+            raw = self.spool.message(entry)
+            line.message_id = _message_id(raw)
+            outcome = self.processor.process(raw, env.sender, list(env.recipients))
+            line.outcome(outcome)
+            deliveries = plan_deliveries(outcome, env, raw, self.groups,
+                                         getattr(self.processor, "hostname", "localhost"))
+        except Exception as err:  # a bug or a resource problem: count an attempt, keep the mail
+            log.debug("entry=%s processing failed", entry_id, exc_info=True)
+            return self._fail(entry, line, f"processing failed: {_describe(err)}", False)
+
+        done = self.delivered.load(entry.id)
+        before = {k: list(v) for k, v in done.items()}
+        failures: list[tuple[Delivery, ReinjectError]] = []
+        for d in deliveries:
+            taken = set(done.get(d.key, ()))
+            remaining = [r for r in d.recipients if r not in taken]
+            if not remaining:
+                continue
+            try:
+                self.reinjector.deliver(d.sender, remaining, d.message)
+                done.setdefault(d.key, []).extend(remaining)
+            except ReinjectError as err:
+                if err.delivered:
+                    done.setdefault(d.key, []).extend(err.delivered)
+                failures.append((d, err))
+            except Exception as err:  # a reinjector bug must not lose the message either
+                failures.append((d, ReinjectError(_describe(err), temporary=True)))
+
+        if not failures:
+            try:
+                self.spool.complete(entry)
+            except SpoolError as err:
+                # Everything was reinjected: remember that, so reprocessing sends nothing again.
+                self._remember(entry.id, done)
+                line.emit("stuck", str(err), logging.ERROR)
+                return Result(entry_id, "stuck", self.retry_base)
+            self.delivered.discard(entry.id)
+            line.emit("done")
+            return Result(entry_id, "done")
+        if done != before:
+            self._remember(entry.id, done)
+        reason = "; ".join(f"reinjecting {d.key} to <{','.join(d.recipients)}>: {err}"
+                           for d, err in failures)
+        permanent = any(not err.temporary for _, err in failures)
+        return self._fail(entry, line, reason, permanent)
+
+    def _remember(self, entry_id: str, done) -> None:
+        try:
+            self.delivered.save(entry_id, done)
+        except OSError as err:
+            log.error("entry=%s cannot record the deliveries made (a retry may duplicate "
+                      "them): %s", entry_id, err)
+
+    def _fail(self, entry: Entry, line: "_LogLine", reason: str, permanent: bool) -> Result:
+        """Count a failed attempt, or hold at once when trying again cannot help."""
+        delay = retry_delay(self.retry_base, entry.attempts)
+        try:
+            if permanent:
+                self.spool.hold(entry, reason)
+                held = True
+            else:
+                held = self.spool.retry(entry, reason, delay, self.max_attempts)
+        except SpoolError as err:
+            line.emit("stuck", f"{reason}; and cannot requeue: {err}", logging.ERROR)
+            return Result(entry.id, "stuck", self.retry_base)
+        if held:
+            line.emit("held", reason, logging.WARNING)
+            return Result(entry.id, "held")
+        line.emit("retry", reason, logging.WARNING, delay=delay)
+        return Result(entry.id, "retry", delay)
+
+
+class _LogLine:
+    """The one log line per message: queue id, message id, envelope, groups, result, time."""
+
+    def __init__(self, entry: Entry, t0: float):
+        self.entry = entry
+        self.t0 = t0
+        self.message_id = ""
+        self.groups = self.status = self.action = "-"
+
+    def outcome(self, outcome) -> None:
+        self.message_id = outcome.message_id or self.message_id
+        self.groups = ",".join(g.group for g in outcome.groups) or "-"
+        self.status = ",".join(g.status for g in outcome.groups) or outcome.status
+        self.action = ",".join(g.action for g in outcome.groups) or "-"
+
+    def emit(self, result: str, reason: str = "", level: int = logging.INFO,
+             delay: float | None = None) -> None:
+        env = self.entry.envelope
+        extra = f" reason={json.dumps(reason, ensure_ascii=False)}" if reason else ""
+        if delay is not None:
+            extra = f" attempt={self.entry.attempts + 1} next_in={delay:g}s" + extra
+        log.log(level, "queue_id=%s message_id=%s from=<%s> to=<%s> group=%s status=%s "
+                       "action=%s time=%.3fs entry=%s result=%s%s",
+                env.queue_id or "-", _token(self.message_id), env.sender,
+                ",".join(env.recipients), self.groups, self.status, self.action,
+                time.monotonic() - self.t0, self.entry.id, result, extra)
+
+
+def _token(text: str) -> str:
+    return "".join(text.split()) or "-"
+
+
+def _message_id(raw: bytes) -> str:
+    head = raw[:_header_end(raw)]
+    match = re.search(rb"(?im)^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", head)
+    return match.group(1).decode("ascii", "replace").strip() if match else ""
+
+
+def _describe(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+# -- worker processes ----------------------------------------------------------------------------
+
+@dataclass
+class _Worker:
+    pid: int
+    conn: Connection
+    generation: int
+    busy: str | None = None
+    retiring: bool = False
+
+
+def _worker_loop(conn: Connection, handler: EntryHandler) -> int:
+    try:
+        while True:
+            try:
+                item = conn.recv()
+            except (EOFError, OSError):
+                return 0  # the parent is gone: whatever is left stays in new/
+            if item is None:
+                return 0
+            result = handler.handle(item)
+            try:
+                conn.send(result)
+            except OSError:
+                return 0
+    finally:
+        handler.close()
+
+
+# -- the watcher ---------------------------------------------------------------------------------
+
+@dataclass
+class _Loaded:
+    """What the parent loads before forking and reloads on SIGHUP."""
+
+    settings: object
+    groups: object
+    database: object
+    processor: object
+    workers: int
+
+
+class Watcher:
+    """The spool watcher: see the module docstring."""
+
+    def __init__(self, settings, config_path, database_dir=None, *, workers: int | None = None,
+                 profile: str | None = None,
+                 reinjector_factory: Callable[[object], Reinjector] | None = None):
+        self.settings = settings
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.database_dir = Path(database_dir) if database_dir else None
+        self.workers_override = workers
+        self.profile = profile
+        self.reinjector_factory = reinjector_factory or (
+            lambda settings: from_setting(settings.spool.reinject))
+        self.spool = Spool(settings.spool_dir())
+        self._workers: dict[int, _Worker] = {}
+        self._generation = 0
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._inflight: dict[str, int] = {}  # entry id → worker pid
+        self._not_before: dict[str, float] = {}  # ids a worker could not claim, wait until
+        self._timers: list[float] = []
+        self._dirty = True
+        self._next_rescan = 0.0
+        self._stop = False
+        self._reload = False
+        self._observer = None
+        self._lock_fd: int | None = None
+        self._wake_r = self._wake_w = -1
+        self._selector: selectors.BaseSelector | None = None
+        self._loaded: _Loaded | None = None
+        self.counts: dict[str, int] = {}
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _load(self, settings) -> _Loaded:
+        from .. import config as config_mod
+        from ..mail.backup import BackupStore
+        from ..mail.groups import groups_dir, load_groups
+        from ..mail.process import MailProcessor
+        from ..scanner.signatures.database import Database, DatabaseError
+        from ..scanner.signatures.errors import SignatureError
+
+        try:
+            groups = load_groups(groups_dir(self.config_path)) if self.config_path else \
+                load_groups(None)
+        except config_mod.ConfigError as err:
+            raise WatcherError(str(err)) from None
+        directory = self.database_dir or Path(settings.database_dir())
+        try:
+            database = Database.load(directory)
+        except (DatabaseError, SignatureError, OSError) as err:
+            raise WatcherError(str(err)) from None
+        state = Path(settings.paths.state_dir)
+        processor = MailProcessor(
+            database, groups, settings.limits(), backup_store=BackupStore(state / "backup"),
+            stats_dir=state / "stats",
+            tmp_root=str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
+        workers = self.workers_override or settings.spool.workers or os.cpu_count() or 1
+        return _Loaded(settings, groups, database, processor, max(1, workers))
+
+    def _reload_now(self) -> None:
+        from .. import config as config_mod
+
+        try:
+            settings = config_mod.load_settings(self.config_path, self.profile)
+            loaded = self._load(settings)
+        except (config_mod.ConfigError, WatcherError) as err:
+            log.error("reload failed, keeping the running configuration: %s", err)
+            return
+        if settings.spool_dir() != self.spool.root:
+            log.warning("reload: the spool directory cannot change while running; still "
+                        "watching %s", self.spool.root)
+        self.settings, self._loaded = settings, loaded
+        self._generation += 1
+        for w in self._workers.values():
+            w.retiring = True
+            if w.busy is None:
+                self._retire(w)
+        self._spawn(loaded.workers)
+        log.info("reloaded: database %s, groups %s, %d workers", loaded.database.version,
+                 ",".join(loaded.groups.names()), loaded.workers)
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, once: bool = False) -> int:
+        """Watch until SIGTERM/SIGINT (or, with ``once``, until nothing is pending); 0 on a
+        clean stop."""
+        # Signals first: a SIGTERM while the database loads must stop cleanly, not kill.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        old_handlers = self._install_signals()
+        try:
+            try:
+                self.spool.ensure()
+            except SpoolError as err:
+                raise WatcherError(str(err)) from None
+            if not self._lock():
+                return 0
+            try:
+                self._start(once)
+            finally:
+                self._stop_observer()
+                self._shutdown_workers()
+                self._unlock()
+        finally:
+            self._restore_signals(old_handlers)
+            self._selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+                 or "nothing processed")
+        return 0
+
+    def _start(self, once: bool) -> None:
+        try:
+            recovered = self.spool.recover()
+        except SpoolError as err:
+            raise WatcherError(str(err)) from None
+        if recovered:
+            log.info("recovered %d entries from work/ of an earlier run", recovered)
+        self._loaded = self._load(self.settings)
+        self._spawn(self._loaded.workers)
+        if not once:
+            self._start_observer()
+        log.info("watching %s: %d workers, database %s, reinject %s", self.spool.root,
+                 self._loaded.workers, self._loaded.database.version,
+                 self.settings.spool.reinject)
+        self._loop(once)
+
+    def _loop(self, once: bool) -> None:
+        interval = max(0.05, float(self.settings.spool.rescan_interval))
+        while True:
+            now = time.time()
+            if self._reload and not self._stop:
+                self._reload = False
+                self._reload_now()
+            if self._stop:
+                self._queue.clear()
+                self._queued.clear()
+                if not self._inflight:
+                    return
+            else:
+                while self._timers and self._timers[0] <= now:
+                    heapq.heappop(self._timers)
+                    self._dirty = True
+                if now >= self._next_rescan:
+                    self._next_rescan = now + interval
+                    self._dirty = True
+                    self._sweep_orphans()
+                if self._dirty and len(self._queue) < len(self._idle()) + 1:
+                    self._refill(now)
+                self._dispatch()
+                if once and not self._queue and not self._inflight:
+                    self._refill(time.time())
+                    if not self._queue:
+                        return
+                    continue
+            timeout = self._next_rescan - time.time()
+            if self._timers:
+                timeout = min(timeout, self._timers[0] - time.time())
+            self._wait(max(0.0, timeout))
+
+    def _refill(self, now: float) -> None:
+        self._dirty = False
+        try:
+            due = self.spool.pending(now)
+        except SpoolError as err:
+            log.error("%s", err)
+            return
+        for entry_id in due:
+            if entry_id in self._queued or entry_id in self._inflight:
+                continue
+            wait = self._not_before.get(entry_id)
+            if wait is not None:
+                if wait > now:
+                    continue
+                del self._not_before[entry_id]
+            self._queue.append(entry_id)
+            self._queued.add(entry_id)
+
+    def _idle(self) -> list[_Worker]:
+        return [w for w in self._workers.values()
+                if w.busy is None and not w.retiring and w.generation == self._generation]
+
+    def _dispatch(self) -> None:
+        for w in self._idle():
+            if not self._queue:
+                return
+            entry_id = self._queue.popleft()
+            self._queued.discard(entry_id)
+            try:
+                w.conn.send(entry_id)
+            except OSError:
+                self._queue.appendleft(entry_id)
+                self._queued.add(entry_id)
+                continue  # the worker died; its EOF is handled in _wait
+            w.busy = entry_id
+            self._inflight[entry_id] = w.pid
+
+    def _wait(self, timeout: float) -> None:
+        for key, _mask in self._selector.select(timeout):
+            if key.data is None:
+                self._drain_wake()
+                self._dirty = True
+                continue
+            w: _Worker = key.data
+            try:
+                result: Result = w.conn.recv()
+            except (EOFError, OSError):
+                self._worker_died(w)
+                continue
+            self._finished(w, result)
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self._wake_r, 4096):
+                pass
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"\0")
+
+    def _finished(self, w: _Worker, result: Result) -> None:
+        w.busy = None
+        self._inflight.pop(result.entry_id, None)
+        self.counts[result.result] = self.counts.get(result.result, 0) + 1
+        if result.result == "retry":
+            heapq.heappush(self._timers, time.time() + result.delay)
+        elif result.result == "stuck":
+            self._not_before[result.entry_id] = time.time() + result.delay
+            heapq.heappush(self._timers, time.time() + result.delay)
+        if w.retiring or w.generation != self._generation:
+            self._retire(w)
+
+    def _worker_died(self, w: _Worker) -> None:
+        self._selector.unregister(w.conn)
+        w.conn.close()
+        self._workers.pop(w.pid, None)
+        status = _reap(w.pid)
+        if w.busy is not None:
+            self._inflight.pop(w.busy, None)
+            log.error("worker %d died (%s) while processing entry %s", w.pid, status, w.busy)
+            self._requeue(w.busy, f"worker died ({status})")
+        elif not w.retiring:
+            log.error("worker %d died (%s)", w.pid, status)
+        if not w.retiring and w.generation == self._generation and not self._stop:
+            self._spawn(1)
+
+    def _requeue(self, entry_id: str, reason: str) -> None:
+        """An entry left in work/ by a worker that is gone: count the attempt, so a message
+        that kills workers ends in hold/ instead of killing them forever."""
+        try:
+            entry = self.spool.get(entry_id)
+            if entry.path.parent.name != "work":
+                return
+            delay = retry_delay(self.settings.spool.retry_delay, entry.attempts)
+            held = self.spool.retry(entry, reason, delay, self.settings.spool.max_attempts)
+        except SpoolError as err:
+            log.error("entry=%s cannot requeue (%s): %s", entry_id, reason, err)
+            return
+        log.warning("entry=%s result=%s reason=%s", entry_id, "held" if held else "retry",
+                    json.dumps(reason))
+        if not held:
+            heapq.heappush(self._timers, time.time() + delay)
+
+    def _sweep_orphans(self) -> None:
+        """Entries in work/ that no worker of ours holds (a requeue that failed earlier)."""
+        try:
+            names = os.listdir(self.spool.root / "work")
+        except OSError:
+            return
+        for name in names:
+            match = NAME_RE.match(name)
+            if match and match["id"] not in self._inflight:
+                self._requeue(match["id"], "left in work/ without a worker")
+
+    def _retire(self, w: _Worker) -> None:
+        w.retiring = True
+        with contextlib.suppress(OSError):
+            w.conn.send(None)
+
+    # -- forking ---------------------------------------------------------------------------------
+    def _spawn(self, count: int) -> None:
+        """Fork ``count`` workers with the currently loaded database and groups. No other
+        thread may run during fork(): the inotify observer is paused around it."""
+        if count <= 0:
+            return
+        observing = self._observer is not None
+        if observing:
+            self._stop_observer()
+        try:
+            for _ in range(count):
+                self._fork_one()
+        finally:
+            if observing:
+                self._start_observer()
+                self._dirty = True  # events may have been missed while paused
+
+    def _fork_one(self) -> None:
+        loaded = self._loaded
+        parent_sock, child_sock = socket.socketpair()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 70
+            try:
+                parent_sock.close()
+                for other in self._workers.values():
+                    other.conn.close()  # else a sibling's EOF would never come
+                self._selector.close()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)  # the parent coordinates
+                signal.set_wakeup_fd(-1)
+                spool = Spool(self.spool.root)
+                handler = EntryHandler(
+                    spool, loaded.processor, self.reinjector_factory(loaded.settings),
+                    float(loaded.settings.spool.retry_delay), loaded.settings.spool.max_attempts,
+                    loaded.groups)
+                code = _worker_loop(Connection(child_sock.detach()), handler)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        child_sock.close()
+        conn = Connection(parent_sock.detach())
+        w = _Worker(pid, conn, self._generation)
+        self._workers[pid] = w
+        self._selector.register(conn, selectors.EVENT_READ, w)
+
+    def _shutdown_workers(self) -> None:
+        for w in list(self._workers.values()):
+            with contextlib.suppress(OSError):
+                w.conn.send(None)
+        deadline = time.monotonic() + 30
+        for w in list(self._workers.values()):
+            with contextlib.suppress(Exception):
+                self._selector.unregister(w.conn)
+            # Wait for the worker's EOF (it exits after its current entry), then reap it.
+            while time.monotonic() < deadline:
+                try:
+                    if w.conn.poll(0.5):
+                        result = w.conn.recv()
+                        if isinstance(result, Result):
+                            self._finished(w, result)
+                except (EOFError, OSError):
+                    break
+            w.conn.close()
+            _reap(w.pid)
+        self._workers.clear()
+
+    # -- inotify ---------------------------------------------------------------------------------
+    def _start_observer(self) -> None:
+        from watchdog.events import FileCreatedEvent, FileMovedEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher = self
+
+        class _OnNew(FileSystemEventHandler):
+            """An entry renamed into new/ (enqueue, retry, release) means "look again"."""
+
+            def on_any_event(self, event):
+                watcher._wake()
+
+        observer = Observer(timeout=0.2)
+        observer.schedule(_OnNew(), str(self.spool.root / "new"), recursive=False,
+                          event_filter=[FileCreatedEvent, FileMovedEvent])
+        observer.start()
+        self._observer = observer
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            # watchdog logs a harmless race of its own thread shutdown as an error; not ours.
+            noisy = logging.getLogger("watchdog.observers.inotify")
+            level = noisy.level
+            noisy.setLevel(logging.CRITICAL)
+            try:
+                observer.stop()
+                observer.join()
+            finally:
+                noisy.setLevel(level)
+
+    # -- signals and the lock --------------------------------------------------------------------
+    def _install_signals(self):
+        def stop(signum, _frame):
+            if not self._stop:
+                log.info("%s: finishing %d messages in flight, then stopping",
+                         signal.Signals(signum).name, len(self._inflight))
+            self._stop = True
+
+        def reload(_signum, _frame):
+            self._reload = True
+
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
+                                                       signal.SIGHUP)}
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+        old_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        return old, old_fd
+
+    def _restore_signals(self, saved) -> None:
+        old, old_fd = saved
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def _lock(self) -> bool:
+        """Take the spool lock, waiting for it if need be; False if told to stop meanwhile."""
+        path = self.spool.root / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except OSError as err:
+            raise WatcherError(f"{path}: {err.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                os.close(fd)
+                raise WatcherError(f"{path}: {err.strerror}") from None
+            log.warning("%s is locked: another watcher, or the workers of one that was "
+                        "killed, still run; waiting", path)
+            while not self._stop:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.1)
+            else:
+                os.close(fd)
+                return False
+        # Workers inherit this descriptor (fork keeps it despite O_CLOEXEC): the lock lasts
+        # until the last of them has exited.
+        self._lock_fd = fd
+        return True
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _reap(pid: int) -> str:
+    try:
+        _pid, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "already reaped"
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit {os.WEXITSTATUS(status)}"
