@@ -1,0 +1,175 @@
+"""`lmsav setup postfix|exim`: print, make (--apply) or undo (--remove) an MTA's lmsav settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from . import setup_exim, setup_postfix
+
+
+def _fatal(message: str) -> click.ClickException:
+    from ..cli import Fatal  # imported here: cli.py imports this module
+
+    return Fatal(message)
+
+
+def _os_error(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
+
+
+def _default_lmsav() -> str:
+    """The lmsav executable the MTA should run: the one on PATH, else the one running now."""
+    found = shutil.which("lmsav")
+    if found:
+        return os.path.abspath(found)
+    beside = Path(sys.executable).parent / "lmsav"
+    if beside.is_file():
+        return str(beside)
+    argv0 = Path(sys.argv[0])
+    return str(argv0.resolve()) if argv0.name == "lmsav" else str(beside)
+
+
+def _common_options(function):
+    options = [
+        click.option("--apply", "do_apply", is_flag=True,
+                     help="Make the changes (after backing up the files) instead of only "
+                          "printing them."),
+        click.option("--remove", is_flag=True,
+                     help="Take lmsav out of the configuration again (print; with --apply, "
+                          "do it)."),
+        click.option("--lmsav", "lmsav_path", metavar="PATH",
+                     help="The lmsav executable the MTA runs (default: lmsav on PATH)."),
+        click.option("--user", default=setup_postfix.DEFAULT_USER, show_default=True,
+                     metavar="NAME",
+                     help="Account that runs `lmsav enqueue`; it must be able to write the "
+                          "spool."),
+        click.option("--port", type=click.IntRange(1, 65535), default=setup_postfix.DEFAULT_PORT,
+                     show_default=True, metavar="PORT",
+                     help="Port on 127.0.0.1 where lmsav sends scanned mail back ([spool] "
+                          "reinject)."),
+        click.option("--spool", metavar="DIR",
+                     help="Spool directory passed to `lmsav enqueue --spool` (default: what "
+                          "the configuration file says)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group("setup")
+def setup() -> None:
+    """Connect Postfix or Exim to lmsav: show, make or undo the configuration changes.
+
+    Without --apply nothing is changed: the changes are printed, diff-like. With --apply the
+    MTA's files are first copied aside (NAME.lmsav-TIMESTAMP), then changed; running it again
+    changes nothing. --remove --apply takes lmsav's settings out and puts back what they
+    replaced. See lmsav-setup(8).
+    """
+
+
+@setup.command("postfix", short_help="Hand Postfix's mail to lmsav (content_filter, pipe "
+                                       "service, reinjection smtpd).")
+@click.option("--config-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=setup_postfix.DEFAULT_CONFIG_DIR, show_default=True,
+              help="Postfix configuration directory (postconf -c).")
+@_common_options
+@click.pass_context
+def setup_postfix_cmd(ctx, config_dir, do_apply, remove, lmsav_path, user, port, spool):
+    """Postfix: the pipe service `lmsav`, content_filter = lmsav:dummy, and an smtpd on
+    127.0.0.1:PORT without the filter for mail coming back. Edits go through postconf."""
+    lmsav_path = lmsav_path or _default_lmsav()
+    try:
+        postfix = setup_postfix.Postfix(config_dir)
+        if remove:
+            plan = setup_postfix.plan_remove(postfix)
+        else:
+            plan = setup_postfix.plan_setup(postfix, lmsav_path, user, port, spool)
+        click.echo(plan.listing(), nl=False)
+        if not remove:
+            _check_lmsav_settings(ctx, port, spool, user)
+        if not do_apply:
+            if plan.changes:
+                click.echo("Nothing changed; run again with --apply to make these changes.")
+            return
+        backups = setup_postfix.apply(postfix, plan)
+    except setup_postfix.SetupError as err:
+        raise _fatal(str(err))
+    except OSError as err:
+        raise _fatal(_os_error(err))
+    if backups:
+        click.echo("Backed up: " + ", ".join(str(path) for path in backups))
+        where = "" if Path(config_dir) == setup_postfix.DEFAULT_CONFIG_DIR else f" -c {config_dir}"
+        click.echo(f"Done. Now run `postfix{where} reload`"
+                   + ("." if remove else " and make sure `lmsav spool watch` runs."))
+
+
+@setup.command("exim", short_help="Hand Exim's mail to lmsav (router, pipe transport, "
+                                    "reinjection port).")
+@click.option("--config-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=setup_exim.DEFAULT_CONFIG_DIR, show_default=True,
+              help="Exim configuration directory: Debian's split (conf.d/) or non-split "
+                   "(exim4.conf.template) layout, or a directory with exim4.conf or configure.")
+@click.option("--config-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A single Exim configuration file (e.g. /etc/exim/configure, or what -C "
+                   "names); overrides --config-dir.")
+@_common_options
+@click.pass_context
+def setup_exim_cmd(ctx, config_dir, config_file, do_apply, remove, lmsav_path, user, port,
+                   spool):
+    """Exim: the router `lmsav_scan` before all others, the pipe transport `lmsav_pipe`, and
+    PORT added to daemon_smtp_ports for mail coming back."""
+    lmsav_path = lmsav_path or _default_lmsav()
+    try:
+        layout, where = setup_exim.locate(config_dir, config_file)
+        if remove:
+            plan = setup_exim.plan_remove(layout, where)
+        else:
+            options = setup_exim.Options(lmsav_path, user, port, spool)
+            plan = setup_exim.plan_setup(layout, where, options)
+        click.echo(plan.listing(), nl=False)
+        if not remove:
+            _check_lmsav_settings(ctx, port, spool, user)
+        if not do_apply:
+            if plan.changes:
+                click.echo("Nothing changed; run again with --apply to make these changes.")
+            return
+        backups = setup_exim.apply(plan)
+    except setup_exim.SetupError as err:
+        raise _fatal(str(err))
+    except OSError as err:
+        raise _fatal(_os_error(err))
+    if plan.changes:
+        if backups:
+            click.echo("Backed up: " + ", ".join(str(path) for path in backups))
+        click.echo("Done.")
+
+
+def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user: str) -> None:
+    """Notes where lmsav's own configuration does not fit the MTA's: reinjection, spool."""
+    from .. import config as config_mod
+    from .. import paths as paths_mod
+
+    obj = ctx.find_root().obj or {}
+    path = obj.get("config") or paths_mod.config_file_from(None, os.environ)
+    try:
+        settings = config_mod.load_settings(path, obj.get("profile"))
+    except config_mod.ConfigError as err:
+        click.echo(f"note: cannot check lmsav's configuration: {err}")
+        return
+    wanted = {f"smtp:127.0.0.1:{port}", f"smtp:localhost:{port}", f"smtp:[127.0.0.1]:{port}"}
+    if settings.spool.reinject not in wanted:
+        click.echo(f'note: [spool] reinject = "{settings.spool.reinject}" in {path}; set it to '
+                   f'"smtp:127.0.0.1:{port}" so scanned mail comes back through the port above')
+    default = paths_mod.default_config_file(env={}, euid=0)
+    if not spool and Path(path) != default:
+        click.echo(f"note: the MTA runs `lmsav enqueue` without $LMSAV_CONFIG, so it reads "
+                   f"{default}, not {path}; give the spool directory with --spool")
+    spool_dir = spool or settings.spool_dir()
+    click.echo(f"note: `lmsav enqueue` runs as {user} and writes to {spool_dir}: that directory "
+               f"(or its parent, if it does not exist yet) must be writable by {user}")

@@ -1,0 +1,368 @@
+"""Postfix integration: the pipe service, content_filter and reinjection listener lmsav needs.
+
+This is the after-queue content filter of Postfix's FILTER_README. ``content_filter =
+lmsav:dummy`` in main.cf sends every message Postfix accepts to the master.cf pipe service
+``lmsav``, which runs ``lmsav enqueue``; ``lmsav spool watch`` sends the scanned mail back over
+SMTP to a second smtpd on 127.0.0.1:10026 whose ``-o content_filter=`` keeps it from going
+round again. Every edit is made with postconf(1), after the two files have been copied aside.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG_DIR = Path("/etc/postfix")
+DEFAULT_PORT = 10026
+DEFAULT_USER = "lmsav"
+SERVICE = "lmsav"
+CONTENT_FILTER = f"{SERVICE}:dummy"  # transport:nexthop; the pipe ignores the next hop
+BACKUP_TAG = ".lmsav-"  # main.cf.lmsav-20260101T120000
+
+# What the reinjection smtpd turns off, per FILTER_README: no second pass through lmsav, no
+# recipient, header, body or milter checks the first pass already made, and only this host.
+REINJECT_OPTIONS = (
+    ("syslog_name", "postfix/lmsav-reinject"),
+    ("content_filter", ""),
+    ("receive_override_options", "no_unknown_recipient_checks,no_header_body_checks,no_milters"),
+    ("smtpd_helo_restrictions", ""),
+    ("smtpd_client_restrictions", ""),
+    ("smtpd_sender_restrictions", ""),
+    ("smtpd_relay_restrictions", ""),
+    ("smtpd_recipient_restrictions", "permit_mynetworks,reject"),
+    ("mynetworks", "127.0.0.0/8"),
+)
+
+
+class SetupError(Exception):
+    """The change cannot be made as asked; one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class MasterEntry:
+    """One master.cf service, as postconf -M reads and writes it."""
+
+    service: str
+    type: str
+    fields: tuple[str, ...]  # private, unpriv, chroot, wakeup, maxproc
+    command: str
+    options: tuple[tuple[str, str], ...] = ()  # -o name=value
+    args: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}/{self.type}"
+
+    def words(self) -> list[str]:
+        words = [self.service, self.type, *self.fields, self.command]
+        for name, value in self.options:
+            words += ["-o", f"{name}={value}"]
+        return words + list(self.args)
+
+    def line(self) -> str:
+        """The entry on one line, as ``postconf -M service/type=…`` takes it."""
+        return " ".join(self.words())
+
+    def text(self) -> list[str]:
+        """The entry as master.cf shows it: fields on the first line, arguments indented."""
+        head = f"{self.service:<10} {self.type:<5} " + " ".join(f"{f:<7}" for f in self.fields)
+        lines = [f"{head} {self.command}"]
+        lines += [f"    -o {name}={value}" for name, value in self.options]
+        if self.args:
+            lines.append("    " + " ".join(self.args))
+        return lines
+
+
+def pipe_entry(lmsav: str, user: str, spool: str | None = None) -> MasterEntry:
+    """The ``lmsav`` pipe service: one ``lmsav enqueue`` per message and batch of recipients.
+
+    ``flags=q`` quotes addresses for the command line; no ``R``/``D``/``O`` flag, so the message
+    reaches the spool exactly as Postfix queued it. ``null_sender=`` keeps a bounce's empty
+    sender empty instead of MAILER-DAEMON.
+    """
+    argv = [f"argv={lmsav}", "enqueue"]
+    if spool:
+        argv += ["--spool", spool]
+    argv += ["-f", "${sender}", "-q", "${queue_id}", "--", "${recipient}"]
+    return MasterEntry(SERVICE, "unix", ("-", "n", "n", "-", "-"), "pipe",
+                       args=("flags=q", "null_sender=", f"user={user}", *argv))
+
+
+def reinject_entry(port: int) -> MasterEntry:
+    """The smtpd on 127.0.0.1:<port> through which scanned mail and notices come back."""
+    return MasterEntry(f"127.0.0.1:{port}", "inet", ("n", "-", "n", "-", "-"), "smtpd",
+                       options=REINJECT_OPTIONS)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One setting to change: where, what it is now, what it should be (None: absent)."""
+
+    file: str  # "main.cf" or "master.cf"
+    key: str  # parameter name, or service/type
+    current: str | None
+    wanted: str | None
+    current_text: tuple[str, ...] = ()  # how it reads in the file, for the listing
+    wanted_text: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return _words(self.current) != _words(self.wanted)
+
+
+@dataclass
+class Plan:
+    """What ``lmsav setup postfix`` would change in one configuration directory."""
+
+    config_dir: Path
+    items: list[Item]
+    notes: list[str]
+    remove: bool = False
+    problems: list[str] = field(default_factory=list)  # reasons --apply refuses
+
+    @property
+    def changes(self) -> list[Item]:
+        return [item for item in self.items if item.changed]
+
+    def listing(self) -> str:
+        """The changes, diff-like: ``-`` what goes, ``+`` what comes, per file."""
+        verb = "remove lmsav from" if self.remove else "set up lmsav in"
+        changes = self.changes
+        if not changes:
+            done = "has no lmsav settings" if self.remove else "is already set up for lmsav"
+            out = [f"Postfix configuration {self.config_dir} {done}; nothing to change."]
+        else:
+            out = [f"To {verb} the Postfix configuration {self.config_dir}:"]
+            for file in ("main.cf", "master.cf"):
+                here = [item for item in changes if item.file == file]
+                if not here:
+                    continue
+                out += ["", f"--- {self.config_dir / file}", f"+++ {self.config_dir / file}"]
+                for item in here:
+                    out += [f"-{line}" for line in item.current_text]
+                    out += [f"+{line}" for line in item.wanted_text]
+        out += [f"note: {note}" for note in self.notes]
+        out += [f"problem: {problem}" for problem in self.problems]
+        return "\n".join(out) + "\n"
+
+
+class Postfix:
+    """Reads and edits one Postfix configuration directory through postconf(1)."""
+
+    def __init__(self, config_dir: Path = DEFAULT_CONFIG_DIR, postconf: str | None = None):
+        self.config_dir = Path(config_dir)
+        self.postconf_cmd = postconf or _find_program("postconf")
+        for name in ("main.cf", "master.cf"):
+            if not (self.config_dir / name).is_file():
+                raise SetupError(f"{self.config_dir / name}: no such file; is this a Postfix "
+                                 "configuration directory? (--config-dir)")
+
+    def postconf(self, *args: str) -> str:
+        cmd = [self.postconf_cmd, "-c", str(self.config_dir), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or "fatal:" in proc.stderr:
+            detail = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
+            raise SetupError(f"{' '.join(cmd)}: {detail}")
+        return proc.stdout
+
+    def main_settings(self) -> dict[str, str]:
+        """main.cf parameters set explicitly (postconf -n)."""
+        out = {}
+        for line in self.postconf("-n").splitlines():
+            name, sep, value = line.partition(" = ")
+            if sep:
+                out[name.strip()] = value.strip()
+            elif line.endswith(" ="):
+                out[line[:-2].strip()] = ""
+        return out
+
+    def master_entries(self) -> dict[str, str]:
+        """master.cf services by service/type, each on one line (postconf -M)."""
+        out = {}
+        for line in self.postconf("-M").splitlines():
+            words = line.split()
+            if len(words) >= 2:
+                out[f"{words[0]}/{words[1]}"] = " ".join(words)
+        return out
+
+    def backup(self) -> list[Path]:
+        """Timestamped copies of main.cf and master.cf beside them; returns their paths."""
+        suffix = _free_suffix(self.config_dir, ("main.cf", "master.cf"))
+        copies = []
+        for name in ("main.cf", "master.cf"):
+            target = self.config_dir / f"{name}{suffix}"
+            shutil.copy2(self.config_dir / name, target)
+            copies.append(target)
+        return copies
+
+
+def plan_setup(postfix: Postfix, lmsav: str, user: str = DEFAULT_USER,
+               port: int = DEFAULT_PORT, spool: str | None = None) -> Plan:
+    """What has to change for Postfix to hand mail to lmsav and take it back on ``port``."""
+    _check_word("lmsav path (--lmsav)", lmsav)
+    _check_word("user (--user)", user)
+    if spool:
+        _check_word("spool directory (--spool)", spool)
+    main = postfix.main_settings()
+    master = postfix.master_entries()
+
+    current_filter = main.get("content_filter")
+    if current_filter and current_filter != CONTENT_FILTER:
+        raise SetupError(f"content_filter = {current_filter} is already set in "
+                         f"{postfix.config_dir / 'main.cf'}: Postfix passes mail to one "
+                         "after-queue filter only; remove that one first")
+    items = [_main_item("content_filter", current_filter, CONTENT_FILTER)]
+
+    pipe = pipe_entry(lmsav, user, spool)
+    reinject = reinject_entry(port)
+    ours = _lmsav_reinject_keys(master)
+    for key, line in master.items():
+        words = line.split()
+        if not key.endswith("/inet") or key in ours:
+            continue
+        if key == reinject.key and words[7:8] != ["smtpd"]:
+            raise SetupError(f"master.cf service {key} is not an smtpd; choose another port "
+                             "with --port")
+        service = key[: -len("/inet")]
+        if key != reinject.key and (service == str(port) or _port_of(service) == port):
+            raise SetupError(f"master.cf service {key} already listens on port {port}; "
+                             "choose another one with --port")
+    # Earlier setups on another port leave their reinjection service behind: replace it.
+    for key in ours:
+        if key != reinject.key:
+            items.append(_master_item(key, master[key], None))
+    items.append(_master_item(pipe.key, master.get(pipe.key), pipe))
+    items.append(_master_item(reinject.key, master.get(reinject.key), reinject))
+
+    problems = []
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        problems.append(f"user {user} does not exist; create it first, e.g. `useradd --system "
+                        f"--home-dir /var/lib/lmsav --shell /usr/sbin/nologin {user}`, or "
+                        "choose another with --user")
+    if not os.access(lmsav, os.X_OK) or not Path(lmsav).is_absolute():
+        problems.append(f"{lmsav} is not an executable given by its absolute path; give the "
+                        "lmsav executable with --lmsav")
+    return Plan(postfix.config_dir, items, [], problems=problems)
+
+
+def plan_remove(postfix: Postfix) -> Plan:
+    """What has to change to take lmsav out again: the filter and both services."""
+    main = postfix.main_settings()
+    master = postfix.master_entries()
+    items = []
+    notes = []
+    current_filter = main.get("content_filter")
+    if current_filter == CONTENT_FILTER:
+        items.append(_main_item("content_filter", current_filter, None))
+    elif current_filter:
+        notes.append(f"content_filter = {current_filter} is not lmsav's; left as it is")
+    key = f"{SERVICE}/unix"
+    if key in master:
+        items.append(_master_item(key, master[key], None))
+    for key in _lmsav_reinject_keys(master):
+        items.append(_master_item(key, master[key], None))
+    return Plan(postfix.config_dir, items, notes, remove=True)
+
+
+def apply(postfix: Postfix, plan: Plan) -> list[Path]:
+    """Back up main.cf and master.cf, then make the plan's changes; returns the backups.
+
+    Nothing is done (and nothing copied) when the configuration already is as planned. Services
+    are written before content_filter is set and content_filter is removed before the services,
+    so a Postfix that reloads in between never points at a service that is not there.
+    """
+    changes = plan.changes
+    if not changes:
+        return []
+    if plan.problems:
+        raise SetupError(plan.problems[0])
+    backups = postfix.backup()
+    main_changes = [item for item in changes if item.file == "main.cf"]
+    master_changes = [item for item in changes if item.file == "master.cf"]
+    ordered = main_changes + master_changes if plan.remove else master_changes + main_changes
+    for item in ordered:
+        if item.file == "main.cf":
+            if item.wanted is None:
+                postfix.postconf("-X", item.key)
+            else:
+                postfix.postconf("-e", f"{item.key} = {item.wanted}")
+        elif item.wanted is None:
+            postfix.postconf("-MX", item.key)
+        else:
+            postfix.postconf("-M", f"{item.key}={item.wanted}")
+    return backups
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _main_item(name: str, current: str | None, wanted: str | None) -> Item:
+    return Item("main.cf", name, current, wanted,
+                () if current is None else (f"{name} = {current}",),
+                () if wanted is None else (f"{name} = {wanted}",))
+
+
+def _master_item(key: str, current: str | None, wanted: MasterEntry | None) -> Item:
+    return Item("master.cf", key, current, None if wanted is None else wanted.line(),
+                () if current is None else tuple(_fold(current)),
+                () if wanted is None else tuple(wanted.text()))
+
+
+def _fold(line: str) -> list[str]:
+    """A one-line master.cf entry (from postconf -M) shown the way the file writes it."""
+    words = line.split()
+    if len(words) < 8:
+        return [line]
+    entry = MasterEntry(words[0], words[1], tuple(words[2:7]), words[7])
+    rest, options = words[8:], []
+    while len(rest) >= 2 and rest[0] == "-o":
+        name, _, value = rest[1].partition("=")
+        options.append((name, value))
+        rest = rest[2:]
+    return MasterEntry(entry.service, entry.type, entry.fields, entry.command, tuple(options),
+                       tuple(rest)).text()
+
+
+def _lmsav_reinject_keys(master: dict[str, str]) -> list[str]:
+    """Reinjection services an earlier ``lmsav setup postfix`` made (by their syslog name)."""
+    tag = f"-o syslog_name={REINJECT_OPTIONS[0][1]}"
+    return [key for key, line in master.items() if key.endswith("/inet") and tag in line]
+
+
+def _port_of(service: str) -> int | None:
+    match = re.search(r":(\d+)$", service)
+    return int(match[1]) if match else None
+
+
+def _words(text: str | None) -> list[str] | None:
+    return None if text is None else text.split()
+
+
+def _check_word(what: str, value: str) -> None:
+    # master.cf splits arguments on white space; a path with a blank cannot be written there.
+    if not value or re.search(r"\s", value):
+        raise SetupError(f"{what} {value!r}: must be one word without white space")
+
+
+def _free_suffix(directory: Path, names: tuple[str, ...]) -> str:
+    """``.lmsav-<timestamp>``, with ``.N`` added if a backup of that second already exists."""
+    stamp = BACKUP_TAG + time.strftime("%Y%m%dT%H%M%S")
+    suffix, n = stamp, 1
+    while any((directory / f"{name}{suffix}").exists() for name in names):
+        suffix = f"{stamp}.{n}"
+        n += 1
+    return suffix
+
+
+def _find_program(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+    if not found:
+        raise SetupError(f"{name} not found: is Postfix installed? (Debian: apt install postfix)")
+    return found

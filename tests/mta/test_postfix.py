@@ -1,0 +1,414 @@
+"""lmsav behind a real Postfix: `lmsav setup postfix`, then mail over SMTP to Maildirs.
+
+The stack (tests/mta/conftest.py) is a private Postfix configured by `lmsav setup postfix
+--apply`, lmsav's groups (drop.test drops, warn.test warns, cure.test cures, the rest rejects)
+and a running `lmsav spool watch`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import smtplib
+import subprocess
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tests.mta.conftest import (
+    ADMIN,
+    SENDER,
+    assert_unchanged_but_av_headers,
+    attachment_names,
+    build_message,
+    infected_message,
+    lmsav_cli,
+    parsed,
+    run_setup,
+    token,
+    wait_port,
+    zip_members,
+)
+
+pytestmark = pytest.mark.integration
+
+needs_postfix = pytest.mark.skipif(shutil.which("postconf") is None
+                                   and not os.path.exists("/usr/sbin/postconf"),
+                                   reason="Postfix is not installed (Debian package postfix)")
+
+
+def subjects(messages: list[bytes]) -> list[str]:
+    return sorted(str(parsed(m)["Subject"]) for m in messages)
+
+
+def text_of(raw: bytes) -> str:
+    return parsed(raw).get_body(("plain",)).get_content()
+
+
+def by_subject(messages: list[bytes], start: str) -> bytes:
+    [found] = [m for m in messages if str(parsed(m)["Subject"]).startswith(start)]
+    return found
+
+
+# -- lmsav setup postfix, on a copy of the system's configuration --------------------------------
+
+@pytest.fixture
+def postfix_copy(tmp_path) -> Path:
+    etc = tmp_path / "postfix"
+    shutil.copytree("/etc/postfix", etc, ignore=shutil.ignore_patterns("*.lmsav-*", "sasl"))
+    return etc
+
+
+def postconf(etc: Path, *args: str) -> str:
+    return subprocess.run(["postconf", "-c", str(etc), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def backups(etc: Path) -> list[str]:
+    return sorted(p.name for p in etc.iterdir() if ".lmsav-" in p.name)
+
+
+@needs_postfix
+def test_setup_prints_applies_once_and_removes_to_the_original_files(postfix_copy):
+    etc = postfix_copy
+    original = {name: (etc / name).read_bytes() for name in ("main.cf", "master.cf")}
+    lmsav = shutil.which("lmsav") or "/usr/bin/true"
+    common = ["--config-dir", etc, "--user", "nobody", "--lmsav", lmsav, "--port", "10026"]
+
+    shown = run_setup("postfix", *common)
+    assert "+content_filter = lmsav:dummy" in shown
+    assert "+lmsav      unix  -       n       n       -       -       pipe" in shown
+    assert (f"flags=q null_sender= user=nobody argv={lmsav} enqueue -f ${{sender}} "
+            "-q ${queue_id} -- ${recipient}") in shown
+    assert "+127.0.0.1:10026 inet" in shown and "-o content_filter=" in shown
+    assert "--apply" in shown
+    assert {name: (etc / name).read_bytes() for name in original} == original  # only printed
+
+    run_setup("postfix", "--apply", *common)
+    assert postconf(etc, "-h", "content_filter").strip() == "lmsav:dummy"
+    pipe = postconf(etc, "-M", "lmsav/unix").split()
+    assert pipe[:8] == ["lmsav", "unix", "-", "n", "n", "-", "-", "pipe"]
+    assert pipe[8:] == ["flags=q", "null_sender=", "user=nobody", f"argv={lmsav}", "enqueue",
+                        "-f", "${sender}", "-q", "${queue_id}", "--", "${recipient}"]
+    reinject = postconf(etc, "-P", "127.0.0.1:10026/inet")
+    assert "127.0.0.1:10026/inet/content_filter =" in reinject.splitlines()
+    assert ("127.0.0.1:10026/inet/receive_override_options = "
+            "no_unknown_recipient_checks,no_header_body_checks,no_milters") in reinject
+    assert "127.0.0.1:10026/inet/mynetworks = 127.0.0.0/8" in reinject
+    made = backups(etc)
+    assert len(made) == 2
+    assert [(etc / name).read_bytes() for name in made] == [original["main.cf"],
+                                                            original["master.cf"]]
+
+    again = run_setup("postfix", "--apply", *common)
+    assert "already set up for lmsav; nothing to change" in again
+    assert backups(etc) == made
+
+    # Another reinjection port replaces the first one.
+    moved = run_setup("postfix", "--apply", *common[:-1], "10099")
+    assert "-127.0.0.1:10026 inet" in moved and "+127.0.0.1:10099 inet" in moved
+    assert not postconf(etc, "-M", "127.0.0.1:10026/inet").strip()
+
+    removal = run_setup("postfix", "--remove", "--config-dir", etc)
+    assert "-content_filter = lmsav:dummy" in removal
+    assert postconf(etc, "-h", "content_filter").strip() == "lmsav:dummy"  # only printed
+    run_setup("postfix", "--remove", "--apply", "--config-dir", etc)
+    assert {name: (etc / name).read_bytes() for name in original} == original
+    assert "has no lmsav settings; nothing to change" in run_setup(
+        "postfix", "--remove", "--apply", "--config-dir", etc)
+
+
+@needs_postfix
+def test_setup_refuses_another_content_filter_a_missing_user_and_a_taken_port(postfix_copy):
+    from click.testing import CliRunner
+
+    etc = postfix_copy
+    lmsav = shutil.which("lmsav") or "/usr/bin/true"
+
+    def setup(*args):
+        return CliRunner().invoke(lmsav_cli(), ["setup", "postfix", "--apply", "--config-dir",
+                                                str(etc), "--lmsav", lmsav, *args])
+
+    postconf(etc, "-e", "content_filter = smtp-amavis:[127.0.0.1]:10024")
+    result = setup("--user", "nobody")
+    assert result.exit_code == 2
+    assert "content_filter = smtp-amavis:[127.0.0.1]:10024 is already set" in result.output
+    postconf(etc, "-X", "content_filter")
+
+    result = setup("--user", "no-such-user-lmsav")
+    assert result.exit_code == 2 and "user no-such-user-lmsav does not exist" in result.output
+
+    postconf(etc, "-M", "127.0.0.1:10026/inet=127.0.0.1:10026 inet n - n - - spawn "
+                        "user=nobody argv=/bin/true")
+    result = setup("--user", "nobody")
+    assert result.exit_code == 2 and "is not an smtpd; choose another port" in result.output
+    assert backups(etc) == []  # nothing was touched
+
+
+# -- mail through Postfix and lmsav --------------------------------------------------------------
+
+def test_clean_mail_arrives_unchanged_but_for_the_av_headers(postfix_stack):
+    tok = token()
+    sent = build_message(tok, ("data.bin", bytes(range(256)) * 40, "application/octet-stream"),
+                         text="Line one.\n.leading dot\n\nLast line, no more.\n")
+    postfix_stack.send(sent, ["bob@clean.test"])
+    [got] = postfix_stack.wait("bob@clean.test", tok)
+    assert_unchanged_but_av_headers(sent, got)
+    assert parsed(got)["Return-Path"] == f"<{SENDER}>"
+
+
+def test_a_bounce_keeps_its_empty_sender(postfix_stack):
+    tok = token()
+    sent = build_message(tok, subject="Undelivered Mail Returned to Sender")
+    postfix_stack.send(sent, ["carol@clean.test"], sender="")
+    [got] = postfix_stack.wait("carol@clean.test", tok)
+    assert parsed(got)["Return-Path"] == "<>"
+    assert_unchanged_but_av_headers(sent, got)
+
+
+def test_infected_mail_is_dropped_for_the_drop_group(postfix_stack):
+    tok = token()
+    postfix_stack.send(infected_message(tok, "bob@drop.test"), ["bob@drop.test"])
+    [admin] = postfix_stack.wait(ADMIN, tok)
+    assert "(discarded)" in str(parsed(admin)["Subject"])
+    assert "Eicar-Test-Signature" in text_of(admin)
+    # The recipient is told, but gets nothing of the message.
+    [notice] = postfix_stack.wait("bob@drop.test", tok)
+    assert str(parsed(notice)["Subject"]).startswith("A message to you")
+    assert parsed(notice)["Auto-Submitted"] == "auto-generated"
+    assert b"EICAR" not in notice and attachment_names(notice) == []
+
+
+def test_infected_mail_is_replaced_by_a_warning_for_the_warn_group(postfix_stack):
+    tok = token()
+    postfix_stack.send(infected_message(tok, "bob@warn.test"), ["bob@warn.test"])
+    got = postfix_stack.wait("bob@warn.test", tok, count=2)
+    warned = by_subject(got, "report")
+    assert parsed(warned)["X-AV-Status"] == "infected"
+    assert parsed(warned)["X-AV-Threats"] == "Eicar-Test-Signature"
+    assert b"EICAR" not in warned
+    assert "Eicar-Test-Signature" in parsed(warned).get_body(("plain",)).get_content()
+    by_subject(got, "A message to you")
+    postfix_stack.wait(ADMIN, tok)
+
+
+def test_infected_member_is_cut_out_for_the_cure_group(postfix_stack):
+    tok = token()
+    postfix_stack.send(infected_message(tok, "bob@cure.test"), ["bob@cure.test"])
+    got = postfix_stack.wait("bob@cure.test", tok, count=2)
+    cured = by_subject(got, "report")
+    assert attachment_names(cured) == ["notes.txt", "files.zip"]
+    assert zip_members(cured, "files.zip") == ["clean.txt"]
+    assert b"EICAR" not in cured
+    assert parsed(cured)["X-AV-Status"] == "infected"
+
+
+def test_rejected_after_the_queue_becomes_a_notice_to_the_sender(postfix_stack):
+    tok = token()
+    postfix_stack.send(infected_message(tok, "bob@reject.test"), ["bob@reject.test"])
+    [dsn] = postfix_stack.wait(SENDER, tok)
+    message = parsed(dsn)
+    assert message["Return-Path"] == "<>"  # a notice about a refusal is itself a bounce
+    assert message.get_content_type() == "multipart/report"
+    assert "<bob@reject.test>: 550 5.7.1" in dsn.decode()
+    assert b"EICAR" not in dsn
+    [notice] = postfix_stack.wait("bob@reject.test", tok)
+    assert str(parsed(notice)["Subject"]).startswith("A message to you")
+
+
+def test_a_message_to_several_groups_is_split_by_group(postfix_stack):
+    tok = token()
+    rcpts = ["bob@drop.test", "carol@warn.test", "dave@cure.test", "alice@reject.test",
+             "alice@clean.test"]
+    postfix_stack.send(infected_message(tok, ", ".join(rcpts)), rcpts)
+    # One admin notice per group the message met: drop, warn, cure and the default (reject).
+    admin = postfix_stack.wait(ADMIN, tok, count=4)
+    groups = sorted(line.split()[-1] for m in admin for line in text_of(m).splitlines()
+                    if line.strip().startswith("Group:"))
+    assert groups == ["cure", "default", "drop", "warn"]
+    assert subjects(postfix_stack.wait("bob@drop.test", tok))[0].startswith("A message to you")
+    warned = by_subject(postfix_stack.wait("carol@warn.test", tok, count=2), "report")
+    assert b"EICAR" not in warned and parsed(warned).get_content_type() == "text/plain"
+    cured = by_subject(postfix_stack.wait("dave@cure.test", tok, count=2), "report")
+    assert zip_members(cured, "files.zip") == ["clean.txt"]
+    # The default group rejects: both of its recipients in one notice to the sender.
+    [dsn] = postfix_stack.wait(SENDER, tok)
+    assert "<alice@reject.test>: 550" in dsn.decode() and "<alice@clean.test>: 550" in dsn.decode()
+    for rcpt in rcpts:
+        assert all(b"EICAR" not in m for m in postfix_stack.mail.messages(rcpt, tok))
+
+
+# -- failures: the MTA keeps the mail ------------------------------------------------------------
+
+def wait_deferred(stack, tok: str, timeout: float = 30.0) -> list[str]:
+    """Wait until Postfix holds a deferred message; return its delay reasons."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reasons = [r for r in stack.mta.deferred_reasons() if r]
+        if reasons:
+            return reasons
+        time.sleep(0.2)
+    raise AssertionError(f"no deferred message after {timeout} s\n{stack.debug()}")
+
+
+def test_a_read_only_spool_makes_postfix_defer_and_deliver_later(postfix_stack):
+    stack = postfix_stack
+    tmp = stack.spool / "tmp"
+    tok = token()
+    os.chmod(tmp, 0o550)  # `lmsav enqueue` runs as nobody, the owner: it cannot write now
+    try:
+        sent = build_message(tok)
+        stack.send(sent, ["dave@clean.test"])
+        reasons = wait_deferred(stack, tok)
+        assert any("lmsav enqueue" in r and "ermission denied" in r for r in reasons), reasons
+        time.sleep(2)
+        assert stack.mail.messages("dave@clean.test", tok) == []
+    finally:
+        os.chmod(tmp, 0o750)
+    stack.mta.flush()
+    [got] = stack.wait("dave@clean.test", tok)
+    assert_unchanged_but_av_headers(sent, got)
+
+
+def test_a_full_spool_makes_postfix_defer_and_deliver_later(postfix_stack, tmp_path):
+    stack = postfix_stack
+    full = stack.root / "full-spool"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs",
+                              str(full)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.strip()}")
+    setup = ["postfix", "--apply", "--config-dir", stack.mta.etc, "--port", stack.reinject_port,
+             "--user", stack.mta.user, "--lmsav", stack.enqueue_path]
+    tok = token()
+    try:
+        for sub in ("", "tmp", "new", "work", "hold"):
+            (full / sub).mkdir(exist_ok=True)
+            shutil.chown(full / sub, stack.mta.user)
+        with open(full / "filler", "wb", buffering=0) as fp:  # leave no room for a message
+            try:
+                while True:
+                    fp.write(b"\0" * 4096)
+            except OSError:
+                pass
+        run_setup(*setup, "--spool", full)
+        stack.mta.reload()
+        sent = build_message(tok, ("big.bin", os.urandom(20000), "application/octet-stream"))
+        stack.send(sent, ["carol@clean.test"])
+        reasons = wait_deferred(stack, tok)
+        assert any("lmsav enqueue" in r and "No space left" in r for r in reasons), reasons
+        assert stack.mail.messages("carol@clean.test", tok) == []
+    finally:
+        run_setup(*setup, "--spool", stack.spool)
+        stack.mta.reload()
+        subprocess.run(["umount", str(full)], check=True)
+    time.sleep(1)  # let the reload take effect before the queue is flushed
+    stack.mta.flush()
+    [got] = stack.wait("carol@clean.test", tok)
+    assert_unchanged_but_av_headers(sent, got)
+
+
+def test_reinjection_failing_for_a_while_delays_but_loses_nothing(postfix_stack):
+    stack = postfix_stack
+    # Postfix restarted without its reinjection service: the watcher's open connection is gone
+    # too, and every new one is refused.
+    service = f"127.0.0.1:{stack.reinject_port}/inet"
+    stack.mta.stop()
+    subprocess.run(["postconf", "-c", str(stack.mta.etc), "-M#", service], check=True)
+    stack.mta.start()
+    wait_port(stack.reinject_port, up=False)
+    tok = token()
+    try:
+        sent = build_message(tok)
+        stack.send(sent, ["alice@clean.test"])
+        # lmsav has the message and keeps trying to hand it back.
+        failures = wait_log(stack, f"message_id=<{tok}@senders.test>", "result=retry", count=2)
+        assert all("Connection refused" in line for line in failures), failures
+        assert stack.spool_entries(), stack.debug()
+        assert stack.mail.messages("alice@clean.test", tok) == []
+    finally:
+        # `lmsav setup postfix --apply` puts the missing service back.
+        run_setup("postfix", "--apply", "--config-dir", stack.mta.etc, "--port",
+                  stack.reinject_port, "--user", stack.mta.user, "--lmsav", stack.enqueue_path,
+                  "--spool", stack.spool)
+        stack.mta.reload()
+    [got] = stack.wait("alice@clean.test", tok)
+    assert_unchanged_but_av_headers(sent, got)
+    deadline = time.monotonic() + 10
+    while stack.spool_entries() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stack.spool_entries() == []
+
+
+def wait_log(stack, *words: str, count: int = 1, timeout: float = 30.0) -> list[str]:
+    """Wait until ``count`` lines of the watcher's log hold all of ``words``; return them."""
+    path = stack.root / "watch.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [line for line in path.read_text(errors="replace").splitlines()
+                 if all(word in line for word in words)]
+        if len(lines) >= count:
+            return lines
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} log lines with {words} after {timeout} s\n{stack.debug()}")
+
+
+def test_kill_9_of_the_watcher_while_500_messages_flow_loses_none(postfix_stack):
+    stack = postfix_stack
+    count = int(os.environ.get("LMSAV_MTA_FLOOD", "500"))
+    tok = token()
+    ids = [f"<{tok}.{n}@senders.test>" for n in range(count)]
+    rcpts = ["bob@clean.test"]
+    kills = 0
+    stop = threading.Event()
+
+    def killer():
+        nonlocal kills
+        rng = random.Random(tok)
+        while not stop.wait(rng.uniform(0.5, 2.5)):
+            proc = stack.watcher.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            os.kill(proc.pid, signal.SIGKILL)  # the watcher this fixture started
+            proc.wait()
+            kills += 1
+            stack.watcher.proc = None
+            stack.watcher.start()
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", stack.smtp_port, timeout=60) as smtp:
+            for n, message_id in enumerate(ids):
+                raw = build_message(f"{tok}.{n}", to=rcpts[0])
+                assert message_id.encode() in raw
+                assert not smtp.sendmail(SENDER, rcpts, raw)
+        deadline = time.monotonic() + max(120.0, count * 0.5)
+        while time.monotonic() < deadline:
+            if len(stack.mail.messages("bob@clean.test", tok)) >= count:
+                break
+            if time.monotonic() > deadline - 60:
+                stop.set()  # stop killing near the end, let the rest through
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(10)
+        if stack.watcher.proc is None or stack.watcher.proc.poll() is not None:
+            stack.watcher.proc = None
+            stack.watcher.start()
+    time.sleep(2)
+    got = [str(parsed(m)["Message-ID"]) for m in stack.mail.messages("bob@clean.test", tok)]
+    missing = sorted(set(ids) - set(got))
+    duplicates = len(got) - len(set(got))
+    print(f"{count} messages, {kills} kill -9 of the watcher: {len(missing)} lost, "
+          f"{duplicates} duplicates")
+    assert kills >= 1
+    assert not missing, f"{len(missing)} of {count} lost after {kills} kills\n{stack.debug()}"
+    if duplicates:
+        warnings.warn(f"{duplicates} duplicate(s) of {count} messages after {kills} kill -9 "
+                      "of the watcher (target 0)")
