@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..durable import fsync_dir as _fsync_dir
+
 MESSAGE_FILE = "message.eml"
 INFO_FILE = "info.json"
 TMP_PREFIX = ".tmp-"
@@ -424,14 +426,6 @@ def _write_durably(directory: Path, name: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, directory / name)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(err: OSError) -> str:

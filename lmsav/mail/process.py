@@ -21,6 +21,7 @@ from ..scanner.containers import rebuild
 from .filter import find_filtered, leaf_index
 from .groups import match_pattern
 from .outcome import GroupOutcome, MessageOutcome, ObjectAction
+from .raw import header_end
 from .notify import NoticeInfo, Templates, build_notices
 
 # Actions that decide for the whole message, and how strict each is when parts disagree.
@@ -134,7 +135,7 @@ class MailProcessor:
                 group=policy.name, date=formatdate(ctx.started, localtime=True),
                 database_version=self.db.version, hostname=self.hostname,
                 reject_reply=reply), self._templates_for(policy),
-                original_headers=ctx.raw[:_header_end(ctx.raw)])
+                original_headers=ctx.raw[:header_end(ctx.raw)])
         return group
 
     def _whole(self, policy, status: str, verdict: Verdict, filtered, objects):
@@ -417,16 +418,8 @@ def _warning_message(raw: bytes, verdict: Verdict) -> bytes:
     out = raw
     for name in ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition"):
         out = rebuild.replace_header(out, name, None)
-    head_end = _header_end(out)
+    head_end = header_end(out)
     body = text.encode()
     head = out[:head_end].rstrip(b"\r\n") + b"\n"
     head += b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n"
     return head + b"\n" + body
-
-
-def _header_end(raw: bytes) -> int:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = raw.find(sep)
-        if i >= 0:
-            return i + 1
-    return len(raw)

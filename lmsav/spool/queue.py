@@ -49,6 +49,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durable import fsync_dir as _fsync_dir
+
 TYPE_CHECKING = False  # typing costs milliseconds `lmsav enqueue` does not need to spend
 if TYPE_CHECKING:
     from typing import BinaryIO
@@ -659,14 +661,6 @@ def _mkdir(path: Path, parents: bool = False) -> bool:
     os.chmod(path, DIR_MODE)  # explicitly: the umask must not decide who reads mail
     _fsync_dir(path.parent)
     return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -47,6 +47,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
+from ..durable import fsync_dir as _fsync_dir
+from ..mail.raw import header_end
 from .queue import NAME_RE, Envelope, Entry, Spool, SpoolError
 from .reinject import ReinjectError, Reinjector, from_setting
 
@@ -133,7 +135,7 @@ def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
     when = formatdate(now, localtime=True)
     arrived = formatdate(envelope.arrived, localtime=True) if envelope.arrived else when
     rcpts = [" ".join(r.split()) for r in recipients]
-    end = _header_end(raw)
+    end = header_end(raw)
     headers = raw[:min(end, 65536)].replace(b"\r\n", b"\n").rstrip(b"\r\n") + b"\n"
     text = "\n".join([
         f"This is the mail system at host {hostname}.",
@@ -180,14 +182,6 @@ def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
     return head.encode("utf-8") + headers + f"\n--{boundary}--\n".encode()
 
 
-def _header_end(raw: bytes) -> int:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = raw.find(sep)
-        if i >= 0:
-            return i + 1
-    return len(raw)
-
-
 # -- deliveries already made, across retries -----------------------------------------------------
 
 class DeliveredStore:
@@ -231,14 +225,6 @@ class DeliveredStore:
             return [n[:-5] for n in os.listdir(self.dir) if n.endswith(".json")]
         except FileNotFoundError:
             return []
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- one entry, in a worker ----------------------------------------------------------------------
@@ -382,7 +368,7 @@ def _token(text: str) -> str:
 
 
 def _message_id(raw: bytes) -> str:
-    head = raw[:_header_end(raw)]
+    head = raw[:header_end(raw)]
     match = re.search(rb"(?im)^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", head)
     return match.group(1).decode("ascii", "replace").strip() if match else ""
 
