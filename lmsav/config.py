@@ -261,6 +261,51 @@ class SpoolSection:
         30.0, SECONDS, "Full rescan of new/ as a safety net beside inotify.")
 
 
+_LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):(\d{1,5})")
+
+
+def _listeners(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and _LISTEN_RE.fullmatch(v) for v in value):
+        raise ValueError(value)
+    return tuple(value)
+
+
+LISTENERS = Kind('a list of "HOST:PORT" like ["127.0.0.1:3310", "[::1]:3310"]', _listeners, list)
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+        raise ValueError(value)
+    return value
+
+
+_TEXT = Kind("a string on one line", _text)
+
+
+@dataclass(frozen=True)
+class DaemonSection:
+    """[daemon] — `lmsav daemon`, the central service speaking the clamd protocol."""
+
+    socket: Path | None = setting(
+        None, OPTIONAL_PATH, 'Unix socket; "" means <run_dir>/clamd.sock.', "--socket")
+    socket_mode: str = setting("0660", _TEXT, "Permissions of the unix socket (octal).")
+    socket_group: str = setting("", _TEXT, 'Group of the unix socket; "" keeps the default.')
+    tcp: tuple[str, ...] = setting(
+        (), LISTENERS, "TCP listeners (off unless listed); clamd's TCPAddr/TCPSocket.", "--tcp")
+    workers: int = setting(0, NATURAL, "Pre-forked scanning processes; 0 means one per CPU.")
+    user: str = setting("", _TEXT, 'Drop to this user after binding; "" keeps the current one.')
+    pid_file: Path | None = setting(None, OPTIONAL_PATH, 'With --detach; "" means <run_dir>/lmsav.pid.')
+    stream_max_length: int = setting(
+        25 << 20, SIZE, "Largest INSTREAM accepted (clamd's StreamMaxLength).")
+    read_timeout: float = setting(120.0, SECONDS, "Waiting for a client's data mid-command.")
+    idle_timeout: float = setting(30.0, SECONDS, "Idle time allowed between IDSESSION commands.")
+    max_connections: int = setting(200, NATURAL, "Connections served at once (clamd's MaxThreads).")
+    max_queue: int = setting(100, NATURAL, "Requests waiting for a worker (clamd's MaxQueue).")
+    heuristic_names: bool = setting(
+        True, BOOLEAN, "Report protected/corrupted/limit results as FOUND with Heuristics.* "
+                       "names, as clamd's AlertEncrypted/AlertExceedsMax do; false reports them "
+                       "as OK.")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
@@ -268,6 +313,7 @@ SECTIONS: dict[str, tuple[str, type]] = {
     "limits": ("limits_section", LimitsSection),
     "scan": ("scan", ScanSection),
     "spool": ("spool", SpoolSection),
+    "daemon": ("daemon", DaemonSection),
 }
 
 
@@ -314,6 +360,7 @@ class Settings:
     limits_section: LimitsSection
     scan: ScanSection
     spool: SpoolSection
+    daemon: DaemonSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -341,6 +388,9 @@ class Settings:
     def database_dir(self) -> Path:
         """The configured signature directory, or the bundled database."""
         return self.paths.bases or paths_mod.bundled_database_dir()
+
+    def daemon_socket(self) -> Path:
+        return self.daemon.socket or Path(self.paths.run_dir) / "clamd.sock"
 
     def spool_dir(self) -> Path:
         return self.spool.dir or Path(self.paths.state_dir) / "nqueue"
