@@ -644,11 +644,14 @@ def backup_delete(ctx, entry_ids):
 
 def _register_subcommands() -> None:
     """Command groups that live beside the code they drive (spool, MTA setup)."""
+    from .daemon.commands import ctl, daemon
     from .spool.commands import spool
     from .spool.setup_commands import setup
 
     main.add_command(spool)
     main.add_command(setup)
+    main.add_command(daemon)
+    main.add_command(ctl)
 
 
 _register_subcommands()
