@@ -339,12 +339,15 @@ def verdict_lines(path: str, verdict: Verdict, heuristic_names: bool,
             names = names[:1]
         return [found(path, n) for n in names], Status.INFECTED
     findings = sorted(verdict.findings(), key=lambda r: r.status, reverse=True)
+    # An encrypted member has no type of its own: name the format after its container.
+    container_type = {c.path: r.type for r in verdict.walk() for c in r.children}
     heuristics: list[str] = []
     failure = None
     for res in findings:
         if res.status in (Status.PROTECTED, Status.CORRUPTED) or res.reason.startswith("limit:"):
             if res.status == Status.PROTECTED:
-                name = f"Heuristics.Encrypted.{format_name(res.type)}"
+                ftype = res.type or container_type.get(res.path, "")
+                name = f"Heuristics.Encrypted.{format_name(ftype)}"
             elif res.status == Status.CORRUPTED:
                 name = f"Heuristics.Broken.{format_name(res.type)}"
             else:

@@ -284,3 +284,25 @@ def test_ctl_commands(daemon):
     stop = run("stop")
     assert stop.returncode == 0
     assert daemon.proc.wait(30) == 0
+
+
+def test_lmsav_scan_through_the_daemon(daemon, files):
+    """`lmsav scan --daemon` as clamdscan: paths (MULTISCAN), --stream, and stdin."""
+    import os
+    import subprocess
+
+    base = [sys.executable, "-m", "lmsav.launcher", "scan", "--daemon", "--socket",
+            str(daemon.sock)]
+    env = dict(os.environ, LMSAV_CONFIG=os.devnull)
+    os.mkfifo(files / "fifo")  # never opened: streaming skips what is not a regular file
+    by_path = subprocess.run([*base, str(files)], capture_output=True, text=True, env=env,
+                             timeout=60)
+    assert by_path.returncode == 1
+    assert f"{files}/sub/eicar.com: Eicar-Test-Signature FOUND" in by_path.stdout
+    streamed = subprocess.run([*base, "--stream", str(files)], capture_output=True, text=True,
+                              env=env, timeout=60)
+    assert streamed.returncode == 1
+    assert streamed.stdout.splitlines() == [f"{files}/sub/eicar.com: Eicar-Test-Signature FOUND"]
+    stdin = subprocess.run([*base, "-v", "-"], input=b"clean words", capture_output=True,
+                           env=env, timeout=60)
+    assert (stdin.returncode, stdin.stdout) == (0, b"stream: OK\n")
