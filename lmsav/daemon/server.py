@@ -467,7 +467,7 @@ class Server:
         from ..scanner.signatures.errors import SignatureError
 
         try:
-            db = Database.load(self.opt.database)
+            db = Database.load(self.opt.database, build_in_child=True)
         except (DatabaseError, SignatureError, OSError) as err:
             raise DaemonError(str(err)) from None
         failures = self_test(db, self.opt.limits)
@@ -1133,7 +1133,7 @@ class Server:
         from ..scanner.signatures.database import Database
 
         try:
-            db = Database.load(self.opt.database)
+            db = Database.load(self.opt.database, build_in_child=True)
             failures = self_test(db, self.opt.limits)
             result = (db, None) if not failures else (None, "self-test failed: " +
                                                       "; ".join(failures))
@@ -1160,7 +1160,7 @@ class Server:
             from ..scanner.signatures.database import Database
 
             try:
-                db = Database.load(self.opt.database)
+                db = Database.load(self.opt.database, build_in_child=True)
             except Exception as err:
                 log.error("reload refused, keeping database %s: %s", self.db.version, err)
                 self.last_reload = {"result": "refused", "error": str(err), "at": time.time()}

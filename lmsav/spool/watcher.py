@@ -468,7 +468,7 @@ class Watcher:
             raise WatcherError(str(err)) from None
         directory = self.database_dir or Path(settings.database_dir())
         try:
-            database = Database.load(directory)
+            database = Database.load(directory, build_in_child=True)
         except (DatabaseError, SignatureError, OSError) as err:
             raise WatcherError(str(err)) from None
         state = Path(settings.paths.state_dir)

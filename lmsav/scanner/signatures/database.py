@@ -72,14 +72,23 @@ class Database:
         return sum(self.counts.values())
 
     @classmethod
-    def load(cls, directory, cache_path=None, rebuild: bool = False) -> "Database":
-        """Load ``directory``, compiling it first if no up-to-date cache exists."""
+    def load(cls, directory, cache_path=None, rebuild: bool = False,
+             build_in_child: bool = False) -> "Database":
+        """Load ``directory``, compiling it first if no up-to-date cache exists.
+
+        ``build_in_child`` compiles in a short-lived child process: a long-running process
+        that forks workers afterwards (the daemon, the spool watcher) then never carries the
+        compiler's heap — gigabytes for a large database — into every worker.
+        """
         directory = Path(directory)
         sources = _list_sources(directory)
         cache = Path(cache_path) if cache_path else default_cache_path(directory)
         header = None if rebuild else _read_header(cache)
         if header is None or not _fresh(header, directory, sources, cache):
-            build(directory, cache, sources)
+            if build_in_child:
+                _build_in_child(directory, cache, sources)
+            else:
+                build(directory, cache, sources)
             header = _read_header(cache)
             if header is None:
                 raise DatabaseError(f"{cache}: compiled database unreadable after build")
@@ -89,6 +98,36 @@ class Database:
         db = _open(directory, cache, header, sources)
         db.loaded_from_cache = from_cache
         return db
+
+
+def _build_in_child(directory: Path, cache: Path, sources: list[Path]) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_build, args=(writer, directory, cache, sources))
+    child.start()
+    writer.close()
+    try:
+        failure = reader.recv() if reader.poll(None) else None
+    except EOFError:
+        failure = None
+    child.join()
+    if failure:
+        kind, message = failure
+        raise (SignatureError(*message) if kind == "signature" else DatabaseError(message))
+    if child.exitcode != 0:
+        raise DatabaseError(f"{directory}: compiling failed (exit {child.exitcode})")
+
+
+def _child_build(writer, directory: Path, cache: Path, sources: list[Path]) -> None:
+    try:
+        build(directory, cache, sources)
+        writer.send(None)
+    except SignatureError as err:
+        writer.send(("signature", (err.file, err.line, err.message)))
+    except Exception as err:  # reported by the parent as a DatabaseError
+        writer.send(("database", str(err)))
 
 
 def default_cache_path(directory: Path) -> Path:

@@ -102,3 +102,17 @@ def test_yara_rules_detect(tmp_path):
     assert [(t.name, t.signature_source) for _, t in verdict.threats] == [
         ("YARA.find_marker", "r.yar")
     ]
+
+
+def test_build_in_child_compiles_and_reports_errors(tmp_path):
+    from lmsav.scanner.signatures.errors import SignatureError
+    from tests.conftest import EICAR, md5_line, write_db
+
+    db_dir = write_db(tmp_path / "db", {"a.hdb": md5_line(EICAR, "Child.Built")})
+    db = Database.load(db_dir, build_in_child=True)
+    assert db.loaded_from_cache is False and db.counts["hdb"] == 1
+    assert Database.load(db_dir, build_in_child=True).loaded_from_cache is True
+    bad = write_db(tmp_path / "bad", {"b.ndb": "Bad:0:*:4142zz\n"})
+    with pytest.raises(SignatureError) as err:
+        Database.load(bad, build_in_child=True)
+    assert str(err.value).startswith("b.ndb:1: ")
