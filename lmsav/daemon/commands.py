@@ -90,8 +90,10 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
     server = Server(options)
     try:
         server.bind()
-        server.drop_privileges()
+        # Load (and import the engine) while still root: the database and the interpreter's
+        # modules may not be readable by the service user; scanning never needs root.
         server.load()
+        server.drop_privileges()
     except DaemonError as err:
         server._close_listeners()
         raise _fatal(str(err)) from None

@@ -306,3 +306,42 @@ def test_lmsav_scan_through_the_daemon(daemon, files):
     stdin = subprocess.run([*base, "-v", "-"], input=b"clean words", capture_output=True,
                            env=env, timeout=60)
     assert (stdin.returncode, stdin.stdout) == (0, b"stream: OK\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_starts_as_root_then_runs_as_the_configured_user(tmp_path):
+    import pwd
+    import subprocess
+
+    tmp_path.chmod(0o755)
+    cfg = tmp_path / "lmsav.toml"
+    cfg.write_text(f'[daemon]\nuser = "nobody"\nsocket_mode = "0666"\n'
+                   f'[paths]\nstate_dir = "{tmp_path}/state"\nrun_dir = "{tmp_path}/run"\n')
+    import tempfile
+
+    public = Path(tempfile.mkdtemp(prefix="lmsav-daemon-user-"))  # pytest's tmp is root-only
+    public.chmod(0o755)
+    sample = public / "e.com"
+    sample.write_bytes(EICAR)
+    sample.chmod(0o644)
+    env = dict(os.environ, LMSAV_CONFIG=str(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "lmsav.launcher", "daemon"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = Client(tmp_path / "run" / "clamd.sock", timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    break
+            except Exception:
+                time.sleep(0.1)
+        owners = {pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+                  for pid in [proc.pid]}
+        assert owners == {"nobody"}
+        [result] = client.scan(str(sample), "SCAN")
+        assert result.status == "FOUND"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(public, ignore_errors=True)
