@@ -14,6 +14,8 @@ administrator go to admin@admin.test.
 
 from __future__ import annotations
 
+import contextlib
+
 import email
 import email.policy
 import io
@@ -680,3 +682,32 @@ def exim_stack():
         yield stack
     finally:
         _teardown(stack)
+
+
+@contextlib.contextmanager
+def full_spool(stack, setup_args: list):
+    """A spool on a 64 KiB tmpfs filled to the brim, switched in with `lmsav setup … --spool`
+    and switched back (and unmounted) afterwards: enqueue fails with ENOSPC meanwhile."""
+    full = stack.root / "full-spool"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs",
+                              str(full)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.strip()}")
+    try:
+        for sub in ("", "tmp", "new", "work", "hold"):
+            (full / sub).mkdir(exist_ok=True)
+            shutil.chown(full / sub, stack.mta.user)
+        with open(full / "filler", "wb", buffering=0) as fp:  # leave no room for a message
+            try:
+                while True:
+                    fp.write(b"\0" * 4096)
+            except OSError:
+                pass
+        run_setup(*setup_args, "--spool", full)
+        stack.mta.reload()
+        yield full
+    finally:
+        run_setup(*setup_args, "--spool", stack.spool)
+        stack.mta.reload()
+        subprocess.run(["umount", str(full)], check=True)

@@ -25,6 +25,7 @@ from tests.mta.conftest import (
     assert_unchanged_but_av_headers,
     attachment_names,
     build_message,
+    full_spool,
     exim_root,
     infected_message,
     lmsav_cli,
@@ -347,27 +348,10 @@ def test_reinjection_failing_for_a_while_delays_but_loses_nothing(exim_stack):
 @pytest.mark.integration
 def test_a_full_spool_makes_exim_defer_and_deliver_later(exim_stack):
     stack = exim_stack
-    full = stack.root / "full-spool"
-    full.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs",
-                              str(full)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.strip()}")
     setup = ["exim", "--apply", "--config-dir", stack.mta.root, "--port", stack.reinject_port,
              "--user", stack.mta.user, "--lmsav", stack.enqueue_path]
     tok = token()
-    try:
-        for sub in ("", "tmp", "new", "work", "hold"):
-            (full / sub).mkdir(exist_ok=True)
-            shutil.chown(full / sub, stack.mta.user)
-        with open(full / "filler", "wb", buffering=0) as fp:  # leave no room for a message
-            try:
-                while True:
-                    fp.write(b"\0" * 4096)
-            except OSError:
-                pass
-        run_setup(*setup, "--spool", full)
-        stack.mta.reload()
+    with full_spool(stack, setup):
         sent = build_message(tok, ("big.bin", os.urandom(20000), "application/octet-stream"))
         stack.send(sent, ["carol@clean.test"])
         [received] = wait_exim_log(stack, "<= alice@senders.test", f"id={tok}@senders.test")
@@ -375,10 +359,6 @@ def test_a_full_spool_makes_exim_defer_and_deliver_later(exim_stack):
         wait_exim_log(stack, exim_id, "lmsav enqueue", "No space left on device")
         wait_exim_log(stack, exim_id, "T=lmsav_pipe defer")
         assert stack.mail.messages("carol@clean.test", tok) == []
-    finally:
-        run_setup(*setup, "--spool", stack.spool)
-        stack.mta.reload()
-        subprocess.run(["umount", str(full)], check=True)
     stack.mta.flush()
     [got] = stack.wait("carol@clean.test", tok)
     assert_unchanged_but_av_headers(sent, got)

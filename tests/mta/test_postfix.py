@@ -26,6 +26,7 @@ from tests.mta.conftest import (
     assert_unchanged_but_av_headers,
     attachment_names,
     build_message,
+    full_spool,
     infected_message,
     lmsav_cli,
     parsed,
@@ -277,36 +278,15 @@ def test_a_read_only_spool_makes_postfix_defer_and_deliver_later(postfix_stack):
 
 def test_a_full_spool_makes_postfix_defer_and_deliver_later(postfix_stack, tmp_path):
     stack = postfix_stack
-    full = stack.root / "full-spool"
-    full.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs",
-                              str(full)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.strip()}")
     setup = ["postfix", "--apply", "--config-dir", stack.mta.etc, "--port", stack.reinject_port,
              "--user", stack.mta.user, "--lmsav", stack.enqueue_path]
     tok = token()
-    try:
-        for sub in ("", "tmp", "new", "work", "hold"):
-            (full / sub).mkdir(exist_ok=True)
-            shutil.chown(full / sub, stack.mta.user)
-        with open(full / "filler", "wb", buffering=0) as fp:  # leave no room for a message
-            try:
-                while True:
-                    fp.write(b"\0" * 4096)
-            except OSError:
-                pass
-        run_setup(*setup, "--spool", full)
-        stack.mta.reload()
+    with full_spool(stack, setup):
         sent = build_message(tok, ("big.bin", os.urandom(20000), "application/octet-stream"))
         stack.send(sent, ["carol@clean.test"])
         reasons = wait_deferred(stack, tok)
         assert any("lmsav enqueue" in r and "No space left" in r for r in reasons), reasons
         assert stack.mail.messages("carol@clean.test", tok) == []
-    finally:
-        run_setup(*setup, "--spool", stack.spool)
-        stack.mta.reload()
-        subprocess.run(["umount", str(full)], check=True)
     time.sleep(1)  # let the reload take effect before the queue is flushed
     stack.mta.flush()
     [got] = stack.wait("carol@clean.test", tok)
