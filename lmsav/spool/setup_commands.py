@@ -90,12 +90,7 @@ def setup_postfix_cmd(ctx, config_dir, do_apply, remove, lmsav_path, user, port,
             plan = setup_postfix.plan_remove(postfix)
         else:
             plan = setup_postfix.plan_setup(postfix, lmsav_path, user, port, spool)
-        click.echo(plan.listing(), nl=False)
-        if not remove:
-            _check_lmsav_settings(ctx, port, spool, user)
-        if not do_apply:
-            if plan.changes:
-                click.echo("Nothing changed; run again with --apply to make these changes.")
+        if not _show_plan(ctx, plan, do_apply, remove, port, spool, user):
             return
         backups = setup_postfix.apply(postfix, plan)
     except setup_postfix.SetupError as err:
@@ -107,6 +102,16 @@ def setup_postfix_cmd(ctx, config_dir, do_apply, remove, lmsav_path, user, port,
         where = "" if Path(config_dir) == setup_postfix.DEFAULT_CONFIG_DIR else f" -c {config_dir}"
         click.echo(f"Done. Now run `postfix{where} reload`"
                    + ("." if remove else " and make sure `lmsav spool watch` runs."))
+
+
+def _show_plan(ctx, plan, do_apply, remove, port, spool, user) -> bool:
+    """Print the plan and check lmsav's own settings; True when it is to be applied."""
+    click.echo(plan.listing(), nl=False)
+    if not remove:
+        _check_lmsav_settings(ctx, port, spool, user)
+    if not do_apply and plan.changes:
+        click.echo("Nothing changed; run again with --apply to make these changes.")
+    return do_apply
 
 
 @setup.command("exim", short_help="Hand Exim's mail to lmsav (router, pipe transport, "
@@ -132,12 +137,7 @@ def setup_exim_cmd(ctx, config_dir, config_file, do_apply, remove, lmsav_path, u
         else:
             options = setup_exim.Options(lmsav_path, user, port, spool)
             plan = setup_exim.plan_setup(layout, where, options)
-        click.echo(plan.listing(), nl=False)
-        if not remove:
-            _check_lmsav_settings(ctx, port, spool, user)
-        if not do_apply:
-            if plan.changes:
-                click.echo("Nothing changed; run again with --apply to make these changes.")
+        if not _show_plan(ctx, plan, do_apply, remove, port, spool, user):
             return
         backups = setup_exim.apply(plan)
     except setup_exim.SetupError as err:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.mta.conftest import _chown as _chown_to_user
 
 from tests.conftest import EICAR
 
@@ -274,10 +275,7 @@ def start_daemon_under_test(root: Path, stream_max: str = "25M", timeout: int = 
         "max_connections": max_connections})
 
 
-def give_to(path: Path, user: str) -> None:
-    """chown to ``user`` and its primary group (an MTA's delivery user)."""
-    entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
+give_to = _chown_to_user  # chown to a user and its primary group (an MTA's delivery user)
 
 
 def need_root() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import smtplib
 import subprocess
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from tests.daemon_clients.conftest import give_to, make_root, need_root
 from tests.mta.conftest import (
+    stop_process_group,
     SENDER, Mailboxes, PrivatePostfix, build_message, free_port, infected_message, token,
     wait_port,
 )
@@ -72,12 +72,7 @@ class Milter:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+            stop_process_group(self.proc)
 
     def log_tail(self) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"

@@ -245,8 +245,19 @@ def zip_members(raw: bytes, name: str) -> list[str]:
 
 
 def _chown(path: Path, user: str) -> None:
+    """chown to ``user`` and its primary group (an MTA's delivery user)."""
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def stop_process_group(proc) -> None:
+    """SIGTERM the session a fixture started (daemon and its children), SIGKILL if it lingers."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def _need_root() -> None:
@@ -539,12 +550,7 @@ class PrivateExim:
         """Stop the daemon and what it forked (SMTP sessions, queue runners, deliveries): all
         of the session this fixture started."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+            stop_process_group(self.proc)
             # A child on its way out may hold the listening socket a moment longer; a daemon
             # started now would find the port taken.
             wait_port(self.smtp_port, up=False)
