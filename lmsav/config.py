@@ -140,6 +140,9 @@ ABSOLUTE_PATH = Kind("an absolute path", _absolute_path, str)
 OPTIONAL_PATH = Kind('an absolute path, or "" for the default', _optional_path,
                      lambda path: "" if path is None else str(path))
 LIMIT_STATUS = _choice("error", "suspicious")
+SWEEP_ACTION = _choice("report", "quarantine", "cure", "delete")
+STATUS_ACTION = _choice("", "report", "quarantine", "cure", "delete")
+UNCURABLE_ACTION = _choice("report", "quarantine", "delete")
 
 
 def setting(default: Any = None, kind: Kind = NATURAL, help: str = "", option: str | None = None,
@@ -225,6 +228,32 @@ class ScanSection:
         False, BOOLEAN, "Count corrupted files (broken archives) as found: exit code 1.")
     detect_protected: bool = setting(
         False, BOOLEAN, "Count encrypted or password-protected files as found: exit code 1.")
+    action: str = setting(
+        "report", SWEEP_ACTION, "What lmsav scan does with a detected file.", "--action")
+    infected_action: str = setting(
+        "", STATUS_ACTION, 'Action for infected files; "" means the value of action.',
+        "--infected-action")
+    suspicious_action: str = setting(
+        "", STATUS_ACTION, 'Action for suspicious files; "" means the value of action.',
+        "--suspicious-action")
+    protected_action: str = setting(
+        "report", STATUS_ACTION, 'Action for encrypted or password-protected files (only when '
+                                 'detect_protected counts them); "" means the value of action.',
+        "--protected-action")
+    corrupted_action: str = setting(
+        "report", STATUS_ACTION, 'Action for corrupted files (only when detect_corrupted counts '
+                                 'them); "" means the value of action.', "--corrupted-action")
+    error_action: str = setting(
+        "report", STATUS_ACTION, 'Action for files that could not be scanned; "" means the '
+                                 'value of action.', "--error-action")
+    uncurable_action: str = setting(
+        "quarantine", UNCURABLE_ACTION, "What cure does with a file it cannot cure.",
+        "--uncurable-action")
+    backup: bool = setting(
+        True, BOOLEAN, "Keep the original in backup/ before cure or delete.", "--no-backup")
+    incremental: bool = setting(
+        False, BOOLEAN, "Skip files unchanged since a clean verdict under the same database "
+                        "(scheduled sweeps turn this on).", "--incremental")
 
 
 _REINJECT_RE = re.compile(r"smtp:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})|sendmail:/\S+|dir:/\S+")
@@ -306,6 +335,28 @@ class DaemonSection:
                        "as OK.")
 
 
+@dataclass(frozen=True)
+class QmailSection:
+    """[qmail] — lmsav-qmail-queue, run by qmail in place of qmail-queue."""
+
+    qmail_queue: Path = setting(
+        Path("/var/qmail/bin/qmail-queue"), ABSOLUTE_PATH,
+        "The real qmail-queue every accepted delivery is handed to ($LMSAV_QMAILQUEUE "
+        "overrides it).")
+    use_daemon: bool = setting(
+        True, BOOLEAN, "Have the running lmsav daemon apply the mail policy.")
+    fallback: bool = setting(
+        True, BOOLEAN, "Scan in-process when the daemon is not reachable; false makes that a "
+                       "temporary failure (exit 71) so the client retries.")
+    custom_error: bool = setting(
+        False, BOOLEAN, "qmail-smtpd has the qmail-queue custom-error patch: rejections are "
+                        "written to descriptor 4 as D<text> with exit 82, so the client sees "
+                        "the group's reject_reply.")
+    timeout: float = setting(
+        300.0, SECONDS, "Time allowed for one message; past it the message is deferred "
+                        "(exit 71).")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
@@ -314,6 +365,7 @@ SECTIONS: dict[str, tuple[str, type]] = {
     "scan": ("scan", ScanSection),
     "spool": ("spool", SpoolSection),
     "daemon": ("daemon", DaemonSection),
+    "qmail": ("qmail", QmailSection),
 }
 
 
@@ -361,6 +413,7 @@ class Settings:
     scan: ScanSection
     spool: SpoolSection
     daemon: DaemonSection
+    qmail: QmailSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
