@@ -1,0 +1,5 @@
+"""`python -m lmsav …` runs the same program as the `lmsav` executable."""
+
+from .launcher import main
+
+main()
