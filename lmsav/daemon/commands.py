@@ -35,6 +35,15 @@ def _settings(ctx: click.Context, overrides: dict | None = None):
         raise _fatal(str(err)) from None
 
 
+def _config_path(ctx: click.Context):
+    obj = ctx.find_root().obj
+    if isinstance(obj, dict) and obj.get("config"):
+        return obj["config"]
+    from .. import paths as paths_mod
+
+    return paths_mod.config_file_from(None, os.environ)
+
+
 def _setup_logging(detached: bool) -> None:
     logger = logging.getLogger("lmsav")
     if detached and os.path.exists("/dev/log"):
@@ -82,7 +91,8 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
         if not _LISTEN_RE.fullmatch(addr):
             raise _fatal(f"--tcp {addr}: expected HOST:PORT like 127.0.0.1:3310 or [::1]:3310")
     try:
-        options = options_from_settings(settings, socket_path, tcp, database, workers, pid_file)
+        options = options_from_settings(settings, socket_path, tcp, database, workers, pid_file,
+                                        _config_path(ctx))
     except DaemonError as err:
         raise _fatal(str(err)) from None
     background = detach and not foreground

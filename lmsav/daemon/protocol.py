@@ -42,6 +42,7 @@ class Cmd(enum.Enum):
     DETSTATS = "DETSTATS"
     ALLMATCHSCAN = "ALLMATCHSCAN"
     LMSAVSTATUS = "LMSAVSTATUS"  # private: JSON status for `lmsav ctl status`
+    LMSAVMAIL = "LMSAVMAIL"  # private: mail policy for local front ends (daemon/mailjob.py)
     UNKNOWN = ""
 
 
@@ -73,6 +74,7 @@ COMMANDS: tuple[_Spec, ...] = (
     _Spec(Cmd.DETSTATS, False, True),
     _Spec(Cmd.ALLMATCHSCAN, True, False),
     _Spec(Cmd.LMSAVSTATUS, False, False),
+    _Spec(Cmd.LMSAVMAIL, False, False),
 )
 # Commands clamd accepts inside IDSESSION; anything else ends the session with an error.
 SESSION_COMMANDS = frozenset({Cmd.FILDES, Cmd.SCAN, Cmd.END, Cmd.INSTREAM, Cmd.VERSION,
@@ -269,7 +271,8 @@ def version(db_version: str, db_time: float) -> str:
 
 
 def version_commands(db_version: str, db_time: float) -> str:
-    names = " ".join(spec.cmd.value for spec in COMMANDS if spec.cmd is not Cmd.LMSAVSTATUS)
+    names = " ".join(spec.cmd.value for spec in COMMANDS
+                     if spec.cmd not in (Cmd.LMSAVSTATUS, Cmd.LMSAVMAIL))
     return f"{version(db_version, db_time)}| COMMANDS: {names}"
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import mailjob
 from . import protocol as proto
 from .protocol import Cmd
 
@@ -73,6 +74,8 @@ class Options:
     limits: Any = None  # scanner.limits.Limits
     scan_archives: bool = True
     scan_mail: bool = True
+    config_path: Path | None = None  # groups.d/ beside it, for LMSAVMAIL
+    state_dir: Path | None = None  # backup/ and stats/ of LMSAVMAIL
 
 
 # -- the scan service, run inside workers --------------------------------------------------------
@@ -80,13 +83,16 @@ class Options:
 class ScanService:
     """Turns scan jobs into clamd reply lines with one Engine (one per worker process)."""
 
-    def __init__(self, engine, heuristic_names: bool, follow_symlinks: bool):
+    def __init__(self, engine, heuristic_names: bool, follow_symlinks: bool, mail=None):
         self.engine = engine
         self.heuristic_names = heuristic_names
         self.follow_symlinks = follow_symlinks
+        self.mail = mail  # MailService, for LMSAVMAIL
 
     def run(self, job: dict, fds: list[int]) -> dict:
         kind = job["kind"]
+        if kind == "mail":
+            return self.mail_job(fds)
         if kind == "path":
             return self.scan_target(job["path"], job["mode"])
         if kind == "files":
@@ -214,6 +220,69 @@ class ScanService:
         return res
 
 
+    def mail_job(self, fds: list[int]) -> dict:
+        """LMSAVMAIL: apply the mail policy; the plan goes into the client's reply file."""
+        from . import mailjob
+
+        if self.mail is None or len(fds) != 3:
+            return {"lines": [f"{mailjob.REPLY_ERROR} mail policy not available"],
+                    "errors": 1, "total": 1}
+        req_fd, msg_fd, plan_fd = fds
+        try:
+            request = mailjob.decode_request(mailjob.read_fd(req_fd, mailjob.MAX_REQUEST))
+            raw = mailjob.read_fd(msg_fd, self.mail.max_message)
+            header, bodies = self.mail.plan(request, raw)
+            mailjob.write_plan(plan_fd, header, bodies)
+        except (mailjob.PlanError, KeyError, OSError) as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            return {"lines": [f"{mailjob.REPLY_ERROR} {reason}"], "errors": 1, "total": 1}
+        found = int(header["status"] == "infected")
+        return {"lines": [mailjob.REPLY_OK], "infected": found, "errors": 0, "total": 1,
+                "log": f"LMSAVMAIL {header['message_id'] or '-'} status={header['status']} "
+                       f"result={header['result']} threats={','.join(header['threats']) or '-'}"}
+
+
+class MailService:
+    """The mail policy inside a worker: groups from the parent, the processor made on first use
+    (the engines it needs are built per limit set and kept)."""
+
+    def __init__(self, db, groups, limits, state_dir: Path | None, tmp_dir: str | None,
+                 max_message: int):
+        self.db = db
+        self.groups = groups
+        self.limits = limits
+        self.state_dir = state_dir
+        self.tmp_dir = tmp_dir
+        self.max_message = max_message
+        self._processor = None
+
+    def plan(self, request: dict, raw: bytes) -> tuple[dict, list[bytes]]:
+        from . import mailjob
+
+        if self._processor is None:
+            from ..mail.backup import BackupStore
+            from ..mail.process import MailProcessor
+
+            state = self.state_dir
+            self._processor = MailProcessor(
+                self.db, self.groups, self.limits,
+                backup_store=BackupStore(state / "backup") if state else None,
+                stats_dir=state / "stats" if state else None, tmp_root=self.tmp_dir)
+        return mailjob.make_plan(self._processor, self.groups, request, raw,
+                                 self._processor.hostname)
+
+
+def load_groups(config_path: Path | None):
+    """The recipient groups beside the configuration file (the shipped default without one)."""
+    from ..config import ConfigError
+    from ..mail.groups import groups_dir, load_groups as load
+
+    try:
+        return load(groups_dir(config_path) if config_path else None)
+    except ConfigError as err:
+        raise DaemonError(str(err)) from None
+
+
 def self_test(db, limits) -> list[str]:
     """Scan the database's own samples; return the failures (empty means it passed)."""
     from ..scanner.engine import Engine
@@ -331,6 +400,7 @@ class Conn:
         self.last_activity = time.monotonic()
         self.fds: list[int] = []
         self.waiting_fd: tuple[int, bytes] | None = None  # FILDES waiting for its descriptor
+        self.waiting_kind = "fd"  # or "mail": LMSAVMAIL waits for its three descriptors
         self.eat_dummy = False
         self.stream: proto.StreamReader | None = None
         self.spool = None
@@ -364,6 +434,7 @@ class Server:
         self.bulk: collections.deque[Job] = collections.deque()
         self.generation = 0
         self.db = None
+        self.groups = None
         self.started = time.time()
         self.requests = 0
         self.found = 0
@@ -375,6 +446,7 @@ class Server:
         self.last_reload: dict = {}
         self._reload_thread: threading.Thread | None = None
         self._reload_result: tuple | None = None
+        self._new_groups = None
         self.stopping = False
         self._socket_inode: tuple[int, int] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -474,6 +546,7 @@ class Server:
         if failures:
             raise DaemonError(f"{self.opt.database}: self-test failed: {'; '.join(failures)}")
         self.db = db
+        self.groups = load_groups(self.opt.config_path)
         log.info("database %s loaded from %s (%d signatures)", db.version, db.directory, db.total)
 
     def run(self) -> int:
@@ -713,7 +786,12 @@ class Server:
         elif c is Cmd.INSTREAM:
             self._start_stream(conn, rid, term)
             return
-        elif c is Cmd.FILDES:
+        elif c in (Cmd.FILDES, Cmd.LMSAVMAIL):
+            if c is Cmd.LMSAVMAIL and not conn.unix:
+                self._reply(conn, f"{mailjob.REPLY_ERROR} only on the unix socket", term, rid)
+                self._end(conn)
+                return
+            conn.waiting_kind = "mail" if c is Cmd.LMSAVMAIL else "fd"
             conn.waiting_fd = (rid, term)
             conn.eat_dummy = True
             self._complete_fildes(conn)
@@ -743,6 +821,18 @@ class Server:
             return False
         rid, term = conn.waiting_fd
         conn.waiting_fd = None
+        if conn.waiting_kind == "mail":
+            fds, conn.fds = conn.fds[:3], conn.fds[3:]
+            if len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
+                self._reply(conn, f"{mailjob.REPLY_ERROR} expected 3 descriptors", term, rid)
+                self._end(conn)
+                return False
+            self._submit(conn, Job(conn, {"kind": "mail"}, rid, term, fds, label="LMSAVMAIL"))
+            if not conn.session:
+                self._end(conn)
+            return True
         fd = conn.fds.pop(0)
         name = f"fd[{fd}]"
         self._submit(conn, Job(conn, {"kind": "fd", "name": name}, rid, term, [fd],
@@ -976,6 +1066,8 @@ class Server:
         live = conn.fd in self.conns and not getattr(conn, "closed", False)
         self.found += result.get("infected", 0)
         self.errors += result.get("errors", 0)
+        if result.get("log"):
+            log.info("%s", result["log"])
         for line in result.get("lines", []):
             if line.endswith(" FOUND"):
                 log.info("%s", line)
@@ -1085,8 +1177,10 @@ class Server:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 engine = Engine(self.db, self.opt.limits, self.opt.scan_archives,
                                 self.opt.scan_mail, self.opt.tmp_dir)
+                mail = MailService(self.db, self.groups, self.opt.limits, self.opt.state_dir,
+                                   self.opt.tmp_dir, mailjob.MAX_MESSAGE)
                 worker_main(child_sock, ScanService(engine, self.opt.heuristic_names,
-                                                    self.opt.follow_symlinks))
+                                                    self.opt.follow_symlinks, mail))
             except BaseException:
                 code = 1
                 log.exception("worker failed")
@@ -1137,6 +1231,8 @@ class Server:
             failures = self_test(db, self.opt.limits)
             result = (db, None) if not failures else (None, "self-test failed: " +
                                                       "; ".join(failures))
+            if db is not None:
+                self._new_groups = load_groups(self.opt.config_path)
         except Exception as err:  # any failure keeps the old database
             result = (None, str(err) or type(err).__name__)
         self._reload_result = result
@@ -1168,6 +1264,7 @@ class Server:
         if db is not None:
             old = self.db
             self.db = db
+            self.groups = self._new_groups or self.groups
             self.generation += 1
             self.reloads += 1
             for worker in list(self.workers.values()):
@@ -1276,7 +1373,7 @@ def _raise_nofile(wanted: int) -> None:
 
 def options_from_settings(settings, socket_path: str | None, tcp: tuple[str, ...],
                           database: str | None, workers: int | None,
-                          pid_file: str | None) -> Options:
+                          pid_file: str | None, config_path: Path | None = None) -> Options:
     d = settings.daemon
     try:
         mode = int(d.socket_mode, 8)
@@ -1306,6 +1403,8 @@ def options_from_settings(settings, socket_path: str | None, tcp: tuple[str, ...
         limits=settings.limits(),
         scan_archives=settings.scan.scan_archives,
         scan_mail=settings.scan.scan_mail,
+        config_path=Path(config_path) if config_path else None,
+        state_dir=Path(settings.paths.state_dir),
     )
 
 

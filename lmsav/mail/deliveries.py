@@ -125,4 +125,4 @@ def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
         "",
         "",
     ])
-    return head.encode("utf-8") + headers + f"\n--{boundary}--\n".encode()
+    return head.encode("utf-8", "surrogateescape") + headers + f"\n--{boundary}--\n".encode()

@@ -108,7 +108,9 @@ def append_stats(stats_dir: Path, record: dict) -> Path:
     several processes append at once."""
     stats_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     path = stats_dir / time.strftime("mail-%Y%m%d.jsonl", time.gmtime(record.get("time")))
-    line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    # Addresses may carry bytes that are not UTF-8 (kept as surrogates): written escaped.
+    line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
+        "utf-8", "backslashreplace")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
         os.write(fd, line)

@@ -47,14 +47,26 @@ class MailProcessor:
         self._templates: dict = {}
 
     # -- entry point -----------------------------------------------------------------------------
-    def process(self, raw: bytes, sender: str, recipients: list[str]) -> MessageOutcome:
+    def process(self, raw: bytes, sender: str, recipients: list[str],
+                group: str | None = None) -> MessageOutcome:
+        """Apply the policy; ``group`` forces one group for every recipient (a per-connection
+        setting of the MTA) instead of resolving each recipient."""
+        forced = None
+        if group:
+            forced = self.groups.get(group)
+            if forced is None:
+                raise KeyError(f"no recipient group named {group!r}")
         started = time.time()
         t0 = time.monotonic()
         heads = _safe_headers(raw)
         subject = _decoded(heads.get("subject", ""))
         message_id = heads.get("message-id", "").strip()
-        split = self.groups.split(sender, recipients) if recipients else \
-            [(self.groups.resolve(sender, ""), [])]
+        if forced is not None:
+            split = [(forced, list(recipients))]
+        elif recipients:
+            split = self.groups.split(sender, recipients)
+        else:
+            split = [(self.groups.resolve(sender, ""), [])]
         scanned = self.groups.is_protected(sender, recipients) or self.groups.unprotected != "skip"
         outcomes: list[GroupOutcome] = []
         verdicts: dict[Limits, Verdict] = {}

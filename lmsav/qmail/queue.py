@@ -1,0 +1,240 @@
+"""lmsav-qmail-queue: run by qmail (qmail-smtpd, qmail-inject, …) in place of qmail-queue.
+
+It reads the message from descriptor 0 and the envelope from descriptor 1, exactly as
+qmail-queue(8) does, has the mail policy applied (by the running daemon, or in this process
+when no daemon answers), and hands every resulting delivery to the real qmail-queue with the
+same protocol. Its exit code is what qmail-smtpd turns into the SMTP reply:
+
+    0   every delivery was accepted by the real qmail-queue (or the message was dropped)
+    31  rejected by policy: permanent (5xx); with the custom-error patch, 82 and D<text> on fd 4
+    71  temporary failure: database or daemon unavailable, timeout, internal error (4xx)
+    91  the envelope does not follow the format
+    54  the message or envelope could not be read
+    other  the real qmail-queue's own exit code, passed through
+
+It fails closed: whatever goes wrong inside is a temporary failure, so the client retries and
+nothing is accepted unscanned. It runs once per message, so the path through the daemon imports
+the standard library's cheapest modules only (no json, re, socket or tomllib).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import envelope
+from . import settings as settings_mod
+
+EXIT_OK = 0
+EXIT_REJECT = 31
+EXIT_TEMPFAIL = 71
+EXIT_CUSTOM_ERROR = 82
+EXIT_READ = 54
+EXIT_ENVELOPE = 91
+CUSTOM_ERROR_FD = 4
+MAX_MESSAGE = 1 << 40  # qmail has no limit of its own; databytes in qmail-smtpd is the place
+PROG = "lmsav-qmail-queue"
+
+
+class Defer(Exception):
+    """A temporary failure: exit 71 with this reason on stderr."""
+
+
+class Refuse(Exception):
+    """A failure with its own exit code."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+
+
+def main() -> int:
+    try:
+        return run(os.environ)
+    except Refuse as err:
+        return _fail(err.code, str(err))
+    except Defer as err:
+        return _fail(EXIT_TEMPFAIL, str(err))
+    except BaseException as err:  # noqa: BLE001 - fail closed, whatever it is
+        return _fail(EXIT_TEMPFAIL, f"internal error: {type(err).__name__}: {err}")
+
+
+def run(env) -> int:
+    if env.get(settings_mod.ENV_BYPASS, "") not in ("", "0"):
+        _bypass(env)
+    try:
+        conf = settings_mod.load(env)
+    except settings_mod.SettingsError as err:
+        raise Defer(str(err)) from None
+    message = read_message(0)
+    sender, recipients = read_envelope(1)
+    request_group = conf.group
+    plan = None
+    if conf.use_daemon:
+        from .daemon_client import DaemonUnavailable, ask
+
+        try:
+            plan = ask(conf.socket, message, sender, recipients, request_group,
+                       _client(env), conf.timeout)
+        except DaemonUnavailable as err:
+            if not conf.fallback:
+                raise Defer(f"daemon at {conf.socket} unavailable and fallback is off: "
+                            f"{err}") from None
+    elif not conf.fallback:
+        raise Defer("use_daemon and fallback are both off: nothing can scan")
+    if plan is None:
+        from .inprocess import plan_in_process
+
+        plan = plan_in_process(conf, message, sender, recipients, request_group, _client(env))
+    return carry_out(conf, plan)
+
+
+def carry_out(conf, plan) -> int:
+    header, deliveries = plan
+    for key, sender, recipients, body in deliveries:
+        code = queue_one(conf.qmail_queue, sender, recipients, body)
+        if code != 0:
+            _log(f"{key}: {conf.qmail_queue} exited {code}")
+            return code
+    if header["result"] == "reject":
+        return reject(conf, header["reply"] or "Message rejected by the anti-virus policy")
+    return EXIT_OK
+
+
+def reject(conf, reply: str) -> int:
+    """31 (qmail-smtpd answers its own 5xx text), or the group's text through the custom-error
+    convention: descriptor 4 carries D<text>, exit 82."""
+    reply = " ".join(reply.split())
+    _log(f"rejected: {reply}")
+    if conf.custom_error:
+        try:
+            os.fstat(CUSTOM_ERROR_FD)
+            data = ("D" + reply).encode("utf-8", "replace")
+            if os.write(CUSTOM_ERROR_FD, data) == len(data):
+                return EXIT_CUSTOM_ERROR
+        except OSError:
+            _log("custom_error is on but descriptor 4 is not open for writing; exit 31")
+    return EXIT_REJECT
+
+
+# -- reading what qmail hands over ---------------------------------------------------------------
+
+def read_message(fd: int) -> int:
+    """Copy descriptor 0 to end of file into a memory file; return that file's descriptor."""
+    mem = os.memfd_create("lmsav-message", os.MFD_CLOEXEC)
+    total = 0
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except InterruptedError:
+                continue
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > MAX_MESSAGE:
+                raise Defer("message too large")
+            _write_all(mem, chunk)
+    except OSError as err:
+        raise Refuse(EXIT_READ, f"cannot read the message: {err.strerror}") from None
+    return mem
+
+
+def read_envelope(fd: int) -> tuple[bytes, list[bytes]]:
+    """Read descriptor 1 up to the envelope's final NUL (not necessarily to end of file)."""
+    buf = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except InterruptedError:
+            continue
+        except OSError as err:
+            raise Refuse(EXIT_READ, f"cannot read the envelope: {err.strerror}") from None
+        buf += chunk
+        try:
+            sender, recipients, _end = envelope.parse(bytes(buf))
+            return sender, recipients
+        except envelope.Incomplete as err:
+            if not chunk:
+                raise Refuse(EXIT_ENVELOPE, f"malformed envelope: {err}") from None
+            if len(buf) > envelope.MAX_ENVELOPE:
+                raise Refuse(EXIT_ENVELOPE, "malformed envelope: larger than "
+                                            f"{envelope.MAX_ENVELOPE} bytes") from None
+        except envelope.EnvelopeError as err:
+            raise Refuse(EXIT_ENVELOPE, f"malformed envelope: {err}") from None
+
+
+# -- handing deliveries to the real qmail-queue --------------------------------------------------
+
+def queue_one(program: str, sender: bytes, recipients: list[bytes], body: bytes) -> int:
+    """Run the real qmail-queue with ``body`` on descriptor 0 and the envelope on 1 (memory
+    files: it reads both to the end, so no pipe and no writer thread are needed)."""
+    fds = []
+    try:
+        for name, data in (("message", body), ("envelope", envelope.encode(sender, recipients))):
+            fd = os.memfd_create(f"lmsav-{name}", os.MFD_CLOEXEC)
+            fds.append(fd)
+            _write_all(fd, data)
+            os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            pid = os.posix_spawn(program, [program], os.environ,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, fds[0], 0),
+                                               (os.POSIX_SPAWN_DUP2, fds[1], 1)])
+        except OSError as err:
+            raise Defer(f"cannot run {program}: {err.strerror}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    while True:
+        try:
+            _pid, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:  # killed by a signal: qmail-smtpd would call that a temporary problem
+        _log(f"{program} killed by signal {-code}")
+        return EXIT_TEMPFAIL
+    return code
+
+
+def _bypass(env) -> None:
+    """LMSAV_BYPASS=1 for this connection: become the real qmail-queue, descriptors untouched."""
+    try:
+        program = settings_mod.qmail_queue_only(env)
+    except settings_mod.SettingsError as err:
+        raise Defer(str(err)) from None
+    try:
+        os.execv(program, [program])
+    except OSError as err:
+        raise Defer(f"cannot run {program}: {err.strerror}") from None
+
+
+# -- small things --------------------------------------------------------------------------------
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _client(env) -> str:
+    ip = env.get("TCPREMOTEIP", "")
+    return f"{ip} {env.get('TCPREMOTEHOST', '')}".strip() if ip else "local"
+
+
+def _log(text: str) -> None:
+    try:
+        sys.stderr.write(f"{PROG}: {' '.join(text.split())}\n")
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - a closed stderr must not change the exit code
+        pass
+
+
+def _fail(code: int, reason: str) -> int:
+    _log(reason)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

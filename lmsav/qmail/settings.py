@@ -1,0 +1,234 @@
+"""What lmsav-qmail-queue needs from lmsav.toml and the environment, read in a millisecond.
+
+The wrapper runs once per message. Importing ``tomllib`` costs it more than everything else
+it does (it pulls in ``re``, ``typing`` and ``datetime``), so the few keys it needs —
+``[qmail]``, ``[daemon] socket``, ``[paths] run_dir`` — are read by a line reader that accepts
+only the plain ``key = value`` forms (a basic string without escapes, true/false, a number).
+The moment the file holds anything else that could touch those keys (multi-line strings,
+dotted or inline tables, escapes), it hands the file to ``tomllib``, so the result is always
+what TOML says. ``lmsav config check`` remains the validator of the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_CONFIG = "LMSAV_CONFIG"
+SYSTEM_CONFIG = "/etc/lmsav/lmsav.toml"
+SYSTEM_RUN_DIR = "/run/lmsav"
+WANTED = ("qmail", "daemon", "paths")
+
+DEFAULTS = {
+    "qmail_queue": "/var/qmail/bin/qmail-queue",
+    "use_daemon": True,
+    "fallback": True,
+    "custom_error": False,
+    "timeout": 300.0,
+}
+
+# Per-connection settings (tcpserver rules, see lmsav-qmail-queue(8)) win over the file.
+ENV_QMAILQUEUE = "LMSAV_QMAILQUEUE"
+ENV_SOCKET = "LMSAV_SOCKET"
+ENV_GROUP = "LMSAV_GROUP"
+ENV_BYPASS = "LMSAV_BYPASS"
+ENV_CUSTOM_ERROR = "LMSAV_CUSTOM_ERROR"
+ENV_FALLBACK = "LMSAV_FALLBACK"
+ENV_USE_DAEMON = "LMSAV_USE_DAEMON"
+
+
+class SettingsError(Exception):
+    """The file or a variable cannot be understood; the wrapper defers the message."""
+
+
+class QmailSettings:
+    __slots__ = ("config_file", "qmail_queue", "use_daemon", "fallback", "custom_error",
+                 "timeout", "socket", "group", "bypass")
+
+    def __repr__(self) -> str:
+        return "QmailSettings(" + ", ".join(f"{k}={getattr(self, k)!r}"
+                                            for k in self.__slots__) + ")"
+
+
+def config_file(env) -> str:
+    """$LMSAV_CONFIG, else the system file: the wrapper runs as qmail's users, whose own
+    (XDG) configuration is never the one the administrator means."""
+    return env.get(ENV_CONFIG) or SYSTEM_CONFIG
+
+
+def load(env=None) -> QmailSettings:
+    env = os.environ if env is None else env
+    path = config_file(env)
+    try:
+        with open(path, "rb") as fp:
+            data = fp.read()
+    except FileNotFoundError:
+        if env.get(ENV_CONFIG):
+            raise SettingsError(f"{path}: no such file (from ${ENV_CONFIG})") from None
+        data = b""
+    except OSError as err:
+        raise SettingsError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: invalid TOML: not UTF-8 text") from None
+    tables = read_tables(text, path)
+    q = tables.get("qmail", {})
+    s = QmailSettings()
+    s.config_file = path
+    s.qmail_queue = _path(path, "qmail.qmail_queue", q.get("qmail_queue", DEFAULTS["qmail_queue"]))
+    s.use_daemon = _bool(path, "qmail.use_daemon", q.get("use_daemon", DEFAULTS["use_daemon"]))
+    s.fallback = _bool(path, "qmail.fallback", q.get("fallback", DEFAULTS["fallback"]))
+    s.custom_error = _bool(path, "qmail.custom_error",
+                           q.get("custom_error", DEFAULTS["custom_error"]))
+    s.timeout = _seconds(path, "qmail.timeout", q.get("timeout", DEFAULTS["timeout"]))
+    sock = tables.get("daemon", {}).get("socket", "")
+    run_dir = tables.get("paths", {}).get("run_dir", "") or SYSTEM_RUN_DIR
+    s.socket = _path(path, "daemon.socket", sock) if sock else \
+        os.path.join(_path(path, "paths.run_dir", run_dir), "clamd.sock")
+    # The environment of this connection.
+    if env.get(ENV_QMAILQUEUE):
+        s.qmail_queue = _path("environment", ENV_QMAILQUEUE, env[ENV_QMAILQUEUE])
+    if env.get(ENV_SOCKET):
+        s.socket = _path("environment", ENV_SOCKET, env[ENV_SOCKET])
+    for var, attr in ((ENV_CUSTOM_ERROR, "custom_error"), (ENV_FALLBACK, "fallback"),
+                      (ENV_USE_DAEMON, "use_daemon")):
+        if env.get(var, "") != "":
+            setattr(s, attr, _flag(var, env[var]))
+    s.group = env.get(ENV_GROUP, "")
+    s.bypass = _flag(ENV_BYPASS, env[ENV_BYPASS]) if env.get(ENV_BYPASS, "") != "" else False
+    return s
+
+
+def qmail_queue_only(env=None) -> str:
+    """The real qmail-queue, for a bypassed connection: the file is read only if it must be."""
+    env = os.environ if env is None else env
+    if env.get(ENV_QMAILQUEUE):
+        return _path("environment", ENV_QMAILQUEUE, env[ENV_QMAILQUEUE])
+    return load(env).qmail_queue
+
+
+# -- the reader ----------------------------------------------------------------------------------
+
+def read_tables(text: str, path: str) -> dict[str, dict]:
+    """The ``WANTED`` tables of a TOML document."""
+    fast = _read_plain(text)
+    if fast is not None:
+        return fast
+    import tomllib
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"{path}: invalid TOML: {err}") from None
+    out = {}
+    for name in WANTED:
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise SettingsError(f"{path}: {name} = ...: expected a table [{name}]")
+        out[name] = table
+    return out
+
+
+def _read_plain(text: str) -> dict[str, dict] | None:
+    """The tables when every line that matters is plain; None to ask tomllib."""
+    if '"""' in text or "'''" in text:
+        return None  # a multi-line string could hold lines that look like tables
+    out: dict[str, dict] = {}
+    current = None  # the wanted table we are in, or None
+    top = True
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            if line.startswith("[["):
+                current, top = None, False
+                continue
+            close = line.find("]")
+            if close < 0 or line[close + 1:].strip()[:1] not in ("", "#"):
+                return None
+            name = line[1:close].strip()
+            top = False
+            if "." in name or '"' in name or "'" in name:
+                if name.split(".")[0].strip(" \"'") in WANTED:
+                    return None  # [qmail.x] or ["qmail"]: let TOML decide
+                current = None
+                continue
+            current = out.setdefault(name, {}) if name in WANTED else None
+            continue
+        key, eq, value = line.partition("=")
+        key = key.strip()
+        if top and (key.split(".")[0].strip(" \"'") in WANTED or not eq):
+            return None  # qmail.timeout = … or qmail = {…} at the top level
+        if current is None:
+            continue
+        if not eq or not key.replace("_", "").isalnum():
+            return None
+        parsed = _plain_value(value.strip())
+        if parsed is _NOT_PLAIN:
+            return None
+        current[key] = parsed
+    return out
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_value(value: str):
+    if value.startswith('"'):
+        close = value.find('"', 1)
+        if close < 0 or "\\" in value[:close]:
+            return _NOT_PLAIN
+        rest = value[close + 1:].strip()
+        return value[1:close] if not rest or rest[0] == "#" else _NOT_PLAIN
+    word = value.split("#", 1)[0].strip()
+    if word == "true":
+        return True
+    if word == "false":
+        return False
+    try:
+        return int(word) if word.isdigit() else float(word) if word.replace(".", "", 1).isdigit() \
+            else _NOT_PLAIN
+    except ValueError:
+        return _NOT_PLAIN
+
+
+# -- values --------------------------------------------------------------------------------------
+
+def _path(where: str, key: str, value) -> str:
+    if isinstance(value, str):
+        value = os.path.expanduser(value)
+        if os.path.isabs(value):
+            return value
+    raise SettingsError(f"{where}: {key} = {value!r}: expected an absolute path")
+
+
+def _bool(where: str, key: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise SettingsError(f"{where}: {key} = {value!r}: expected true or false")
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _seconds(where: str, key: str, value) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        unit = text[-1:] if text[-1:] in ("s", "m", "h") else ""
+        number = text[:len(text) - len(unit)].strip()
+        if number.replace(".", "", 1).isdigit():
+            return float(number) * _UNITS[unit]
+    raise SettingsError(f"{where}: {key} = {value!r}: expected a number of seconds >= 0, or a "
+                        "duration like 90s, 2m or 1h")
+
+
+def _flag(var: str, value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    raise SettingsError(f"environment: {var}={value!r}: expected 1 or 0")
