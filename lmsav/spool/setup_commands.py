@@ -1,4 +1,5 @@
-"""`lmsav setup postfix|exim`: print, make (--apply) or undo (--remove) an MTA's lmsav settings."""
+"""`lmsav setup postfix|exim|qmail`: print, make (--apply) or undo (--remove) an MTA's lmsav
+settings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import click
 
 from . import setup_exim, setup_postfix
+
+DEFAULT_QMAIL_RULES = Path("/etc/tcp.smtp")
 
 
 def _fatal(message: str) -> click.ClickException:
@@ -64,7 +67,7 @@ def _common_options(function):
 
 @click.group("setup")
 def setup() -> None:
-    """Connect Postfix or Exim to lmsav: show, make or undo the configuration changes.
+    """Connect Postfix, Exim or qmail to lmsav: show, make or undo the configuration changes.
 
     Without --apply nothing is changed: the changes are printed, diff-like. With --apply the
     MTA's files are first copied aside (NAME.lmsav-TIMESTAMP), then changed; running it again
@@ -148,6 +151,69 @@ def setup_exim_cmd(ctx, config_dir, config_file, do_apply, remove, lmsav_path, u
         if backups:
             click.echo("Backed up: " + ", ".join(str(path) for path in backups))
         click.echo("Done.")
+
+
+def _default_wrapper() -> str:
+    found = shutil.which("lmsav-qmail-queue")
+    if found:
+        return os.path.abspath(found)
+    return str(Path(sys.executable).parent / "lmsav-qmail-queue")
+
+
+@setup.command("qmail", short_help="Run lmsav-qmail-queue as qmail-smtpd's QMAILQUEUE "
+                                     "(tcpserver rules).")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=str(DEFAULT_QMAIL_RULES), show_default=True,
+              help="tcpserver rules file of qmail-smtpd (source of the .cdb).")
+@click.option("--cdb", type=click.Path(dir_okay=False, path_type=Path),
+              help="Compiled rules to rebuild with tcprules after --apply (default: RULES.cdb).")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Change the rules file (after copying it aside) and recompile it.")
+@click.option("--remove", is_flag=True, help="Take lmsav-qmail-queue out of the rules again.")
+@click.option("--wrapper", metavar="PATH",
+              help="The lmsav-qmail-queue to run (default: the one on PATH).")
+@click.pass_context
+def setup_qmail_cmd(ctx, rules_file, cdb, do_apply, remove, wrapper):
+    """qmail: set QMAILQUEUE to lmsav-qmail-queue for every client qmail-smtpd accepts, so
+    each message is scanned before it is queued and a rejection reaches the SMTP client.
+
+    Every `allow` rule gets QMAILQUEUE (and LMSAV_CONFIG when the configuration file is not
+    /etc/lmsav/lmsav.toml); a catch-all `:allow` rule is added when there is none. Rules that
+    already name another QMAILQUEUE are left alone. See lmsav-qmail-queue(8) for the
+    permissions qmail's users need and the per-client settings LMSAV_GROUP and LMSAV_BYPASS.
+    """
+    from ..qmail import setup as qsetup
+    from ..qmail.settings import SYSTEM_CONFIG
+
+    wrapper = wrapper or _default_wrapper()
+    if not os.path.isabs(wrapper):
+        raise _fatal(f"--wrapper {wrapper}: expected an absolute path")
+    obj = ctx.find_root().obj or {}
+    config = str(obj.get("config") or "")
+    config = config if config and os.path.abspath(config) != SYSTEM_CONFIG else None
+    try:
+        plan = qsetup.plan(rules_file, wrapper, config, remove)
+        click.echo(plan.listing(), nl=False)
+        if not do_apply:
+            if plan.changed:
+                click.echo("Nothing changed; run again with --apply to make these changes.")
+            return
+        backup = qsetup.apply(plan)
+        if backup is not None:
+            click.echo(f"Backed up: {backup}")
+        cdb = cdb or rules_file.with_name(rules_file.name + ".cdb")
+        ran = qsetup.compile_rules(rules_file, cdb) if plan.changed else None
+    except qsetup.SetupError as err:
+        raise _fatal(str(err))
+    except OSError as err:
+        raise _fatal(_os_error(err))
+    if plan.changed:
+        if ran:
+            click.echo(f"Compiled: {ran}")
+        else:
+            click.echo(f"tcprules is not installed here; compile with: tcprules {cdb} "
+                       f"{cdb}.tmp < {rules_file}")
+        click.echo("Done. New connections use the new rules; qmail-smtpd needs no restart.")
 
 
 def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user: str) -> None:

@@ -129,8 +129,11 @@ class FakeQueue:
         self.dir = root / "queue"
         self.dir.mkdir(parents=True)
         self.program = root / "qmail-queue"
+        # Standard library only, so the system interpreter will do: unlike a virtual
+        # environment under /root, it can be run by the unprivileged users of qmail.
+        python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
         self.program.write_text(
-            f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+            f"#!{python} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
             "from fake_qmail_queue import main\nmain()\n")
         self.program.chmod(0o755)
         self.dir.chmod(0o777)

@@ -4,16 +4,21 @@ test qmail-queue that checks the protocol as qmail-queue does."""
 from __future__ import annotations
 
 import email
+import grp
 import os
+import pwd
+import shutil
+import tempfile
 import time
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from pathlib import Path
 
 import pytest
 
 from lmsav.daemon.client import Client
 
-from .conftest import EICAR, FakeQueue, Setup, envelope, submit
+from .conftest import EICAR, WRAPPER, FakeQueue, Setup, envelope, submit
 
 
 def message(*attachments: tuple[str, bytes], subject: str = "report") -> bytes:
@@ -297,3 +302,50 @@ def test_missing_database_defers(unserved, queue, tmp_path):
                unserved.env(queue, LMSAV_CONFIG=str(conf)))
     assert r.code == 71
     assert queue.records() == []
+
+
+# -- as qmail's unprivileged users -----------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root to run the wrapper as another user")
+def test_runs_as_an_unprivileged_user_through_the_socket_group(tmp_path_factory):
+    """Like qmaild: not root, no access to lmsav's state; only the daemon socket's group."""
+    root = Path(tempfile.mkdtemp(prefix="lmsav-qmail-user-"))
+    try:
+        root.chmod(0o755)
+        setup = Setup(root / "conf", daemon=False)
+        for d in (root / "conf", root / "conf" / "etc", root / "conf" / "etc" / "groups.d"):
+            d.chmod(0o755)
+        setup.config.write_text(setup.config.read_text()
+                                .replace("[qmail]\n", "[qmail]\nfallback = false\n")
+                                .replace("[daemon]\n", '[daemon]\nsocket_group = "nogroup"\n'
+                                                        'socket_mode = "0660"\n'))
+        setup.start_daemon()
+        queue = FakeQueue(root / "q")
+        for p in (root / "q", queue.program):
+            p.chmod(0o755)
+        queue.dir.chmod(0o777)
+
+        def as_user(group: str) -> str:
+            script = root / f"as-{group}"
+            script.write_text(f"#!/bin/sh\nexec setpriv --reuid=nobody --regid={group} "
+                              f"--clear-groups {WRAPPER}\n")
+            script.chmod(0o755)
+            return str(script)
+
+        env = setup.env(queue)
+        r = submit(INFECTED, envelope("alice@sender.example", "dave@cure.example"), env,
+                   program=as_user("nogroup"))
+        assert r.code == 0, r.stderr
+        [rec] = queue.queued()
+        assert rec["uid"] == pwd.getpwnam("nobody").pw_uid
+        assert EICAR not in rec["message"]
+        # Without the socket's group the daemon cannot be reached, and with fallback off
+        # (nobody could not write lmsav's state anyway) the message is deferred, not passed.
+        other = grp.getgrgid(os.getgid()).gr_name if os.getgid() != 0 else "daemon"
+        r = submit(CLEAN, envelope("a@b.example", "c@d.example"), env, program=as_user(other))
+        assert r.code == 71, r.stderr
+        assert "Permission denied" in r.stderr
+        setup.stop_daemon()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
