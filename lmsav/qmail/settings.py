@@ -17,6 +17,8 @@ ENV_CONFIG = "LMSAV_CONFIG"
 SYSTEM_CONFIG = "/etc/lmsav/lmsav.toml"
 SYSTEM_RUN_DIR = "/run/lmsav"
 WANTED = ("qmail", "daemon", "paths")
+# The keys read from each table (None: all of them).
+NEEDED = {"qmail": None, "daemon": ("socket",), "paths": ("run_dir",)}
 
 DEFAULTS = {
     "qmail_queue": "/var/qmail/bin/qmail-queue",
@@ -125,7 +127,8 @@ def read_tables(text: str, path: str) -> dict[str, dict]:
         table = doc.get(name, {})
         if not isinstance(table, dict):
             raise SettingsError(f"{path}: {name} = ...: expected a table [{name}]")
-        out[name] = table
+        keys = NEEDED[name]
+        out[name] = {k: v for k, v in table.items() if keys is None or k in keys}
     return out
 
 
@@ -133,8 +136,9 @@ def _read_plain(text: str) -> dict[str, dict] | None:
     """The tables when every line that matters is plain; None to ask tomllib."""
     if '"""' in text or "'''" in text:
         return None  # a multi-line string could hold lines that look like tables
-    out: dict[str, dict] = {}
+    out: dict[str, dict] = {name: {} for name in WANTED}
     current = None  # the wanted table we are in, or None
+    keys = None
     top = True
     for line in text.splitlines():
         line = line.strip()
@@ -154,7 +158,8 @@ def _read_plain(text: str) -> dict[str, dict] | None:
                     return None  # [qmail.x] or ["qmail"]: let TOML decide
                 current = None
                 continue
-            current = out.setdefault(name, {}) if name in WANTED else None
+            current = out[name] if name in WANTED else None
+            keys = NEEDED.get(name)
             continue
         key, eq, value = line.partition("=")
         key = key.strip()
@@ -164,6 +169,8 @@ def _read_plain(text: str) -> dict[str, dict] | None:
             continue
         if not eq or not key.replace("_", "").isalnum():
             return None
+        if keys is not None and key not in keys:
+            continue  # a single-line value of a key not needed here (multi-line ones fail above)
         parsed = _plain_value(value.strip())
         if parsed is _NOT_PLAIN:
             return None

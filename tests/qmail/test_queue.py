@@ -130,8 +130,8 @@ def test_partial_reject_tells_the_sender_with_a_status_notice(served, queue, tmp
             q = FakeQueue(queue_dir)
             r = submit(raw, envelope("alice@sender.example", "dave@cure.example",
                                      "bob@rcpt.example"), served.env(q))
-            if len(q.records()) == 2:
-                break
+            if any(rec["sender"] == "" for rec in q.records()):
+                break  # the reloaded database is in use (before, the message was clean)
             time.sleep(0.2)
         assert r.code == 0, r.stderr
         dsn, cured = q.queued()  # the notice first, the message last
