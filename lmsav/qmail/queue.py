@@ -22,6 +22,11 @@ from __future__ import annotations
 import os
 import sys
 
+try:  # the C module: `import signal` pulls in enum for nothing needed here
+    import _signal
+except ImportError:
+    import signal as _signal
+
 from . import envelope
 from . import settings as settings_mod
 
@@ -177,9 +182,11 @@ def queue_one(program: str, sender: bytes, recipients: list[bytes], body: bytes)
             _write_all(fd, data)
             os.lseek(fd, 0, os.SEEK_SET)
         try:
+            # SIGPIPE back to default: Python ignores it, and ignored signals are inherited.
             pid = os.posix_spawn(program, [program], os.environ,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, fds[0], 0),
-                                               (os.POSIX_SPAWN_DUP2, fds[1], 1)])
+                                               (os.POSIX_SPAWN_DUP2, fds[1], 1)],
+                                 setsigdef=(_signal.SIGPIPE,))
         except OSError as err:
             raise Defer(f"cannot run {program}: {err.strerror}") from None
     finally:
@@ -205,6 +212,7 @@ def _bypass(env) -> None:
     except settings_mod.SettingsError as err:
         raise Defer(str(err)) from None
     try:
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
         os.execv(program, [program])
     except OSError as err:
         raise Defer(f"cannot run {program}: {err.strerror}") from None
