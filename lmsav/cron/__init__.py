@@ -1,1 +1,2 @@
-"""Reserved for a later part of lmsav (see DESIGN.md)."""
+"""Scheduled sweeps (database updates later): schedule files, their installation for cron or
+systemd, and the runs themselves. See lmsav-cron(8)."""

@@ -1,0 +1,336 @@
+"""`lmsav cron run`: one scheduled sweep, never two of the same schedule at once, its result
+logged in one line and kept for `lmsav cron list`."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from ..durable import fsync_dir
+from .schedules import Schedule
+
+KEEP_REPORTS = 30  # per schedule; older reports are deleted after each run
+
+log = logging.getLogger("lmsav.cron")
+log.addHandler(logging.NullHandler())  # syslog only when the command adds it; never stderr
+
+
+@dataclass(frozen=True)
+class StateFiles:
+    """Where scheduled runs keep their state, under the configured state_dir."""
+
+    state_dir: Path
+
+    @property
+    def cron_dir(self) -> Path:
+        return self.state_dir / "cron"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.state_dir / "reports"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "log" / "cron.log"
+
+    def lock_file(self, name: str) -> Path:
+        # Under state_dir, not run_dir: cron does not set $XDG_RUNTIME_DIR, so a run started
+        # by cron and one started by hand would otherwise lock different files.
+        return self.cron_dir / f"{name}.lock"
+
+    def last_file(self, name: str) -> Path:
+        return self.cron_dir / f"{name}.last.json"
+
+
+@dataclass
+class RunResult:
+    """The outcome of one scheduled run, as logged and as `cron list` shows it."""
+
+    name: str
+    started: str  # ISO 8601, local time with offset
+    result: str  # clean, found, error or skipped
+    exit: int | None = None
+    files: int | None = None
+    found: int | None = None
+    seconds: float | None = None
+    report: str | None = None
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """lmsav's exit code for this run: 0 clean (or skipped), 1 found, 2 error."""
+        return {"clean": 0, "skipped": 0, "found": 1}.get(self.result, 2)
+
+    def fields(self) -> str:
+        """``name=… result=… …``: the log line without its time."""
+        if self.result == "skipped":
+            pairs = [("name", self.name), ("result", self.result), ("reason", self.error)]
+        else:
+            pairs = [("name", self.name), ("result", self.result), ("exit", self.exit),
+                     ("files", self.files), ("found", self.found), ("seconds", self.seconds),
+                     ("report", self.report)]
+            if self.error:
+                pairs.append(("error", self.error))
+        return " ".join(f"{key}={_log_value(value)}" for key, value in pairs)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _log_value(value) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if re.fullmatch(r'[^\s"=]+', text) else json.dumps(text, ensure_ascii=False)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now().astimezone()
+
+
+def last_result(state: StateFiles, name: str) -> RunResult | None:
+    """The last completed run of a schedule, None if it never ran (or its file is unreadable)."""
+    try:
+        data = json.loads(state.last_file(name).read_text())
+        return RunResult(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def run_sweep(schedule: Schedule, state: StateFiles, scan: Sequence[str],
+              on_line: Callable[[str], None] | None = None) -> RunResult:
+    """Run ``scan`` (``[lmsav, --config F, scan]``) for the schedule, unless a run of it is in
+    progress; log the result, keep it as the last one, and prune old reports.
+
+    ``on_line`` gets each line the scan prints on standard output.
+    """
+    state.cron_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(state.lock_file(schedule.name)) as (lock_fd, holder):
+        if lock_fd is None:
+            result = RunResult(schedule.name, _now().isoformat(timespec="seconds"), "skipped",
+                               error=f"already running (pid {holder})" if holder
+                               else "already running")
+            _append_log(state, result)
+            log.warning("%s", result.fields())
+            return result
+        result = _run_locked(schedule, state, scan, lock_fd, on_line)
+    _write_last(state, result)
+    _append_log(state, result)
+    log.log(logging.INFO if result.result == "clean" else logging.WARNING, "%s", result.fields())
+    prune_reports(state.reports_dir, schedule.name)
+    return result
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[tuple[int | None, str]]:
+    """A non-blocking flock on ``path``: (fd, "") when taken, (None, holder's pid) when not."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            yield None, holder
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd, ""
+    finally:
+        os.close(fd)
+
+
+def _run_locked(schedule: Schedule, state: StateFiles, scan: Sequence[str], lock_fd: int,
+                on_line: Callable[[str], None] | None) -> RunResult:
+    started = _now()
+    state.reports_dir.mkdir(parents=True, exist_ok=True)
+    report = report_path(state.reports_dir, schedule.name, started)
+    argv = [*scan, "--incremental" if schedule.incremental else "--no-incremental",
+            "--report", str(report), *schedule.scan_options, "--", *schedule.paths]
+    result = RunResult(schedule.name, started.isoformat(timespec="seconds"), "error")
+    t0 = time.monotonic()
+    tail: collections.deque[str] = collections.deque(maxlen=100)
+    with tempfile.TemporaryFile() as errors:
+        try:
+            # The scan inherits the lock: should this process die, the sweep still holds it
+            # until it ends, so no second sweep starts beside it.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=errors, pass_fds=(lock_fd,), text=True,
+                                    errors="replace")
+        except OSError as err:
+            result.error = f"cannot run {argv[0]}: {err.strerror or err}"
+            result.seconds = 0.0
+            return result
+        with _forwarding_signals(proc):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                tail.append(line)
+                if on_line is not None:
+                    on_line(line)
+            code = proc.wait()
+        errors.seek(0)
+        error_text = errors.read().decode(errors="replace")
+    result.seconds = round(time.monotonic() - t0, 3)
+    result.exit = code
+    result.result = {0: "clean", 1: "found"}.get(code, "error")
+    result.files, result.found = parse_summary(list(tail), report)
+    if report.exists():
+        result.report = str(report)
+    if result.result == "error":
+        result.error = (f"killed by signal {-code}" if code < 0
+                        else _last_line(error_text) or f"lmsav scan exited with {code}")
+    return result
+
+
+@contextlib.contextmanager
+def _forwarding_signals(proc: subprocess.Popen) -> Iterator[None]:
+    """SIGTERM, SIGINT or SIGHUP to this process ends the sweep it runs, which is then logged."""
+    def forward(_signum, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        try:
+            previous[signum] = signal.signal(signum, forward)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+_SUMMARY_RE = {
+    "files": re.compile(r"Scanned files: (\d+)"),
+    "infected": re.compile(r"Infected files: (\d+)"),
+    "suspicious": re.compile(r"Suspicious files: (\d+)"),
+}
+
+
+def parse_summary(lines: Sequence[str], report: Path | None = None
+                  ) -> tuple[int | None, int | None]:
+    """(files scanned, infected + suspicious files) from the scan's summary: its text form on
+    standard output, or a ``{"summary": …}`` line on standard output or at the report's end."""
+    for line in reversed(lines):
+        summary = _json_summary(line)
+        if summary is not None:
+            return summary
+    counts = {}
+    for line in lines:
+        for key, pattern in _SUMMARY_RE.items():
+            match = pattern.fullmatch(line.strip())
+            if match:
+                counts[key] = int(match[1])
+    if "files" in counts:
+        return counts["files"], counts.get("infected", 0) + counts.get("suspicious", 0)
+    if report is not None:
+        with contextlib.suppress(OSError):
+            summary = _json_summary(_tail_line(report))
+            if summary is not None:
+                return summary
+    return None, None
+
+
+def _json_summary(line: str) -> tuple[int | None, int | None] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    summary = data.get("summary") if isinstance(data, dict) else None
+    if not isinstance(summary, dict):
+        return None
+    files = summary.get("scanned_files")
+    found = summary.get("infected_files", 0) + summary.get("suspicious_files", 0)
+    return files, found
+
+
+def _tail_line(path: Path) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 65536))
+        lines = fh.read().decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def report_path(directory: Path, name: str, when: datetime.datetime) -> Path:
+    """``NAME-YYYYmmddTHHMMSS.jsonl``, with ``-2``, ``-3`` … for runs within one second."""
+    stamp = when.strftime("%Y%m%dT%H%M%S")
+    path = directory / f"{name}-{stamp}.jsonl"
+    n = 2
+    while path.exists():
+        path = directory / f"{name}-{stamp}-{n}.jsonl"
+        n += 1
+    return path
+
+
+def prune_reports(directory: Path, name: str, keep: int = KEEP_REPORTS) -> list[Path]:
+    """Delete all but the newest ``keep`` reports of one schedule; the deleted paths."""
+    pattern = re.compile(re.escape(name) + r"-(\d{8}T\d{6})(?:-(\d+))?\.jsonl")
+    try:
+        reports = sorted((m[1], int(m[2] or 1), path) for path in directory.iterdir()
+                         if (m := pattern.fullmatch(path.name)))
+    except OSError:
+        return []
+    removed = []
+    for *_key, path in reports[:max(0, len(reports) - keep)]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _write_last(state: StateFiles, result: RunResult) -> None:
+    path = state.last_file(result.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result.to_json(), fh, indent=2)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def log_error(state: StateFiles, name: str, message: str) -> None:
+    """Log a run that could not start (its schedule is missing or invalid)."""
+    result = RunResult(name, _now().isoformat(timespec="seconds"), "error", error=message)
+    _append_log(state, result)
+    log.error("%s", result.fields())
+
+
+def _append_log(state: StateFiles, result: RunResult) -> None:
+    """One line, appended in one write so lines of concurrent runs never interleave."""
+    path = state.log_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = f"{_now().isoformat(timespec='seconds')} {result.fields()}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
