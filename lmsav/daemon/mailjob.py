@@ -18,8 +18,6 @@ The top of this module is standard library only: the qmail wrapper imports it fo
 message. ``make_plan`` imports the mail policy when it runs.
 """
 
-from __future__ import annotations
-
 import os
 
 from ..qmail import envelope

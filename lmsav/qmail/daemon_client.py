@@ -4,8 +4,6 @@ Uses the C ``_socket`` module directly: ``import socket`` adds enum and selector
 milliseconds of the per-message budget, for nothing this exchange needs.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

@@ -5,8 +5,6 @@ are bytes (qmail does not decode them) and cannot contain a NUL. Standard librar
 qmail wrapper runs this for every message.
 """
 
-from __future__ import annotations
-
 # qmail-queue keeps addresses to ADDR = 1003 bytes; a longer one is refused, never truncated.
 MAX_ADDRESS = 1003
 # Far above what qmail-smtpd sends (it stops accepting RCPT long before), low enough that a

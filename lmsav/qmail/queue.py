@@ -17,8 +17,6 @@ nothing is accepted unscanned. It runs once per message, so the path through the
 the standard library's cheapest modules only (no json, re, socket or tomllib).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

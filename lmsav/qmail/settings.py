@@ -9,8 +9,6 @@ dotted or inline tables, escapes), it hands the file to ``tomllib``, so the resu
 what TOML says. ``lmsav config check`` remains the validator of the whole file.
 """
 
-from __future__ import annotations
-
 import os
 
 ENV_CONFIG = "LMSAV_CONFIG"
