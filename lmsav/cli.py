@@ -89,6 +89,10 @@ def main(ctx: click.Context, config_path: str | None, profile: str | None) -> No
 
 # -- lmsav scan --------------------------------------------------------------------------------
 
+_ACTIONS = ("report", "quarantine", "cure", "delete")
+_UNCURABLE_ACTIONS = ("report", "quarantine", "delete")
+
+
 def _size_option(*names, key, help):
     return click.option(*names, key, metavar="SIZE", default=None, help=help)
 
@@ -136,11 +140,42 @@ def _size_option(*names, key, help):
 @click.option("--stream", is_flag=True,
               help="With --daemon: send file contents (INSTREAM) instead of paths, for a "
                    "daemon that cannot read them.")
+@click.option("--action", type=click.Choice(_ACTIONS), default=None,
+              help="What to do with a detected file (default: configured scan.action, "
+                   "report).")
+@click.option("--infected-action", type=click.Choice(_ACTIONS), default=None,
+              help="Action for infected files (default: --action).")
+@click.option("--suspicious-action", type=click.Choice(_ACTIONS), default=None,
+              help="Action for suspicious files (default: --action).")
+@click.option("--protected-action", type=click.Choice(_ACTIONS), default=None,
+              help="Action for encrypted files when scan.detect_protected counts them.")
+@click.option("--corrupted-action", type=click.Choice(_ACTIONS), default=None,
+              help="Action for corrupted files when scan.detect_corrupted counts them.")
+@click.option("--error-action", type=click.Choice(_ACTIONS), default=None,
+              help="Action for files that could not be scanned.")
+@click.option("--uncurable-action", type=click.Choice(_UNCURABLE_ACTIONS), default=None,
+              help="What cure does with a file it cannot cure (default: quarantine).")
+@click.option("--no-backup", is_flag=True,
+              help="Do not keep the original in backup/files/ before a cure or a delete.")
+@click.option("--report", "report_path", metavar="FILE",
+              help="Append one line per file something was found in (action asked, action "
+                   "done, result, quarantine or backup id) to FILE.")
+@click.option("--report-format", type=click.Choice(("text", "jsonl")), default=None,
+              help="Format of --report (default: jsonl for *.jsonl and *.json, text otherwise).")
+@click.option("--incremental/--no-incremental", default=None,
+              help="Skip files unchanged since a clean verdict under the same database "
+                   "(default: configured scan.incremental, off).")
+@click.option("--watch", is_flag=True,
+              help="Watch the directories PATH... and scan each file as it is written or moved "
+                   "in, until interrupted (SIGINT, SIGTERM).")
 @click.pass_context
 def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_system,
              follow_symlinks, max_file_size, max_scan_size, max_scan_depth, max_files,
              max_scan_time, max_compression_ratio, no_archive, no_mail, jobs, verbose, infected,
-             as_json, no_summary, progress, use_daemon, daemon_socket, stream):
+             as_json, no_summary, progress, use_daemon, daemon_socket, stream, action,
+             infected_action, suspicious_action, protected_action, corrupted_action,
+             error_action, uncurable_action, no_backup, report_path, report_format, incremental,
+             watch):
     """Scan files and directory trees (recursively) for threats; '-' reads standard input.
 
     Archives (zip, 7z, rar, tar, cpio, cab, iso, ar/deb, gzip, bzip2, xz, zstd) and mail files
@@ -150,7 +185,20 @@ def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_s
     from .scanner.engine import Engine
     from .scanner.sweep import SweepOptions, Tally, sweep
 
+    action_options = {
+        "scan.action": action,
+        "scan.infected_action": infected_action,
+        "scan.suspicious_action": suspicious_action,
+        "scan.protected_action": protected_action,
+        "scan.corrupted_action": corrupted_action,
+        "scan.error_action": error_action,
+        "scan.uncurable_action": uncurable_action,
+        "scan.backup": False if no_backup else None,
+    }
     if use_daemon:
+        if any(v is not None for v in action_options.values()) or report_path or watch:
+            raise Fatal("--action, --report and --watch need a local scan; they do not work "
+                        "with --daemon")
         ctx.exit(_scan_through_daemon(ctx, targets, daemon_socket, stream, verbose, infected))
     overrides = {
         "limits.max_file_size": max_file_size,
@@ -167,6 +215,8 @@ def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_s
         "scan.scan_mail": False if no_mail else None,
         "scan.exclude": list(exclude) if exclude else None,
         "scan.include": list(include) if include else None,
+        "scan.incremental": incremental,
+        **action_options,
     }
     settings = _load_settings(ctx, {k: v for k, v in overrides.items() if v is not None})
     sc = settings.scan
@@ -174,27 +224,43 @@ def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_s
     engine = Engine(db, settings.limits(), sc.scan_archives, sc.scan_mail,
                     str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
     workers = sc.workers or os.cpu_count() or 1
+    # Actions look at each detected file again in this process (and get its tree then), so
+    # the workers need not send every clean file's tree back.
     opts = SweepOptions(tuple(sc.exclude), tuple(sc.include), sc.max_dir_depth,
-                        sc.one_file_system, sc.follow_symlinks, workers, want_tree=as_json)
-    found_statuses = {Status.INFECTED, Status.SUSPICIOUS}
-    if sc.detect_protected:
-        found_statuses.add(Status.PROTECTED)
-    if sc.detect_corrupted:
-        found_statuses.add(Status.CORRUPTED)
-    printer = ReportPrinter(verbose, infected, as_json, found_statuses)
+                        sc.one_file_system, sc.follow_symlinks, workers, want_tree=as_json,
+                        incremental=sc.incremental,
+                        cache_path=str(Path(settings.paths.state_dir) / "scancache.sqlite"),
+                        database_version=db.version, report_unchanged=verbose or as_json)
+    runner = _action_runner(settings, engine, db)
+    report_file = _open_report(report_path, report_format)
+    printer = ReportPrinter(verbose, infected, as_json, set(runner.policy.found),
+                            runner.policy.active, sc.incremental and not watch)
     tally = Tally()
     show_bar = progress if progress is not None else sys.stderr.isatty() and not as_json
-    bar = _progress_bar() if show_bar else None
+    bar = _progress_bar() if show_bar and not watch else None
 
-    def on_report(report):
+    def on_report(report, act=True, scanned=None):
+        result = runner.apply(report, scanned) if act else runner.apply_nothing(report)
+        if report_file is not None and result is not None:
+            report_file.write(result)
         if bar is not None and (verbose or report.status != Status.CLEAN or report.skipped):
             with bar.external_write_mode(file=sys.stderr):  # keep lines and the bar apart
-                printer.emit(report)
+                printer.emit(report, result)
         else:
-            printer.emit(report)
+            printer.emit(report, result)
         if bar is not None:
             bar.update(1)
 
+    if watch:
+        try:
+            _watch(targets, engine, sc, tally, on_report, as_json)
+        finally:
+            if report_file is not None:
+                report_file.close()
+        if not no_summary:
+            printer.summary(tally, db)
+        ctx.exit(EXIT_ERROR if printer.action_errors else EXIT_FOUND if printer.found
+                 else EXIT_CLEAN)
     try:
         stdin_targets = [t for t in targets if t == "-"]
         file_targets = [t for t in targets if t != "-"]
@@ -204,7 +270,7 @@ def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_s
             verdict = engine.scan_bytes(sys.stdin.buffer.read(), "stdin")
             report = _summarize("stdin", verdict, as_json)
             tally.add(report)
-            on_report(report)
+            on_report(report, act=False)  # nothing on disk to act on
         if file_targets:
             sweep(engine, file_targets, opts, tally, on_report)
     except KeyboardInterrupt:
@@ -212,11 +278,73 @@ def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_s
             bar.close()
         click.echo("lmsav: interrupted", err=True)
         ctx.exit(EXIT_ERROR)
+    finally:
+        if report_file is not None:
+            report_file.close()
     if bar is not None:
         bar.close()
     if not no_summary:
         printer.summary(tally, db)
     ctx.exit(printer.exit_code(tally))
+
+
+def _watch(targets, engine, sc, tally, on_report, as_json) -> None:
+    """``scan --watch``: scan each file finished under the directories until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from .scanner.sweep import _summarize
+    from .scanner.watch import FileWatcher, WatchError
+
+    if "-" in targets:
+        raise Fatal("--watch takes directories; standard input cannot be watched")
+    stop = threading.Event()
+
+    def on_file(path: str) -> None:
+        try:
+            st = os.stat(path) if sc.follow_symlinks else os.lstat(path)
+            verdict = engine.scan_path(path)
+        except OSError:
+            return  # gone, or replaced by something else: a new event brings it back
+        report = _summarize(path, verdict, as_json)
+        tally.add(report)
+        on_report(report, scanned=st)
+
+    watcher = FileWatcher(list(targets), on_file, exclude=tuple(sc.exclude),
+                          include=tuple(sc.include), follow_symlinks=sc.follow_symlinks)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watcher.run(stop, ready=lambda: click.echo(
+            f"lmsav: watching {', '.join(watcher.roots)}", err=True))
+    except WatchError as err:
+        raise Fatal(str(err))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _action_runner(settings, engine, db):
+    from .quarantine.commands import store_roots
+    from .quarantine.store import FileStore
+    from .scanner.actions import ActionPolicy, ActionRunner
+
+    roots = store_roots(settings.paths.state_dir)
+    return ActionRunner(engine, ActionPolicy.from_settings(settings.scan),
+                        FileStore(roots["quarantine"], "quarantine"),
+                        FileStore(roots["backup"], "backup"), db.version,
+                        keep_out=(str(settings.paths.state_dir), str(settings.database_dir())))
+
+
+def _open_report(path: str | None, fmt: str | None):
+    if not path:
+        return None
+    from .scanner.actions import ReportFile
+
+    try:
+        return ReportFile(path, fmt)
+    except OSError as err:
+        raise Fatal(f"cannot open the report file {path}: {err.strerror or err}")
 
 
 def _scan_through_daemon(ctx, targets, socket_path, stream, verbose, infected_only) -> int:
@@ -278,18 +406,27 @@ def _progress_bar():
 class ReportPrinter:
     """Turns FileReports into clamscan-style lines or JSON lines, and counts for the exit code."""
 
-    def __init__(self, verbose: bool, infected_only: bool, as_json: bool, found: set[Status]):
+    def __init__(self, verbose: bool, infected_only: bool, as_json: bool, found: set[Status],
+                 actions: bool = False, incremental: bool = False):
         self.verbose, self.infected_only, self.as_json = verbose, infected_only, as_json
         self.found_statuses = found
+        self.actions = actions  # some status gets more than a report: print what was done
+        self.incremental = incremental
         self.found = 0
         self.errors = 0
+        self.done = {"quarantine": 0, "cure": 0, "delete": 0}
+        self.action_errors = 0
 
-    def emit(self, report) -> None:
+    def emit(self, report, result=None) -> None:
         status = report.status
         if status in self.found_statuses:
             self.found += 1
         elif status == Status.ERROR or (status != Status.CLEAN and not report.skipped):
             self.errors += status == Status.ERROR
+        if result is not None:
+            if result.ok and result.done in self.done:
+                self.done[result.done] += 1
+            self.action_errors += not result.ok
         if self.as_json:
             if self.infected_only and (status == Status.CLEAN or report.skipped):
                 return
@@ -297,8 +434,16 @@ class ReportPrinter:
                 tree = dict(report.tree)
                 if report.skipped:
                     tree["status"] = "skipped"
+                if result is not None:
+                    tree["action"] = result.to_json()
                 click.echo(json.dumps(tree, separators=(",", ":")))
             return
+        self._lines(report)
+        if result is not None and result.message:
+            click.echo(f"{report.path}: {result.message}")
+
+    def _lines(self, report) -> None:
+        status = report.status
         if status == Status.CLEAN and not report.skipped:
             if self.verbose:
                 click.echo(f"{report.path}: OK")
@@ -329,6 +474,11 @@ class ReportPrinter:
             "corrupted_files": counts[Status.CORRUPTED],
             "errors": counts[Status.ERROR],
             "skipped": tally.skipped,
+            "unchanged": tally.unchanged,
+            "quarantined": self.done["quarantine"],
+            "cured": self.done["cure"],
+            "deleted": self.done["delete"],
+            "action_errors": self.action_errors,
             "data_scanned_bytes": tally.bytes,
             "time_seconds": round(tally.seconds, 3),
         }
@@ -351,12 +501,21 @@ class ReportPrinter:
                            ("Errors", "errors"), ("Skipped", "skipped")):
             if data[key]:
                 lines.append(f"{label}: {data[key]}")
+        if self.incremental or tally.unchanged:
+            lines.append(f"Unchanged files skipped: {tally.unchanged}")
+        if self.actions or self.action_errors:
+            lines += [f"Quarantined files: {data['quarantined']}",
+                      f"Cured files: {data['cured']}",
+                      f"Deleted files: {data['deleted']}",
+                      f"Action errors: {data['action_errors']}"]
         secs = tally.seconds
         lines.append(f"Data scanned: {tally.bytes / 1e6:.2f} MB")
         lines.append(f"Time: {secs:.3f} sec ({tally.files / secs if secs else 0:.0f} files/s)")
         click.echo("\n".join(lines))
 
     def exit_code(self, tally) -> int:
+        if self.action_errors:
+            return EXIT_ERROR
         if self.found:
             return EXIT_FOUND
         if tally.by_status[Status.ERROR] or self.errors:
@@ -707,6 +866,9 @@ def _register_subcommands() -> None:
     from .spool.commands import spool
     from .spool.setup_commands import setup
 
+    from .quarantine.commands import quarantine
+
+    main.add_command(quarantine)
     main.add_command(spool)
     main.add_command(setup)
     main.add_command(daemon)

@@ -276,3 +276,27 @@ def test_progress_bar_on_a_terminal(tree):
     assert proc.returncode == 1
     assert b"scanning" in seen and b"files" in seen
     assert b"scanning" not in proc.stdout
+
+
+def test_incremental_skips_unchanged_clean_files_and_says_so(run, tree, tmp_path, monkeypatch):
+    import lmsav.scanner.scancache as scancache
+
+    # Files written a moment ago are "racily clean" and never recorded; this test has no time
+    # to let them age.
+    monkeypatch.setattr(scancache, "RACY_MARGIN_NS", 0)
+    config = tmp_path / "inc.toml"
+    config.write_text(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
+    monkeypatch.setenv("LMSAV_CONFIG", str(config))
+    first = run("scan", "-j", "1", "--incremental", tree)
+    assert "Unchanged files skipped: 0" in first.output.splitlines()
+    assert (tmp_path / "state" / "scancache.sqlite").exists()
+    second = run("scan", "-j", "1", "--incremental", tree)
+    lines = second.output.splitlines()
+    assert "Unchanged files skipped: 1" in lines  # clean.txt; the three findings are rescanned
+    assert "Scanned files: 3" in lines and second.exit_code == 1
+    as_json = run("scan", "-j", "1", "--incremental", "--json", tree)
+    assert json.loads(as_json.output.splitlines()[-1])["summary"]["unchanged"] == 1
+    full = run("scan", "-j", "1", "--no-incremental", tree)
+    assert "Scanned files: 4" in full.output and "Unchanged files" not in full.output
+    config.write_text(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n[scan]\nincremental = true\n')
+    assert "Unchanged files skipped: 1" in run("scan", "-j", "1", tree).output
