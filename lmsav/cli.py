@@ -861,14 +861,15 @@ def backup_delete(ctx, entry_ids):
 
 
 def _register_subcommands() -> None:
-    """Command groups that live beside the code they drive (spool, MTA setup)."""
+    """Command groups that live beside the code they drive (spool, MTA setup, schedules)."""
+    from .cron.commands import cron
     from .daemon.commands import ctl, daemon
+    from .quarantine.commands import quarantine
     from .spool.commands import spool
     from .spool.setup_commands import setup
 
-    from .quarantine.commands import quarantine
-
     main.add_command(quarantine)
+    main.add_command(cron)
     main.add_command(spool)
     main.add_command(setup)
     main.add_command(daemon)

@@ -250,7 +250,7 @@ class ScanSection:
         "quarantine", UNCURABLE_ACTION, "What cure does with a file it cannot cure.",
         "--uncurable-action")
     backup: bool = setting(
-        True, BOOLEAN, "Keep the original in backup/ before cure or delete.", "--no-backup")
+        True, BOOLEAN, "Keep the original in backup/files/ before cure or delete.", "--no-backup")
     incremental: bool = setting(
         False, BOOLEAN, "Skip files unchanged since a clean verdict under the same database "
                         "(scheduled sweeps turn this on).", "--incremental")
