@@ -311,9 +311,9 @@ def test_missing_database_defers(unserved, queue, tmp_path):
 def test_runs_as_an_unprivileged_user_through_the_socket_group(tmp_path_factory):
     """Like qmaild: not root, no access to lmsav's state; only the daemon socket's group."""
     root = Path(tempfile.mkdtemp(prefix="lmsav-qmail-user-"))
+    root.chmod(0o755)
+    setup = Setup(root / "conf", daemon=False)
     try:
-        root.chmod(0o755)
-        setup = Setup(root / "conf", daemon=False)
         for d in (root / "conf", root / "conf" / "etc", root / "conf" / "etc" / "groups.d"):
             d.chmod(0o755)
         setup.config.write_text(setup.config.read_text()
@@ -346,6 +346,6 @@ def test_runs_as_an_unprivileged_user_through_the_socket_group(tmp_path_factory)
         r = submit(CLEAN, envelope("a@b.example", "c@d.example"), env, program=as_user(other))
         assert r.code == 71, r.stderr
         assert "Permission denied" in r.stderr
-        setup.stop_daemon()
     finally:
+        setup.stop_daemon()
         shutil.rmtree(root, ignore_errors=True)
