@@ -3,20 +3,31 @@
 The per-file loop is deliberately plain: the walker yields paths (with stat facts it already
 has), workers open and scan them with the engine loaded once before forking, and only a compact
 record travels back to the parent for each file.
+
+Incremental sweeps (``SweepOptions.incremental``) take one stat per file in the walker and look
+it up in the scan cache (``scancache.py``) there, in the parent: a file unchanged since a clean
+verdict is never read, never sent to a worker, and only counted. The parent records the clean
+verdicts that come back, so workers never touch the cache.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import multiprocessing
+import operator
 import os
 import stat
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from .. import __version__
 from .engine import Engine
 from .objects import ObjectResult, Status, Verdict
+
+if TYPE_CHECKING:
+    from .scancache import ScanCache  # imported at run time by incremental sweeps only
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,10 @@ class SweepOptions:
     follow_symlinks: bool = False
     workers: int = 1
     want_tree: bool = False  # return the whole verdict tree (for --json), not only findings
+    incremental: bool = False  # skip files unchanged since a clean verdict (the scan cache)
+    cache_path: str | None = None  # the scan cache file; None: <state dir>/scancache.sqlite
+    database_version: str = ""  # the database verdicts are valid for; "": the engine's
+    report_unchanged: bool = False  # on_report for unchanged files too (-v, --json); else counted
 
 
 @dataclass(slots=True)
@@ -39,7 +54,8 @@ class FileReport:
     size: int = 0
     findings: list[tuple[str, Status, list[str], str]] = field(default_factory=list)
     tree: dict | None = None  # the verdict as JSON when asked for
-    skipped: bool = False
+    skipped: bool = False  # not scanned on purpose (special file): not counted as scanned
+    unchanged: bool = False  # clean as the scan cache knows it, not read: not counted as scanned
 
 
 @dataclass
@@ -49,11 +65,15 @@ class Tally:
     bytes: int = 0
     by_status: dict[Status, int] = field(default_factory=lambda: {s: 0 for s in Status})
     skipped: int = 0
+    unchanged: int = 0  # skipped by an incremental sweep as unchanged since a clean verdict
     started: float = field(default_factory=time.monotonic)
 
     def add(self, report: FileReport) -> None:
         if report.skipped:
             self.skipped += 1
+            return
+        if report.unchanged:
+            self.unchanged += 1
             return
         self.files += 1
         self.bytes += report.size
@@ -75,13 +95,21 @@ class _Problem:
         self.path, self.status, self.reason, self.skipped = path, status, reason, skipped
 
 
+_NAME = operator.attrgetter("name")
+
+
 def _matches(path: str, patterns: tuple[str, ...]) -> bool:
     base = os.path.basename(path)
     return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(base, p) for p in patterns)
 
 
-def walk(paths: Iterable[str], opts: SweepOptions, tally: Tally) -> Iterator[str | _Problem]:
-    """Yield file paths to scan and problems to report, depth first, in directory order."""
+def walk(paths: Iterable[str], opts: SweepOptions, tally: Tally,
+         with_stat: bool = False) -> Iterator[str | tuple[str, os.stat_result] | _Problem]:
+    """Yield file paths to scan and problems to report, depth first, in directory order.
+
+    With ``with_stat`` a file comes as ``(path, stat)``, stat'ed as it will be opened (links
+    followed), for the scan cache; without it no file is stat'ed that need not be.
+    """
     for top in paths:
         try:
             st = os.stat(top) if opts.follow_symlinks else os.lstat(top)
@@ -96,53 +124,63 @@ def walk(paths: Iterable[str], opts: SweepOptions, tally: Tally) -> Iterator[str
                 yield _Problem(top, Status.ERROR, f"broken symlink: {err.strerror}")
                 continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk_dir(top, st, opts, tally)
+            yield from _walk_dir(top, st, opts, tally, with_stat)
         elif stat.S_ISREG(st.st_mode):
             if not opts.exclude or not _matches(top, opts.exclude):
-                yield top
+                yield (top, st) if with_stat else top
         else:
             yield _Problem(top, Status.CLEAN, "special file", skipped=True)
 
 
-def _walk_dir(top: str, top_st: os.stat_result, opts: SweepOptions, tally: Tally):
-    seen_dirs = {(top_st.st_dev, top_st.st_ino)}
+def _walk_dir(top: str, top_st: os.stat_result, opts: SweepOptions, tally: Tally,
+              with_stat: bool):
+    # Options as locals: this loop runs once per directory entry.
+    exclude, include, follow = opts.exclude, opts.include, opts.follow_symlinks
+    max_depth, one_fs, top_dev = opts.max_dir_depth, opts.one_file_system, top_st.st_dev
+    seen_dirs = {(top_dev, top_st.st_ino)}
     stack = [(top, 0)]
     while stack:
         directory, depth = stack.pop()
         tally.directories += 1
         try:
             with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_NAME)
         except OSError as err:
             yield _Problem(directory, Status.ERROR, f"cannot read directory: {err.strerror}")
             continue
         subdirs = []
         for entry in entries:
             path = entry.path
-            if opts.exclude and _matches(path, opts.exclude):
+            if exclude and _matches(path, exclude):
                 continue
             try:
                 is_link = entry.is_symlink()
-                if is_link and not opts.follow_symlinks:
+                if is_link and not follow:
                     continue  # clamscan's default too: links are not followed
-                if entry.is_dir(follow_symlinks=opts.follow_symlinks):
-                    if opts.max_dir_depth and depth + 1 > opts.max_dir_depth:
+                if entry.is_dir(follow_symlinks=follow):
+                    if max_depth and depth + 1 > max_depth:
                         continue
-                    st = entry.stat(follow_symlinks=opts.follow_symlinks)
-                    if opts.one_file_system and st.st_dev != top_st.st_dev:
+                    st = entry.stat(follow_symlinks=follow)
+                    if one_fs and st.st_dev != top_dev:
                         continue
                     key = (st.st_dev, st.st_ino)
                     if key in seen_dirs:
                         continue  # a symlink loop or a bind mount seen already
                     seen_dirs.add(key)
                     subdirs.append((path, depth + 1))
-                elif entry.is_file(follow_symlinks=opts.follow_symlinks):
-                    if opts.include and not _matches(path, opts.include):
+                elif entry.is_file(follow_symlinks=follow):
+                    if include and not _matches(path, include):
                         continue
-                    if opts.one_file_system and is_link:
-                        if entry.stat().st_dev != top_st.st_dev:
+                    if with_stat:
+                        # One call: what a link points to when following, the entry otherwise.
+                        st = entry.stat(follow_symlinks=follow)
+                        if one_fs and is_link and st.st_dev != top_dev:
                             continue
-                    yield path
+                        yield path, st
+                    elif one_fs and is_link and entry.stat().st_dev != top_dev:
+                        continue
+                    else:
+                        yield path
                 elif is_link:
                     yield _Problem(path, Status.ERROR, "broken symlink")
                 else:
@@ -195,6 +233,36 @@ def problem_report(p: _Problem, want_tree: bool) -> FileReport:
     return report
 
 
+def unchanged_report(path: str, size: int, want_tree: bool) -> FileReport:
+    report = FileReport(path, Status.CLEAN, size, unchanged=True)
+    if want_tree:
+        result = ObjectResult(path, "", size, reason="unchanged since a clean scan")
+        report.tree = Verdict(result).to_json()
+    return report
+
+
+def cache_version(engine: Engine, opts: SweepOptions) -> str:
+    """Everything a cached clean verdict depends on besides the file itself.
+
+    The database's build time is part of it, so signatures changed under an unchanged version
+    string still invalidate the cache. Limits are not: hitting one never yields CLEAN.
+    """
+    db = engine.db
+    return (f"lmsav {__version__}; database {opts.database_version or db.version} built "
+            f"{db.built_at!r}; archives {engine.scan_archives}; mail {engine.scan_mail}")
+
+
+def open_cache(engine: Engine, opts: SweepOptions) -> "ScanCache":
+    from .scancache import FILE_NAME, ScanCache
+
+    path = opts.cache_path
+    if not path:
+        from ..paths import state_dir
+
+        path = os.path.join(state_dir(), FILE_NAME)
+    return ScanCache(path, cache_version(engine, opts))
+
+
 def sweep(
     engine: Engine,
     paths: Iterable[str],
@@ -202,36 +270,159 @@ def sweep(
     tally: Tally,
     on_report: Callable[[FileReport], None],
 ) -> None:
-    """Scan everything under ``paths``, calling ``on_report`` in walk order for each input."""
+    """Scan everything under ``paths``, calling ``on_report`` in walk order for each input.
+
+    Files an incremental sweep skips as unchanged are counted in ``tally.unchanged`` and reach
+    ``on_report`` (as ``FileReport.unchanged``) only when ``opts.report_unchanged`` is set.
+    """
     global _engine, _want_tree
     _engine, _want_tree = engine, opts.want_tree
-    items = walk(paths, opts, tally)
-    if opts.workers <= 1:
-        for item in items:
-            report = problem_report(item, opts.want_tree) if isinstance(item, _Problem) else scan_one(item)
-            tally.add(report)
-            on_report(report)
+    cache = open_cache(engine, opts) if opts.incremental else None
+    try:
+        if opts.workers <= 1:
+            _sweep_here(paths, opts, tally, on_report, cache)
+        else:
+            _sweep_forked(paths, opts, tally, on_report, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _plan(paths: Iterable[str], opts: SweepOptions, tally: Tally, cache: ScanCache | None
+          ) -> Iterator[FileReport | tuple[str, os.stat_result | None]]:
+    """Walk order: a report that needs no scan, or ``(path, stat or None)`` to scan."""
+    want_tree = opts.want_tree
+    if cache is None:
+        for item in walk(paths, opts, tally):
+            yield problem_report(item, want_tree) if isinstance(item, _Problem) else (item, None)
         return
-    # Fork after the database is loaded: workers share its pages copy-on-write.
+    is_unchanged, report_unchanged = cache.is_unchanged, opts.report_unchanged
+    for item in walk(paths, opts, tally, with_stat=True):
+        if isinstance(item, _Problem):
+            yield problem_report(item, want_tree)
+        elif not is_unchanged(item[1]):
+            yield item
+        elif report_unchanged:
+            yield unchanged_report(item[0], item[1].st_size, want_tree)
+        else:
+            tally.unchanged += 1
+
+
+def _remember(cache: ScanCache, report: FileReport, st: os.stat_result) -> None:
+    if report.status == Status.CLEAN:
+        cache.record_clean(st)
+    else:
+        cache.forget(st)
+
+
+def _sweep_here(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> None:
+    for item in _plan(paths, opts, tally, cache):
+        if isinstance(item, FileReport):
+            report = item
+        else:
+            path, st = item
+            report = scan_one(path)
+            if st is not None:
+                _remember(cache, report, st)
+        tally.add(report)
+        on_report(report)
+
+
+BATCH = 32  # paths per task sent to a worker
+MAX_IN_FLIGHT_PER_WORKER = 8  # batches sent and not yet passed on, per worker
+MAX_WAITING = 4096  # reports queued in walk order before the walker waits
+
+
+class _Batch:
+    """A stretch of walk order: the paths one worker task scans, and the reports that need no
+    scan in between (``None`` in ``slots`` stands for the next worker result)."""
+
+    __slots__ = ("paths", "stats", "slots", "result")
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self.stats: list[os.stat_result | None] = []
+        self.slots: list[FileReport | None] = []
+        self.result = None  # the worker task, once sent
+
+
+def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> None:
+    """The parent walks and keeps walk order; forked workers scan batches of paths.
+
+    Workers are forked (after the database is loaded: they share its pages copy-on-write) only
+    when a first batch needs scanning, so a sweep of an unchanged tree forks none.
+    """
     mp = multiprocessing.get_context("fork")
-    problems: dict[int, _Problem] = {}
+    pool = None
+    waiting: deque[FileReport | _Batch] = deque()  # walk order
+    open_batch: _Batch | None = None  # the last batch, still taking paths; not sent yet
+    in_flight = 0
+    max_in_flight = MAX_IN_FLIGHT_PER_WORKER * opts.workers
 
-    def feed() -> Iterator[str | None]:
-        for n, item in enumerate(items):
-            if isinstance(item, _Problem):
-                problems[n] = item
-                yield None
-            else:
-                yield item
+    def send(batch: _Batch) -> None:
+        nonlocal pool, in_flight
+        if pool is None:
+            pool = mp.Pool(opts.workers)
+        batch.result = pool.apply_async(_scan_batch, (batch.paths,))
+        in_flight += 1
 
-    with mp.Pool(opts.workers) as pool:
-        results = pool.imap(_scan_or_skip, feed(), chunksize=32)
-        for n, report in enumerate(results):
+    def pass_on(entry: FileReport | _Batch) -> None:
+        nonlocal in_flight
+        if isinstance(entry, FileReport):
+            tally.add(entry)
+            on_report(entry)
+            return
+        in_flight -= 1
+        scanned = zip(entry.result.get(), entry.stats)
+        for report in entry.slots:
             if report is None:
-                report = problem_report(problems.pop(n), opts.want_tree)
+                report, st = next(scanned)
+                if st is not None:
+                    _remember(cache, report, st)
             tally.add(report)
             on_report(report)
 
+    try:
+        for item in _plan(paths, opts, tally, cache):
+            if isinstance(item, FileReport):
+                if open_batch is None:
+                    waiting.append(item)
+                else:
+                    open_batch.slots.append(item)
+                    if len(open_batch.slots) >= MAX_WAITING:
+                        send(open_batch)
+                        open_batch = None
+            else:
+                if open_batch is None:
+                    open_batch = _Batch()
+                    waiting.append(open_batch)
+                open_batch.paths.append(item[0])
+                open_batch.stats.append(item[1])
+                open_batch.slots.append(None)
+                if len(open_batch.paths) >= BATCH:
+                    send(open_batch)
+                    open_batch = None
+            # Pass on what is ready; wait for the oldest batch only when too much is queued.
+            while waiting:
+                head = waiting[0]
+                if isinstance(head, _Batch):
+                    crowded = in_flight >= max_in_flight or len(waiting) >= MAX_WAITING
+                    if head.result is None:  # the open batch
+                        if not crowded:
+                            break
+                        send(head)
+                        open_batch = None
+                    elif not crowded and not head.result.ready():
+                        break
+                pass_on(waiting.popleft())
+        if open_batch is not None:
+            send(open_batch)
+        while waiting:
+            pass_on(waiting.popleft())
+    finally:
+        if pool is not None:
+            pool.terminate()
 
-def _scan_or_skip(path: str | None) -> FileReport | None:
-    return None if path is None else scan_one(path)
+
+def _scan_batch(paths: list[str]) -> list[FileReport]:
+    return [scan_one(path) for path in paths]
