@@ -547,6 +547,9 @@ class Server:
             raise DaemonError(f"{self.opt.database}: self-test failed: {'; '.join(failures)}")
         self.db = db
         self.groups = load_groups(self.opt.config_path)
+        from ..scanner.containers import load_all
+
+        load_all()  # once, before the workers fork
         log.info("database %s loaded from %s (%d signatures)", db.version, db.directory, db.total)
 
     def run(self) -> int:

@@ -365,6 +365,9 @@ class Watcher:
             database = Database.load(directory, build_in_child=True)
         except (DatabaseError, SignatureError, OSError) as err:
             raise WatcherError(str(err)) from None
+        from ..scanner.containers import load_all
+
+        load_all()  # before the workers fork
         state = Path(settings.paths.state_dir)
         processor = MailProcessor(
             database, groups, settings.limits(), backup_store=BackupStore(state / "backup"),

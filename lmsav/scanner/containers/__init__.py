@@ -6,7 +6,8 @@ import importlib
 
 from .base import Corrupted, Encrypted, Handler, Unsupported
 
-__all__ = ["Corrupted", "Encrypted", "Handler", "Unsupported", "handler_for", "HANDLERS"]
+__all__ = ["Corrupted", "Encrypted", "Handler", "Unsupported", "handler_for", "load_all",
+           "HANDLERS"]
 
 
 # One line per family: (module, handler class). The sniffed type picks the handler.
@@ -32,17 +33,23 @@ _REGISTRY = (
 )
 
 
-def _build_table() -> dict[str, Handler]:
-    table: dict[str, Handler] = {}
-    for module, cls in _REGISTRY:
-        handler = getattr(importlib.import_module(f".{module}", __name__), cls)()
-        for t in handler.types:
-            table[t] = handler
-    return table
+# Filled on first use: the handlers' modules (libarchive, olefile, zstandard …) take ~60 ms to
+# import, which a sweep that finds every file unchanged never needs. Processes that fork
+# workers call load_all() first, so the workers share the imported modules.
+HANDLERS: dict[str, Handler] = {}
+_loaded = False
 
 
-HANDLERS: dict[str, Handler] = _build_table()
+def load_all() -> dict[str, Handler]:
+    global _loaded
+    if not _loaded:
+        for module, cls in _REGISTRY:
+            handler = getattr(importlib.import_module(f".{module}", __name__), cls)()
+            for t in handler.types:
+                HANDLERS.setdefault(t, handler)  # setdefault: an entry put in first stays
+        _loaded = True
+    return HANDLERS
 
 
 def handler_for(file_type: str) -> Handler | None:
-    return HANDLERS.get(file_type)
+    return (HANDLERS if _loaded else load_all()).get(file_type)
