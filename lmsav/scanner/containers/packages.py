@@ -8,6 +8,7 @@ from typing import Iterator
 from ..limits import Context
 from ..objects import PATH_SEP, Child, ScanObject
 from .archive import explode_members
+from .base import Corrupted
 
 # An RPM is a lead and headers (libarchive's "rpm" filter skips them) before a compressed cpio
 # payload; every payload compressor rpmbuild offers is listed. Debian's libarchive links all of
@@ -30,6 +31,12 @@ class CompressHandler:
     types = frozenset({"compress"})
 
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
+        # libarchive's compress reader declines a header it does not accept, and the raw format
+        # then hands back the input unchanged: a child identical to its parent, nested until
+        # the depth limit. Check the header here (flags: no reserved bits, 9..16 code bits).
+        head = obj.head(3)
+        if len(head) < 3 or head[2] & 0x60 or not 9 <= head[2] & 0x1F <= 16:
+            raise Corrupted("not a compress stream: invalid header")
         name = _decompressed_name(obj.name)
         yield from explode_members(obj, ctx, filters=("compress",), formats=("raw",), name=name)
 

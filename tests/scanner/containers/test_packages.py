@@ -228,3 +228,19 @@ def test_debian_package_members_are_reached(tmp_path):
     [(where, _)] = verdict.threats
     assert where.startswith(f"{deb}//data.tar.xz//")
     assert where.endswith("usr/share/t/eicar.com")
+
+
+def test_compress_magic_with_an_invalid_header_is_corrupted_not_nested():
+    """1f 9d followed by flags libarchive refuses must not come back as an identical child."""
+    import os
+
+    from lmsav import paths
+    from lmsav.scanner.engine import Engine
+    from lmsav.scanner.limits import Limits
+    from lmsav.scanner.objects import Status
+    from lmsav.scanner.signatures.database import Database
+
+    engine = Engine(Database.load(paths.bundled_database_dir()), Limits())
+    verdict = engine.scan_bytes(b"\x1f\x9d\xff" + os.urandom(4000), "random.bin")
+    assert verdict.status is Status.CORRUPTED
+    assert len(list(verdict.walk())) == 1
