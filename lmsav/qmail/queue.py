@@ -94,7 +94,12 @@ def run(env) -> int:
 
 def carry_out(conf, plan) -> int:
     header, deliveries = plan
-    for key, sender, recipients, body in deliveries:
+    accept = header["result"] != "reject"
+    for i, (key, sender, recipients, body) in enumerate(deliveries):
+        if accept and i == len(deliveries) - 1:
+            # The last one: become the real qmail-queue (one process fewer per message); its
+            # exit code is then ours, as it would be after waiting for it.
+            exec_queue(conf.qmail_queue, sender, recipients, body)
         code = queue_one(conf.qmail_queue, sender, recipients, body)
         if code != 0:
             _log(f"{key}: {conf.qmail_queue} exited {code}")
@@ -172,13 +177,8 @@ def read_envelope(fd: int) -> tuple[bytes, list[bytes]]:
 def queue_one(program: str, sender: bytes, recipients: list[bytes], body: bytes) -> int:
     """Run the real qmail-queue with ``body`` on descriptor 0 and the envelope on 1 (memory
     files: it reads both to the end, so no pipe and no writer thread are needed)."""
-    fds = []
+    fds = _memory_files(body, envelope.encode(sender, recipients))
     try:
-        for name, data in (("message", body), ("envelope", envelope.encode(sender, recipients))):
-            fd = os.memfd_create(f"lmsav-{name}", os.MFD_CLOEXEC)
-            fds.append(fd)
-            _write_all(fd, data)
-            os.lseek(fd, 0, os.SEEK_SET)
         try:
             # SIGPIPE back to default: Python ignores it, and ignored signals are inherited.
             pid = os.posix_spawn(program, [program], os.environ,
@@ -201,6 +201,35 @@ def queue_one(program: str, sender: bytes, recipients: list[bytes], body: bytes)
         _log(f"{program} killed by signal {-code}")
         return EXIT_TEMPFAIL
     return code
+
+
+def exec_queue(program: str, sender: bytes, recipients: list[bytes], body: bytes) -> None:
+    """Replace this process with the real qmail-queue reading memory files on 0 and 1."""
+    fds = _memory_files(body, envelope.encode(sender, recipients))
+    os.dup2(fds[0], 0)
+    os.dup2(fds[1], 1)
+    for fd in fds:
+        os.close(fd)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    try:
+        os.execv(program, [program])
+    except OSError as err:
+        raise Defer(f"cannot run {program}: {err.strerror}") from None
+
+
+def _memory_files(*contents: bytes) -> list[int]:
+    fds = []
+    try:
+        for data in contents:
+            fd = os.memfd_create("lmsav-queue", os.MFD_CLOEXEC)
+            fds.append(fd)
+            _write_all(fd, data)
+            os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def _bypass(env) -> None:
