@@ -188,9 +188,12 @@ def setup_qmail_cmd(ctx, rules_file, cdb, do_apply, remove, wrapper):
     wrapper = wrapper or _default_wrapper()
     if not os.path.isabs(wrapper):
         raise _fatal(f"--wrapper {wrapper}: expected an absolute path")
+    # The wrapper reads /etc/lmsav/lmsav.toml unless told otherwise: pass another file only
+    # when it was asked for or exists (a user's absent default would defer every message).
     obj = ctx.find_root().obj or {}
     config = str(obj.get("config") or "")
-    config = config if config and os.path.abspath(config) != SYSTEM_CONFIG else None
+    wanted = config and (obj.get("config_explicit") or os.path.exists(config))
+    config = config if wanted and os.path.abspath(config) != SYSTEM_CONFIG else None
     try:
         plan = qsetup.plan(rules_file, wrapper, config, remove)
         click.echo(plan.listing(), nl=False)

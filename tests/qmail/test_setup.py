@@ -147,3 +147,17 @@ def test_tcpserver_rules_choose_the_group_per_connection(served, queue, tmp_path
     finally:
         os.killpg(server.pid, 15)
         server.wait(10)
+
+
+def test_config_file_is_passed_only_when_given_or_present(tmp_path):
+    rules = tmp_path / "tcp.smtp"
+    rules.write_text(":allow\n")
+    conf = tmp_path / "lmsav.toml"
+    absent = CliRunner().invoke(cli, ["--config", str(conf), "setup", "qmail", "--rules",
+                                      str(rules), "--wrapper", W])
+    assert f'LMSAV_CONFIG="{conf}"' in absent.output  # asked for explicitly
+    env = {"LMSAV_CONFIG": "", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "x")}
+    default = CliRunner(env=env).invoke(cli, ["setup", "qmail", "--rules", str(rules),
+                                              "--wrapper", W])
+    assert default.exit_code == 0, default.output
+    assert "LMSAV_CONFIG" not in default.output  # a default that does not exist: not passed
