@@ -51,7 +51,28 @@ class Refuse(Exception):
         self.code = code
 
 
+USAGE = """usage: lmsav-qmail-queue   (run by qmail in place of qmail-queue; no arguments)
+
+Reads a message on descriptor 0 and its envelope on descriptor 1 (F<sender>\\0, T<rcpt>\\0 ...,
+\\0), applies lmsav's mail policy (through the running lmsav daemon, else in-process), and hands
+each resulting delivery to the real qmail-queue. Set it per client as QMAILQUEUE in tcpserver's
+rules: `lmsav setup qmail`. Exit 0 queued, 31 rejected (82 with custom_error), 71 try again
+later, 91 bad envelope. See lmsav-qmail-queue(8).
+"""
+
+
 def main() -> int:
+    if len(sys.argv) > 1:
+        # qmail passes no arguments: these come from a person at a terminal.
+        if sys.argv[1] in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return EXIT_OK
+        if sys.argv[1] == "--version":
+            from .. import __version__
+
+            sys.stdout.write(f"lmsav-qmail-queue (lmsav) {__version__}\n")
+            return EXIT_OK
+        return _fail(EXIT_TEMPFAIL, f"unexpected argument {sys.argv[1]!r}; see --help")
     try:
         return run(os.environ)
     except Refuse as err:

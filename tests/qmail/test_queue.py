@@ -349,3 +349,15 @@ def test_runs_as_an_unprivileged_user_through_the_socket_group(tmp_path_factory)
     finally:
         setup.stop_daemon()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_help_and_version_for_a_person_at_a_terminal():
+    import subprocess
+
+    out = subprocess.run([WRAPPER, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "qmail-queue" in out.stdout and "lmsav setup qmail" in out.stdout
+    out = subprocess.run([WRAPPER, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("lmsav-qmail-queue (lmsav) ")
+    out = subprocess.run([WRAPPER, "--bogus"], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 71 and "unexpected argument" in out.stderr
