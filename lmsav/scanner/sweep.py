@@ -352,9 +352,6 @@ def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> 
     Workers are forked (after the database is loaded: they share its pages copy-on-write) only
     when a first batch needs scanning, so a sweep of an unchanged tree forks none.
     """
-    from .containers import load_all
-
-    load_all()  # before forking: the workers share the handlers' modules
     mp = multiprocessing.get_context("fork")
     pool = None
     waiting: deque[FileReport | _Batch] = deque()  # walk order
@@ -365,6 +362,9 @@ def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> 
     def send(batch: _Batch) -> None:
         nonlocal pool, in_flight
         if pool is None:
+            from .containers import load_all
+
+            load_all()  # before forking: the workers share the handlers' modules
             pool = mp.Pool(opts.workers)
         batch.result = pool.apply_async(_scan_batch, (batch.paths,))
         in_flight += 1
