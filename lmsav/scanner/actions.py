@@ -31,7 +31,6 @@ from typing import Mapping
 from .. import __version__
 from ..durable import fsync_dir
 from ..quarantine.store import FileStore, StoreError, file_facts, replace_file
-from .containers import rebuild
 from .engine import Engine
 from .objects import PATH_SEP, ObjectResult, Status, Verdict
 
@@ -305,6 +304,8 @@ class ActionRunner:
 
     def cure_bytes(self, data: bytes, node: ObjectResult) -> bytes:
         """``data`` (the object ``node`` describes) without whatever gets an action."""
+        from .containers import rebuild  # here: report-only sweeps never need the mail code
+
         bad = [c for c in node.children if any(self._bad(r.status) for r in c.walk())]
         if not bad:
             if self._bad(node.status):
@@ -325,6 +326,8 @@ class ActionRunner:
     def _cure_mail(self, data: bytes, node: ObjectResult, bad: list[ObjectResult]) -> bytes:
         """Each part holding a threat becomes a short text naming it; an attached archive or
         message with a threat inside is cured in turn when it can be, replaced otherwise."""
+        from .containers import rebuild
+
         by_leaf: dict[int, list[ObjectResult]] = {}
         for child in bad:
             index = _leaf_index(_member(node, child))

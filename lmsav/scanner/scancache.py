@@ -81,6 +81,11 @@ class ScanCache:
         except (sqlite3.Error, OSError) as err:
             self._recover(err)
 
+    @property
+    def known(self) -> int:
+        """How many files are known clean under this version."""
+        return len(self._clean)
+
     # -- the per-file calls ------------------------------------------------------------------
 
     def is_unchanged(self, st: os.stat_result) -> bool:

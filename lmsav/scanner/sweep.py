@@ -132,8 +132,17 @@ def walk(paths: Iterable[str], opts: SweepOptions, tally: Tally,
             yield _Problem(top, Status.CLEAN, "special file", skipped=True)
 
 
+class _Subdirs:
+    """What a split walk of one directory ends with: its subdirectories, for others to walk."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+
 def _walk_dir(top: str, top_st: os.stat_result, opts: SweepOptions, tally: Tally,
-              with_stat: bool):
+              with_stat: bool, split: bool = False):
     # Options as locals: this loop runs once per directory entry.
     exclude, include, follow = opts.exclude, opts.include, opts.follow_symlinks
     max_depth, one_fs, top_dev = opts.max_dir_depth, opts.one_file_system, top_st.st_dev
@@ -187,6 +196,9 @@ def _walk_dir(top: str, top_st: os.stat_result, opts: SweepOptions, tally: Tally
                     yield _Problem(path, Status.CLEAN, "special file", skipped=True)
             except OSError as err:
                 yield _Problem(path, Status.ERROR, f"cannot stat: {err.strerror}")
+        if split:  # only this directory's own entries; the caller has its subtrees walked
+            yield _Subdirs([path for path, _depth in subdirs])
+            return
         stack.extend(reversed(subdirs))
 
 
@@ -296,16 +308,151 @@ def _plan(paths: Iterable[str], opts: SweepOptions, tally: Tally, cache: ScanCac
         for item in walk(paths, opts, tally):
             yield problem_report(item, want_tree) if isinstance(item, _Problem) else (item, None)
         return
-    is_unchanged, report_unchanged = cache.is_unchanged, opts.report_unchanged
+    if _can_split(opts, cache):
+        yield from _plan_split(paths, opts, tally, cache)
+        return
     for item in walk(paths, opts, tally, with_stat=True):
-        if isinstance(item, _Problem):
-            yield problem_report(item, want_tree)
-        elif not is_unchanged(item[1]):
-            yield item
-        elif report_unchanged:
-            yield unchanged_report(item[0], item[1].st_size, want_tree)
-        else:
-            tally.unchanged += 1
+        planned = _plan_one(item, opts, tally, cache)
+        if planned is not None:
+            yield planned
+
+
+def _plan_one(item, opts: SweepOptions, tally: Tally, cache: ScanCache):
+    """What one walk item of an incremental sweep becomes: a report, a file to scan, or None
+    (unchanged, only counted)."""
+    if isinstance(item, _Problem):
+        return problem_report(item, opts.want_tree)
+    if not cache.is_unchanged(item[1]):
+        return item
+    if opts.report_unchanged:
+        return unchanged_report(item[0], item[1].st_size, opts.want_tree)
+    tally.unchanged += 1
+    return None
+
+
+# -- the walk of a repeated incremental sweep, split over processes ------------------------------
+#
+# When most files are known clean, a sweep is its directory walk: one stat per file. The stat
+# calls and the per-file work then go to ``workers`` forked processes, each walking whole
+# subtrees of a top directory; the parent hands their results on in walk order. Only for
+# repeated sweeps (a first one would buffer every path) and only without the options whose
+# bookkeeping spans subtrees (followed links, depth limit, one file system).
+
+def _can_split(opts: SweepOptions, cache: ScanCache) -> bool:
+    return (opts.workers > 1 and cache.known > 0 and not opts.follow_symlinks
+            and not opts.max_dir_depth and not opts.one_file_system)
+
+
+def _plan_split(paths: Iterable[str], opts: SweepOptions, tally: Tally, cache: ScanCache):
+    for top in paths:
+        try:
+            st = os.lstat(top)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):  # errors, links, files: as walk() does
+            for item in walk([top], opts, tally, with_stat=True):
+                planned = _plan_one(item, opts, tally, cache)
+                if planned is not None:
+                    yield planned
+            continue
+        subdirs: list[str] = []
+        for item in _walk_dir(top, st, opts, tally, True, split=True):
+            if isinstance(item, _Subdirs):
+                subdirs = item.paths
+                break
+            planned = _plan_one(item, opts, tally, cache)
+            if planned is not None:
+                yield planned
+        yield from _walk_subtrees(subdirs, opts, tally, cache)
+
+
+def _plan_subtree(directory: str, opts: SweepOptions, cache: ScanCache) -> tuple[list, int, int]:
+    """(planned items, directories, unchanged files) of one subtree."""
+    tally = Tally()
+    try:
+        st = os.lstat(directory)
+    except OSError as err:
+        return [problem_report(_Problem(directory, Status.ERROR,
+                                        f"cannot open: {err.strerror}"), opts.want_tree)], 0, 0
+    out = []
+    for item in _walk_dir(directory, st, opts, tally, True):
+        planned = _plan_one(item, opts, tally, cache)
+        if planned is not None:
+            out.append(planned)
+    return out, tally.directories, tally.unchanged
+
+
+def _walk_subtrees(subdirs: list[str], opts: SweepOptions, tally: Tally, cache: ScanCache):
+    import pickle
+    import selectors
+
+    def take(result) -> Iterator:
+        items, directories, unchanged = result
+        tally.directories += directories
+        tally.unchanged += unchanged
+        yield from items
+
+    count = min(opts.workers, len(subdirs))
+    if count < 2:
+        for directory in subdirs:
+            yield from take(_plan_subtree(directory, opts, cache))
+        return
+    children: dict[int, tuple[int, bytearray]] = {}  # read end -> (pid, buffer)
+    for n in range(count):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a walker: its share of the subtrees, one framed result each
+            code = 0
+            try:
+                os.close(r)
+                for i in range(n, len(subdirs), count):
+                    data = pickle.dumps((i, _plan_subtree(subdirs[i], opts, cache)),
+                                        pickle.HIGHEST_PROTOCOL)
+                    frame = len(data).to_bytes(8, "little") + data
+                    while frame:
+                        frame = frame[os.write(w, frame):]
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        children[r] = (pid, bytearray())
+    done: dict[int, tuple] = {}
+    sel = selectors.DefaultSelector()
+    for r in children:
+        sel.register(r, selectors.EVENT_READ)
+    try:
+        for i in range(len(subdirs)):
+            while i not in done and children:
+                for key, _ in sel.select():
+                    r = key.fd
+                    pid, buf = children[r]
+                    chunk = os.read(r, 1 << 20)
+                    if not chunk:  # finished (or died: what it did not send is walked here)
+                        sel.unregister(r)
+                        os.close(r)
+                        os.waitpid(pid, 0)
+                        del children[r]
+                        continue
+                    buf += chunk
+                    while len(buf) >= 8 and len(buf) >= 8 + int.from_bytes(buf[:8], "little"):
+                        size = int.from_bytes(buf[:8], "little")
+                        index, result = pickle.loads(bytes(buf[8:8 + size]))
+                        del buf[:8 + size]
+                        done[index] = result
+            result = done.pop(i, None)
+            if result is None:
+                result = _plan_subtree(subdirs[i], opts, cache)
+            yield from take(result)
+    finally:
+        for r, (pid, _buf) in children.items():
+            sel.unregister(r)
+            os.close(r)
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
 
 
 def _remember(cache: ScanCache, report: FileReport, st: os.stat_result) -> None:

@@ -365,3 +365,55 @@ def test_file_dated_past_2262_is_scanned_not_cached(engine, tree, cache_file):
     run(engine, tree, cache_file)
     tally, reports = run(engine, tree, cache_file)
     assert names(tree, reports) == ["z.txt"] and tally.unchanged == 3
+
+
+def _big_tree(root, subdirs=6):
+    for d in range(subdirs):
+        for e in range(3):
+            sub = root / f"d{d}" / f"e{e}"
+            sub.mkdir(parents=True)
+            for f in range(4):
+                (sub / f"f{f}.txt").write_bytes(f"file {d} {e} {f}\n".encode())
+        (root / f"d{d}" / "top.txt").write_bytes(b"top\n")
+    (root / "root.txt").write_bytes(b"root\n")
+
+
+def test_repeated_sweep_split_over_walkers_keeps_walk_order_and_finds_changes(
+        engine, tmp_path, cache_file):
+    root = tmp_path / "big"
+    _big_tree(root)
+    first, reports = run(engine, root, cache_file, workers=2, report_unchanged=True)
+    order = names(root, reports)
+    assert first.files == 6 * 13 + 1 and first.unchanged == 0
+    wait_a_tick()
+    (root / "d3" / "e1" / "f2.txt").write_bytes(EICAR)  # changed deep in the fourth subtree
+    (root / "d5" / "new.txt").write_bytes(b"new\n")  # new in the last one
+    (root / "d0" / "e0" / "f0.txt").unlink()
+    second, reports = run(engine, root, cache_file, workers=2, report_unchanged=True)
+    expected = [n for n in order if n != "d0/e0/f0.txt"]
+    expected.insert(expected.index("d5/top.txt"), "d5/new.txt")  # files by name, then subdirs
+    assert names(root, reports) == expected  # the same walk order as one process
+    by_name = {n: r for n, r in zip(names(root, reports), reports)}
+    assert by_name["d3/e1/f2.txt"].status is Status.INFECTED and not by_name["d3/e1/f2.txt"].unchanged
+    assert not by_name["d5/new.txt"].unchanged
+    assert by_name["d1/e2/f3.txt"].unchanged
+    assert second.unchanged == len(expected) - 2 and second.files == 2
+    assert second.directories == first.directories
+    # Counted, not reported, without report_unchanged: the same numbers.
+    third, reports = run(engine, root, cache_file, workers=2)
+    assert names(root, reports) == ["d3/e1/f2.txt"]  # still infected: never cached
+    assert third.unchanged == len(expected) - 1 and third.directories == first.directories
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads unreadable directories")
+def test_split_walk_reports_an_unreadable_subtree(engine, tmp_path, cache_file):
+    root = tmp_path / "big"
+    _big_tree(root, subdirs=3)
+    run(engine, root, cache_file, workers=2)
+    (root / "d1" / "e1").chmod(0)
+    try:
+        tally, reports = run(engine, root, cache_file, workers=2)
+    finally:
+        (root / "d1" / "e1").chmod(0o755)
+    assert [r.status for r in reports] == [Status.ERROR]
+    assert "cannot read directory" in reports[0].findings[0][3]
