@@ -1,8 +1,11 @@
-"""Durability helpers shared by everything that must not lose mail (spool, backup)."""
+"""Durability helpers shared by everything that must not lose mail or files (spool, backup,
+quarantine)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 from pathlib import Path
 
 
@@ -13,3 +16,32 @@ def fsync_dir(directory: Path | str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def entry_dirs(root: Path, pattern) -> list[str]:
+    """The directories of ``root`` whose names ``pattern`` matches (links are not entries);
+    [] when ``root`` does not exist yet. Other errors raise OSError."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        if pattern.match(name):
+            try:
+                if stat.S_ISDIR(os.lstat(os.path.join(root, name)).st_mode):
+                    out.append(name)
+            except FileNotFoundError:
+                continue  # deleted while we looked
+    return out
+
+
+def remove_dir(root: Path, name: str, doomed_prefix: str = ".del-") -> None:
+    """Remove the directory ``root/name`` so that it is gone from listings at once, even if
+    the removal is cut short: renamed aside (durably) first, then deleted. Raises OSError."""
+    doomed = os.path.join(root, doomed_prefix + name)
+    if os.path.lexists(doomed):
+        shutil.rmtree(doomed)
+    os.rename(os.path.join(root, name), doomed)
+    fsync_dir(root)
+    shutil.rmtree(doomed)

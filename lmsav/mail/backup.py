@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..durable import entry_dirs, remove_dir
 from ..durable import fsync_dir as _fsync_dir
 
 MESSAGE_FILE = "message.eml"
@@ -235,14 +236,9 @@ class BackupStore:
 
     def delete(self, entry_id: str) -> None:
         """Remove one entry. It disappears from ``list`` at once, even if removal is cut short."""
-        directory = self._existing(entry_id)
-        doomed = self.root / f"{DEL_PREFIX}{entry_id}"
+        self._existing(entry_id)
         try:
-            if os.path.lexists(doomed):
-                shutil.rmtree(doomed)
-            os.rename(directory, doomed)
-            _fsync_dir(self.root)
-            shutil.rmtree(doomed)
+            remove_dir(self.root, entry_id, DEL_PREFIX)
         except OSError as err:
             raise BackupError(f"cannot delete backup entry '{entry_id}': {_reason(err)}")
 
@@ -290,20 +286,9 @@ class BackupStore:
 
     def _ids(self) -> list[str]:
         try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return []
+            return entry_dirs(self.root, ID_RE)
         except OSError as err:
             raise BackupError(f"cannot read backup directory {self.root}: {_reason(err)}")
-        ids = []
-        for name in names:
-            if ID_RE.match(name):
-                try:
-                    if stat.S_ISDIR(os.lstat(self.root / name).st_mode):
-                        ids.append(name)
-                except FileNotFoundError:
-                    continue  # deleted while we looked
-        return ids
 
     def _existing(self, entry_id: str) -> Path:
         validate_id(entry_id)

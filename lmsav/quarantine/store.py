@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..durable import fsync_dir
+from ..durable import entry_dirs, fsync_dir, remove_dir
 from ..mail.backup import ID_RE, id_time, new_id
 
 CONTENT_FILE = "content"
@@ -262,14 +262,9 @@ class FileStore:
 
     def delete(self, entry_id: str) -> None:
         """Remove one entry; it disappears from ``list`` at once, even if removal is cut short."""
-        directory = self._existing(entry_id)
-        doomed = self.root / f"{DEL_PREFIX}{entry_id}"
+        self._existing(entry_id)
         try:
-            if os.path.lexists(doomed):
-                shutil.rmtree(doomed)
-            os.rename(directory, doomed)
-            fsync_dir(self.root)
-            shutil.rmtree(doomed)
+            remove_dir(self.root, entry_id, DEL_PREFIX)
         except OSError as err:
             raise StoreError(f"cannot delete {self.kind} entry '{entry_id}': "
                              f"{_reason(err)}") from None
@@ -278,21 +273,10 @@ class FileStore:
 
     def _ids(self) -> list[str]:
         try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return []
+            return entry_dirs(self.root, ID_RE)
         except OSError as err:
             raise StoreError(f"cannot read {self.kind} directory {self.root}: "
                              f"{_reason(err)}") from None
-        out = []
-        for name in names:
-            if ID_RE.match(name):
-                try:
-                    if stat.S_ISDIR(os.lstat(self.root / name).st_mode):
-                        out.append(name)
-                except FileNotFoundError:
-                    continue
-        return out
 
     def _existing(self, entry_id: str) -> Path:
         if not isinstance(entry_id, str) or not ID_RE.match(entry_id):
