@@ -45,3 +45,27 @@ def remove_dir(root: Path, name: str, doomed_prefix: str = ".del-") -> None:
     os.rename(os.path.join(root, name), doomed)
     fsync_dir(root)
     shutil.rmtree(doomed)
+
+
+def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: a reader sees the old file or the new one, never part of
+    one, and the new one survives a crash. The temporary file is a dot name beside it (cron
+    skips those in /etc/cron.d; systemd does not load them as units)."""
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)

@@ -4,7 +4,6 @@ schedules, so it never drifts from them."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
@@ -12,12 +11,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..durable import fsync_dir
+from ..durable import write_atomic
 from .schedules import Schedule
 
 SYSTEM_CRON_DIR = Path("/etc/cron.d")
@@ -380,20 +378,7 @@ def _install_units(target: Target, schedules: Sequence[Schedule],
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:
-    # A dot name: cron skips it in /etc/cron.d, systemd does not load it as a unit.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, text.encode(), mode)
 
 
 def systemd_running() -> bool:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from ..durable import fsync_dir
+from ..durable import write_atomic
 from .schedules import Schedule
 
 KEEP_REPORTS = 30  # per schedule; older reports are deleted after each run
@@ -303,18 +303,7 @@ def prune_reports(directory: Path, name: str, keep: int = KEEP_REPORTS) -> list[
 
 def _write_last(state: StateFiles, result: RunResult) -> None:
     path = state.last_file(result.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result.to_json(), fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, (json.dumps(result.to_json(), indent=2) + "\n").encode(), 0o644)
 
 
 def log_error(state: StateFiles, name: str, message: str) -> None:

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 import click
 import tomli_w
 
-from ..durable import fsync_dir
+from ..durable import fsync_dir, write_atomic
 from . import expression as expression_mod
 
 SCHEDULES_DIR = "schedules.d"
@@ -359,19 +358,7 @@ class Store:
     def write_raw(self, name: str, data: bytes) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(name)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(self.directory)
+        write_atomic(path, data, 0o644)
         return path
 
     def delete(self, name: str) -> None:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..durable import write_atomic
 
 DEFAULT_RULES = Path("/etc/tcp.smtp")
 MARK = "# lmsav: catch-all rule added by lmsav setup qmail"
@@ -184,14 +187,8 @@ def apply(p: Plan) -> Path | None:
         backup = p.rules_file.with_name(p.rules_file.name +
                                         time.strftime(".lmsav-%Y%m%d%H%M%S"))
         shutil.copy2(p.rules_file, backup)
-    tmp = p.rules_file.with_name(f".{p.rules_file.name}.lmsav-{os.getpid()}")
-    with open(tmp, "w") as fp:
-        fp.write("\n".join(p.after) + "\n")
-        fp.flush()
-        os.fsync(fp.fileno())
-    if backup is not None:
-        shutil.copymode(backup, tmp)
-    os.replace(tmp, p.rules_file)
+    mode = stat.S_IMODE(backup.stat().st_mode) if backup is not None else 0o644
+    write_atomic(p.rules_file, ("\n".join(p.after) + "\n").encode(), mode)
     return backup
 
 
