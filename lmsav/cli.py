@@ -26,8 +26,19 @@ class Fatal(click.ClickException):
         click.echo(f"lmsav: error: {self.message}", err=True)
 
 
-def _load_settings(ctx: click.Context, overrides: dict | None = None):
+def root_options(ctx: click.Context) -> dict:
+    """The root command's --config and --profile; resolved as `lmsav` resolves them when a
+    command group runs on its own (its tests, scripts)."""
     obj = ctx.find_root().obj
+    if isinstance(obj, dict) and "config" in obj:
+        return obj
+    return {"config": paths_mod.config_file_from(None, os.environ),
+            "config_explicit": bool(os.environ.get(paths_mod.ENV_CONFIG)), "profile": None}
+
+
+def load_settings(ctx: click.Context, overrides: dict | None = None):
+    """The settings for this invocation; a bad configuration is a one-line error."""
+    obj = root_options(ctx)
     try:
         return config_mod.load_settings(obj["config"], obj["profile"], overrides or {},
                                         required=obj["config_explicit"])
@@ -245,7 +256,7 @@ def scan_cmd(ctx, targets, database, exclude, include, max_dir_depth, one_file_s
         "scan.incremental": incremental,
         **action_options,
     }
-    settings = _load_settings(ctx, {k: v for k, v in overrides.items() if v is not None})
+    settings = load_settings(ctx, {k: v for k, v in overrides.items() if v is not None})
     sc = settings.scan
     db = _load_database(_database_dir(settings, database))
     engine = Engine(db, settings.limits(), sc.scan_archives, sc.scan_mail,
@@ -378,7 +389,7 @@ def _scan_through_daemon(ctx, targets, socket_path, stream, verbose, infected_on
     """clamdscan's behaviour: the daemon scans, this prints its replies as clamd words them."""
     from .daemon.client import Client, ClientError
 
-    settings = _load_settings(ctx)
+    settings = load_settings(ctx)
     client = Client(path=socket_path or settings.daemon_socket())
     found = errors = 0
     try:
@@ -585,7 +596,7 @@ def db_build(directory, as_json):
 @click.pass_context
 def db_info(ctx, database, as_json):
     """Show a database's version, signature counts per format and build time."""
-    settings = _load_settings(ctx)
+    settings = load_settings(ctx)
     db = _load_database(_database_dir(settings, database))
     info = _db_info(db)
     if as_json:
@@ -629,7 +640,7 @@ def db_test(ctx, database):
     """Self-test: scan the database's own samples (selftest.toml) and check every verdict."""
     from .scanner.engine import Engine
 
-    settings = _load_settings(ctx)
+    settings = load_settings(ctx)
     db = _load_database(_database_dir(settings, database))
     if not db.samples:
         raise Fatal(f"{db.directory}: no self-test samples (selftest.toml)")
@@ -659,7 +670,7 @@ def config_group():
 @click.pass_context
 def config_show(ctx, sources):
     """Print the effective configuration (defaults, profile and file merged) as TOML."""
-    settings = _load_settings(ctx)
+    settings = load_settings(ctx)
     click.echo(settings.to_toml(with_sources=sources), nl=False)
 
 
@@ -668,7 +679,7 @@ def config_show(ctx, sources):
 def config_check(ctx):
     """Validate the configuration file; exit 0 if lmsav can start with it, 2 otherwise."""
     obj = ctx.find_root().obj
-    settings = _load_settings(ctx)
+    settings = load_settings(ctx)
     where = obj["config"] if Path(obj["config"]).exists() else "built-in defaults"
     click.echo(f"{where}: OK (profile {settings.profile})")
 
@@ -714,7 +725,7 @@ def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, 
     print the outcome. Exit 0 when clean, 1 when something was found or filtered, 2 on error."""
     from .mail.process import MailProcessor
 
-    settings = _load_settings(ctx)
+    settings = load_settings(ctx)
     groups = _groups(ctx)
     db = _load_database(_database_dir(settings, database))
     try:
@@ -832,7 +843,7 @@ def backup_list(ctx, as_json):
     """List backup entries, newest first."""
     from .mail.backup import format_table
 
-    entries = _backup_store(_load_settings(ctx)).list()
+    entries = _backup_store(load_settings(ctx)).list()
     if as_json:
         click.echo(json.dumps([e.to_json() for e in entries], indent=2))
     else:
@@ -854,7 +865,7 @@ def _backup_call(fn):
 @click.pass_context
 def backup_show(ctx, entry_id, as_json):
     """Print an entry's information (envelope, group, verdict, actions) as JSON."""
-    store = _backup_store(_load_settings(ctx))
+    store = _backup_store(load_settings(ctx))
     click.echo(json.dumps(_backup_call(lambda: store.show(entry_id)), indent=2,
                           ensure_ascii=False))
 
@@ -865,7 +876,7 @@ def backup_show(ctx, entry_id, as_json):
 @click.pass_context
 def backup_extract(ctx, entry_id, output):
     """Write the original message, byte for byte."""
-    store = _backup_store(_load_settings(ctx))
+    store = _backup_store(load_settings(ctx))
     data = _backup_call(lambda: store.extract(entry_id))
     if output:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -881,7 +892,7 @@ def backup_extract(ctx, entry_id, output):
 @click.pass_context
 def backup_delete(ctx, entry_ids):
     """Delete entries."""
-    store = _backup_store(_load_settings(ctx))
+    store = _backup_store(load_settings(ctx))
     for entry_id in entry_ids:
         _backup_call(lambda: store.delete(entry_id))
         click.echo(f"deleted {entry_id}")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from .. import paths as paths_mod
+from ..cli import Fatal, load_settings, root_options
+
 from . import expression as expression_mod
 from . import install as install_mod
 from .run import RunResult, StateFiles, last_result, log_error, run_sweep
@@ -23,50 +24,28 @@ NEXT_IN_LIST = 3
 QUIET_LINES = 1000  # scan output kept by --quiet, printed only when the run was not clean
 
 
-def _fatal(message: str) -> click.ClickException:
-    from ..cli import Fatal  # here, not at import time: lmsav.cli imports this module
-
-    return Fatal(message)
-
-
 # -- where things are ----------------------------------------------------------------------------
 
-def _root_obj(ctx: click.Context) -> dict:
-    obj = ctx.find_root().obj
-    if isinstance(obj, dict) and "config" in obj:
-        return obj
-    # Run on its own, not under `lmsav`: resolve the configuration file as lmsav does.
-    return {"config": paths_mod.config_file_from(None, os.environ),
-            "config_explicit": bool(os.environ.get(paths_mod.ENV_CONFIG)), "profile": None}
 
 
 def _config_file(ctx: click.Context) -> Path:
-    return Path(_root_obj(ctx)["config"]).absolute()
+    return Path(root_options(ctx)["config"]).absolute()
 
 
 def _store(ctx: click.Context) -> Store:
     return Store(schedules_dir(_config_file(ctx)))
 
 
-def _settings(ctx: click.Context):
-    from .. import config as config_mod
-
-    obj = _root_obj(ctx)
-    try:
-        return config_mod.load_settings(obj["config"], obj["profile"],
-                                        required=obj["config_explicit"])
-    except config_mod.ConfigError as err:
-        raise _fatal(str(err)) from None
 
 
 def _state(ctx: click.Context) -> StateFiles:
-    return StateFiles(Path(_settings(ctx).paths.state_dir))
+    return StateFiles(Path(load_settings(ctx).paths.state_dir))
 
 
 def _job_config(ctx: click.Context) -> Path | None:
     """The --config a job passes on: the file in use, so a job started by cron or systemd,
     whose environment has no $LMSAV_CONFIG or $XDG_CONFIG_HOME, reads the same one."""
-    obj = _root_obj(ctx)
+    obj = root_options(ctx)
     path = _config_file(ctx)
     return path if obj["config_explicit"] or path.exists() else None
 
@@ -174,29 +153,29 @@ def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable,
     try:
         check_name(name)
     except ScheduleError as err:
-        raise _fatal(f'NAME "{name}": {err}') from None
+        raise Fatal(f'NAME "{name}": {err}') from None
     if enable and not systemd:
-        raise _fatal("--enable goes with --systemd (a cron line is active once installed)")
+        raise Fatal("--enable goes with --systemd (a cron line is active once installed)")
     try:
         expression = expression_mod.parse(when)
     except expression_mod.ExpressionError as err:
-        raise _fatal(f'--schedule "{when}": {err}') from None
+        raise Fatal(f'--schedule "{when}": {err}') from None
     if systemd:
         try:
             expression.on_calendar()
         except expression_mod.ExpressionError as err:
-            raise _fatal(f'--systemd: --schedule "{when}" has {err}') from None
+            raise Fatal(f'--systemd: --schedule "{when}" has {err}') from None
     try:
         options, more_paths = split_scan_args(list(args))
     except ScheduleError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     paths = [os.path.abspath(os.path.expanduser(p)) for p in (*path_options, *more_paths)]
     if not paths:
-        raise _fatal("no paths to sweep: give them with --paths PATH")
+        raise Fatal("no paths to sweep: give them with --paths PATH")
     for path in paths:
         if any(c in path for c in "\r\n\0"):
-            raise _fatal(f"--paths {path!r}: a path on one line, please")
-    _settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
+            raise Fatal(f"--paths {path!r}: a path on one line, please")
+    load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
     schedule = Schedule(name=name, schedule=expression.text, paths=tuple(dict.fromkeys(paths)),
                         scan_options=tuple(options), incremental=incremental, systemd=systemd,
                         created=datetime.datetime.now().astimezone().replace(microsecond=0))
@@ -210,13 +189,13 @@ def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable,
         with store.locked():
             existed = store.exists(name)
             if existed and not replace:
-                raise _fatal(f"schedule '{name}' exists ({store.path(name)}); use --replace, or "
+                raise Fatal(f"schedule '{name}' exists ({store.path(name)}); use --replace, or "
                              f"`lmsav cron remove {name}` first")
             installed = _change(ctx, store, target, name, lambda: store.save(schedule))
     except (ScheduleError, install_mod.InstallError) as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     except OSError as err:
-        raise _fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
+        raise Fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
     click.echo(f"{'replaced' if existed else 'added'} {schedule.kind} {name}: "
                f"{store.path(name)}")
     _describe(schedule, next_count=NEXT_IN_LIST)
@@ -226,7 +205,7 @@ def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable,
     try:
         _systemctl(target, installed, enable_timers, enable, "--enable")
     except install_mod.InstallError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
 
 
 def _change(ctx, store: Store, target: install_mod.Target, name: str, change
@@ -327,7 +306,7 @@ def show_cmd(ctx, name, count, as_json, cron_dir, unit_dir):
         check_name(name)
         schedule = store.load(name)
     except ScheduleError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     state = _state(ctx)
     target = _target(cron_dir, unit_dir)
     command = install_mod.job_command(schedule, install_mod.lmsav_command(), _job_config(ctx))
@@ -373,22 +352,22 @@ def remove_cmd(ctx, name, disable, cron_dir, unit_dir):
         if not store.exists(name):
             store.load(name)  # the error lists the schedules there are
     except ScheduleError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     target = _target(cron_dir, unit_dir)
     try:
         with store.locked():
             installed = _change(ctx, store, target, name, lambda: store.delete(name))
     except (ScheduleError, install_mod.InstallError) as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     except OSError as err:
-        raise _fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
+        raise Fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
     click.echo(f"removed {name}")
     for message in installed.messages:
         click.echo(message)
     try:
         _systemctl(target, installed, [], disable, "--disable")
     except install_mod.InstallError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
 
 
 @cron.command("install", short_help="Regenerate the crontab lines and systemd units.")
@@ -406,15 +385,15 @@ def install_cmd(ctx, enable, cron_dir, unit_dir):
         with store.locked():
             installed = _install_all(ctx, store, target)
     except (ScheduleError, install_mod.InstallError) as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     except OSError as err:
-        raise _fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
+        raise Fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
     for message in installed.messages or ["nothing to change"]:
         click.echo(message)
     try:
         _systemctl(target, installed, installed.timers if enable else [], enable, "--enable")
     except install_mod.InstallError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
 
 
 @cron.command("next")
@@ -428,7 +407,7 @@ def next_cmd(expression, count, systemd):
         parsed = expression_mod.parse(expression)
         on_calendar = parsed.on_calendar() if systemd else None
     except expression_mod.ExpressionError as err:
-        raise _fatal(f'"{expression}": {err}') from None
+        raise Fatal(f'"{expression}": {err}') from None
     if on_calendar:
         click.echo(f"OnCalendar={on_calendar}")
     for moment in parsed.next_times(count):
@@ -448,15 +427,15 @@ def run_cmd(ctx, name, quiet):
     try:
         check_name(name)
     except ScheduleError as err:
-        raise _fatal(f'NAME "{name}": {err}') from None
+        raise Fatal(f'NAME "{name}": {err}') from None
     state = _state(ctx)
     _log_to_syslog()
     try:
         schedule = _store(ctx).load(name)
     except ScheduleError as err:
         log_error(state, name, str(err))
-        raise _fatal(str(err)) from None
-    obj = _root_obj(ctx)
+        raise Fatal(str(err)) from None
+    obj = root_options(ctx)
     config = _job_config(ctx)
     scan = [*install_mod.lmsav_command(),
             *(["--config", str(config)] if config else []),
@@ -472,7 +451,7 @@ def run_cmd(ctx, name, quiet):
     try:
         result = run_sweep(schedule, state, scan, on_line)
     except OSError as err:
-        raise _fatal(f"{err.filename or state.state_dir}: {err.strerror or err}") from None
+        raise Fatal(f"{err.filename or state.state_dir}: {err.strerror or err}") from None
     if result.result == "skipped":
         if not quiet:
             click.echo(f"lmsav: {name} is {result.error}; not started again", err=True)

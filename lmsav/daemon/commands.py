@@ -10,38 +10,14 @@ import time
 
 import click
 
+from ..cli import Fatal, load_settings, root_options
+
 LOG_FORMAT = "%(asctime)s lmsav-daemon[%(process)d]: %(message)s"
 EXIT_OK, EXIT_ERROR = 0, 2
 
 
-def _fatal(message: str) -> click.ClickException:
-    from ..cli import Fatal  # here, not at import time: lmsav.cli imports this module
-
-    return Fatal(message)
 
 
-def _settings(ctx: click.Context, overrides: dict | None = None):
-    from .. import config as config_mod
-    from .. import paths as paths_mod
-
-    obj = ctx.find_root().obj
-    if not (isinstance(obj, dict) and "config" in obj):
-        obj = {"config": paths_mod.config_file_from(None, os.environ), "config_explicit": False,
-               "profile": None}
-    try:
-        return config_mod.load_settings(obj["config"], obj["profile"], overrides or {},
-                                        required=obj["config_explicit"])
-    except config_mod.ConfigError as err:
-        raise _fatal(str(err)) from None
-
-
-def _config_path(ctx: click.Context):
-    obj = ctx.find_root().obj
-    if isinstance(obj, dict) and obj.get("config"):
-        return obj["config"]
-    from .. import paths as paths_mod
-
-    return paths_mod.config_file_from(None, os.environ)
 
 
 def _setup_logging(detached: bool) -> None:
@@ -84,17 +60,17 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
                          remove_pid_file, write_pid_file)
 
     overrides = {"daemon.tcp": list(tcp) if tcp else None}
-    settings = _settings(ctx, {k: v for k, v in overrides.items() if v is not None})
+    settings = load_settings(ctx, {k: v for k, v in overrides.items() if v is not None})
     for addr in tcp:
         from ..config import _LISTEN_RE
 
         if not _LISTEN_RE.fullmatch(addr):
-            raise _fatal(f"--tcp {addr}: expected HOST:PORT like 127.0.0.1:3310 or [::1]:3310")
+            raise Fatal(f"--tcp {addr}: expected HOST:PORT like 127.0.0.1:3310 or [::1]:3310")
     try:
         options = options_from_settings(settings, socket_path, tcp, database, workers, pid_file,
-                                        _config_path(ctx))
+                                        root_options(ctx)["config"])
     except DaemonError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     background = detach and not foreground
     _setup_logging(background)
     server = Server(options)
@@ -106,7 +82,7 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
         server.drop_privileges()
     except DaemonError as err:
         server._close_listeners()
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     if background:
         do_detach()
     write_pid = background or pid_file is not None
@@ -128,7 +104,7 @@ def _client(ctx: click.Context, socket_path: str | None):
     obj = ctx.find_root().obj
     path = socket_path or (obj.get("ctl_socket") if isinstance(obj, dict) else None)
     if not path:
-        path = str(_settings(ctx).daemon_socket())
+        path = str(load_settings(ctx).daemon_socket())
     return Client(path, timeout=30)
 
 
@@ -152,7 +128,7 @@ def _call(fn):
     try:
         return fn()
     except ClientError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
 
 
 @ctl.command("ping")
@@ -162,7 +138,7 @@ def ctl_ping(ctx, socket_path):
     """Check that the daemon answers (PING → PONG)."""
     client = _client(ctx, socket_path)
     if not _call(client.ping):
-        raise _fatal("the daemon did not answer PONG")
+        raise Fatal("the daemon did not answer PONG")
     click.echo("PONG")
 
 
@@ -223,7 +199,7 @@ def ctl_reload(ctx, socket_path, no_wait, timeout):
     client = _client(ctx, socket_path)
     before = _call(client.status)
     if not _call(client.reload):
-        raise _fatal("the daemon did not accept RELOAD")
+        raise Fatal("the daemon did not accept RELOAD")
     if no_wait:
         click.echo("RELOADING")
         return
@@ -236,9 +212,9 @@ def ctl_reload(ctx, socket_path, no_wait, timeout):
             if last["result"] == "ok":
                 click.echo(f"reloaded: database {last['version']}")
                 return
-            raise _fatal(f"reload refused, still using database "
+            raise Fatal(f"reload refused, still using database "
                          f"{st['database']['version']}: {last.get('error')}")
-    raise _fatal(f"no reload outcome after {timeout:g}s")
+    raise Fatal(f"no reload outcome after {timeout:g}s")
 
 
 @ctl.command("stop")
@@ -260,4 +236,4 @@ def ctl_stop(ctx, socket_path, timeout):
             click.echo("stopped")
             return
         time.sleep(0.1)
-    raise _fatal(f"the daemon still answers after {timeout:g}s")
+    raise Fatal(f"the daemon still answers after {timeout:g}s")

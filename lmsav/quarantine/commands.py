@@ -9,16 +9,12 @@ from pathlib import Path
 
 import click
 
+from ..cli import Fatal, load_settings
+
 from .store import FileStore, StoreError
 
 STORES = ("quarantine", "backup")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _fatal(message: str) -> click.ClickException:
-    from ..cli import Fatal  # here, not at import time: lmsav.cli imports this module
-
-    return Fatal(message)
 
 
 def store_roots(state_dir: Path | str) -> dict[str, Path]:
@@ -28,9 +24,7 @@ def store_roots(state_dir: Path | str) -> dict[str, Path]:
 
 
 def _store(ctx: click.Context, which: str) -> FileStore:
-    from ..cli import _load_settings
-
-    settings = _load_settings(ctx)
+    settings = load_settings(ctx)
     return FileStore(store_roots(settings.paths.state_dir)[which], which)
 
 
@@ -38,7 +32,7 @@ def _call(fn):
     try:
         return fn()
     except StoreError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
 
 
 store_option = click.option(

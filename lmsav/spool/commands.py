@@ -8,45 +8,23 @@ import email.parser
 import email.policy
 import json
 import logging
-import os
 import sys
 
 import click
+
+from ..cli import Fatal, load_settings, root_options
 
 from .queue import Entry, Spool, SpoolError
 
 LOG_FORMAT = "%(asctime)s lmsav-spool[%(process)d]: %(message)s"
 
 
-def _fatal(message: str) -> click.ClickException:
-    from ..cli import Fatal  # here, not at import time: lmsav.cli imports this module
-
-    return Fatal(message)
 
 
-def _root_obj(ctx: click.Context) -> dict:
-    obj = ctx.find_root().obj
-    if isinstance(obj, dict) and "config" in obj:
-        return obj
-    from .. import paths as paths_mod  # run on its own, not under `lmsav`
-
-    return {"config": paths_mod.config_file_from(None, os.environ), "config_explicit": False,
-            "profile": None}
-
-
-def _settings(ctx: click.Context, overrides: dict | None = None):
-    from .. import config as config_mod
-
-    obj = _root_obj(ctx)
-    try:
-        return config_mod.load_settings(obj["config"], obj["profile"], overrides or {},
-                                        required=obj["config_explicit"])
-    except config_mod.ConfigError as err:
-        raise _fatal(str(err)) from None
 
 
 def _spool(ctx: click.Context) -> Spool:
-    return Spool(_settings(ctx).spool_dir())
+    return Spool(load_settings(ctx).spool_dir())
 
 
 @click.group("spool")
@@ -70,19 +48,19 @@ def watch_cmd(ctx, workers, once, database):
     """
     from .watcher import Watcher, WatcherError
 
-    settings = _settings(ctx, {"spool.workers": workers})
+    settings = load_settings(ctx, {"spool.workers": workers})
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger = logging.getLogger("lmsav.spool")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    obj = _root_obj(ctx)
+    obj = root_options(ctx)
     try:
         code = Watcher(settings, obj["config"], database, workers=workers,
                        profile=obj["profile"]).run(once=once)
     except WatcherError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     ctx.exit(code)
 
 
@@ -115,7 +93,7 @@ def list_cmd(ctx, as_json):
     try:
         rows = _spool(ctx).list()
     except SpoolError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     if as_json:
         click.echo(json.dumps([_entry_json(s, e) for s, e in rows], indent=2,
                               ensure_ascii=False))
@@ -168,7 +146,7 @@ def show_cmd(ctx, entry_id, as_json):
         entry = sp.get(entry_id)
         raw = sp.message(entry)
     except SpoolError as err:
-        raise _fatal(str(err)) from None
+        raise Fatal(str(err)) from None
     state = entry.path.parent.name
     headers = _headers(raw)
     if as_json:

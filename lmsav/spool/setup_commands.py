@@ -10,15 +10,11 @@ from pathlib import Path
 
 import click
 
+from ..cli import Fatal, root_options
+
 from . import setup_exim, setup_postfix
 
 DEFAULT_QMAIL_RULES = Path("/etc/tcp.smtp")
-
-
-def _fatal(message: str) -> click.ClickException:
-    from ..cli import Fatal  # imported here: cli.py imports this module
-
-    return Fatal(message)
 
 
 def _os_error(err: OSError) -> str:
@@ -97,9 +93,9 @@ def setup_postfix_cmd(ctx, config_dir, do_apply, remove, lmsav_path, user, port,
             return
         backups = setup_postfix.apply(postfix, plan)
     except setup_postfix.SetupError as err:
-        raise _fatal(str(err))
+        raise Fatal(str(err))
     except OSError as err:
-        raise _fatal(_os_error(err))
+        raise Fatal(_os_error(err))
     if backups:
         click.echo("Backed up: " + ", ".join(str(path) for path in backups))
         where = "" if Path(config_dir) == setup_postfix.DEFAULT_CONFIG_DIR else f" -c {config_dir}"
@@ -144,9 +140,9 @@ def setup_exim_cmd(ctx, config_dir, config_file, do_apply, remove, lmsav_path, u
             return
         backups = setup_exim.apply(plan)
     except setup_exim.SetupError as err:
-        raise _fatal(str(err))
+        raise Fatal(str(err))
     except OSError as err:
-        raise _fatal(_os_error(err))
+        raise Fatal(_os_error(err))
     if plan.changes:
         if backups:
             click.echo("Backed up: " + ", ".join(str(path) for path in backups))
@@ -187,10 +183,10 @@ def setup_qmail_cmd(ctx, rules_file, cdb, do_apply, remove, wrapper):
 
     wrapper = wrapper or _default_wrapper()
     if not os.path.isabs(wrapper):
-        raise _fatal(f"--wrapper {wrapper}: expected an absolute path")
+        raise Fatal(f"--wrapper {wrapper}: expected an absolute path")
     # The wrapper reads /etc/lmsav/lmsav.toml unless told otherwise: pass another file only
     # when it was asked for or exists (a user's absent default would defer every message).
-    obj = ctx.find_root().obj or {}
+    obj = root_options(ctx)
     config = str(obj.get("config") or "")
     wanted = config and (obj.get("config_explicit") or os.path.exists(config))
     config = config if wanted and os.path.abspath(config) != SYSTEM_CONFIG else None
@@ -207,9 +203,9 @@ def setup_qmail_cmd(ctx, rules_file, cdb, do_apply, remove, wrapper):
         cdb = cdb or rules_file.with_name(rules_file.name + ".cdb")
         ran = qsetup.compile_rules(rules_file, cdb) if plan.changed else None
     except qsetup.SetupError as err:
-        raise _fatal(str(err))
+        raise Fatal(str(err))
     except OSError as err:
-        raise _fatal(_os_error(err))
+        raise Fatal(_os_error(err))
     if plan.changed:
         if ran:
             click.echo(f"Compiled: {ran}")
@@ -224,7 +220,7 @@ def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user
     from .. import config as config_mod
     from .. import paths as paths_mod
 
-    obj = ctx.find_root().obj or {}
+    obj = root_options(ctx)
     path = obj.get("config") or paths_mod.config_file_from(None, os.environ)
     try:
         settings = config_mod.load_settings(path, obj.get("profile"))

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..durable import fsync_dir as _fsync_dir
-from ..mail.deliveries import Delivery, build_reject_notice, plan_deliveries  # noqa: F401
+from ..mail.deliveries import Delivery, plan_deliveries
 from ..mail.raw import header_end
 from .queue import NAME_RE, Entry, Spool, SpoolError
 from .reinject import ReinjectError, Reinjector, from_setting

@@ -22,7 +22,8 @@ from lmsav import config as config_mod
 from lmsav.spool.commands import spool as spool_group
 from lmsav.spool.queue import Envelope, Spool
 from lmsav.spool.reinject import DirReinjector, ReinjectError
-from lmsav.spool.watcher import Watcher, build_reject_notice, retry_delay
+from lmsav.mail.deliveries import build_reject_notice
+from lmsav.spool.watcher import Watcher, retry_delay
 from tests.conftest import BODY_SAMPLE, EICAR
 
 GROUPS = {
