@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -330,15 +329,12 @@ class Store:
         if not path.is_file():
             known = ", ".join(self.names()) or "none"
             raise ScheduleError(f"no schedule '{name}' in {self.directory} (schedules: {known})")
+        from ..config import ConfigError, _read_toml
+
         try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise ScheduleError(f"{path}: invalid TOML: {err}") from None
-        except UnicodeDecodeError:
-            raise ScheduleError(f"{path}: invalid TOML: not UTF-8 text") from None
-        except OSError as err:
-            raise ScheduleError(f"{path}: cannot read: {err.strerror or err}") from None
+            data = _read_toml(path)
+        except ConfigError as err:
+            raise ScheduleError(str(err)) from None
         return from_toml(data, str(path), expect_name=name)
 
     def load_all(self) -> list[Schedule]:

@@ -10,13 +10,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner
 
-from lmsav.cron import install
-from lmsav.cron.commands import cron
 from lmsav.cron.run import KEEP_REPORTS, prune_reports
 from tests.conftest import EICAR
 
@@ -43,36 +39,20 @@ CODE = "from lmsav.cron.commands import cron; cron()"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    config = etc / "lmsav.toml"
-    state = tmp_path / "state"
-    config.write_text(f'[paths]\nstate_dir = "{state}"\n')
-    data = tmp_path / "data"
-    data.mkdir()
-    stub = tmp_path / "lmsav-stub"
+def env(cron_env, monkeypatch):
+    stub = cron_env.tmp / "lmsav-stub"
     stub.write_text(STUB)
     stub.chmod(0o755)
-    monkeypatch.setenv("LMSAV_CONFIG", str(config))
-    monkeypatch.setenv("LMSAV_CRON_DIR", str(tmp_path / "cron.d"))
-    monkeypatch.setenv("LMSAV_SYSTEMD_DIR", str(tmp_path / "units"))
     monkeypatch.setenv("LMSAV_EXECUTABLE", str(stub))
-    monkeypatch.setenv("STUB_DIR", str(tmp_path))
+    monkeypatch.setenv("STUB_DIR", str(cron_env.tmp))
     for name in ("STUB_WAIT", "STUB_EXIT", "STUB_FOUND", "STUB_FD"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(install, "SYSTEM_CRON_DIR", tmp_path / "system-cron.d")
-    monkeypatch.setattr(install, "SYSTEM_UNIT_DIR", tmp_path / "system-units")
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(cron, [str(a) for a in args], catch_exceptions=False)
-
-    assert invoke("add", "sweep", "nightly", "--paths", data, "--schedule", "0 3 * * *",
-                  "--exclude", "*.log").exit_code == 0
-    return SimpleNamespace(tmp=tmp_path, config=config, state=state, data=data, stub=stub,
-                           invoke=invoke, log=state / "log" / "cron.log",
-                           last=state / "cron" / "nightly.last.json")
+    assert cron_env.invoke("add", "sweep", "nightly", "--paths", cron_env.data, "--schedule",
+                           "0 3 * * *", "--exclude", "*.log").exit_code == 0
+    cron_env.stub = stub
+    cron_env.log = cron_env.state / "log" / "cron.log"
+    cron_env.last = cron_env.state / "cron" / "nightly.last.json"
+    return cron_env
 
 
 def stub_calls(env) -> list[list[str]]:
