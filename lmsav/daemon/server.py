@@ -230,7 +230,7 @@ class ScanService:
         req_fd, msg_fd, plan_fd = fds
         try:
             request = mailjob.decode_request(mailjob.read_fd(req_fd, mailjob.MAX_REQUEST))
-            raw = mailjob.read_fd(msg_fd, self.mail.max_message)
+            raw = mailjob.read_fd(msg_fd, mailjob.MAX_MESSAGE)
             header, bodies = self.mail.plan(request, raw)
             mailjob.write_plan(plan_fd, header, bodies)
         except (mailjob.PlanError, KeyError, OSError) as err:
@@ -246,14 +246,12 @@ class MailService:
     """The mail policy inside a worker: groups from the parent, the processor made on first use
     (the engines it needs are built per limit set and kept)."""
 
-    def __init__(self, db, groups, limits, state_dir: Path | None, tmp_dir: str | None,
-                 max_message: int):
+    def __init__(self, db, groups, limits, state_dir: Path | None, tmp_dir: str | None):
         self.db = db
         self.groups = groups
         self.limits = limits
         self.state_dir = state_dir
         self.tmp_dir = tmp_dir
-        self.max_message = max_message
         self._processor = None
 
     def plan(self, request: dict, raw: bytes) -> tuple[dict, list[bytes]]:
@@ -1181,7 +1179,7 @@ class Server:
                 engine = Engine(self.db, self.opt.limits, self.opt.scan_archives,
                                 self.opt.scan_mail, self.opt.tmp_dir)
                 mail = MailService(self.db, self.groups, self.opt.limits, self.opt.state_dir,
-                                   self.opt.tmp_dir, mailjob.MAX_MESSAGE)
+                                   self.opt.tmp_dir)
                 worker_main(child_sock, ScanService(engine, self.opt.heuristic_names,
                                                     self.opt.follow_symlinks, mail))
             except BaseException:

@@ -25,6 +25,7 @@ try:  # the C module: `import signal` pulls in enum for nothing needed here
 except ImportError:
     import signal as _signal
 
+from ..daemon.mailjob import MAX_MESSAGE
 from . import envelope
 from . import settings as settings_mod
 
@@ -35,7 +36,6 @@ EXIT_CUSTOM_ERROR = 82
 EXIT_READ = 54
 EXIT_ENVELOPE = 91
 CUSTOM_ERROR_FD = 4
-MAX_MESSAGE = 1 << 40  # qmail has no limit of its own; databytes in qmail-smtpd is the place
 PROG = "lmsav-qmail-queue"
 
 
@@ -92,13 +92,12 @@ def run(env) -> int:
         raise Defer(str(err)) from None
     message = read_message(0)
     sender, recipients = read_envelope(1)
-    request_group = conf.group
     plan = None
     if conf.use_daemon:
         from .daemon_client import DaemonUnavailable, ask
 
         try:
-            plan = ask(conf.socket, message, sender, recipients, request_group,
+            plan = ask(conf.socket, message, sender, recipients, conf.group,
                        _client(env), conf.timeout)
         except DaemonUnavailable as err:
             if not conf.fallback:
@@ -109,7 +108,7 @@ def run(env) -> int:
     if plan is None:
         from .inprocess import plan_in_process
 
-        plan = plan_in_process(conf, message, sender, recipients, request_group, _client(env))
+        plan = plan_in_process(conf, message, sender, recipients, conf.group, _client(env))
     return carry_out(conf, plan)
 
 
