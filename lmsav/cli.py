@@ -57,9 +57,12 @@ def _load_database(directory: Path, rebuild: bool = False):
     from .scanner.signatures.errors import SignatureError
 
     try:
-        return Database.load(directory, rebuild=rebuild)
+        db = Database.load(directory, rebuild=rebuild)
     except (DatabaseError, SignatureError) as err:
         raise Fatal(str(err))
+    for warning in db.warnings:
+        click.echo(f"lmsav: warning: {warning}", err=True)
+    return db
 
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
@@ -584,9 +587,9 @@ def db_build(directory, as_json):
     else:
         click.echo(f"built {db.directory}: {db.total} signatures in {db.build_seconds:.2f} s "
                    f"-> {db.cache_path}")
-        for name in db.unsupported:
-            click.echo(f"warning: {name}: format not supported yet, ignored", err=True)
-        for line in db.body.unsupported:
+        for line in db.not_used:
+            click.echo(f"warning: {line}; not used", err=True)
+        for line in db.skipped_lines:
             click.echo(f"warning: {line}; skipped", err=True)
 
 
@@ -608,14 +611,20 @@ def db_info(ctx, database, as_json):
     click.echo(f"Directory: {db.directory}")
     click.echo(f"Version: {db.version}")
     click.echo(f"Signatures: {db.total}")
-    for fmt, n in info["counts"].items():
-        click.echo(f"  .{fmt}: {n}")
+    for c in info["containers"]:
+        click.echo(f"  {c['file']}: version {c['version']}, built {c['build_time']} by "
+                   f"{c['builder']}, {c['signatures']} signatures, functionality level "
+                   f"{c['functionality_level']}, {c['signature_status']}")
+    click.echo(f"{'Type':<8}{'loaded':>10}{'skipped':>10}")
+    for fmt in sorted(set(db.counts) | set(db.skipped)):
+        click.echo(f"  .{fmt:<6}{db.counts.get(fmt, 0):>10}{db.skipped.get(fmt, 0):>10}")
     click.echo(f"Built: {built} in {db.build_seconds:.2f} s")
     click.echo(f"Compiled cache: {db.cache_path}")
-    for name in db.unsupported:
-        click.echo(f"Ignored (format not supported yet): {name}")
-    if db.body.unsupported:
-        click.echo(f"Skipped signatures: {len(db.body.unsupported)} (see `lmsav db info --json`)")
+    for line in db.not_used:
+        click.echo(f"Not used: {line}")
+    if db.skipped_lines:
+        click.echo(f"Skipped signatures: {len(db.skipped_lines)} (each with its reason: "
+                   f"`lmsav db info --json`)")
 
 
 def _db_info(db) -> dict:
@@ -624,11 +633,14 @@ def _db_info(db) -> dict:
         "version": db.version,
         "signatures": db.total,
         "counts": {k: v for k, v in db.counts.items() if v},
+        "skipped": {k: v for k, v in db.skipped.items() if v},
+        "containers": db.containers,
         "built_at": db.built_at,
         "build_seconds": db.build_seconds,
         "cache": str(db.cache_path),
-        "unsupported_files": db.unsupported,
-        "skipped_signatures": db.body.unsupported,
+        "not_used": db.not_used,
+        "skipped_signatures": db.skipped_lines,
+        "warnings": db.warnings,
         "self_test_samples": len(db.samples),
     }
 

@@ -540,6 +540,8 @@ class Server:
             db = Database.load(self.opt.database, build_in_child=True)
         except (DatabaseError, SignatureError, OSError) as err:
             raise DaemonError(str(err)) from None
+        for warning in db.warnings:
+            log.warning("%s", warning)
         failures = self_test(db, self.opt.limits)
         if failures:
             raise DaemonError(f"{self.opt.database}: self-test failed: {'; '.join(failures)}")
@@ -1232,6 +1234,8 @@ class Server:
             failures = self_test(db, self.opt.limits)
             result = (db, None) if not failures else (None, "self-test failed: " +
                                                       "; ".join(failures))
+            if db.warnings:  # the new sources were refused; what loaded is the old cache
+                result = (None, "; ".join(db.warnings))
             if db is not None:
                 self._new_groups = load_groups(self.opt.config_path)
         except Exception as err:  # any failure keeps the old database

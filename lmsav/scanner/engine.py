@@ -14,6 +14,12 @@ from .containers import Corrupted, Encrypted, Unsupported, handler_for
 from .limits import Context, LimitExceeded, Limits
 from .objects import ObjectResult, ScanObject, Status, Threat, Verdict, join_path
 from .signatures.database import Database
+try:
+    from .signatures.filetypes import clamav_type
+except ImportError:  # pragma: no cover
+    def clamav_type(t):
+        return "CL_TYPE_" + t.upper()
+from .signatures.subject import Subject
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,8 @@ class Engine:
             if obj.depth == 0:
                 ctx.account(size)
             data = obj.data
-            ftype = res.type = filetype.sniff(data, size)
-            found = self._match(data, ftype, size)
+            ftype = obj.type = res.type = filetype.sniff(data, size)
+            found = self._match(obj, data, ftype, size)
             if found:
                 res.status = Status.INFECTED
                 res.threats = found
@@ -81,19 +87,14 @@ class Engine:
     def _wants(self, ftype: str) -> bool:
         return self.scan_mail if ftype in MAIL_TYPES else self.scan_archives
 
-    def _match(self, data, ftype: str, size: int) -> list[Threat]:
-        db = self.db
-        hits = db.body.match(data, ftype, size)
-        if db.hashes.wants(size):
-            hits += db.hashes.match(data, size)
-        if db.yara is not None:
-            hits += db.yara.match(data)
+    def _match(self, obj: ScanObject, data, ftype: str, size: int) -> list[Threat]:
+        ancestry = obj.ancestry
+        subject = Subject(data, size, ftype, clamav_type(ftype),
+                          tuple(clamav_type(t) for t in ancestry) if ancestry else (),
+                          in_mail=not MAIL_TYPES.isdisjoint(ancestry), name=obj.name,
+                          member=obj.member)
+        hits = self.db.match(subject)
         if not hits:
-            return []
-        if db.ignored:
-            hits = [h for h in hits if h[0] not in db.ignored]
-        # Allow-lists (.fp/.sfp) are consulted only once something matched: no cost otherwise.
-        if hits and db.allow.count and db.allow.wants(size) and db.allow.match(data, size):
             return []
         seen, threats = set(), []
         for name, source in hits:
@@ -135,6 +136,8 @@ class Engine:
             sub = ScanObject(name, path=child.path, depth=parent.depth + 1, size=child.size)
         else:
             sub = ScanObject(name, data=child.data or b"", depth=parent.depth + 1)
+        sub.ancestry = parent.ancestry + (parent.type,)
+        sub.member = getattr(child, "meta", None)
         try:
             return self._scan(sub, ctx)
         finally:

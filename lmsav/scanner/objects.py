@@ -113,7 +113,8 @@ class ScanObject:
     by the user and grows by one for each container level.
     """
 
-    __slots__ = ("name", "depth", "parents", "_data", "_path", "_mm", "_fh", "_size", "type")
+    __slots__ = ("name", "depth", "parents", "_data", "_path", "_mm", "_fh", "_size", "type",
+                 "ancestry", "member")
 
     MMAP_THRESHOLD = 1 << 20
 
@@ -137,6 +138,10 @@ class ScanObject:
         self._fh = None
         self._size = len(data) if data is not None else size
         self.type = ""
+        # Sniffed types of the containers this object came out of, outermost first, and what
+        # the innermost one records about it (signature kinds that look at containers).
+        self.ancestry: tuple[str, ...] = ()
+        self.member = None
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, name: str | None = None) -> "ScanObject":

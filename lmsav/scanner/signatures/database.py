@@ -18,24 +18,17 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import body, hashes
+from . import formats
 from .errors import SignatureError
+from .kinds import adapter
 
 MAGIC = b"LMSAVDB1"
-FORMAT = 1  # bump when the compiled layout or a compiler's semantics change
+FORMAT = 2  # bump when the compiled layout or a compiler's semantics change
 CACHE_NAME = ".compiled.lmsavc"
 META_NAME = "database.toml"
 SELFTEST_NAME = "selftest.toml"
 
-DETECT_HASH = (".hdb", ".hsb")
-ALLOW_HASH = (".fp", ".sfp")
-BODY = (".ndb",)
-YARA = (".yar", ".yara")
-IGNORE = (".ign2", ".ign")
-KNOWN = DETECT_HASH + ALLOW_HASH + BODY + YARA + IGNORE
-# ClamAV formats lmsav does not read yet: reported by `db info`/`db build`, never silently used.
-UNSUPPORTED = (".ldb", ".mdb", ".msb", ".cdb", ".idb", ".pdb", ".wdb", ".crb", ".cvd", ".cld",
-               ".cud", ".ftm", ".cfg", ".info", ".hdu", ".hsu", ".ndu", ".ldu", ".mdu", ".imp")
+KNOWN = formats.KNOWN
 
 
 class DatabaseError(Exception):
@@ -53,23 +46,72 @@ class Sample:
 class Database:
     directory: Path
     version: str
-    counts: dict[str, int]
+    counts: dict[str, int]  # loaded signatures per file type ("hdb": 12, "ldb": 3 …)
     built_at: float
     build_seconds: float
     cache_path: Path
-    body: body.BodyMatcher
-    hashes: hashes.HashMatcher
-    allow: hashes.HashMatcher
-    yara: object | None
-    ignored: frozenset[str]
-    unsupported: list[str] = field(default_factory=list)
+    matchers: dict[str, object]  # kind name -> matcher (see kinds.py)
+    skipped: dict[str, int] = field(default_factory=dict)  # per file type, lines not used
+    skipped_lines: list[str] = field(default_factory=list)  # "source:line: name: reason"
+    not_used: list[str] = field(default_factory=list)  # "file: reason" for whole files
+    containers: list[dict] = field(default_factory=list)  # .cvd/.cld/.cud headers and status
     samples: list[Sample] = field(default_factory=list)
     loaded_from_cache: bool = False
+    warnings: list[str] = field(default_factory=list)  # e.g. a refused update, old cache kept
     _mm: object = None
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    # Named views kept for callers that look at one kind.
+    @property
+    def body(self):
+        return self.matchers.get("body") or _EMPTY_BODY
+
+    @property
+    def hashes(self):
+        m = self.matchers.get("hash")
+        return m.table if m is not None else None
+
+    @property
+    def yara(self):
+        return self.matchers.get("yara")
+
+    @property
+    def ignored(self) -> frozenset[str]:
+        m = self.matchers.get("ignore")
+        return m.names if m is not None else frozenset()
+
+    @property
+    def unsupported(self) -> list[str]:
+        """Whole files not used, as "file: reason" lines."""
+        return self.not_used
+
+    def match(self, subject) -> list[tuple[str, str]]:
+        """(name, source) of every signature of every kind that matches ``subject``."""
+        hits: list[tuple[str, str]] = []
+        for matcher in self._detectors:
+            hits += matcher.match(subject)
+        if not hits:
+            return hits
+        ignored = self.ignored
+        if ignored:
+            hits = [h for h in hits if h[0] not in ignored]
+        # Allow-lists (.fp/.sfp) are consulted only once something matched: no cost otherwise.
+        allow = self.matchers.get("allow")
+        if hits and allow is not None and allow.match(subject):
+            return []
+        return hits
+
+    @property
+    def _detectors(self) -> list:
+        found = self.__dict__.get("_detector_list")
+        if found is None:
+            found = [m for k, m in self.matchers.items()
+                     if m is not None and k not in ("allow", "ignore")]
+            self.__dict__["_detector_list"] = found
+        return found
 
     @classmethod
     def load(cls, directory, cache_path=None, rebuild: bool = False,
@@ -79,25 +121,55 @@ class Database:
         ``build_in_child`` compiles in a short-lived child process: a long-running process
         that forks workers afterwards (the daemon, the spool watcher) then never carries the
         compiler's heap — gigabytes for a large database — into every worker.
+
+        If the sources changed but cannot be compiled because a signature container is refused
+        (tampered, truncated, unsigned), the previous compiled cache stays in use and the
+        refusal is in ``warnings``; with no previous cache the refusal is an error.
         """
         directory = Path(directory)
         sources = _list_sources(directory)
         cache = Path(cache_path) if cache_path else default_cache_path(directory)
-        header = None if rebuild else _read_header(cache)
+        previous = _read_header(cache)
+        header = None if rebuild else previous
+        warnings = []
         if header is None or not _fresh(header, directory, sources, cache):
-            if build_in_child:
-                _build_in_child(directory, cache, sources)
+            try:
+                if build_in_child:
+                    _build_in_child(directory, cache, sources)
+                else:
+                    build(directory, cache, sources)
+            except ContainerRefused as err:
+                if rebuild or previous is None or previous.get("format") != FORMAT:
+                    raise DatabaseError(str(err)) from None
+                warnings.append(f"{err}; still using the database compiled before "
+                                f"(version {previous.get('version')})")
             else:
-                build(directory, cache, sources)
-            header = _read_header(cache)
-            if header is None:
-                raise DatabaseError(f"{cache}: compiled database unreadable after build")
-            from_cache = False
+                previous = _read_header(cache)
+                if previous is None:
+                    raise DatabaseError(f"{cache}: compiled database unreadable after build")
+            header = previous
+            from_cache = bool(warnings)
         else:
             from_cache = True
         db = _open(directory, cache, header, sources)
         db.loaded_from_cache = from_cache
+        db.warnings = warnings
         return db
+
+
+class ContainerRefused(DatabaseError):
+    """A .cvd/.cld/.cud file was refused (bad signature, digest, truncated …)."""
+
+
+class _EmptyBody:
+    count = 0
+    unsupported: list[str] = []
+
+    def match(self, subject):
+        return []
+
+
+_EMPTY_BODY = _EmptyBody()
 
 
 def _build_in_child(directory: Path, cache: Path, sources: list[Path]) -> None:
@@ -115,7 +187,9 @@ def _build_in_child(directory: Path, cache: Path, sources: list[Path]) -> None:
     child.join()
     if failure:
         kind, message = failure
-        raise (SignatureError(*message) if kind == "signature" else DatabaseError(message))
+        if kind == "signature":
+            raise SignatureError(*message)
+        raise (ContainerRefused if kind == "refused" else DatabaseError)(message)
     if child.exitcode != 0:
         raise DatabaseError(f"{directory}: compiling failed (exit {child.exitcode})")
 
@@ -126,6 +200,8 @@ def _child_build(writer, directory: Path, cache: Path, sources: list[Path]) -> N
         writer.send(None)
     except SignatureError as err:
         writer.send(("signature", (err.file, err.line, err.message)))
+    except ContainerRefused as err:
+        writer.send(("refused", str(err)))
     except Exception as err:  # reported by the parent as a DatabaseError
         writer.send(("database", str(err)))
 
@@ -143,13 +219,16 @@ def default_cache_path(directory: Path) -> Path:
 
 
 def _list_sources(directory: Path) -> list[Path]:
+    """Every file of the directory lmsav reads or reports, in name order."""
     if not directory.is_dir():
         raise DatabaseError(f"{directory}: database directory not found")
     try:
         names = sorted(os.listdir(directory))
     except OSError as err:
         raise DatabaseError(f"{directory}: cannot read database directory: {err.strerror}")
-    return [directory / n for n in names if n.endswith(KNOWN) and (directory / n).is_file()]
+    wanted = formats.KNOWN + (".sign",)
+    return [directory / n for n in names
+            if n.lower().endswith(wanted) and not n.startswith(".") and (directory / n).is_file()]
 
 
 def _fingerprint(paths: list[Path]) -> list[list]:
@@ -186,57 +265,37 @@ def _fresh(header: dict, directory: Path, sources: list[Path], cache: Path) -> b
 
 def build(directory, cache_path=None, sources: list[Path] | None = None) -> dict:
     """Validate and compile every source file; write the cache atomically. Returns the header."""
-    from . import yara as yara_mod
-
     directory = Path(directory)
     sources = sources if sources is not None else _list_sources(directory)
     cache = Path(cache_path) if cache_path else default_cache_path(directory)
     started = time.monotonic()
-    counts = {ext.lstrip("."): 0 for ext in (".hdb", ".hsb", ".ndb", ".fp", ".sfp", ".yar", ".ign2")}
-    detect, allow, bodies, rules, ignored = [], [], [], [], []
-    for path in sources:
-        text = _read_text(path)
-        ext = path.suffix.lower()
-        if ext in DETECT_HASH:
-            sigs = hashes.parse_hash_file(text, path.name, allow_wildcard=ext == ".hsb")
-            detect += sigs
-        elif ext in ALLOW_HASH:
-            sigs = hashes.parse_hash_file(text, path.name, allow_wildcard=ext == ".sfp")
-            allow += sigs
-        elif ext in BODY:
-            parsed = body.parse_ndb(text, path.name)
-            bodies += parsed
-            # Valid lines lmsav cannot use yet are skipped (listed by `db info`), not counted.
-            sigs = [s for s in parsed if not s.unsupported]
-        elif ext in YARA:
-            rules.append((path.name, text))
-            sigs = None
-        else:
-            sigs = _parse_ignore(text)
-            ignored += sigs
-            ext = ".ign2"
-        key = "yar" if ext in YARA else ext.lstrip(".")
-        if sigs is not None:
-            counts[key] += len(sigs)
-    yara_blob = yara_mod.compile_rules(rules)
-    if yara_blob:
-        counts["yar"] = yara_mod.YaraMatcher(yara_blob).count
-    sections = {"body": body.compile_body(bodies), "yara": yara_blob}
-    sections.update(hashes.compile_hashes(detect, "hash"))
-    sections.update(hashes.compile_hashes(allow, "allow"))
-    sections["ignored"] = "\n".join(sorted(set(ignored))).encode()
-    if sum(counts.values()) - counts["ign2"] == 0:
-        raise DatabaseError(f"{directory}: no signatures found (looked for {', '.join(KNOWN)})")
+    collected = _Collected()
+    for path in _choose_containers(sources):
+        ext = formats.extension(path.name)
+        if ext in formats.CONTAINERS:
+            _read_container_into(collected, path)
+        elif ext != ".sign":
+            collected.add(path.name, _read_bytes(path))
+    sections = collected.compile()
+    if collected.total() == 0:
+        raise DatabaseError(f"{directory}: no signatures found (looked for "
+                            f"{', '.join(formats.SIGNATURE_EXTENSIONS + formats.CONTAINERS)})")
     meta = _read_meta(directory)
     meta_path = directory / META_NAME
     digest = _digest(sources)
+    sections["skipped"] = "\n".join(collected.skipped_lines).encode()
     header = {
         "format": FORMAT,
         "digest": digest,
         "fingerprint": _fingerprint(sources),
         "meta": meta_path.stat().st_mtime_ns if meta_path.exists() else 0,
-        "version": str(meta.get("version") or digest[:12]),
-        "counts": counts,
+        "version": str(meta.get("version") or _container_version(collected.containers)
+                       or digest[:12]),
+        "counts": collected.counts,
+        "skipped": collected.skipped,
+        "not_used": collected.not_used,
+        "containers": collected.containers,
+        "kinds": sorted(collected.sigs),
         "built_at": time.time(),
         "build_seconds": round(time.monotonic() - started, 3),
     }
@@ -244,21 +303,128 @@ def build(directory, cache_path=None, sources: list[Path] | None = None) -> dict
     return header
 
 
-def _read_text(path: Path) -> str:
+class _Collected:
+    """Signatures gathered from every file and container member, by kind, before compiling."""
+
+    def __init__(self):
+        self.sigs: dict[str, list] = {}
+        self.counts: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        self.skipped_lines: list[str] = []
+        self.not_used: list[str] = []
+        self.containers: list[dict] = []
+
+    def add(self, name: str, raw: bytes) -> None:
+        ext = formats.extension(name)
+        key = ext.lstrip(".")
+        kind = formats.BY_EXTENSION.get(ext)
+        if kind is None:
+            reason = formats.NOT_EXECUTED.get(ext)
+            if reason:
+                self._not_used(name, key, raw, reason)
+            return  # .info, COPYING and other packaging: checked by the container reader
+        if ext in formats.PUA_EXTENSIONS:
+            self._not_used(name, key, raw, "potentially unwanted application (PUA) signatures "
+                                           "are off, as in ClamAV by default")
+            return
+        handler = adapter(kind.name)
+        if handler is None:
+            self._not_used(name, key, raw, "format not supported yet")
+            return
+        text = raw.decode("utf-8", errors="replace")
+        sigs, skipped = handler.parse(text, name, ext)
+        self.sigs.setdefault(kind.name, []).extend(sigs)
+        if kind.name != "yara":  # rules are counted by the compiler
+            self.counts[key] = self.counts.get(key, 0) + len(sigs)
+        if skipped:
+            self.skipped[key] = self.skipped.get(key, 0) + len(skipped)
+            self.skipped_lines += skipped
+
+    def _not_used(self, name: str, key: str, raw: bytes, reason: str) -> None:
+        lines = 1 if key == "cbc" else sum(
+            1 for line in raw.splitlines() if line.strip() and not line.startswith(b"#"))
+        self.skipped[key] = self.skipped.get(key, 0) + lines
+        self.not_used.append(f"{name}: {reason}")
+
+    def compile(self) -> dict[str, bytes]:
+        sections: dict[str, bytes] = {}
+        for kind, sigs in self.sigs.items():
+            sections.update(adapter(kind).compile(sigs))
+        if "yara" in self.sigs:
+            from .yara import YaraMatcher
+
+            blob = sections.get("yara") or b""
+            self.counts["yar"] = YaraMatcher(blob).count if blob else 0
+        return sections
+
+    def total(self) -> int:
+        return sum(n for k, n in self.counts.items() if k not in ("ign", "ign2"))
+
+
+def _read_container_into(collected: _Collected, path: Path) -> None:
+    from . import cvd
+
     try:
-        return path.read_bytes().decode("utf-8", errors="replace")
+        container = cvd.read_container(path, trust_dirs=_trust_dirs())
+    except cvd.ContainerError as err:
+        raise ContainerRefused(str(err)) from None
+    h = container.header
+    collected.containers.append({
+        "file": path.name,
+        "kind": container.kind,
+        "version": h.version,
+        "build_time": h.build_time,
+        "builder": h.builder,
+        "signatures": h.signatures,
+        "functionality_level": h.flevel,
+        "signature_status": container.signature_status,
+    })
+    for name, raw in container.members.items():
+        collected.add(name, raw)
+
+
+def _choose_containers(sources: list[Path]) -> list[Path]:
+    """Of ``daily.cvd`` and ``daily.cld`` (an update in progress leaves both), use the newer."""
+    best: dict[str, tuple[int, Path]] = {}
+    for path in sources:
+        if formats.extension(path.name) in formats.CONTAINERS:
+            base = path.name.rsplit(".", 1)[0]
+            version = _header_version(path)
+            if base not in best or version > best[base][0]:
+                best[base] = (version, path)
+    chosen = {p for _, p in best.values()}
+    return [p for p in sources
+            if formats.extension(p.name) not in formats.CONTAINERS or p in chosen]
+
+
+def _header_version(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            fields = fh.read(512).split(b":")
+        return int(fields[2]) if len(fields) > 2 and fields[0] == b"ClamAV-VDB" else -1
+    except (OSError, ValueError):
+        return -1
+
+
+def _container_version(containers: list[dict]) -> str:
+    """ClamAV names a database by its daily version; lmsav lists every container's."""
+    return ", ".join(f"{c['file'].rsplit('.', 1)[0]} {c['version']}"
+                     for c in sorted(containers, key=lambda c: c["file"]))
+
+
+def _trust_dirs() -> list[Path]:
+    """Certificate directories an administrator added (lmsav's own store is always trusted)."""
+    from ... import paths
+
+    dirs = [paths.ROOT_CONFIG_DIR / "certs", paths.config_dir() / "certs"]
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
     except OSError as err:
         raise DatabaseError(f"{path}: cannot read: {err.strerror}")
-
-
-def _parse_ignore(text: str) -> list[str]:
-    # .ign2 lines are signature names; ClamAV's older .ign adds "file:line:" before the name.
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            out.append(line.split(":")[-1] if line.count(":") >= 2 else line.split(":")[0])
-    return out
 
 
 def _read_meta(directory: Path) -> dict:
@@ -336,8 +502,6 @@ def _read_header(cache: Path) -> dict | None:
 
 
 def _open(directory: Path, cache: Path, header: dict, sources: list[Path]) -> Database:
-    from . import yara as yara_mod
-
     with open(cache, "rb") as fh:
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     view = memoryview(mm)
@@ -351,12 +515,13 @@ def _open(directory: Path, cache: Path, header: dict, sources: list[Path]) -> Da
         off, length = table[name]
         return view[base + off:base + off + length]
 
-    body_blob = bytes(section("body"))
-    yara_blob = bytes(section("yara"))
-    ignored = bytes(section("ignored")).decode()
-    unsupported = sorted(
-        n for n in os.listdir(directory) if n.lower().endswith(UNSUPPORTED)
-    )
+    matchers = {}
+    for kind in header.get("kinds", ()):
+        handler = adapter(kind)
+        matcher = handler.matcher(section) if handler is not None else None
+        if matcher is not None:
+            matchers[kind] = matcher
+    skipped_text = bytes(section("skipped")).decode()
     return Database(
         directory=directory,
         version=header["version"],
@@ -364,12 +529,11 @@ def _open(directory: Path, cache: Path, header: dict, sources: list[Path]) -> Da
         built_at=header["built_at"],
         build_seconds=header["build_seconds"],
         cache_path=cache,
-        body=body.BodyMatcher.from_blob(body_blob),
-        hashes=hashes.HashMatcher(section, "hash"),
-        allow=hashes.HashMatcher(section, "allow"),
-        yara=yara_mod.YaraMatcher(yara_blob) if yara_blob else None,
-        ignored=frozenset(ignored.split("\n")) - {""},
-        unsupported=unsupported,
+        matchers=matchers,
+        skipped=header.get("skipped", {}),
+        skipped_lines=skipped_text.split("\n") if skipped_text else [],
+        not_used=header.get("not_used", []),
+        containers=header.get("containers", []),
         samples=_read_samples(directory),
         _mm=mm,
     )

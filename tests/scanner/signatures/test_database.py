@@ -67,9 +67,20 @@ def test_empty_or_missing_directory_is_a_clear_error(tmp_path):
         Database.load(tmp_path / "missing")
 
 
-def test_unsupported_formats_are_listed_not_used(tmp_path):
-    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB, "x.ldb": "whatever\n"})
-    assert Database.load(db_dir).unsupported == ["x.ldb"]
+def test_files_not_executed_are_counted_and_listed(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB, "x.cbc": "ClamBCafhm...\n",
+                                        "t.crb": "Trusted.Cert-1;Trusted:a:b:c:1:0:0\n"})
+    db = Database.load(db_dir)
+    assert db.not_used == ["t.crb: Authenticode trust rules are not applied",
+                           "x.cbc: bytecode signatures are not executed"]
+    assert db.skipped == {"cbc": 1, "crb": 1} and db.counts == {"ndb": 1}
+
+
+def test_pua_files_are_off_as_in_clamav(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"a.ndb": NDB, "p.hdu": md5_line(EICAR, "PUA.X")})
+    db = Database.load(db_dir)
+    assert db.skipped == {"hdu": 1} and "p.hdu: potentially unwanted" in db.not_used[0]
+    assert Engine(db).scan_bytes(EICAR).status == Status.CLEAN
 
 
 def test_cache_path_falls_back_when_directory_not_writable(tmp_path, monkeypatch):

@@ -1,0 +1,176 @@
+"""One adapter per signature kind: parse a file's text, compile a kind's signatures, build its matcher.
+
+The database loader knows nothing about any format: it hands each file to the adapter its
+extension names (formats.KINDS) and stores whatever sections the adapter compiles. Adapters
+import their format's module only when a database has files of that kind.
+"""
+
+from __future__ import annotations
+
+from .errors import SignatureError
+
+
+class Adapter:
+    """The interface: ``parse`` per file, ``compile`` once per kind, ``matcher`` per process."""
+
+    name = ""
+
+    def parse(self, text: str, source: str, ext: str) -> tuple[list, list[str]]:
+        """(signatures, skipped lines as "source:line: name: reason")."""
+        raise NotImplementedError
+
+    def compile(self, sigs: list) -> dict[str, bytes]:
+        raise NotImplementedError
+
+    def matcher(self, section):
+        """An object with ``count`` and ``match(subject) -> [(name, source)]``, or None."""
+        raise NotImplementedError
+
+
+class HashAdapter(Adapter):
+    name = "hash"
+    prefix = "hash"
+
+    def parse(self, text, source, ext):
+        from . import hashes
+
+        wildcard = ext in (".hsb", ".hsu", ".sfp")
+        return hashes.parse_hash_file(text, source, allow_wildcard=wildcard), []
+
+    def compile(self, sigs):
+        from . import hashes
+
+        return hashes.compile_hashes(sigs, self.prefix)
+
+    def matcher(self, section):
+        from . import hashes
+
+        table = hashes.HashMatcher(section, self.prefix)
+        return FileHashes(table) if table.count else None
+
+
+class FileHashes:
+    """Whole-file hashes: the file is hashed only if some signature has its size."""
+
+    def __init__(self, table):
+        self.table = table
+        self.count = table.count
+
+    def match(self, subject):
+        if not self.table.wants(subject.size):
+            return []
+        return self.table.match(subject.data, subject.size)
+
+
+class AllowAdapter(HashAdapter):
+    """.fp/.sfp: file hashes that clear whatever else matched the same file."""
+
+    name = "allow"
+    prefix = "allow"
+
+
+class BodyAdapter(Adapter):
+    name = "body"
+
+    def parse(self, text, source, ext):
+        from . import body
+
+        parsed = body.parse_ndb(text, source)
+        usable = [s for s in parsed if not s.unsupported]
+        skipped = [f"{s.source}:{s.line}: {s.name}: {s.unsupported}" for s in parsed
+                   if s.unsupported]
+        return usable, skipped
+
+    def compile(self, sigs):
+        from . import body
+
+        return {"body": body.compile_body(sigs)}
+
+    def matcher(self, section):
+        from . import body
+
+        m = body.BodyMatcher.from_blob(section("body"))
+        import inspect  # TEMPORARY until BodyMatcher.match takes a Subject
+
+        if len(inspect.signature(m.match).parameters) == 3:
+            class _Compat:
+                count = m.count
+                unsupported = m.unsupported
+
+                def match(self, s):
+                    return m.match(s.data, s.ftype, s.size)
+            return _Compat()
+        return m
+
+
+class YaraAdapter(Adapter):
+    """Rule files are compiled together (one namespace each); the count comes from yara-x."""
+
+    name = "yara"
+
+    def parse(self, text, source, ext):
+        return [(source, text)], []
+
+    def compile(self, sigs):
+        from . import yara
+
+        return {"yara": yara.compile_rules(sigs)}
+
+    def matcher(self, section):
+        from . import yara
+
+        blob = section("yara")
+        return YaraRules(yara.YaraMatcher(bytes(blob))) if len(blob) else None
+
+
+class YaraRules:
+    def __init__(self, rules):
+        self.rules = rules
+        self.count = rules.count
+
+    def match(self, subject):
+        return self.rules.match(subject.data)
+
+
+class IgnoreAdapter(Adapter):
+    """.ign2 lines are signature names; ClamAV's older .ign puts "file:line:" before the name."""
+
+    name = "ignore"
+
+    def parse(self, text, source, ext):
+        names = []
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                parts = line.split(":")
+                names.append(parts[-1] if len(parts) >= 3 else parts[0])
+        return names, []
+
+    def compile(self, sigs):
+        return {"ignore": "\n".join(sorted(set(sigs))).encode()}
+
+    def matcher(self, section):
+        return IgnoreList(bytes(section("ignore")).decode())
+
+
+class IgnoreList:
+    def __init__(self, text: str):
+        self.names = frozenset(text.split("\n")) - {""}
+        self.count = len(self.names)
+
+    def match(self, subject):
+        return []
+
+
+ADAPTERS: dict[str, Adapter] = {
+    a.name: a for a in (HashAdapter(), AllowAdapter(), BodyAdapter(), YaraAdapter(),
+                        IgnoreAdapter())
+}
+
+
+def adapter(kind: str) -> Adapter | None:
+    """The adapter of a kind, or None while lmsav cannot read that kind."""
+    return ADAPTERS.get(kind)
+
+
+__all__ = ["ADAPTERS", "Adapter", "SignatureError", "adapter"]
