@@ -1234,8 +1234,8 @@ class Server:
             failures = self_test(db, self.opt.limits)
             result = (db, None) if not failures else (None, "self-test failed: " +
                                                       "; ".join(failures))
-            if db.warnings:  # the new sources were refused; what loaded is the old cache
-                result = (None, "; ".join(db.warnings))
+            if db.refused:  # the new sources were refused; what loaded is the old cache
+                result = (None, db.refused)
             if db is not None:
                 self._new_groups = load_groups(self.opt.config_path)
         except Exception as err:  # any failure keeps the old database

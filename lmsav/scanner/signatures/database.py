@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import formats
 from .errors import SignatureError
+from .hashes import FUNCTIONALITY_LEVEL
 from .kinds import adapter
 
 MAGIC = b"LMSAVDB1"
@@ -58,6 +59,9 @@ class Database:
     samples: list[Sample] = field(default_factory=list)
     loaded_from_cache: bool = False
     warnings: list[str] = field(default_factory=list)  # e.g. a refused update, old cache kept
+    refused: str = ""  # why changed sources were refused (the previous cache is in use)
+    unofficial_suffix: bool = False
+    official_sources: frozenset[str] = frozenset()
     _mm: object = None
 
     @property
@@ -102,6 +106,9 @@ class Database:
         allow = self.matchers.get("allow")
         if hits and allow is not None and allow.match(subject):
             return []
+        if self.unofficial_suffix:
+            official = self.official_sources
+            hits = [h if h[1] in official else (h[0] + ".UNOFFICIAL", h[1]) for h in hits]
         return hits
 
     @property
@@ -153,7 +160,8 @@ class Database:
             from_cache = True
         db = _open(directory, cache, header, sources)
         db.loaded_from_cache = from_cache
-        db.warnings = warnings
+        db.warnings = header.get("build_warnings", []) + warnings
+        db.refused = "; ".join(warnings)
         return db
 
 
@@ -295,6 +303,9 @@ def build(directory, cache_path=None, sources: list[Path] | None = None) -> dict
         "skipped": collected.skipped,
         "not_used": collected.not_used,
         "containers": collected.containers,
+        "build_warnings": collected.warnings,
+        "unofficial_suffix": _unofficial_suffix(meta, collected.containers),
+        "official_sources": sorted(collected.official),
         "kinds": sorted(collected.sigs),
         "built_at": time.time(),
         "build_seconds": round(time.monotonic() - started, 3),
@@ -313,8 +324,10 @@ class _Collected:
         self.skipped_lines: list[str] = []
         self.not_used: list[str] = []
         self.containers: list[dict] = []
+        self.official: set[str] = set()  # sources from signed containers (.cvd, .cld)
+        self.warnings: list[str] = []
 
-    def add(self, name: str, raw: bytes) -> None:
+    def add(self, name: str, raw: bytes, official: bool = False) -> None:
         ext = formats.extension(name)
         key = ext.lstrip(".")
         kind = formats.BY_EXTENSION.get(ext)
@@ -331,6 +344,8 @@ class _Collected:
         if handler is None:
             self._not_used(name, key, raw, "format not supported yet")
             return
+        if official:
+            self.official.add(name)
         text = raw.decode("utf-8", errors="replace")
         sigs, skipped = handler.parse(text, name, ext)
         self.sigs.setdefault(kind.name, []).extend(sigs)
@@ -379,8 +394,27 @@ def _read_container_into(collected: _Collected, path: Path) -> None:
         "functionality_level": h.flevel,
         "signature_status": container.signature_status,
     })
+    if h.flevel > FUNCTIONALITY_LEVEL:
+        # ClamAV warns and loads: each signature inside carries its own level limits.
+        collected.warnings.append(
+            f"{path.name}: built for functionality level {h.flevel}, lmsav implements "
+            f"{FUNCTIONALITY_LEVEL}; signatures needing a newer engine are skipped")
+    official = container.kind != "cud"
     for name, raw in container.members.items():
-        collected.add(name, raw)
+        collected.add(name, raw, official)
+
+
+def _unofficial_suffix(meta: dict, containers: list[dict]) -> bool:
+    """ClamAV names detections by signatures not from a signed container ``NAME.UNOFFICIAL``.
+
+    lmsav does the same in a ClamAV database (one holding .cvd/.cld/.cud containers), so its
+    output matches clamscan's there; a plain directory of signature files keeps the names as
+    written. ``unofficial_suffix`` in database.toml decides either way.
+    """
+    value = meta.get("unofficial_suffix")
+    if isinstance(value, bool):
+        return value
+    return bool(containers)
 
 
 def _choose_containers(sources: list[Path]) -> list[Path]:
@@ -535,6 +569,8 @@ def _open(directory: Path, cache: Path, header: dict, sources: list[Path]) -> Da
         not_used=header.get("not_used", []),
         containers=header.get("containers", []),
         samples=_read_samples(directory),
+        unofficial_suffix=header.get("unofficial_suffix", False),
+        official_sources=frozenset(header.get("official_sources", ())),
         _mm=mm,
     )
 
