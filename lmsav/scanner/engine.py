@@ -14,11 +14,6 @@ from .containers import Corrupted, Encrypted, Unsupported, handler_for
 from .limits import Context, LimitExceeded, Limits
 from .objects import ObjectResult, ScanObject, Status, Threat, Verdict, join_path
 from .signatures.database import Database
-try:
-    from .signatures.filetypes import clamav_type
-except ImportError:  # pragma: no cover
-    def clamav_type(t):
-        return "CL_TYPE_" + t.upper()
 from .signatures.subject import Subject
 
 log = logging.getLogger(__name__)
@@ -88,12 +83,14 @@ class Engine:
         return self.scan_mail if ftype in MAIL_TYPES else self.scan_archives
 
     def _match(self, obj: ScanObject, data, ftype: str, size: int) -> list[Threat]:
-        ancestry = obj.ancestry
-        subject = Subject(data, size, ftype, clamav_type(ftype),
-                          tuple(clamav_type(t) for t in ancestry) if ancestry else (),
-                          in_mail=not MAIL_TYPES.isdisjoint(ancestry), name=obj.name,
-                          member=obj.member)
-        hits = self.db.match(subject)
+        db = self.db
+        subject = Subject(data, size, ftype, db.clamav_type(data, ftype), obj.clamav_ancestry,
+                          in_mail=not MAIL_TYPES.isdisjoint(obj.ancestry), name=obj.name,
+                          member=obj.member, container_size=obj.container_size)
+        return self._threats(db.match(subject))
+
+    @staticmethod
+    def _threats(hits: list[tuple[str, str]]) -> list[Threat]:
         if not hits:
             return []
         seen, threats = set(), []
@@ -110,11 +107,14 @@ class Engine:
             self._limit(res, err, ctx, obj.depth)
             return
         count = 0
+        # What members learn of this container: its type as ClamAV names it (for .cdb rules
+        # and Container:/Intermediates: conditions), computed once for all of them.
+        ancestry = obj.clamav_ancestry + (self.db.container_type(obj.data, obj.type),)
         try:
             for child in handler.explode(obj, ctx):
                 count += 1
                 ctx.check_files(count)
-                res.children.append(self._scan_child(obj, child, ctx))
+                res.children.append(self._scan_child(obj, child, ctx, ancestry))
                 ctx.check_time()
         except Encrypted as err:
             self._mark(res, Status.PROTECTED, f"encrypted{': ' + str(err) if str(err) else ''}")
@@ -128,16 +128,27 @@ class Engine:
             log.exception("handler %s failed on %s", type(handler).__name__, obj.name)
             self._mark(res, Status.ERROR, f"internal error: {type(err).__name__}: {err}")
 
-    def _scan_child(self, parent: ScanObject, child, ctx: Context) -> ObjectResult:
+    def _scan_child(self, parent: ScanObject, child, ctx: Context,
+                    ancestry: tuple[str, ...]) -> ObjectResult:
         name = join_path(parent.name, child.name)
         if child.status is not None:
-            return ObjectResult(name, "", child.size or 0, child.status, reason=child.reason)
+            res = ObjectResult(name, "", child.size or 0, child.status, reason=child.reason)
+            if child.meta is not None:
+                # An encrypted or damaged member still has metadata .cdb rules judge.
+                subject = Subject(b"", 0, "", "CL_TYPE_ANY", ancestry, member=child.meta,
+                                  container_size=parent.size)
+                found = self._threats(self.db.match_member_meta(subject))
+                if found:
+                    res.status, res.threats = Status.INFECTED, found
+            return res
         if child.path is not None:
             sub = ScanObject(name, path=child.path, depth=parent.depth + 1, size=child.size)
         else:
             sub = ScanObject(name, data=child.data or b"", depth=parent.depth + 1)
         sub.ancestry = parent.ancestry + (parent.type,)
-        sub.member = getattr(child, "meta", None)
+        sub.clamav_ancestry = ancestry
+        sub.member = child.meta
+        sub.container_size = parent.size
         try:
             return self._scan(sub, ctx)
         finally:

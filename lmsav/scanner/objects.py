@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .signatures.subject import MemberMeta
+
 # Separates a container from a member inside it: ``mail.eml//2:invoice.zip//clam.exe``.
 PATH_SEP = "//"
 
@@ -114,7 +116,7 @@ class ScanObject:
     """
 
     __slots__ = ("name", "depth", "parents", "_data", "_path", "_mm", "_fh", "_size", "type",
-                 "ancestry", "member")
+                 "ancestry", "clamav_ancestry", "member", "container_size")
 
     MMAP_THRESHOLD = 1 << 20
 
@@ -141,7 +143,9 @@ class ScanObject:
         # Sniffed types of the containers this object came out of, outermost first, and what
         # the innermost one records about it (signature kinds that look at containers).
         self.ancestry: tuple[str, ...] = ()
+        self.clamav_ancestry: tuple[str, ...] = ()  # the same containers as ClamAV types them
         self.member = None
+        self.container_size: int | None = None
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, name: str | None = None) -> "ScanObject":
@@ -206,6 +210,8 @@ class Child:
     status: Status | None = None
     reason: str = ""
     size: int | None = None
+    # How the container describes the member (name, position, sizes …), for .cdb rules.
+    meta: MemberMeta | None = None
 
 
 def join_path(parent: str, child: str) -> str:

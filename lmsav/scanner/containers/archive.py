@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import io
 import logging
-import zipfile
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -16,8 +15,9 @@ from libarchive.exception import ArchiveError
 from ..filetype import sniff
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject, Status
+from ..signatures.subject import MemberMeta
 from .base import Corrupted, Encrypted
-from .sevenzip import explode_7z, zip_needs_7z
+from .sevenzip import explode_7z, zip_members, zip_needs_7z
 
 # Each sniffed type opens with its own libarchive readers only. Never "all": the mtree reader
 # would accept arbitrary text and open the files its lines name, outside the scan.
@@ -58,8 +58,9 @@ class ArchiveHandler:
             # libarchive cannot decode deflate64 (9) or implode (6) members; 7-Zip can.
             yield from explode_7z(obj, ctx, "zip")
             return
-        packed = _zip_packed_sizes(obj) if ftype == "zip" else {}
-        yield from explode_members(obj, ctx, _FORMATS[ftype], packed=packed)
+        listing = _Listing(ftype, obj)
+        yield from explode_members(obj, ctx, _FORMATS[ftype], packed=listing.packed,
+                                   describe=listing.describe)
 
 
 def explode_members(
@@ -69,12 +70,14 @@ def explode_members(
     filters: tuple[str, ...] = (),
     name: str | None = None,
     packed: dict[str, int] | None = None,
+    describe=None,
 ) -> Iterator[Child]:
     """Yield each regular member libarchive reads with exactly these filters and formats.
 
     ``name`` labels every member (a single-stream format stores none); ``packed`` gives the
-    compressed size of members the format records. Encrypted members come back PROTECTED and
-    encrypted headers raise Encrypted; of libarchive's readers only zip, 7z and rar report either.
+    compressed size of members the format records; ``describe(entry)``, called for every entry
+    in order, gives a member's MemberMeta. Encrypted members come back PROTECTED and encrypted
+    headers raise Encrypted; of libarchive's readers only zip, 7z and rar report either.
     """
     # Most formats record no member's compressed size where libarchive shows it; the whole
     # archive's size bounds every member's, so the ratio limit still stops bombs.
@@ -84,12 +87,14 @@ def explode_members(
     try:
         with _reader(obj, filters, formats) as archive:
             for entry in archive:
+                meta = describe(entry) if describe is not None else None
                 if not _is_regular(entry):
                     continue
                 member = name or _entry_name(entry)
                 if _entry_is_data_encrypted(entry._entry_p) > 0:
                     yield Child(
-                        member, status=Status.PROTECTED, reason="encrypted", size=entry.size
+                        member, status=Status.PROTECTED, reason="encrypted", size=entry.size,
+                        meta=meta,
                     )
                     continue
                 reader = _DataReader(archive._pointer)
@@ -99,9 +104,11 @@ def explode_members(
                     declared_size=entry.size,
                     packed_size=packed.get(member, whole),
                 )
+                child.meta = meta
                 if reader.error is not None:
                     if _mentions_encryption(reader.error) and not reader.produced:
-                        yield Child(member, status=Status.PROTECTED, reason="encrypted")
+                        yield Child(member, status=Status.PROTECTED, reason="encrypted",
+                                    meta=meta)
                         continue
                     if reader.produced:
                         yield child  # the readable part may still hold a detection
@@ -199,14 +206,72 @@ def _entry_name(entry) -> str:
     return name or "unnamed"
 
 
-def _zip_packed_sizes(obj: ScanObject) -> dict[str, int]:
-    """Compressed size of each zip member, from the central directory (libarchive hides it)."""
+class _Listing:
+    """How the archive lists its members, as ClamAV reads them for .cdb rules.
+
+    Zip and RAR members come from the format's own directory (zipfile, rarfile: packed sizes,
+    CRCs, encryption flags), matched to libarchive's entries by name. For the others the
+    entries libarchive reads in order are counted the way ClamAV counts them: 7z, cpio and cab
+    count every entry, tar only regular files. ar is no container ClamAV reads.
+    """
+
+    def __init__(self, ftype: str, obj: ScanObject):
+        self.ftype = ftype
+        self.position = 0
+        self.encrypted = False
+        recorded = zip_members(obj) if ftype == "zip" else _rar_members(obj) if ftype == "rar" \
+            else []
+        self.recorded: dict[str, list[MemberMeta]] = {}
+        self.packed: dict[str, int] = {}  # compressed sizes for the ratio limit
+        for meta in reversed(recorded):
+            # Keyed as libarchive shows names: bytes that are not UTF-8 become U+FFFD.
+            label = meta.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            self.recorded.setdefault(label, []).append(meta)
+            if meta.packed_size is not None:
+                self.packed[label] = meta.packed_size
+        self.describe = self._by_name if ftype in ("zip", "rar") else \
+            None if ftype == "ar" else self._by_order
+
+    def _by_name(self, entry) -> MemberMeta | None:
+        if not _is_regular(entry):
+            return None
+        same = self.recorded.get(_entry_name(entry))
+        return same.pop() if same else None
+
+    def _by_order(self, entry) -> MemberMeta | None:
+        regular = _is_regular(entry)
+        if regular or self.ftype != "tar":
+            self.position += 1
+        if not regular:
+            return None
+        encrypted = _entry_is_data_encrypted(entry._entry_p) > 0
+        if self.ftype == "7z":
+            # ClamAV's 7z reader flags every member after the first encrypted one encrypted.
+            self.encrypted = encrypted = self.encrypted or encrypted
+        elif self.ftype == "cpio" and not entry.size:
+            return None  # ClamAV looks only at cpio members with data
+        name = _entry_name(entry)
+        if self.ftype == "cab":
+            name = name.replace("/", "\\")  # as stored; libarchive turns it into a path
+        elif self.ftype == "iso9660":
+            name = name.rsplit("/", 1)[-1]  # ClamAV names ISO 9660 files without their folder
+        return MemberMeta(name, self.position, None, entry.size, None, encrypted)
+
+
+def _rar_members(obj: ScanObject) -> list[MemberMeta]:
+    """Every file header of a RAR archive, directories included, numbered from 1."""
+    import rarfile  # only RAR archives need it
+
     try:
-        source = open(obj.path, "rb") if obj.path is not None else io.BytesIO(obj.data)
-        with source, zipfile.ZipFile(source) as zf:
-            return {info.filename: info.compress_size for info in zf.infolist()}
-    except Exception:  # a damaged directory only costs the exact ratio; libarchive reports damage
-        return {}
+        source = obj.path if obj.path is not None else io.BytesIO(obj.data)
+        infos = rarfile.RarFile(source).infolist()
+    except Exception:  # damaged or header-encrypted: libarchive reports it
+        return []
+    return [
+        MemberMeta(info.filename.rstrip("/"), position, info.compress_size, info.file_size,
+                   info.CRC, info.needs_password(), info.compress_type)
+        for position, info in enumerate(infos, 1)
+    ]
 
 
 def _message(err: ArchiveError) -> str:

@@ -19,6 +19,7 @@ from typing import Iterator
 from ..filetype import sniff
 from ..limits import Context, LimitExceeded
 from ..objects import Child, ScanObject, Status
+from ..signatures.subject import MemberMeta
 from .base import Corrupted, Encrypted, Unsupported
 
 # Zip compression methods libarchive cannot decode and 7-Zip can.
@@ -56,6 +57,31 @@ def zip_needs_7z(obj: ScanObject) -> bool:
         return False
 
 
+_ZIP_UTF8 = 0x800  # general purpose flag: the name is UTF-8 (else code page 437)
+_ZIP_ENCRYPTED = 0x1
+
+
+def zip_members(obj: ScanObject) -> list[MemberMeta]:
+    """Every central-directory entry, directories included, numbered from 1 in directory
+    order, with the name as stored (bytes kept through surrogate escapes): how ClamAV counts
+    and names zip members for .cdb rules. Empty when the directory is unreadable."""
+    try:
+        source = obj.path if obj.path is not None else io.BytesIO(obj.data)
+        with zipfile.ZipFile(source) as zf:
+            infos = zf.infolist()
+    except Exception:  # a damaged directory is libarchive's or 7-Zip's to report
+        return []
+    members = []
+    for position, info in enumerate(infos, 1):
+        encoding = "utf-8" if info.flag_bits & _ZIP_UTF8 else "cp437"
+        raw = info.orig_filename.encode(encoding, "surrogateescape")
+        members.append(MemberMeta(
+            raw.decode("utf-8", "surrogateescape"), position, info.compress_size,
+            info.file_size, info.CRC, bool(info.flag_bits & _ZIP_ENCRYPTED), info.compress_type,
+        ))
+    return members
+
+
 def explode_7z(obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
     """Extract ``obj`` with 7z and yield its regular files; ``label`` names the format in errors."""
     exe = shutil.which("7z")
@@ -77,20 +103,24 @@ def explode_7z(obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
             raise Corrupted(f"not a readable {label} archive")
         per_item = _item_errors(errors, outdir)
         encrypted = _encrypted_members(exe, source) if per_item else set()
+        described = _described(label, obj, exe, source)
         failure = archive_err
         seen: set[str] = set()
         for rel, path in _regular_files(outdir):
             seen.add(rel)
             problem = per_item.get(rel)
+            meta = described.get(rel)
             if problem is not None and (rel in encrypted or "password" in problem.lower()):
                 os.unlink(path)
-                yield Child(rel, status=Status.PROTECTED, reason="encrypted")
+                yield Child(rel, status=Status.PROTECTED, reason="encrypted", meta=meta)
                 continue
             if problem is not None and "Unsupported Method" in problem:
                 os.unlink(path)
-                yield Child(rel, status=Status.ERROR, reason=f"unsupported: {label} method")
+                yield Child(rel, status=Status.ERROR, reason=f"unsupported: {label} method",
+                            meta=meta)
                 continue
             child = _read_member(ctx, rel, path, obj.size)
+            child.meta = meta
             if problem is not None and problem.startswith(_DAMAGE):
                 failure = failure or f"{problem}: {rel}"
                 if child.size:
@@ -99,7 +129,8 @@ def explode_7z(obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
             yield child
         for rel, problem in per_item.items():
             if rel not in seen and (rel in encrypted or "password" in problem.lower()):
-                yield Child(rel, status=Status.PROTECTED, reason="encrypted")
+                yield Child(rel, status=Status.PROTECTED, reason="encrypted",
+                            meta=described.get(rel))
         if failure:
             raise Corrupted(failure)
     finally:
@@ -211,6 +242,12 @@ def _item_errors(errors: str, outdir: str) -> dict[str, str]:
 
 def _encrypted_members(exe: str, source: str) -> set[str]:
     """Members the listing flags "Encrypted = +"; asked only once extraction reported errors."""
+    return {item["Path"] for item in _listing(exe, source)
+            if item.get("Encrypted") == "+" and "Path" in item}
+
+
+def _listing(exe: str, source: str) -> list[dict[str, str]]:
+    """7z's technical listing: one dict of "Key = value" fields per item, in archive order."""
     try:
         proc = subprocess.run(
             [exe, "l", "-slt", "-ba", "-p-", "-sccUTF-8", "--", source],
@@ -218,14 +255,41 @@ def _encrypted_members(exe: str, source: str) -> set[str]:
             env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
         )
     except subprocess.TimeoutExpired:
-        return set()
-    names, path = set(), None
+        return []
+    items: list[dict[str, str]] = []
     for line in proc.stdout.decode("utf-8", "replace").splitlines():
-        if line.startswith("Path = "):
-            path = line[7:]
-        elif line == "Encrypted = +" and path is not None:
-            names.add(path)
-    return names
+        key, sep, value = line.partition(" = ")
+        if not sep:
+            continue
+        if key == "Path":
+            items.append({})
+        if items:
+            items[-1][key] = value
+    return items
+
+
+def _described(label: str, obj: ScanObject, exe: str, source: str) -> dict[str, MemberMeta]:
+    """Member path -> how the archive describes it, for .cdb rules (zip and ARJ; ClamAV's
+    CHM view numbers names 7-Zip does not list the same way, so CHM members carry none)."""
+    if label == "zip":
+        return {m.name: m for m in reversed(zip_members(obj))}  # a repeated name: the first
+    if label != "arj":
+        return {}
+    found: dict[str, MemberMeta] = {}
+    for position, item in enumerate(_listing(exe, source), 1):
+        path = item.get("Path", "")
+        if item.get("Folder") == "+" or path in found:
+            continue
+        found[path] = MemberMeta(
+            path, position, _number(item.get("Packed Size")), _number(item.get("Size")),
+            int(item["CRC"], 16) if re.fullmatch(r"[0-9A-Fa-f]{1,8}", item.get("CRC", ""))
+            else None, item.get("Encrypted") == "+", _number(item.get("Method")),
+        )
+    return found
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 def _regular_files(root: str) -> Iterator[tuple[str, str]]:

@@ -18,13 +18,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import formats
+from . import filetypes, formats
 from .errors import SignatureError
 from .hashes import FUNCTIONALITY_LEVEL
-from .kinds import adapter
+from .kinds import NOT_DETECTING, adapter
 
 MAGIC = b"LMSAVDB1"
-FORMAT = 2  # bump when the compiled layout or a compiler's semantics change
+FORMAT = 3  # bump when the compiled layout or a compiler's semantics change
 CACHE_NAME = ".compiled.lmsavc"
 META_NAME = "database.toml"
 SELFTEST_NAME = "selftest.toml"
@@ -92,6 +92,29 @@ class Database:
         """Whole files not used, as "file: reason" lines."""
         return self.not_used
 
+    def clamav_type(self, data, ftype: str) -> str:
+        """ClamAV's type for an object, under the database's .ftm entries if it has any."""
+        ftm = self.matchers.get("filetype")
+        return ftm.type_of(data, ftype) if ftm is not None else filetypes.clamav_type(ftype)
+
+    def container_type(self, data, ftype: str) -> str:
+        """ClamAV's type for a container (what .cdb rules and ``Container:`` name)."""
+        ftm = self.matchers.get("filetype")
+        if ftm is not None:
+            return ftm.container_type(ftype, data)
+        return filetypes.container_type(ftype, data)
+
+    def match_member_meta(self, subject) -> list[tuple[str, str]]:
+        """.cdb rules only: for a member that could not be extracted (encrypted, damaged)."""
+        meta = self.matchers.get("container")
+        return self._named(meta.match(subject)) if meta is not None else []
+
+    def _named(self, hits: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if self.unofficial_suffix and hits:
+            official = self.official_sources
+            hits = [h if h[1] in official else (h[0] + ".UNOFFICIAL", h[1]) for h in hits]
+        return hits
+
     def match(self, subject) -> list[tuple[str, str]]:
         """(name, source) of every signature of every kind that matches ``subject``."""
         hits: list[tuple[str, str]] = []
@@ -106,17 +129,14 @@ class Database:
         allow = self.matchers.get("allow")
         if hits and allow is not None and allow.match(subject):
             return []
-        if self.unofficial_suffix:
-            official = self.official_sources
-            hits = [h if h[1] in official else (h[0] + ".UNOFFICIAL", h[1]) for h in hits]
-        return hits
+        return self._named(hits)
 
     @property
     def _detectors(self) -> list:
         found = self.__dict__.get("_detector_list")
         if found is None:
             found = [m for k, m in self.matchers.items()
-                     if m is not None and k not in ("allow", "ignore")]
+                     if m is not None and k not in NOT_DETECTING]
             self.__dict__["_detector_list"] = found
         return found
 

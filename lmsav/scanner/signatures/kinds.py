@@ -162,10 +162,55 @@ class IgnoreList:
         return []
 
 
+class ContainerAdapter(Adapter):
+    """.cdb: rules on what a container records about a member (name, sizes, CRC …)."""
+
+    name = "container"
+
+    def parse(self, text, source, ext):
+        from . import containermeta
+
+        return containermeta.parse_cdb(text, source)
+
+    def compile(self, sigs):
+        from . import containermeta
+
+        return containermeta.compile_cdb(sigs)
+
+    def matcher(self, section):
+        from . import containermeta
+
+        return containermeta.ContainerMetaMatcher(section)
+
+
+class FiletypeAdapter(Adapter):
+    """.ftm: ClamAV's magic table; it names types, never threats (Database.filetypes)."""
+
+    name = "filetype"
+
+    def parse(self, text, source, ext):
+        from . import filetypes
+
+        return filetypes.parse_ftm(text, source)
+
+    def compile(self, sigs):
+        from . import filetypes
+
+        return filetypes.compile_ftm(sigs)
+
+    def matcher(self, section):
+        from . import filetypes
+
+        return filetypes.FtmMatcher(section)
+
+
 ADAPTERS: dict[str, Adapter] = {
     a.name: a for a in (HashAdapter(), AllowAdapter(), BodyAdapter(), YaraAdapter(),
-                        IgnoreAdapter())
+                        IgnoreAdapter(), ContainerAdapter(), FiletypeAdapter())
 }
+
+# Kinds whose matchers describe or clear objects rather than name threats.
+NOT_DETECTING = frozenset({"allow", "ignore", "filetype"})
 
 
 def adapter(kind: str) -> Adapter | None:

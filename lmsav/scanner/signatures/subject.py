@@ -35,6 +35,7 @@ class Subject:
     in_mail: bool = False  # some ancestor is a mail message (phishing checks apply)
     name: str = ""
     member: MemberMeta | None = None  # how the parent container describes this object
+    container_size: int | None = None  # size of the parent container in bytes
     _cache: dict = field(default_factory=dict)
 
     @property
