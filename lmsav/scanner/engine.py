@@ -112,6 +112,9 @@ class Engine:
         ancestry = obj.clamav_ancestry + (self.db.container_type(obj.data, obj.type),)
         try:
             for child in handler.explode(obj, ctx):
+                if child.meta_only:
+                    self._judge_meta(obj, child, ancestry, res)
+                    continue
                 count += 1
                 ctx.check_files(count)
                 res.children.append(self._scan_child(obj, child, ctx, ancestry))
@@ -133,13 +136,10 @@ class Engine:
         name = join_path(parent.name, child.name)
         if child.status is not None:
             res = ObjectResult(name, "", child.size or 0, child.status, reason=child.reason)
-            if child.meta is not None:
-                # An encrypted or damaged member still has metadata .cdb rules judge.
-                subject = Subject(b"", 0, "", "CL_TYPE_ANY", ancestry, member=child.meta,
-                                  container_size=parent.size)
-                found = self._threats(self.db.match_member_meta(subject))
-                if found:
-                    res.status, res.threats = Status.INFECTED, found
+            # An encrypted or damaged member still has metadata .cdb rules judge.
+            found = self._meta_threats(parent, child, ancestry)
+            if found:
+                res.status, res.threats = Status.INFECTED, found
             return res
         if child.path is not None:
             sub = ScanObject(name, path=child.path, depth=parent.depth + 1, size=child.size)
@@ -159,6 +159,19 @@ class Engine:
                     os.unlink(child.path)
                 except OSError:
                     pass
+
+    def _meta_threats(self, parent: ScanObject, child, ancestry) -> list[Threat]:
+        if child.meta is None:
+            return []
+        subject = Subject(b"", 0, "", "CL_TYPE_ANY", ancestry, member=child.meta,
+                          container_size=parent.size)
+        return self._threats(self.db.match_member_meta(subject))
+
+    def _judge_meta(self, parent: ScanObject, child, ancestry, res: ObjectResult) -> None:
+        found = self._meta_threats(parent, child, ancestry)
+        if found:
+            res.children.append(ObjectResult(join_path(parent.name, child.name), "directory",
+                                             0, Status.INFECTED, found))
 
     def _limit(self, res: ObjectResult, err: LimitExceeded, ctx: Context, depth: int) -> None:
         self._mark(res, ctx.limits.limit_status, err.reason)

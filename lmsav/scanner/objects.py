@@ -212,6 +212,8 @@ class Child:
     size: int | None = None
     # How the container describes the member (name, position, sizes …), for .cdb rules.
     meta: MemberMeta | None = None
+    # Only metadata to judge (a directory entry): reported only if a .cdb rule names it.
+    meta_only: bool = False
 
 
 def join_path(parent: str, child: str) -> str:

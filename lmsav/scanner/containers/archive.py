@@ -59,8 +59,13 @@ class ArchiveHandler:
             yield from explode_7z(obj, ctx, "zip")
             return
         listing = _Listing(ftype, obj)
-        yield from explode_members(obj, ctx, _FORMATS[ftype], packed=listing.packed,
-                                   describe=listing.describe)
+        try:
+            yield from explode_members(obj, ctx, _FORMATS[ftype], packed=listing.packed,
+                                       describe=listing.describe)
+        except Corrupted:
+            yield from listing.unread()
+            raise
+        yield from listing.unread()
 
 
 def explode_members(
@@ -231,6 +236,14 @@ class _Listing:
                 self.packed[label] = meta.packed_size
         self.describe = self._by_name if ftype in ("zip", "rar") else \
             None if ftype == "ar" else self._by_order
+
+    def unread(self) -> Iterator[Child]:
+        """Directory records (and members libarchive never reached): metadata only, which
+        ClamAV checks against .cdb rules like any member's."""
+        for metas in self.recorded.values():
+            for meta in reversed(metas):
+                yield Child(meta.name, meta=meta, meta_only=True)
+        self.recorded = {}
 
     def _by_name(self, entry) -> MemberMeta | None:
         if not _is_regular(entry):

@@ -205,8 +205,6 @@ def test_name_patterns_clamav_refuses_are_refused(tmp_path, pattern):
     assert lmsav_accepts == clamav_accepts
 
 
-@pytest.mark.xfail(strict=True, reason="directory entries are no children: the engine needs a "
-                   "way to take a directory's metadata without listing it as a member")
 def test_directory_entries_are_checked_as_in_clamav(tmp_path):
     # ClamAV checks every zip central-directory entry, directories included (position 1 here).
     data = tmp_path / "dirs.zip"

@@ -173,7 +173,8 @@ def _members(path) -> list[tuple[str, MemberMeta | None]]:
     obj = ScanObject(str(path), path=path)
     ctx = Context(Limits())
     try:
-        return [(child.name, child.meta) for child in handler_for(sniff(obj.data)).explode(obj, ctx)]
+        return [(child.name, child.meta) for child in handler_for(sniff(obj.data)).explode(obj, ctx)
+                if not child.meta_only]
     finally:
         obj.close()
         ctx.cleanup()
@@ -302,6 +303,19 @@ def test_rar_members_carry_their_file_headers(tmp_path):
     found = dict(_members(tmp_path / "subdirs.rar"))
     assert [(m.index, m.size) for m in found.values()] == [(1, 6), (2, 8), (3, 5), (4, 6)]
     assert "sub/üȵĩöḋè/file.txt" in found
+
+
+def test_directory_records_come_as_metadata_only_children(tmp_path):
+    (tmp_path / "subdirs.rar").write_bytes(RAR5_SUBDIRS)
+    obj = ScanObject("subdirs.rar", path=tmp_path / "subdirs.rar")
+    ctx = Context(Limits())
+    try:
+        records = [c for c in handler_for("rar").explode(obj, ctx) if c.meta_only]
+    finally:
+        obj.close()
+        ctx.cleanup()
+    assert "sub/dir1" in {c.meta.name for c in records}
+    assert all(c.data is None and c.path is None for c in records)
 
 
 def test_rar_headers_give_packed_sizes_and_encryption():
