@@ -9,7 +9,6 @@ import io
 import json
 import zipfile
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 

@@ -12,13 +12,21 @@ prefix, fixed-length patterns use the extended ``min_offset``/``max_offset`` bou
 fixed-length ``EOF-n`` patterns end in ``.{a,b}\\z``, and everything else is a Hyperscan
 prefilter confirmed in Python.
 
+Offsets relative to an executable (EP+n, EP-n, Sx+n, SL+n, SEx, VI) are resolved only when a
+hit needs them: Hyperscan runs the pattern unanchored, and the hit is confirmed in Python inside
+the window ClamAV computes from the parsed PE, ELF or Mach-O (executable.py). A file of an
+executable type that ClamAV cannot parse loses EOF-n signatures too, as in ClamAV. The (B), (L)
+and (W) markers consume a byte (or CRLF) inside a ClamAV sub-pattern and are zero-width
+assertions at its edges, checked in Python.
+
 Differences from ClamAV: HTML (target 3) and text (target 7) signatures match the raw bytes, not
-ClamAV's normalised form; PE-relative offsets (EP, Sx, SL, SE, VI), the (B)/(L)/(W) boundary
-markers and negated alternatives mixing wildcards are recorded as unsupported and skipped.
+ClamAV's normalised form; a right-edge marker sees the end of the file where ClamAV sees the end
+of its scan buffer; macro offsets ($n$, for logical signatures) are skipped.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 
 import hyperscan
 
+from . import executable
 from .errors import SignatureError
 from .hashes import FUNCTIONALITY_LEVEL
 
@@ -35,19 +44,20 @@ ENGINE_LEVEL = FUNCTIONALITY_LEVEL  # what MinFL/MaxFL are compared with
 # ClamAV target type → sniffed types it applies to; None means any file, an empty set never.
 TARGETS: dict[int, frozenset[str] | None] = {
     0: None,
-    1: frozenset({"pe"}),
+    1: frozenset({"pe", "msdos"}),  # ClamAV's PE target takes every MZ file
     2: frozenset({"ole2"}),
-    3: frozenset({"html"}),
+    3: frozenset({"html-norm"}),  # normalised HTML only, never the raw page (normalise.py)
     4: frozenset({"mail", "mbox"}),
     5: frozenset(),  # graphics: the sniffer has no image types
     6: frozenset({"elf"}),
-    7: frozenset({"text", "html", "mail", "mbox"}),
+    7: frozenset({"text-norm"}),  # folded text only (normalise.py), as ClamAV
     9: frozenset({"macho"}),
     10: frozenset({"pdf"}),
 }
 _NEVER: frozenset[str] = frozenset()
 
-ANY, START, EOF = 0, 1, 2  # offset kinds
+ANY, START, EOF, EXE = 0, 1, 2, 3  # offset kinds; EXE: relative to the parsed executable
+EXE_TARGETS = {1: "pe", 6: "elf", 9: "macho"}  # targets ClamAV applies to a parsed executable
 
 # Hyperscan rejects bounded repeats above 32767 and compiles large ones slowly (≈25 µs per unit
 # of bound per pattern); above these limits a repeat is relaxed and the hit confirmed in Python.
@@ -56,15 +66,12 @@ REPEAT_BUDGET = 12000  # all gaps of one pattern together (see _relax)
 GAP_LIMIT = 16  # gaps other than * kept exact in one pattern
 ANCHOR_LIMIT = 256  # largest n+m written as an anchored ^.{n,n+m} prefix
 
-MAGIC = b"LMSAVBD1"
+MAGIC = b"LMSAVBD2"
 _HEADER = struct.Struct("<8sIII")
 _HS_FLAGS = hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_SINGLEMATCH
 _NO_EXT = hyperscan.ExpressionExt(flags=0)
 
 _HEX = frozenset("0123456789abcdefABCDEF")
-_PE_OFFSET = re.compile(r"^(EP[+-]|S\d+[+-]|SL[+-]|SE\d+|VI$|\$)", re.I)
-_EOF_OFFSET = re.compile(r"^EOF-(\d+)(?:,(\d+))?$", re.I)
-_START_OFFSET = re.compile(r"^(\d+)(?:,(\d+))?$")
 _HEX_RUN = re.compile(r"[0-9a-fA-F]+")
 _GAP = re.compile(r"^(\d*)(-?)(\d*)$")
 
@@ -77,7 +84,7 @@ class BodySig:
     source: str
     line: int
     target: int
-    kind: int = ANY  # ANY, START or EOF
+    kind: int = ANY  # ANY, START, EOF or EXE
     n: int = 0
     m: int = 0
     pattern: str = ""  # exact regex over bytes (\xHH escapes, for DOTALL)
@@ -85,6 +92,8 @@ class BodySig:
     min_len: int = 0
     max_len: int | None = None  # None: unbounded
     segments: tuple[tuple[int, str], ...] = ()  # (min gap before, lazy regex) split at n- gaps
+    offset_kind: str = ""  # for EXE: executable.EP_PLUS, SX_PLUS, SE, VERSION …
+    section: int = 0  # for EXE: the x of Sx+n and SEx
     unsupported: str = ""
 
     @property
@@ -123,32 +132,35 @@ def _parse_line(line: str, source: str, lineno: int) -> BodySig:
     name, target_text, offset_text, hexsig = (f.strip() for f in fields[:4])
     if not name:
         raise _Invalid("empty signature name")
-    if not target_text.isdigit():
+    if target_text not in ("*", "") and not (target_text.isdigit() and target_text.isascii()):
         raise _Invalid(f"bad target type {target_text!r}: need a number")
-    target = int(target_text)
+    target = int(target_text) if target_text.isdigit() else 0  # ClamAV reads "*" and "" as 0
     base = BodySig(name, source, lineno, target)
     levels = [f.strip() for f in fields[4:]]
     for text in levels:
         if text and not text.isdigit():
             raise _Invalid(f"bad functionality level {text!r}: need a number")
-    # Parse everything first so an invalid line is an error even when it would be skipped.
+    # Levels first, as ClamAV: a line outside the engine's level is skipped unparsed (old
+    # databases carry retired lines whose "pattern" is plain text for old engines to show).
+    if levels and levels[0] and int(levels[0]) > ENGINE_LEVEL:
+        return _replace(base, unsupported=f"needs engine level {levels[0]} (lmsav: {ENGINE_LEVEL})")
+    if len(levels) > 1 and levels[1] and int(levels[1]) < ENGINE_LEVEL:
+        return _replace(base, unsupported=f"retired at engine level {levels[1]}")
     try:
-        kind, n, m = _parse_offset(offset_text)
+        kind, offset = _parse_offset(offset_text, target)
         reason = ""
     except _Unsupported as err:
-        kind, n, m, reason = ANY, 0, 0, str(err)
+        kind, offset, reason = ANY, executable.Offset(executable.ANY), str(err)
     try:
         pattern, hs_pattern, min_len, max_len, segments = _parse_hex(hexsig)
     except _Unsupported as err:
         return _replace(base, unsupported=str(err))
     if reason:
         return _replace(base, unsupported=reason)
-    if levels and levels[0] and int(levels[0]) > ENGINE_LEVEL:
-        return _replace(base, unsupported=f"needs engine level {levels[0]} (lmsav: {ENGINE_LEVEL})")
-    if len(levels) > 1 and levels[1] and int(levels[1]) < ENGINE_LEVEL:
-        return _replace(base, unsupported=f"retired at engine level {levels[1]}")
     return BodySig(
-        name, source, lineno, target, kind, n, m, pattern, hs_pattern, min_len, max_len, segments
+        name, source, lineno, target, kind, offset.n, offset.shift, pattern, hs_pattern,
+        min_len, max_len, segments, offset_kind=offset.kind if kind == EXE else "",
+        section=offset.section,
     )
 
 
@@ -156,18 +168,16 @@ def _replace(sig: BodySig, unsupported: str) -> BodySig:
     return BodySig(sig.name, sig.source, sig.line, sig.target, unsupported=unsupported)
 
 
-def _parse_offset(text: str) -> tuple[int, int, int]:
-    if text == "*":
-        return ANY, 0, 0
-    found = _START_OFFSET.match(text)
-    if found:
-        return START, int(found[1]), int(found[2] or 0)
-    found = _EOF_OFFSET.match(text)
-    if found:
-        return EOF, int(found[1]), int(found[2] or 0)
-    if _PE_OFFSET.match(text):
-        raise _Unsupported(f"offset {text!r} is relative to PE structure (not parsed by lmsav)")
-    raise _Invalid(f"bad offset {text!r}: need *, n, n,m, EOF-n or EOF-n,m")
+def _parse_offset(text: str, target: int) -> tuple[int, executable.Offset]:
+    """(offset kind, parsed offset) as ClamAV reads the field; _Invalid where ClamAV refuses."""
+    try:
+        offset = executable.parse_offset(text, target)
+    except ValueError as err:
+        raise _Invalid(str(err)) from None
+    if offset.kind == executable.MACRO:
+        raise _Unsupported(f"macro offset {text!r} only links logical sub-signatures")
+    kind = {executable.ANY: ANY, executable.ABSOLUTE: START, executable.EOF_MINUS: EOF}
+    return kind.get(offset.kind, EXE), offset
 
 
 def _byte(b: int) -> str:
@@ -231,12 +241,72 @@ def _repeat(lo: int, hi: int | None) -> str:
     return f".{{{lo},{hi}}}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Loose:
+    """A piece Hyperscan cannot express exactly: ``exact`` for Python, ``loose`` (a superset,
+    possibly empty) for Hyperscan."""
+
+    exact: str
+    loose: str
+
+
+# ClamAV's boundary classes: (B) in the middle consumes any of these bytes; at the left edge
+# of a sub-pattern the byte before must be one of _LEFT (or the file starts), at the right
+# edge the byte after one of _RIGHT (or the data ends).
+_BOUNDARY = b"\n\r \"'-./<=>@_"
+_LEFT = b" -./<@_"
+_RIGHT = b"\n\r \"'-/=>_"
+_ALNUM = "0-9A-Za-z"
+
+
+def _marker(body: str, negate: bool, edge: str) -> tuple[str | _Loose, int, int]:
+    """Regex piece, min and max length of (B), (L) or (W); ``edge`` is "left", "right" or ""
+    (inside a sub-pattern, where the marker consumes input)."""
+    if edge == "left":  # never negated: ClamAV reads !(x) at a left edge as a consuming one
+        before = {"B": _byte_class(_LEFT, negate=True), "L": "[^\\n]", "W": f"[{_ALNUM}]"}
+        return _Loose(f"(?<!{before[body]})", ""), 0, 0
+    if edge == "right":
+        # Positive: the data ends or the next byte qualifies; negated: a next byte that does not.
+        after = {"B": _byte_class(_RIGHT, negate=True), "L": "\\n|\\r\\n|\\Z",
+                 "W": f"[{_ALNUM}]"}[body]
+        if body == "L":
+            look = f"(?!{after})" if negate else f"(?={after})"
+        else:
+            look = f"(?={after})" if negate else f"(?!{after})"
+        return _Loose(look, ""), 0, 0
+    if body == "B":
+        return _byte_class(_BOUNDARY, negate=negate), 1, 1
+    if body == "W":
+        return (f"[{_ALNUM}]" if negate else f"[^{_ALNUM}]"), 1, 1
+    if negate:  # one byte that is neither LF nor the CR of a CRLF
+        return _Loose("(?:[^\\n\\r]|\\r(?!\\n))", "[^\\n]"), 1, 1
+    return "(?:\\n|\\r\\n)", 1, 2
+
+
+def _separators(hexsig: str) -> set[int]:
+    """Positions of the gaps that split a signature into ClamAV sub-patterns: every ``*``, and
+    every ``{…}`` from the first one that is not a short ``{n}`` (0 < n < 128; ClamAV expands
+    those into ``??`` bytes, keeping them inside a sub-pattern)."""
+    out, splitting = set(), False
+    for found in re.finditer(r"\*|\{([^}]*)\}?", hexsig):
+        if found[0] == "*":
+            out.add(found.start())
+            continue
+        short = found[1] is not None and found[1].isdigit() and 0 < int(found[1]) < 128
+        splitting = splitting or not short or not found[0].endswith("}")
+        if splitting:
+            out.add(found.start())
+    return out
+
+
 def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
     """(exact regex, Hyperscan regex, min length, max length or None, confirmation segments)."""
     if not hexsig:
         raise _Invalid("empty hex signature")
-    pieces: list[str | tuple[int, int | None]] = []  # regex text, or a (lo, hi) gap
+    pieces: list[str | tuple[int, int | None] | _Loose] = []  # regex, (lo, hi) gap, or _Loose
     min_len, max_len, fixed = 0, 0, False
+    splits = _separators(hexsig) if "(" in hexsig else set()
+    part_start = 0  # where the current ClamAV sub-pattern starts in hexsig
     i, size = 0, len(hexsig)
     while i < size:
         ch = hexsig[i]
@@ -261,6 +331,7 @@ def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
             pieces.append((0, None))
             max_len = None
             i += 1
+            part_start = i
         elif ch in "{[":
             close = "}" if ch == "{" else "]"
             end = hexsig.find(close, i)
@@ -270,9 +341,12 @@ def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
             pieces.append((lo, hi))
             min_len += lo
             max_len = None if max_len is None or hi is None else max_len + hi
+            if i in splits:
+                part_start = end + 1
             i = end + 1
         elif ch == "!" or ch == "(":
             negate = ch == "!"
+            opened = i
             if negate:
                 if i + 1 >= size or hexsig[i + 1] != "(":
                     raise _Invalid(f"'!' must be followed by '(' in {hexsig!r}")
@@ -280,18 +354,41 @@ def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
             end = hexsig.find(")", i)
             if end < 0:
                 raise _Invalid(f"unterminated '(' in {hexsig!r}")
-            piece, lo, hi = _alternatives(hexsig[i + 1:end], negate, hexsig)
+            body = hexsig[i + 1:end]
+            if body in ("B", "L", "W"):
+                # ClamAV tests "ends its sub-pattern" first, then "starts it" (unnegated only).
+                if end + 1 == size or end + 1 in splits:
+                    edge = "right"
+                    if opened == part_start:
+                        raise _Unsupported(f"sub-pattern made of the marker ({body}) alone "
+                                           f"in {hexsig!r}")
+                elif opened == part_start and not negate:
+                    edge = "left"
+                else:
+                    edge = ""
+                piece, lo, hi = _marker(body, negate, edge)
+                fixed = fixed or not edge
+            else:
+                piece, lo, hi = _alternatives(body, negate, hexsig)
+                fixed = True
             pieces.append(piece)
             min_len += lo
             max_len = None if max_len is None else max_len + hi
-            fixed = True
             i = end + 1
         else:
             raise _Invalid(f"unexpected character {ch!r} at position {i} in {hexsig!r}")
     if not fixed:
         raise _Invalid(f"signature {hexsig!r} has no fixed bytes: it would match anything")
-    exact = "".join(p if isinstance(p, str) else _repeat(*p) for p in pieces)
+    exact = "".join(_exact(p) for p in pieces)
     return exact, "".join(_relax(pieces)), min_len, max_len, _segments(pieces)
+
+
+def _exact(piece) -> str:
+    if isinstance(piece, str):
+        return piece
+    if isinstance(piece, _Loose):
+        return piece.exact
+    return _repeat(*piece)
 
 
 def _segments(pieces: list) -> tuple[tuple[int, str], ...]:
@@ -311,7 +408,7 @@ def _segments(pieces: list) -> tuple[tuple[int, str], ...]:
         elif isinstance(p, tuple):
             current.append(_repeat(*p) + ("?" if p[0] != p[1] else ""))
         else:
-            current.append(p)
+            current.append(_exact(p))
     if current:
         out.append((gap, "".join(current)))
     return tuple(out)
@@ -327,7 +424,7 @@ def _relax(pieces: list) -> list[str]:
     """
     gaps = sorted(
         (max(p[0], p[1] or 0), n)
-        for n, p in enumerate(pieces) if not isinstance(p, str) and p != (0, None)
+        for n, p in enumerate(pieces) if isinstance(p, tuple) and p != (0, None)
     )
     loose = set()
     total = sum(width for width, _ in gaps)
@@ -336,7 +433,8 @@ def _relax(pieces: list) -> list[str]:
         total -= width
         loose.add(n)
     return [
-        p if isinstance(p, str) else (".*" if n in loose else _repeat(*p))
+        p if isinstance(p, str) else p.loose if isinstance(p, _Loose)
+        else (".*" if n in loose else _repeat(*p))
         for n, p in enumerate(pieces)
     ]
 
@@ -362,8 +460,6 @@ def _parse_gap(text: str, bracket: str, hexsig: str) -> tuple[int, int | None]:
 
 def _alternatives(body: str, negate: bool, hexsig: str) -> tuple[str, int, int]:
     """Regex, min and max length of ``(a|b|…)`` or ``!(a|b|…)``."""
-    if body.upper() in ("B", "L", "W"):
-        raise _Unsupported(f"boundary marker ({body}) is not supported")
     options = body.split("|")
     if any(not o for o in options):
         raise _Invalid(f"empty alternative in ({body}) in {hexsig!r}")
@@ -374,14 +470,14 @@ def _alternatives(body: str, negate: bool, hexsig: str) -> tuple[str, int, int]:
         return f"(?:{regex})", min(lengths), max(lengths)
     if len(set(lengths)) != 1:
         raise _Invalid(f"negated alternatives !({body}) must all have the same length")
+    if "?" in body:  # ClamAV: "Can't apply negation operation to generic alternate strings"
+        raise _Invalid(f"negated alternatives !({body}) cannot contain wildcards")
     width = lengths[0]
     if width == 1:
         excluded = set().union(*(p[0] for p in parsed))
         if len(excluded) == 256:
             raise _Invalid(f"!({body}) excludes every byte")
         return _byte_class(excluded, negate=True), 1, 1
-    if any(len(v) != 1 for p in parsed for v in p):
-        raise _Unsupported(f"negated multi-byte alternatives with wildcards !({body})")
     words = {bytes(v[0] for v in p) for p in parsed}
     return f"(?:{_complement(words, width)})", width, width
 
@@ -411,6 +507,8 @@ def _plan(sig: BodySig) -> tuple[str, object, list | None]:
     ext = _NO_EXT
     if sig.kind == ANY:
         return body, ext, None if exact else _check(sig)
+    if sig.kind == EXE:  # the window depends on the file: Hyperscan finds, Python places
+        return body, ext, _check(sig)
     if sig.kind == START:
         if fixed_len is not None and exact:
             lo, hi = sig.n + fixed_len, sig.n + sig.m + fixed_len
@@ -430,15 +528,70 @@ def _plan(sig: BodySig) -> tuple[str, object, list | None]:
 
 
 def _check(sig: BodySig) -> list:
-    """Confirmation row: [kind, n, m, [[gap, regex], …]]; parts are matched in order, the first
-    one anywhere (ANY) or from the signature's start offset onward by up to m bytes."""
+    """Confirmation row: [kind, n, m, [[gap, regex], …]] (EXE rows add the offset kind and
+    section); parts are matched in order, the first one anywhere (ANY), from the signature's
+    start offset onward by up to m bytes (START, EOF), or inside the window the executable
+    gives (EXE, searched from the window's start)."""
     parts = [list(p) for p in sig.segments]
+    if sig.kind == EXE:
+        if sig.segments[0][0]:
+            parts[0][1] = f".{{{sig.segments[0][0]},}}?(?:{parts[0][1]})"
+        return [EXE, sig.n, sig.m, parts, sig.offset_kind, sig.section]
     if sig.kind != ANY:
         lead = _repeat(0, sig.m) + ("?" if sig.m else "")
         parts[0][1] = f"{lead}(?:{parts[0][1]})"
         if sig.segments[0][0]:  # the signature starts with an n- gap: a floor on the first part
             parts[0][1] = f".{{{sig.segments[0][0]},}}?{parts[0][1]}"
     return [sig.kind, sig.n, sig.m, parts]
+
+
+# A signature that is not one plain literal gives Hyperscan only its longest literal, this
+# long at least, and is confirmed in Python on a hit. Whole regexes cost Hyperscan about 3 ms
+# each to compile and ~5 KB each of database (150,000 ClamAV-shaped signatures: over 15
+# minutes and 6 GB); their literals compile in seconds, and a literal of 4+ bytes is rarely
+# hit where the whole signature does not match.
+FACTOR_MIN = 4
+
+
+def _literal_runs(pattern: str) -> list[list[str]]:
+    """Maximal runs of ``\\xHH`` bytes outside any group or class of a regex from _parse_hex."""
+    runs, current, depth, i, size = [], [], 0, 0, len(pattern)
+    while i < size:
+        ch = pattern[i]
+        if pattern.startswith("\\x", i):
+            if depth == 0:
+                current.append(pattern[i:i + 4])
+            i += 4
+            continue
+        if current:
+            runs.append(current)
+            current = []
+        if ch == "\\":
+            i += 2
+        elif ch == "[":
+            i = pattern.index("]", i) + 1
+        elif ch == "{":
+            i = pattern.index("}", i) + 1
+        else:
+            depth += (ch == "(") - (ch == ")")
+            i += 1
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _factor(sig: BodySig, plan: list) -> None:
+    """Replace ``plan``'s Hyperscan pattern by the signature's longest literal (see FACTOR_MIN)."""
+    runs = _literal_runs(sig.pattern)
+    best = max(runs, key=len, default=[])
+    if sig.kind == ANY and sig.exact and len(runs) == 1 and len(best) == sig.min_len == sig.max_len:
+        return  # one plain literal already: Hyperscan's answer is final
+    if len(best) < FACTOR_MIN:
+        return
+    plan[0] = "".join(best)
+    plan[1] = _NO_EXT  # offset bounds cost Hyperscan as much as a regex: Python checks them
+    if plan[2] is None:
+        plan[2] = _check(sig)
 
 
 def compile_body(sigs: list[BodySig]) -> bytes:
@@ -448,11 +601,22 @@ def compile_body(sigs: list[BodySig]) -> bytes:
     source_ids = {s: i for i, s in enumerate(sources)}
     unsupported = [f"{s.source}:{s.line}: {s.name}: {s.unsupported}" for s in sigs if s.unsupported]
     plans = [list(_plan(s)) for s in usable]
+    for sig, plan in zip(usable, plans):
+        _factor(sig, plan)
     db_blob = _compile_hyperscan(usable, plans) if usable else b""
-    rows = [[s.name, source_ids[s.source], s.target, p[2]] for s, p in zip(usable, plans)]
-    meta = {"count": len(usable), "sources": sources, "unsupported": unsupported}
+    # The last field marks offsets ClamAV drops when an executable fails to parse.
+    rows = [[s.name, source_ids[s.source], s.target, p[2], int(s.kind in (EOF, EXE))]
+            for s, p in zip(usable, plans)]
+    # One JSON row per line, then their uint32 end offsets: a process decodes only the rows
+    # of signatures that hit, never the whole table.
+    lines = [json.dumps(r, separators=(",", ":")).encode() for r in rows]
+    ends = itertools.accumulate(len(line) + 1 for line in lines)
+    table = b"".join(line + b"\n" for line in lines)
+    index = len(table)
+    table += struct.pack(f"<{len(lines)}I", *ends)
+    meta = {"count": len(usable), "sources": sources, "unsupported": unsupported,
+            "row_index": index}
     meta = json.dumps(meta).encode()
-    table = json.dumps(rows, separators=(",", ":")).encode()
     header = _HEADER.pack(MAGIC, len(meta), len(table), len(db_blob))
     return header + meta + table + db_blob
 
@@ -522,6 +686,22 @@ def _collect(sig_id, start, end, flags, hits):
     hits.append(sig_id)
 
 
+class _Rows:
+    """The signature table read in place: row i is decoded when a hit first needs it."""
+
+    def __init__(self, table: memoryview, index: int):
+        self._lines = table[:index]
+        self._ends = table[index:].cast("I")
+        self._cache: dict[int, list] = {}
+
+    def __getitem__(self, i: int) -> list:
+        row = self._cache.get(i)
+        if row is None:
+            start = self._ends[i - 1] if i else 0
+            row = self._cache[i] = json.loads(bytes(self._lines[start:self._ends[i] - 1]))
+        return row
+
+
 class BodyMatcher:
     """Scans a buffer once with the compiled database and names the signatures that match."""
 
@@ -538,7 +718,9 @@ class BodyMatcher:
 
     @classmethod
     def from_blob(cls, blob) -> "BodyMatcher":
-        blob = bytes(blob)
+        """Load from bytes or a memoryview over the database's mmap: the row table stays in
+        the mapping (shared by forked workers); only the Hyperscan database is copied."""
+        blob = memoryview(blob).cast("B")
         if not blob:
             return cls(None, {"count": 0, "sources": [], "unsupported": []}, b"[]")
         try:
@@ -548,21 +730,26 @@ class BodyMatcher:
         if magic != MAGIC:
             raise ValueError("not a compiled body signature blob")
         pos = _HEADER.size
-        meta = json.loads(blob[pos:pos + meta_len])
+        meta = json.loads(bytes(blob[pos:pos + meta_len]))
         pos += meta_len
         table = blob[pos:pos + table_len]
+        if "row_index" in meta:
+            table = _Rows(table, meta["row_index"])
         pos += table_len
-        db = hyperscan.loadb(blob[pos:pos + db_len], hyperscan.HS_MODE_BLOCK) if db_len else None
+        db = (hyperscan.loadb(bytes(blob[pos:pos + db_len]), hyperscan.HS_MODE_BLOCK)
+              if db_len else None)
         return cls(db, meta, table)
 
-    def match(self, data, file_type: str, size: int) -> list[tuple[str, str]]:
-        """(name, source) of each signature matching ``data`` (bytes or mmap), each name once."""
+    def match(self, subject) -> list[tuple[str, str]]:
+        """(name, source) of each signature matching ``subject`` (a Subject over bytes or an
+        mmap), each name once. The executable is parsed only for a hit that needs it."""
         if self._db is None:
             return []
         if self._pid != os.getpid():
             # Scratch space is per process: a forked child must not share its parent's.
             self._scratch = hyperscan.Scratch(self._db)
             self._pid = os.getpid()
+        data, ftype = subject.data, subject.ftype
         hits: list[int] = []
         self._db.scan(data, match_event_handler=_collect, context=hits, scratch=self._scratch)
         if not hits:
@@ -570,46 +757,76 @@ class BodyMatcher:
         rows = self._rows if self._rows is not None else self._load_rows()
         found, seen = [], set()
         for sig_id in sorted(hits):
-            name, source_id, target, check = rows[sig_id]
+            name, source_id, target, check, needs_exe = rows[sig_id]
             if name in seen:
                 continue
             wanted = TARGETS.get(target, _NEVER)
-            if wanted is not None and file_type not in wanted:
+            if wanted is not None and ftype not in wanted:
                 continue
-            if check is not None and not self._confirm(sig_id, check, data, size):
+            if target in EXE_TARGETS and executable.exe_kind(data, ftype) != EXE_TARGETS[target]:
+                continue  # e.g. a Java class, which shares the universal binary's magic
+            if needs_exe and not _exe_parsed(subject):
+                continue
+            if check is not None and not self._confirm(sig_id, check, subject):
                 continue
             seen.add(name)
             found.append((name, self.sources[source_id]))
         return found
 
     def _load_rows(self) -> list:
-        self._rows = json.loads(self._table_raw)
+        table = self._table_raw
+        self._rows = table if isinstance(table, _Rows) else json.loads(bytes(table))
         self._table_raw = b""
         return self._rows
 
-    def _confirm(self, sig_id: int, check: list, data, size: int) -> bool:
-        kind, n, _, parts = check
+    def _confirm(self, sig_id: int, check: list, subject) -> bool:
+        kind, n, m, parts = check[:4]
+        data, size = subject.data, subject.size
         compiled = self._checks.get(sig_id)
         if compiled is None:
             compiled = self._checks[sig_id] = [
                 (gap, re.compile(regex.encode(), re.DOTALL)) for gap, regex in parts
             ]
+        first = compiled[0][1]
+        if kind == EXE:
+            offset_kind, section = check[4:6]
+            exe = subject.exe
+            if offset_kind == executable.VERSION:  # starts at a version-information key
+                starts = sorted(exe.version_info) if exe is not None else ()
+                return any(_rest(compiled, data, found.end())
+                           for found in (first.match(data, pos) for pos in starts) if found)
+            offset = executable.Offset(offset_kind, n, m, section)
+            window = executable.resolve_offset(offset, size, exe)
+            if window is None:
+                return False
+            start, shift = window
+            found = first.search(data, start)
+            if found is None or found.start() > start + shift:
+                return False
+            return _rest(compiled, data, found.end())
         if kind == ANY:
-            gap, first = compiled[0]
-            found = first.search(data, gap)
+            found = first.search(data, compiled[0][0])
         elif n > size:
             return False
         else:
-            found = compiled[0][1].match(data, n if kind == START else size - n)
+            found = first.match(data, n if kind == START else size - n)
+        return found is not None and _rest(compiled, data, found.end())
+
+
+def _rest(compiled: list, data, end: int) -> bool:
+    """Whether the parts after the first follow, each after its minimum gap."""
+    for gap, rx in compiled[1:]:
+        found = rx.search(data, end + gap)
         if found is None:
             return False
         end = found.end()
-        for gap, rx in compiled[1:]:
-            found = rx.search(data, end + gap)
-            if found is None:
-                return False
-            end = found.end()
-        return True
+    return True
+
+
+def _exe_parsed(subject) -> bool:
+    """False when ``subject`` is of an executable type ClamAV fails to parse: it then drops
+    every EOF-n and executable-relative offset, whatever the signature's target."""
+    return executable.exe_kind(subject.data, subject.ftype) is None or subject.exe is not None
 
 
 __all__ = ["BodyMatcher", "BodySig", "TARGETS", "compile_body", "parse_ndb"]

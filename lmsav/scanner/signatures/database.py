@@ -22,9 +22,10 @@ from . import filetypes, formats
 from .errors import SignatureError
 from .hashes import FUNCTIONALITY_LEVEL
 from .kinds import NOT_DETECTING, adapter
+from .subject import Subject
 
 MAGIC = b"LMSAVDB1"
-FORMAT = 3  # bump when the compiled layout or a compiler's semantics change
+FORMAT = 4  # bump when the compiled layout or a compiler's semantics change
 CACHE_NAME = ".compiled.lmsavc"
 META_NAME = "database.toml"
 SELFTEST_NAME = "selftest.toml"
@@ -116,12 +117,22 @@ class Database:
         return hits
 
     def match(self, subject) -> list[tuple[str, str]]:
-        """(name, source) of every signature of every kind that matches ``subject``."""
+        """(name, source) of every signature of every kind that matches ``subject``.
+
+        As in ClamAV, an HTML page is matched in its normalised forms (comments removed, tags
+        lower-cased, text without tags, decoded scripts), never as raw bytes, and a text file
+        both raw and folded; the view's type decides which targets apply (body.TARGETS).
+        """
         hits: list[tuple[str, str]] = []
-        for matcher in self._detectors:
-            hits += matcher.match(subject)
+        for view in self._views(subject):
+            for matcher in self._detectors:
+                hits += matcher.match(view)
         if not hits:
-            return hits
+            phishing = self.matchers.get("phishing")
+            if phishing is not None and subject.in_mail:
+                hits = phishing.match(subject)
+            if not hits:
+                return hits
         ignored = self.ignored
         if ignored:
             hits = [h for h in hits if h[0] not in ignored]
@@ -130,6 +141,20 @@ class Database:
         if hits and allow is not None and allow.match(subject):
             return []
         return self._named(hits)
+
+    @staticmethod
+    def _views(subject) -> list:
+        ftype = subject.ftype
+        if ftype not in ("html", "text"):
+            return [subject]
+        from . import normalise  # only processes that meet HTML or text load the normalisers
+
+        if ftype == "html":
+            forms = subject.view("html", normalise.html_forms)
+            return [_view_of(subject, v) for v in forms.views]
+        if ftype == "text":
+            return [subject] + [_view_of(subject, v)
+                                for v in subject.view("text", normalise.text_scan_views)]
 
     @property
     def _detectors(self) -> list:
@@ -183,6 +208,13 @@ class Database:
         db.warnings = header.get("build_warnings", []) + warnings
         db.refused = "; ".join(warnings)
         return db
+
+
+def _view_of(subject, view) -> Subject:
+    """A normalised form of ``subject`` to match: same place, the view's bytes and type."""
+    ftype = "text-norm" if 7 in view.targets else "html-norm"
+    return Subject(view.data, len(view.data), ftype, subject.clamav_type, subject.ancestry,
+                   subject.in_mail, subject.name)
 
 
 class ContainerRefused(DatabaseError):

@@ -57,7 +57,8 @@ class FileHashes:
         self.count = table.count
 
     def match(self, subject):
-        if not self.table.wants(subject.size):
+        # ClamAV hashes normalised HTML but never the folded view of a text file.
+        if not self.table.wants(subject.size) or subject.ftype == "text-norm":
             return []
         return self.table.match(subject.data, subject.size)
 
@@ -67,6 +68,28 @@ class AllowAdapter(HashAdapter):
 
     name = "allow"
     prefix = "allow"
+
+
+class SectionAdapter(Adapter):
+    """.mdb/.msb (PE section hashes) and .imp (PE import-table hashes)."""
+
+    name = "section"
+
+    def parse(self, text, source, ext):
+        from . import sections
+
+        return sections.parse(text, source, ext)
+
+    def compile(self, sigs):
+        from . import sections
+
+        return sections.compile_sections(sigs)
+
+    def matcher(self, section):
+        from . import sections
+
+        found = sections.SectionHashMatcher(section)
+        return found if found.count else None
 
 
 class BodyAdapter(Adapter):
@@ -89,18 +112,29 @@ class BodyAdapter(Adapter):
     def matcher(self, section):
         from . import body
 
-        m = body.BodyMatcher.from_blob(section("body"))
-        import inspect  # TEMPORARY until BodyMatcher.match takes a Subject
+        return body.BodyMatcher.from_blob(section("body"))
 
-        if len(inspect.signature(m.match).parameters) == 3:
-            class _Compat:
-                count = m.count
-                unsupported = m.unsupported
 
-                def match(self, s):
-                    return m.match(s.data, s.ftype, s.size)
-            return _Compat()
-        return m
+class LogicalAdapter(Adapter):
+    """.ldb: logical signatures (subsignatures, expressions, PCRE, byte compares)."""
+
+    name = "logical"
+
+    def parse(self, text, source, ext):
+        from . import logical
+
+        return logical.parse_ldb(text, source)
+
+    def compile(self, sigs):
+        from . import logical
+
+        return logical.compile_ldb(sigs)
+
+    def matcher(self, section):
+        from . import logical
+
+        found = logical.LogicalMatcher(section)
+        return found if found.count else None
 
 
 class YaraAdapter(Adapter):
@@ -204,13 +238,39 @@ class FiletypeAdapter(Adapter):
         return filetypes.FtmMatcher(section)
 
 
+class PhishingAdapter(Adapter):
+    """.pdb/.gdb/.wdb: protected domains, URL hashes and allowed mappings, compiled together."""
+
+    name = "phishing"
+
+    def parse(self, text, source, ext):
+        from . import phishing
+
+        parse = {".pdb": phishing.parse_pdb, ".gdb": phishing.parse_gdb,
+                 ".wdb": phishing.parse_wdb}[ext]
+        return parse(text, source)
+
+    def compile(self, sigs):
+        from . import phishing
+
+        return phishing.compile_phishing(sigs)
+
+    def matcher(self, section):
+        from . import phishing
+
+        return phishing.PhishingChecker(section)
+
+
 ADAPTERS: dict[str, Adapter] = {
-    a.name: a for a in (HashAdapter(), AllowAdapter(), BodyAdapter(), YaraAdapter(),
-                        IgnoreAdapter(), ContainerAdapter(), FiletypeAdapter())
+    a.name: a for a in (HashAdapter(), AllowAdapter(), SectionAdapter(), BodyAdapter(),
+                        LogicalAdapter(), YaraAdapter(),
+                        IgnoreAdapter(), ContainerAdapter(), FiletypeAdapter(),
+                        PhishingAdapter())
 }
 
-# Kinds whose matchers describe or clear objects rather than name threats.
-NOT_DETECTING = frozenset({"allow", "ignore", "filetype"})
+# Kinds whose matchers describe or clear objects rather than name threats, and the phishing
+# check, which reports only when no signature matched (as ClamAV's heuristics do).
+NOT_DETECTING = frozenset({"allow", "ignore", "filetype", "phishing"})
 
 
 def adapter(kind: str) -> Adapter | None:

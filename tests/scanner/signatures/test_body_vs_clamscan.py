@@ -10,6 +10,7 @@ import pytest
 
 from lmsav.scanner import filetype
 from lmsav.scanner.signatures import body
+from lmsav.scanner.signatures.subject import Subject
 
 pytestmark = [
     pytest.mark.integration,
@@ -214,7 +215,7 @@ def _lmsav(ndb_text: str, samples) -> set[tuple[str, str]]:
     found = set()
     for name, data in samples:
         ftype = filetype.sniff(data, len(data))
-        found |= {(name, hit) for hit, _ in matcher.match(data, ftype, len(data))}
+        found |= {(name, hit) for hit, _ in matcher.match(Subject(data, len(data), ftype))}
     return found
 
 
