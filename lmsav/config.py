@@ -171,10 +171,14 @@ class PathsSection:
     tmp_dir: Path | None = setting(
         None, OPTIONAL_PATH,
         'Where scans unpack large members; "" means the system temporary directory ($TMPDIR).')
+    database: Path | None = setting(
+        None, OPTIONAL_PATH,
+        'Signature database directory, e.g. "/var/lib/clamav" (the directory freshclam fills); '
+        '"" means the bundled test database (EICAR only).',
+        "--database")
     bases: Path | None = setting(
         None, OPTIONAL_PATH,
-        'Signature database directory; "" means the bundled test database (EICAR only).',
-        "--database")
+        'Older name of "database", still read; "database" wins when both are set.')
 
 
 @dataclass(frozen=True)
@@ -440,7 +444,7 @@ class Settings:
 
     def database_dir(self) -> Path:
         """The configured signature directory, or the bundled database."""
-        return self.paths.bases or paths_mod.bundled_database_dir()
+        return self.paths.database or self.paths.bases or paths_mod.bundled_database_dir()
 
     def daemon_socket(self) -> Path:
         return self.daemon.socket or Path(self.paths.run_dir) / "clamd.sock"

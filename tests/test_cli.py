@@ -239,13 +239,14 @@ def test_json_with_infected_only_omits_clean_inputs(run, tree):
 def test_db_build_lists_skipped_signatures(run, tmp_path):
     db = tmp_path / "db"
     db.mkdir()
-    (db / "x.ndb").write_text("Usable:0:*:41424344\nNeedsPE:1:EP+10:41424344\n")
+    (db / "x.ndb").write_text("Usable:0:*:41424344\nNeedsPE:1:EP+10:41424344\n"
+                              "Newer:0:*:45464748:999\n")
     built = run("db", "build", str(db))
     assert built.exit_code == 0
-    assert "x.ndb:2: NeedsPE" in built.stderr
+    assert "x.ndb:3: Newer: needs engine level 999" in built.stderr
     info = json.loads(run("db", "info", "-d", str(db), "--json").output)
-    assert info["counts"] == {"ndb": 1}
-    assert len(info["skipped_signatures"]) == 1
+    assert info["counts"] == {"ndb": 2}
+    assert info["skipped"] == {"ndb": 1} and len(info["skipped_signatures"]) == 1
 
 
 def test_progress_bar_on_a_terminal(tree):
