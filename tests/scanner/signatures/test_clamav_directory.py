@@ -238,3 +238,51 @@ def test_tampered_update_is_refused_and_the_previous_database_stays_in_use(clama
     fresh = lmsav_scan("--no-summary", "-d", str(db), str(corpus / "eicar.bin"))
     assert fresh.returncode == 2
     assert fresh.stderr.count("\n") == 1 and "daily.cld: " in fresh.stderr
+
+
+@pytest.fixture
+def var_lib_clamav(clamav_dir):
+    """/var/lib/clamav as the README's commands name it: the machine's own if it holds a
+    database, else (as root) this module's freshclam-style directory put there for the test."""
+    real = Path("/var/lib/clamav")
+    if real.is_dir() and any(p.suffix in (".cvd", ".cld") for p in real.iterdir()):
+        yield real
+        return
+    if os.geteuid() != 0:
+        pytest.skip("/var/lib/clamav holds no database and only root may create one")
+    created = not real.exists()
+    real.mkdir(parents=True, exist_ok=True)
+    placed = []
+    for item in clamav_dir.iterdir():
+        if not item.name.startswith("."):
+            shutil.copy(item, real / item.name)
+            placed.append(real / item.name)
+    try:
+        yield real
+    finally:
+        for path in placed + [real / ".compiled.lmsavc"]:
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(real, ignore_errors=True)
+
+
+def test_readme_commands_on_var_lib_clamav(var_lib_clamav, corpus, tmp_path):
+    """README, "Using ClamAV's database", literally: the same findings as clamscan -d."""
+    target = tmp_path / "srv"
+    target.mkdir()
+    for name in ("eicar.zip", "clean.bin", "logical.eml"):
+        shutil.copy(corpus / name, target / name)
+    theirs = clamscan_names(var_lib_clamav, target)
+    scan = subprocess.run(["lmsav", "scan", "-d", "/var/lib/clamav", str(target)],
+                          capture_output=True, text=True)
+    assert scan.returncode == (1 if theirs else 0), scan.stderr
+    assert _found(scan.stdout) == theirs
+    info = subprocess.run(["lmsav", "db", "info", "-d", "/var/lib/clamav"], capture_output=True,
+                          text=True)
+    assert info.returncode == 0 and "Directory: /var/lib/clamav" in info.stdout
+    # The same directory from the configuration file, as the README's lmsav.toml snippet sets it.
+    config = tmp_path / "lmsav.toml"
+    config.write_text('[paths]\ndatabase = "/var/lib/clamav"\n')
+    scan = subprocess.run(["lmsav", "--config", str(config), "scan", str(target)],
+                          capture_output=True, text=True)
+    assert _found(scan.stdout) == theirs
