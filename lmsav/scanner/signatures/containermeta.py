@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .errors import SignatureError
 from .filetypes import KNOWN_TYPES
-from .hashes import FUNCTIONALITY_LEVEL
+from .levels import skip_reason
 
 ANY_TYPE = "CL_TYPE_ANY"
 # ClamAV keeps sizes as 32-bit unsigned numbers; all ones is its "any" marker.
@@ -72,14 +72,9 @@ def parse_cdb(text: str, source: str) -> tuple[list[ContainerSig], list[str]]:
                                  "FilePos:Res1:Res2[:MinFL[:MaxFL]]")
         name = fields[0]
         levels = fields[10:]
-        for level in levels:
-            if not level.isdigit() and level != "":
-                raise SignatureError(source, lineno, f"bad functionality level {level!r}")
-        if levels and int(levels[0] or 0) > FUNCTIONALITY_LEVEL:
-            skipped.append(f"{source}:{lineno}: {name}: needs engine level {levels[0]}")
-            continue
-        if len(levels) > 1 and int(levels[1] or 0) < FUNCTIONALITY_LEVEL:
-            skipped.append(f"{source}:{lineno}: {name}: retired at engine level {levels[1]}")
+        reason = skip_reason(levels, source, lineno)
+        if reason:
+            skipped.append(f"{source}:{lineno}: {name}: {reason}")
             continue
         try:
             sig = _parse_fields(fields, source, lineno)

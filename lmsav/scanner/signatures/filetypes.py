@@ -28,7 +28,7 @@ from array import array
 from dataclasses import dataclass
 
 from .errors import SignatureError
-from .hashes import FUNCTIONALITY_LEVEL
+from .levels import skip_reason
 
 # ClamAV's cli_file_t in declaration order (libclamav/filetypes.h). The order is a priority:
 # in body-pattern typing a later type replaces an earlier one. CL_TYPE_ANY is 0, the rest
@@ -170,14 +170,9 @@ def parse_ftm(text: str, source: str) -> tuple[list[FtmSig], list[str]]:
                                  "RequiredType:DetectedType[:MinFL[:MaxFL]]")
         kind_text, offset, magic, name, required, detected = fields[:6]
         levels = fields[6:]
-        for level in levels:
-            if not level.isdigit() and level != "":
-                raise SignatureError(source, lineno, f"bad functionality level {level!r}")
-        if levels and int(levels[0] or 0) > FUNCTIONALITY_LEVEL:
-            skipped.append(f"{source}:{lineno}: {name}: needs engine level {levels[0]}")
-            continue
-        if len(levels) > 1 and int(levels[1] or 0) < FUNCTIONALITY_LEVEL:
-            skipped.append(f"{source}:{lineno}: {name}: retired at engine level {levels[1]}")
+        reason = skip_reason(levels, source, lineno)
+        if reason:
+            skipped.append(f"{source}:{lineno}: {name}: {reason}")
             continue
         for type_name in (required, detected):
             if type_name not in KNOWN_TYPES:

@@ -7,6 +7,8 @@ import their format's module only when a database has files of that kind.
 
 from __future__ import annotations
 
+import importlib
+
 from .errors import SignatureError
 
 
@@ -25,6 +27,35 @@ class Adapter:
     def matcher(self, section):
         """An object with ``count`` and ``match(subject) -> [(name, source)]``, or None."""
         raise NotImplementedError
+
+
+class ModuleAdapter(Adapter):
+    """A kind whose module offers a parser, a compiler and a matcher class under these names;
+    ``parse`` may map extensions to parsers. An empty matcher (count 0) is left out."""
+
+    def __init__(self, name: str, module: str, parse: str | dict[str, str], compile: str,
+                 matcher: str, with_ext: bool = False):
+        self.name = name
+        self.module = module
+        self.parsers = parse
+        self.compiler = compile
+        self.matcher_class = matcher
+        self.with_ext = with_ext  # the parser also takes the extension
+
+    def _module(self):
+        return importlib.import_module(f".{self.module}", __package__)
+
+    def parse(self, text, source, ext):
+        name = self.parsers if isinstance(self.parsers, str) else self.parsers[ext]
+        parser = getattr(self._module(), name)
+        return parser(text, source, ext) if self.with_ext else parser(text, source)
+
+    def compile(self, sigs):
+        return getattr(self._module(), self.compiler)(sigs)
+
+    def matcher(self, section):
+        found = getattr(self._module(), self.matcher_class)(section)
+        return found if found.count else None
 
 
 class HashAdapter(Adapter):
@@ -70,28 +101,6 @@ class AllowAdapter(HashAdapter):
     prefix = "allow"
 
 
-class SectionAdapter(Adapter):
-    """.mdb/.msb (PE section hashes) and .imp (PE import-table hashes)."""
-
-    name = "section"
-
-    def parse(self, text, source, ext):
-        from . import sections
-
-        return sections.parse(text, source, ext)
-
-    def compile(self, sigs):
-        from . import sections
-
-        return sections.compile_sections(sigs)
-
-    def matcher(self, section):
-        from . import sections
-
-        found = sections.SectionHashMatcher(section)
-        return found if found.count else None
-
-
 class BodyAdapter(Adapter):
     name = "body"
 
@@ -113,28 +122,6 @@ class BodyAdapter(Adapter):
         from . import body
 
         return body.BodyMatcher.from_blob(section("body"))
-
-
-class LogicalAdapter(Adapter):
-    """.ldb: logical signatures (subsignatures, expressions, PCRE, byte compares)."""
-
-    name = "logical"
-
-    def parse(self, text, source, ext):
-        from . import logical
-
-        return logical.parse_ldb(text, source)
-
-    def compile(self, sigs):
-        from . import logical
-
-        return logical.compile_ldb(sigs)
-
-    def matcher(self, section):
-        from . import logical
-
-        found = logical.LogicalMatcher(section)
-        return found if found.count else None
 
 
 class YaraAdapter(Adapter):
@@ -196,77 +183,22 @@ class IgnoreList:
         return []
 
 
-class ContainerAdapter(Adapter):
-    """.cdb: rules on what a container records about a member (name, sizes, CRC …)."""
-
-    name = "container"
-
-    def parse(self, text, source, ext):
-        from . import containermeta
-
-        return containermeta.parse_cdb(text, source)
-
-    def compile(self, sigs):
-        from . import containermeta
-
-        return containermeta.compile_cdb(sigs)
-
-    def matcher(self, section):
-        from . import containermeta
-
-        return containermeta.ContainerMetaMatcher(section)
-
-
-class FiletypeAdapter(Adapter):
-    """.ftm: ClamAV's magic table; it names types, never threats (Database.filetypes)."""
-
-    name = "filetype"
-
-    def parse(self, text, source, ext):
-        from . import filetypes
-
-        return filetypes.parse_ftm(text, source)
-
-    def compile(self, sigs):
-        from . import filetypes
-
-        return filetypes.compile_ftm(sigs)
-
-    def matcher(self, section):
-        from . import filetypes
-
-        return filetypes.FtmMatcher(section)
-
-
-class PhishingAdapter(Adapter):
-    """.pdb/.gdb/.wdb: protected domains, URL hashes and allowed mappings, compiled together."""
-
-    name = "phishing"
-
-    def parse(self, text, source, ext):
-        from . import phishing
-
-        parse = {".pdb": phishing.parse_pdb, ".gdb": phishing.parse_gdb,
-                 ".wdb": phishing.parse_wdb}[ext]
-        return parse(text, source)
-
-    def compile(self, sigs):
-        from . import phishing
-
-        return phishing.compile_phishing(sigs)
-
-    def matcher(self, section):
-        from . import phishing
-
-        return phishing.PhishingChecker(section)
-
-
-ADAPTERS: dict[str, Adapter] = {
-    a.name: a for a in (HashAdapter(), AllowAdapter(), SectionAdapter(), BodyAdapter(),
-                        LogicalAdapter(), YaraAdapter(),
-                        IgnoreAdapter(), ContainerAdapter(), FiletypeAdapter(),
-                        PhishingAdapter())
-}
+ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
+    HashAdapter(),
+    AllowAdapter(),
+    ModuleAdapter("section", "sections", "parse", "compile_sections", "SectionHashMatcher",
+                  with_ext=True),                               # .mdb .msb .imp
+    BodyAdapter(),
+    ModuleAdapter("logical", "logical", "parse_ldb", "compile_ldb", "LogicalMatcher"),
+    YaraAdapter(),
+    IgnoreAdapter(),
+    ModuleAdapter("container", "containermeta", "parse_cdb", "compile_cdb",
+                  "ContainerMetaMatcher"),                      # .cdb
+    ModuleAdapter("filetype", "filetypes", "parse_ftm", "compile_ftm", "FtmMatcher"),  # .ftm
+    ModuleAdapter("phishing", "phishing",
+                  {".pdb": "parse_pdb", ".gdb": "parse_gdb", ".wdb": "parse_wdb"},
+                  "compile_phishing", "PhishingChecker"),
+)}
 
 # Kinds whose matchers describe or clear objects rather than name threats, and the phishing
 # check, which reports only when no signature matched (as ClamAV's heuristics do).

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_cvd import DATA, members_of, write_cld
+from .test_cvd import DATA, members_of, sigtool_cud, write_cld
 from .test_executable import sample as exe_sample
 
 pytestmark = [
@@ -74,26 +74,6 @@ def main_databases(pe: bytes | None) -> dict[str, bytes]:
     return {name: text.encode() for name, text in dbs.items()}
 
 
-def sigtool_cud(workdir: Path, databases: dict[str, bytes], name: str) -> Path:
-    build = workdir / "build"
-    empty = workdir / "no-current-database"
-    build.mkdir()
-    empty.mkdir()
-    (build / "COPYING").write_text("lmsav test database\n")
-    for member, data in databases.items():
-        (build / member).write_bytes(data)
-    env = dict(os.environ, SIGNDUSER="lmsav")
-    for attempt in range(4):
-        # sigtool refuses a body whose MD5 starts with 00; another mtime changes the tar.
-        os.utime(build / "COPYING", (1_700_000_000 + attempt, 1_700_000_000 + attempt))
-        done = subprocess.run(["sigtool", f"--build={name}", "--unsigned", "--cvd-version=9",
-                               f"--datadir={empty}", "--flevel=90"], cwd=build, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if done.returncode == 0:
-            return build / name
-    pytest.fail(f"sigtool --build failed: {done.stdout}{done.stderr}")
-
-
 @pytest.fixture(scope="module")
 def clamav_dir(tmp_path_factory) -> Path:
     """/var/lib/clamav as freshclam leaves it, plus a third-party feed."""
@@ -103,7 +83,7 @@ def clamav_dir(tmp_path_factory) -> Path:
     db.mkdir()
     shutil.copy(DATA / "bytecode.cvd", db / "bytecode.cvd")
     write_cld(db / "daily.cld", members_of(DATA / "test-3.cvd"))
-    shutil.copy(sigtool_cud(work, main_databases(pe), "main.cud"), db / "main.cud")
+    shutil.copy(sigtool_cud(work, main_databases(pe), "main.cud", version=9), db / "main.cud")
     (db / "feed.ndb").write_text(f"Feed.E2E.Body:0:*:{hexs(b'lmsav-e2e-feed')}\n")
     (db / "feed.hsb").write_text(f"{hashlib.sha256(CLEAN).hexdigest()}:*:Feed.E2E.AnySize:73\n")
     (db / "feed.ldb").write_text(

@@ -421,27 +421,28 @@ needs_clamav = pytest.mark.skipif(
     reason="ClamAV's sigtool and clamscan are not installed")
 
 
-def _sigtool_cud(workdir: Path, databases: dict[str, bytes]) -> Path:
-    """Build ``lmsavtest.cud`` with ``sigtool --build --unsigned`` as a database maintainer would:
+def sigtool_cud(workdir: Path, databases: dict[str, bytes], name: str = "lmsavtest.cud",
+                version: int = 7) -> Path:
+    """Build ``name`` with ``sigtool --build --unsigned`` as a database maintainer would:
     database files and a COPYING file in the working directory, builder name in SIGNDUSER."""
     build = workdir / "build"
     empty = workdir / "no-current-database"
     build.mkdir()
     empty.mkdir()
     (build / "COPYING").write_text("lmsav test database\n")
-    for name, data in databases.items():
-        (build / name).write_bytes(data)
+    for member, data in databases.items():
+        (build / member).write_bytes(data)
     env = dict(os.environ, SIGNDUSER="lmsav")
-    for attempt in range(3):
+    for attempt in range(4):
         # sigtool refuses a body whose MD5 starts with 00 (ClamAV 1.1-1.4 fail to verify those);
         # another modification time changes the tar, so try again.
         os.utime(build / "COPYING", (1_700_000_000 + attempt, 1_700_000_000 + attempt))
         result = subprocess.run(
-            ["sigtool", "--build=lmsavtest.cud", "--unsigned", "--cvd-version=7",
+            ["sigtool", f"--build={name}", "--unsigned", f"--cvd-version={version}",
              f"--datadir={empty}", "--flevel=90"],
             cwd=build, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if result.returncode == 0:
-            return build / "lmsavtest.cud"
+            return build / name
     pytest.fail(f"sigtool --build failed: {result.stdout}{result.stderr}")
 
 
@@ -455,7 +456,7 @@ def _clamscan(database_dir: Path, *files: Path) -> subprocess.CompletedProcess:
 def test_sigtool_unsigned_cud_loads_and_clamscan_detects_what_its_members_describe(tmp_path):
     sample = b"lmsav cud container test sample\n"
     hdb = f"{hashlib.md5(sample).hexdigest()}:{len(sample)}:Lmsav.Test.CudSample\n".encode()
-    cud = _sigtool_cud(tmp_path, {"lmsavtest.hdb": hdb, "lmsavtest.ndb": NDB})
+    cud = sigtool_cud(tmp_path, {"lmsavtest.hdb": hdb, "lmsavtest.ndb": NDB})
 
     container = read_container(cud)
     assert (container.kind, container.signature_status) == ("cud", "unsigned (.cud)")
@@ -479,7 +480,7 @@ def test_sigtool_unsigned_cud_loads_and_clamscan_detects_what_its_members_descri
 @pytest.mark.parametrize("build", ["sigtool cud", "genuine cvd", "cld"])
 def test_clamscan_and_lmsav_accept_and_refuse_the_same_containers(tmp_path, build):
     if build == "sigtool cud":
-        path = _sigtool_cud(tmp_path, {"lmsavtest.hdb": HDB})
+        path = sigtool_cud(tmp_path, {"lmsavtest.hdb": HDB})
         member = "lmsavtest.hdb"
     elif build == "genuine cvd":
         path = copy(tmp_path, "test-3.cvd")
