@@ -19,9 +19,20 @@ executable type that ClamAV cannot parse loses EOF-n signatures too, as in ClamA
 and (W) markers consume a byte (or CRLF) inside a ClamAV sub-pattern and are zero-width
 assertions at its edges, checked in Python.
 
-Differences from ClamAV: HTML (target 3) and text (target 7) signatures match the raw bytes, not
-ClamAV's normalised form; a right-edge marker sees the end of the file where ClamAV sees the end
-of its scan buffer; macro offsets ($n$, for logical signatures) are skipped.
+An anchored byte (``aa[n-m]core`` or ``core[n-m]aa``, next to one byte at the edge of a ClamAV
+sub-pattern) is a lookaround checked in Python: the match starts at the core, as ClamAV counts
+offsets. A line with a macro offset (``$n$``) is no detection of its own: its pattern joins macro
+group n, which logical signatures (logical.py) check with ``${min-max}n$``; the patterns are kept
+in this blob's metadata (``macro_patterns``).
+
+Where ClamAV refuses to add a pattern to its matchers — a sub-pattern shorter than two bytes or
+without two consecutive fixed bytes, a bad anchor, a plain pattern under three bytes for the
+Boyer-Moore matcher, a marker or multi-byte alternative among the first elements of a
+sub-pattern for the prefiltered targets 0, 1, 4 and 7 — the whole file is refused, as ClamAV
+refuses it.
+
+Differences from ClamAV: a right-edge marker sees the end of the file where ClamAV sees the end
+of its scan buffer.
 """
 
 from __future__ import annotations
@@ -56,8 +67,23 @@ TARGETS: dict[int, frozenset[str] | None] = {
 }
 _NEVER: frozenset[str] = frozenset()
 
-ANY, START, EOF, EXE = 0, 1, 2, 3  # offset kinds; EXE: relative to the parsed executable
+# Offset kinds; EXE: relative to the parsed executable; MACRO: a ``$n$`` macro group member.
+ANY, START, EOF, EXE, MACRO = 0, 1, 2, 3, 4
 EXE_TARGETS = {1: "pe", 6: "elf", 9: "macho"}  # targets ClamAV applies to a parsed executable
+CLAMAV_TARGETS = 15  # ClamAV skips a line whose target is beyond its table (matcher.h)
+
+SECTION = "body"  # the database section holding compile_body's blob
+
+# What ClamAV's matchers take (matcher-ac.c, matcher-bm.c, filtering.c): each sub-pattern at
+# least MIN_DEPTH elements with MIN_DEPTH consecutive fixed bytes somewhere, an anchored byte at
+# most MAX_ANCHOR bytes away; a plain pattern of target 0 or 1 goes to the Boyer-Moore matcher,
+# which needs BM_MIN_LENGTH bytes; the roots of PREFILTER_TARGETS refuse a sub-pattern whose
+# first MIN_DEPTH elements (after leading markers and multi-byte alternatives) hold one.
+MIN_DEPTH = 2
+MAX_ANCHOR = 32
+BM_MIN_LENGTH = 3
+BM_TARGETS = frozenset({0, 1})
+PREFILTER_TARGETS = frozenset({0, 1, 4, 7})
 
 # Hyperscan rejects bounded repeats above 32767 and compiles large ones slowly (≈25 µs per unit
 # of bound per pattern); above these limits a repeat is relaxed and the hit confirmed in Python.
@@ -95,6 +121,7 @@ class BodySig:
     offset_kind: str = ""  # for EXE: executable.EP_PLUS, SX_PLUS, SE, VERSION …
     section: int = 0  # for EXE: the x of Sx+n and SEx
     unsupported: str = ""
+    hexsig: str = ""  # for MACRO: the pattern as written (``n`` is the macro group)
 
     @property
     def exact(self) -> bool:
@@ -115,9 +142,11 @@ def parse_ndb(text: str, source: str) -> list[BodySig]:
     """Parse .ndb lines; unusable-but-valid signatures come back with ``unsupported`` set."""
     sigs = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        if line.startswith("#"):
             continue
+        line = line.strip()
+        if not line:
+            raise SignatureError(source, lineno, "blank line (ClamAV refuses the file)")
         try:
             sigs.append(_parse_line(line, source, lineno))
         except _Invalid as err:
@@ -132,8 +161,6 @@ def _parse_line(line: str, source: str, lineno: int) -> BodySig:
     name, target_text, offset_text, hexsig = (f.strip() for f in fields[:4])
     if not name:
         raise _Invalid("empty signature name")
-    if target_text not in ("*", "") and not (target_text.isdigit() and target_text.isascii()):
-        raise _Invalid(f"bad target type {target_text!r}: need a number")
     target = int(target_text) if target_text.isdigit() else 0  # ClamAV reads "*" and "" as 0
     base = BodySig(name, source, lineno, target)
     levels = [f.strip() for f in fields[4:]]
@@ -146,22 +173,42 @@ def _parse_line(line: str, source: str, lineno: int) -> BodySig:
         return _replace(base, unsupported=f"needs engine level {levels[0]} (lmsav: {ENGINE_LEVEL})")
     if len(levels) > 1 and levels[1] and int(levels[1]) < ENGINE_LEVEL:
         return _replace(base, unsupported=f"retired at engine level {levels[1]}")
-    try:
-        kind, offset = _parse_offset(offset_text, target)
-        reason = ""
-    except _Unsupported as err:
-        kind, offset, reason = ANY, executable.Offset(executable.ANY), str(err)
+    if target_text not in ("*", "") and not (target_text.isdigit() and target_text.isascii()):
+        raise _Invalid(f"bad target type {target_text!r}: need a number")
+    if target >= CLAMAV_TARGETS:  # ClamAV skips the line before reading its pattern
+        return _replace(base, unsupported=f"target type {target} is unknown to ClamAV")
+    kind, offset = _parse_offset(offset_text, target)
     try:
         pattern, hs_pattern, min_len, max_len, segments = _parse_hex(hexsig)
+        skip = ""
     except _Unsupported as err:
-        return _replace(base, unsupported=str(err))
-    if reason:
-        return _replace(base, unsupported=reason)
+        skip = str(err)
+    _check_subpatterns(hexsig, target, offset_text)  # refused by ClamAV, even if lmsav skips it
+    try:
+        if kind == MACRO and not skip:
+            _check_macro_pattern(hexsig, target)
+    except _Unsupported as err:
+        skip = str(err)
+    if skip:
+        return _replace(base, unsupported=skip)
     return BodySig(
         name, source, lineno, target, kind, offset.n, offset.shift, pattern, hs_pattern,
         min_len, max_len, segments, offset_kind=offset.kind if kind == EXE else "",
-        section=offset.section,
+        section=offset.section, hexsig=hexsig if kind == MACRO else "",
     )
+
+
+def _check_macro_pattern(hexsig: str, target: int) -> None:
+    """A macro group member is matched by the logical matcher, sub-pattern by sub-pattern: it
+    must be a pattern that matcher can take."""
+    from . import logical  # logical.py builds on this module; it is needed only here
+
+    try:
+        reason = logical.macro_pattern_problem(hexsig, target)
+    except ValueError as err:
+        raise _Invalid(str(err)) from None
+    if reason:
+        raise _Unsupported(reason)
 
 
 def _replace(sig: BodySig, unsupported: str) -> BodySig:
@@ -174,9 +221,8 @@ def _parse_offset(text: str, target: int) -> tuple[int, executable.Offset]:
         offset = executable.parse_offset(text, target)
     except ValueError as err:
         raise _Invalid(str(err)) from None
-    if offset.kind == executable.MACRO:
-        raise _Unsupported(f"macro offset {text!r} only links logical sub-signatures")
-    kind = {executable.ANY: ANY, executable.ABSOLUTE: START, executable.EOF_MINUS: EOF}
+    kind = {executable.ANY: ANY, executable.ABSOLUTE: START, executable.EOF_MINUS: EOF,
+            executable.MACRO: MACRO}
     return kind.get(offset.kind, EXE), offset
 
 
@@ -283,6 +329,206 @@ def _marker(body: str, negate: bool, edge: str) -> tuple[str | _Loose, int, int]
     return "(?:\\n|\\r\\n)", 1, 2
 
 
+# -- ClamAV's sub-patterns -----------------------------------------------------------------------
+
+_SHORT_GAP = re.compile(r"\{[ \t\n\v\f\r]*\+?([0-9]+)\}")  # what sscanf("{%zu}") takes
+_UINT = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
+
+
+def scan_uint(text: str, pos: int) -> tuple[int, int] | None:
+    """sscanf's ``%u`` at ``pos``: (value as the uint32 C stores, index after it) or None."""
+    found = _UINT.match(text, pos)
+    if found is None:
+        return None
+    value = min(int(found[2]), 2 ** 64 - 1)  # strtoul saturates
+    if found[1] == "-":
+        value = -value % 2 ** 64
+    return value & 0xFFFFFFFF, found.end()
+
+
+def _expand_short_gaps(hexsig: str) -> str:
+    """ClamAV's first rewrite of a pattern: while its first ``{…}`` is a short ``{n}``
+    (0 < n < 128) that becomes n ``??``; every ``{…}`` from the first other one is a split."""
+    while True:
+        brace = hexsig.find("{")
+        found = _SHORT_GAP.match(hexsig, brace) if brace >= 0 else None
+        if found is None or not 0 < int(found[1]) < 128:
+            return hexsig
+        hexsig = hexsig[:brace] + "??" * int(found[1]) + hexsig[found.end():]
+
+
+_GAP_OR_GROUP = re.compile(r"[()*]|\{[^}]*\}?")
+_STATIC_RUN = re.compile(r"(?:..)*?[0-9A-Fa-f]{4}")  # two fixed bytes at a pair boundary
+
+
+def _subpattern_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each ClamAV sub-pattern of ``text`` (short gaps expanded): the pieces
+    between ``*`` and ``{…}`` gaps. ClamAV refuses a gap inside an alternative."""
+    spans, start, depth = [], 0, 0
+    for found in _GAP_OR_GROUP.finditer(text):
+        token = found[0]
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            depth -= 1
+        else:
+            if depth:
+                raise _Invalid(f"a gap inside an alternative in {text!r}")
+            if token[0] == "{" and token[-1] != "}":
+                raise _Invalid(f"unterminated '{{' in {text!r}")
+            spans.append((start, found.start()))
+            start = found.end()
+    spans.append((start, len(text)))
+    return spans
+
+
+def _anchor_range(text: str, part: str) -> tuple[int, int]:
+    """``[n-m]`` as sscanf("%u-%u") reads it (``[n]`` is n-n)."""
+    first = scan_uint(text, 0)
+    if first is None:
+        raise _Invalid(f"bad range [{text}] in {part!r}: need n-m")
+    n, i = first
+    second = scan_uint(text, i + 1) if text[i:i + 1] == "-" else None
+    m = n if second is None else second[0]
+    if n > m or m > MAX_ANCHOR:
+        raise _Invalid(f"bad range [{text}] in {part!r}: need n-m with n <= m <= {MAX_ANCHOR}")
+    return n, m
+
+
+def anchor_layout(part: str) -> tuple[tuple | None, int, int, tuple | None]:
+    """ClamAV's reading of ``[n-m]`` in one sub-pattern: (left anchor, core start, core end,
+    right anchor), an anchor being (hex pair, n, m). ClamAV takes one byte before the core
+    (``aa[n-m]core``) and one after it (``core[n-m]aa``); any other bracket is refused."""
+    left = right = None
+    begin, end = 0, len(part)
+    for turn in range(2):
+        bracket = part.find("[", begin, end)
+        if bracket < 0:
+            break
+        close = part.find("]", bracket, end)
+        if close < 0:
+            raise _Invalid(f"missing ']' in {part!r}")
+        n, m = _anchor_range(part[bracket + 1:close], part)
+        if bracket - begin == 2 and not turn:
+            left, begin = (part[begin:bracket], n, m), close + 1
+        elif end - close - 1 == 2 and bracket - begin != 2:
+            right, end = (part[close + 1:end], n, m), bracket
+            break
+        else:
+            raise _Invalid(f"bad anchored byte in {part!r}: ClamAV takes only aa[n-m] before "
+                           "a sub-pattern and [n-m]aa after it")
+    for anchor in (left, right):
+        if anchor is not None:
+            _pair_values(anchor[0], part)  # a bad pair is refused
+    return left, begin, end, right
+
+
+def anchor_checked(pair: str) -> bool:
+    """Whether ClamAV's matcher checks an anchored byte: never for ``??`` nor a high nibble
+    (``4?``), whose encodings carry its "ignore" bit."""
+    return pair != "??" and not (pair[0] != "?" and pair[1] == "?")
+
+
+def _anchor_piece(anchor: tuple, side: str) -> _Loose | None:
+    """A zero-width check for an anchored byte ``n``…``m`` bytes before or after the core."""
+    pair, n, m = anchor
+    if not anchor_checked(pair):
+        return None
+    byte = _render(_pair_values(pair, pair))
+    if side == "left":  # lookbehinds need a fixed width: one per distance
+        look = "|".join(f"(?<={byte}{_repeat(k, k)})" for k in range(n, m + 1))
+    else:
+        look = f"(?={_repeat(n, m)}{byte})"
+    return _Loose(f"(?:{look})", "")
+
+
+def _closing(text: str, opened: int) -> int:
+    """Index of the ``)`` closing the ``(`` at ``opened`` (nesting counted), or -1."""
+    depth = 0
+    for i in range(opened, len(text)):
+        depth += (text[i] == "(") - (text[i] == ")")
+        if not depth:
+            return i
+    return -1
+
+
+def _single_bytes(inner: str) -> bool:
+    """Alternatives ClamAV stores as one-byte choices: all one plain byte, no nesting."""
+    return "(" not in inner and "?" not in inner and all(len(a) == 2 for a in inner.split("|"))
+
+
+def _flatten(core: str, plain: bool) -> str:
+    """A sub-pattern's core as ClamAV lays out its elements, two characters each: hex pairs as
+    written, ``<>`` for alternatives of single plain bytes (only when ``plain``: without
+    modifiers), ``()`` for other alternatives and inner markers; edge markers are flags and
+    leave nothing."""
+    out, i, size = [], 0, len(core)
+    while i < size:
+        opened = core.find("(", i)
+        if opened < 0:
+            out.append(core[i:])
+            break
+        negated = opened > i and core[opened - 1] == "!"
+        out.append(core[i:opened - negated])
+        close = _closing(core, opened)
+        if close < 0:
+            out.append("()")  # unterminated: _parse_hex reports it
+            break
+        inner = core[opened + 1:close]
+        i = close + 1
+        if inner in ("B", "L", "W") and (i == size or opened == 0):
+            continue  # at the right edge, or an unnegated one at the left edge
+        out.append("<>" if plain and inner not in ("B", "L", "W") and _single_bytes(inner)
+                   else "()")
+    return "".join(out)
+
+
+def _prefilter_accepts(flat: str) -> bool:
+    """ClamAV's prefilter (filtering.c) needs MIN_DEPTH elements it can read — fixed bytes,
+    wildcards, one-byte alternatives — after any leading markers and other alternatives."""
+    i, size = 0, len(flat)
+    while i < size and flat[i] == "(":
+        i += 2
+    readable = 0
+    while i < size and flat[i] != "(" and readable < MIN_DEPTH:
+        readable += 1
+        i += 2
+    return readable >= MIN_DEPTH
+
+
+def check_subpattern(part: str, target: int, plain: bool = True) -> None:
+    """Raise _Invalid where ClamAV refuses to add one sub-pattern to the matcher of ``target``
+    (``plain``: written without the ::i/w/f/a modifiers of logical subsignatures)."""
+    if len(part) // 2 < MIN_DEPTH:
+        raise _Invalid(f"sub-pattern {part!r} is too short: ClamAV needs {MIN_DEPTH} bytes")
+    if "[" in part:
+        _, begin, end, _ = anchor_layout(part)
+        part = part[begin:end]
+    flat = _flatten(part, plain) if "(" in part else part
+    if len(flat) // 2 < MIN_DEPTH:
+        raise _Invalid(f"sub-pattern {part!r} is too short: ClamAV needs {MIN_DEPTH} bytes")
+    if target in PREFILTER_TARGETS and "(" in flat and not _prefilter_accepts(flat):
+        raise _Invalid(f"sub-pattern {part!r} starts with a marker or multi-byte alternative "
+                       f"among its first {MIN_DEPTH} elements: ClamAV's prefilter for target "
+                       f"{target} refuses it")
+    if not _STATIC_RUN.match(flat):
+        raise _Invalid(f"sub-pattern {part!r} has no two consecutive fixed bytes")
+
+
+def _check_subpatterns(hexsig: str, target: int, offset_text: str) -> None:
+    """Raise _Invalid where ClamAV refuses an .ndb pattern (cli_add_content_match_pattern)."""
+    static = not any(ch in hexsig for ch in "?([{*")
+    if (static and target in BM_TARGETS and "VI" not in offset_text and "$" not in offset_text
+            and not (target == 1 and (offset_text == "*" or "," in offset_text))):
+        # The Boyer-Moore matcher takes it.
+        if len(hexsig) // 2 < BM_MIN_LENGTH:
+            raise _Invalid(f"pattern {hexsig!r} is too short: ClamAV needs {BM_MIN_LENGTH} bytes")
+        return
+    text = _expand_short_gaps(hexsig)
+    for start, end in _subpattern_spans(text):
+        check_subpattern(text[start:end], target)
+
+
 def _separators(hexsig: str) -> set[int]:
     """Positions of the gaps that split a signature into ClamAV sub-patterns: every ``*``, and
     every ``{…}`` from the first one that is not a short ``{n}`` (0 < n < 128; ClamAV expands
@@ -305,10 +551,28 @@ def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
         raise _Invalid("empty hex signature")
     pieces: list[str | tuple[int, int | None] | _Loose] = []  # regex, (lo, hi) gap, or _Loose
     min_len, max_len, fixed = 0, 0, False
+    anchors: dict[int, tuple[int, _Loose | None, bool]] = {}  # at → (after, piece, left side)
+    if "[" in hexsig:
+        hexsig = _expand_short_gaps(hexsig)  # as ClamAV, before it reads the anchors
+        for start, end in _subpattern_spans(hexsig):
+            left, begin, stop, right = anchor_layout(hexsig[start:end])
+            if left:
+                anchors[start] = (start + begin, _anchor_piece(left, "left"), True)
+            if right:
+                anchors[start + stop] = (end, _anchor_piece(right, "right"), False)
     splits = _separators(hexsig) if "(" in hexsig else set()
-    part_start = 0  # where the current ClamAV sub-pattern starts in hexsig
+    right_anchors = {at for at, (_, _, left) in anchors.items() if not left}
+    part_start = 0  # where the current ClamAV sub-pattern's core starts in hexsig
     i, size = 0, len(hexsig)
     while i < size:
+        if i in anchors:
+            after, piece, left = anchors[i]
+            if piece is not None:
+                pieces.append(piece)
+            if left:
+                part_start = after
+            i = after
+            continue
         ch = hexsig[i]
         run = _HEX_RUN.match(hexsig, i)
         if run and run.end() - i >= 2:  # fast path: a run of plain hex bytes
@@ -332,12 +596,11 @@ def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
             max_len = None
             i += 1
             part_start = i
-        elif ch in "{[":
-            close = "}" if ch == "{" else "]"
-            end = hexsig.find(close, i)
+        elif ch == "{":
+            end = hexsig.find("}", i)
             if end < 0:
                 raise _Invalid(f"unterminated {ch!r} in {hexsig!r}")
-            lo, hi = _parse_gap(hexsig[i + 1:end], ch, hexsig)
+            lo, hi = _parse_gap(hexsig[i + 1:end], hexsig)
             pieces.append((lo, hi))
             min_len += lo
             max_len = None if max_len is None or hi is None else max_len + hi
@@ -357,11 +620,11 @@ def _parse_hex(hexsig: str) -> tuple[str, str, int, int | None, tuple]:
             body = hexsig[i + 1:end]
             if body in ("B", "L", "W"):
                 # ClamAV tests "ends its sub-pattern" first, then "starts it" (unnegated only).
-                if end + 1 == size or end + 1 in splits:
+                if end + 1 == size or end + 1 in splits or end + 1 in right_anchors:
                     edge = "right"
-                    if opened == part_start:
-                        raise _Unsupported(f"sub-pattern made of the marker ({body}) alone "
-                                           f"in {hexsig!r}")
+                    if opened == part_start:  # ClamAV refuses it (check_subpattern)
+                        raise _Invalid(f"sub-pattern made of the marker ({body}) alone "
+                                       f"in {hexsig!r} is too short")
                 elif opened == part_start and not negate:
                     edge = "left"
                 else:
@@ -439,22 +702,18 @@ def _relax(pieces: list) -> list[str]:
     ]
 
 
-def _parse_gap(text: str, bracket: str, hexsig: str) -> tuple[int, int | None]:
-    shown = f"{bracket}{text}{'}' if bracket == '{' else ']'}"
+def _parse_gap(text: str, hexsig: str) -> tuple[int, int | None]:
+    """``{n}``, ``{-n}``, ``{n-}`` or ``{n-m}``: (least, most or None) bytes."""
     found = _GAP.match(text)
     if not found or not text or text == "-":
-        raise _Invalid(f"bad range {shown} in {hexsig!r}: need n, -n, n- or n-m")
+        raise _Invalid(f"bad range {{{text}}} in {hexsig!r}: need n, -n, n- or n-m")
     lo_text, dash, hi_text = found.groups()
     if not dash:
-        if bracket == "[":
-            raise _Invalid(f"bad range {shown} in {hexsig!r}: need n-m")
         return int(lo_text), int(lo_text)
     lo = int(lo_text) if lo_text else 0
     hi = int(hi_text) if hi_text else None
     if hi is not None and lo > hi:
-        raise _Invalid(f"bad range {shown} in {hexsig!r}: {lo} is more than {hi}")
-    if bracket == "[" and hi is None:
-        raise _Invalid(f"bad range {shown} in {hexsig!r}: need n-m")
+        raise _Invalid(f"bad range {{{text}}} in {hexsig!r}: {lo} is more than {hi}")
     return lo, hi
 
 
@@ -553,50 +812,47 @@ def _check(sig: BodySig) -> list:
 FACTOR_MIN = 4
 
 
-def _literal_runs(pattern: str) -> list[list[str]]:
-    """Maximal runs of ``\\xHH`` bytes outside any group or class of a regex from _parse_hex."""
-    runs, current, depth, i, size = [], [], 0, 0, len(pattern)
-    while i < size:
-        ch = pattern[i]
-        if pattern.startswith("\\x", i):
-            if depth == 0:
-                current.append(pattern[i:i + 4])
-            i += 4
-            continue
-        if current:
-            runs.append(current)
-            current = []
-        if ch == "\\":
-            i += 2
-        elif ch == "[":
-            i = pattern.index("]", i) + 1
-        elif ch == "{":
-            i = pattern.index("}", i) + 1
-        else:
-            depth += (ch == "(") - (ch == ")")
-            i += 1
-    if current:
-        runs.append(current)
+# Tokens of a regex written by _parse_hex: a run of literal bytes, a class, a repeat count, an
+# escape, a parenthesis, or any other character.
+_TOKEN = re.compile(r"((?:\\x[0-9a-f]{2})+)|\[[^\]]*\]|\{[^}]*\}|\\.|([()])|.", re.DOTALL)
+
+
+def _literal_runs(pattern: str) -> list[str]:
+    """Runs of ``\\xHH`` bytes outside any group or class of a regex from _parse_hex."""
+    runs, depth = [], 0
+    for token in _TOKEN.finditer(pattern):
+        run, paren = token.group(1, 2)
+        if run and depth == 0:
+            runs.append(run)
+        elif paren:
+            depth += 1 if paren == "(" else -1
     return runs
 
 
 def _factor(sig: BodySig, plan: list) -> None:
     """Replace ``plan``'s Hyperscan pattern by the signature's longest literal (see FACTOR_MIN)."""
     runs = _literal_runs(sig.pattern)
-    best = max(runs, key=len, default=[])
-    if sig.kind == ANY and sig.exact and len(runs) == 1 and len(best) == sig.min_len == sig.max_len:
+    best = max(runs, key=len, default="")
+    size = len(best) // 4  # bytes: each is written \\xHH
+    if sig.kind == ANY and sig.exact and len(runs) == 1 and size == sig.min_len == sig.max_len:
         return  # one plain literal already: Hyperscan's answer is final
-    if len(best) < FACTOR_MIN:
+    if size < FACTOR_MIN:
         return
-    plan[0] = "".join(best)
+    plan[0] = best
     plan[1] = _NO_EXT  # offset bounds cost Hyperscan as much as a regex: Python checks them
     if plan[2] is None:
         plan[2] = _check(sig)
 
 
 def compile_body(sigs: list[BodySig]) -> bytes:
-    """One Hyperscan database plus the id → (name, source, target, check) table, as bytes."""
+    """One Hyperscan database plus the id → (name, source, target, check) table, as bytes.
+
+    Macro group members are no detections: only their patterns are kept, in the metadata, for
+    the logical matcher (``macro_patterns``)."""
     usable = [s for s in sigs if not s.unsupported]
+    macros = [[s.target, s.n, s.hexsig] for s in usable if s.kind == MACRO]
+    count = len(usable)
+    usable = [s for s in usable if s.kind != MACRO]
     sources = sorted({s.source for s in usable})
     source_ids = {s: i for i, s in enumerate(sources)}
     unsupported = [f"{s.source}:{s.line}: {s.name}: {s.unsupported}" for s in sigs if s.unsupported]
@@ -614,8 +870,8 @@ def compile_body(sigs: list[BodySig]) -> bytes:
     table = b"".join(line + b"\n" for line in lines)
     index = len(table)
     table += struct.pack(f"<{len(lines)}I", *ends)
-    meta = {"count": len(usable), "sources": sources, "unsupported": unsupported,
-            "row_index": index}
+    meta = {"count": count, "sources": sources, "unsupported": unsupported,
+            "row_index": index, "macros": macros}
     meta = json.dumps(meta).encode()
     header = _HEADER.pack(MAGIC, len(meta), len(table), len(db_blob))
     return header + meta + table + db_blob
@@ -678,6 +934,19 @@ def _find_rejected(indexes: list[int], plans: list[list], flags: list[int]) -> i
     except hyperscan.error:
         return indexes[0]
     return None
+
+
+def macro_patterns(blob) -> list[tuple[int, int, str]]:
+    """(target, macro group, hex pattern) of each .ndb line with a ``$n$`` offset in a blob
+    from compile_body; read from its metadata alone."""
+    blob = memoryview(blob).cast("B")
+    if len(blob) < _HEADER.size:
+        return []
+    magic, meta_len, _, _ = _HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise ValueError("not a compiled body signature blob")
+    meta = json.loads(bytes(blob[_HEADER.size:_HEADER.size + meta_len]))
+    return [(target, group, hexsig) for target, group, hexsig in meta.get("macros", ())]
 
 
 # -- matching ----------------------------------------------------------------------------------
@@ -829,4 +1098,5 @@ def _exe_parsed(subject) -> bool:
     return executable.exe_kind(subject.data, subject.ftype) is None or subject.exe is not None
 
 
-__all__ = ["BodyMatcher", "BodySig", "TARGETS", "compile_body", "parse_ndb"]
+__all__ = ["SECTION", "TARGETS", "BodyMatcher", "BodySig", "compile_body", "macro_patterns",
+           "parse_ndb"]

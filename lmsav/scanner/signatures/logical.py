@@ -17,18 +17,23 @@ Matching mirrors ClamAV's engine, because counts decide verdicts:
 * byte compares run next, reading at the trigger's last counted match; PCREs run last, each
   when its trigger expression holds, counted the same way;
 * the expression is evaluated for every signature with a hit, and for those whose expression
-  holds with no match at all (``0=0``), on every file of their target.
+  holds with no match at all (``0=0``), on every file of their target;
+* a macro subsignature ``${min-max}group$`` checks the subsignature before it against the
+  .ndb lines with a ``$group$`` offset of the same target (body.macro_patterns), as ClamAV's
+  lsig_sub_matched does (see _Tally).
 
-Differences from ClamAV (each skipped with a reason or noted): macro subsignatures
-(``${n-m}group$``, which need .ndb macro groups), image fuzzy hashes, icon groups, handler
-types and user-written (B)/(L) boundary markers are skipped; a file is matched whole, where
-ClamAV counts in 128 KiB windows (a split pattern's last part seen twice in a window overlap
-counts twice there); patterns that differ only in an anchored byte's distance are matched
-each on its own, where ClamAV lets one stand for all (across signatures).
+Differences from ClamAV (each skipped with a reason or noted): image fuzzy hashes, icon
+groups, handler types and user-written (B)/(L) boundary markers are skipped; a file is matched
+whole, where ClamAV counts in 128 KiB windows (a split pattern's last part seen twice in a
+window overlap counts twice there); patterns that differ only in an anchored byte's distance
+are matched each on its own, where ClamAV lets one stand for all (across signatures); a macro
+group member split by gaps joins its group by its first sub-pattern only (ClamAV also lets its
+later ones in once other signatures have matched that far).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -43,8 +48,11 @@ from .filetypes import KNOWN_TYPES
 ENGINE_LEVEL = body.ENGINE_LEVEL
 MAX_SUBSIGS = logical_expr.MAX_SUBSIGS
 TRACKLEN = 8  # starts of each part ClamAV remembers for a split pattern
-MIN_DEPTH = 2  # ClamAV's shortest Aho-Corasick pattern
-MAX_ANCHOR = 32  # largest [n-m] distance of an anchored byte
+MIN_DEPTH = body.MIN_DEPTH  # ClamAV's shortest Aho-Corasick pattern
+MAX_DEPTH = 3  # bytes of a pattern in ClamAV's trie: a match is reported after them
+MACRO_GROUPS = 32
+_OFF_NONE = 0xFFFFFFFE  # ClamAV's "no offset" (CLI_OFF_NONE)
+_M32 = 0xFFFFFFFF
 _NEW_ATTRIBUTES_LEVEL = 51  # attributes beyond Target need Engine:51 or later
 _EXE_TARGETS = frozenset({1, 6, 9})
 _EXE_KIND = {1: "pe", 6: "elf", 9: "macho"}  # ClamAV's executable targets
@@ -84,19 +92,23 @@ class Part:
     word_right: bool = False
     prefix: list | None = None  # [reversed regex, widest length]: matched backwards (see
     # _trie_start) because it holds alternatives of different lengths
+    lead: int = 0  # bytes from the match start to ClamAV's trie start; -1: where ``regex``
+    # starts (after a prefix matched backwards)
+    depth: int = MIN_DEPTH  # fixed bytes at the trie start: ClamAV reports a match after them
 
     def row(self) -> list:
         return [self.regex, self.length, self.mindist, self.maxdist, self.left, self.right,
-                self.word_left, self.word_right, self.prefix]
+                self.word_left, self.word_right, self.prefix, self.lead, self.depth]
 
 
 @dataclass(slots=True)
 class Subsig:
-    kind: str  # "hex", "pcre" or "bcomp"
+    kind: str  # "hex", "pcre", "bcomp" or "macro"
     offset: str = "*"
     variants: list[tuple[bool, list[Part]]] = field(default_factory=list)  # (wide, parts)
     pcre: pcre.PcreSub | None = None
     bcomp: bytecmp.ByteCompare | None = None
+    macro: tuple[int, int, int] | None = None  # (least, most distance, group)
 
 
 @dataclass(slots=True)
@@ -266,8 +278,7 @@ def _parse_target(text: str) -> dict:
 
 def _parse_subsig(text: str, index: int, target: int) -> Subsig:
     if text.startswith("$"):
-        _check_macro(text)
-        raise _Skip("macro subsignatures need .ndb macro groups, which lmsav does not load")
+        return Subsig("macro", macro=_parse_macro(text))
     if "/" in text:
         try:
             sub = pcre.parse(text, index)
@@ -293,14 +304,38 @@ def _parse_subsig(text: str, index: int, target: int) -> Subsig:
         raise _Bad(f"subsignature {index}: {err}") from None
 
 
-def _check_macro(text: str) -> None:
-    found = re.fullmatch(r"\$\{(\d+)-(\d+)\}(\d+)\$", text)
-    if not text.endswith("$") or len(text) < 2:
+def _parse_macro(text: str) -> tuple[int, int, int]:
+    """``${min-max}group$`` as ClamAV reads it (sscanf, distances kept in 16 bits)."""
+    if not text.endswith("$"):
         raise _Bad(f"macro subsignature {text!r} lacks its closing '$'")
-    if not found:
+    values, i = [], 2
+    if text.startswith("${"):
+        for after in "-}$":
+            found = body.scan_uint(text, i)
+            if found is None:
+                break
+            values.append(found[0])
+            if text[found[1]:found[1] + 1] != after:
+                break
+            i = found[1] + 1
+    if len(values) < 3:
         raise _Bad(f"bad macro subsignature {text!r}: need ${{min-max}}group$")
-    if int(found[3]) >= 32:
-        raise _Bad(f"macro group {found[3]} is out of range (0-31)")
+    smin, smax, group = values
+    if group >= MACRO_GROUPS:
+        raise _Bad(f"macro group {group} is out of range (0-{MACRO_GROUPS - 1})")
+    return smin & 0xFFFF, smax & 0xFFFF, group
+
+
+def macro_pattern_problem(hexsig: str, target: int) -> str:
+    """Why an .ndb macro group member (matched here, its first sub-pattern on its own) cannot
+    be used, or "" when it can; ValueError where ClamAV refuses the pattern."""
+    try:
+        _parse_hex_subsig(hexsig, target)
+    except _Skip as why:
+        return str(why)
+    except _Bad as err:
+        raise ValueError(str(err)) from None
+    return ""
 
 
 def _offset(text: str, target: int) -> executable.Offset:
@@ -308,8 +343,8 @@ def _offset(text: str, target: int) -> executable.Offset:
         found = executable.parse_offset(text, target)
     except ValueError as err:
         raise _Bad(str(err)) from None
-    if found.kind == executable.MACRO:
-        raise _Skip(f"macro offset {text!r} needs .ndb macro groups")
+    if found.kind == executable.MACRO:  # a subsignature starting with '$' is a macro one
+        raise _Bad(f"macro offset {text!r} in a logical subsignature")
     return found
 
 
@@ -331,7 +366,7 @@ def _parse_hex_subsig(text: str, target: int) -> Subsig:
     for variant, wide in _variants(hexsig, set(options)):
         if "!" in variant and options:
             raise _Bad("negated alternatives cannot take modifiers")
-        variants.append((wide, _parts(variant, "i" in options, wide)))
+        variants.append((wide, _parts(variant, "i" in options, wide, target, not options)))
     return Subsig("hex", offset, variants)
 
 
@@ -381,7 +416,7 @@ def _widen(hexsig: str) -> str:
     return "".join(out)
 
 
-def _parts(hexsig: str, nocase: bool, wide: bool) -> list[Part]:
+def _parts(hexsig: str, nocase: bool, wide: bool, target: int, plain: bool) -> list[Part]:
     """Split like ClamAV: small {n} become ??; other {…} and * separate Aho-Corasick parts."""
     while True:
         brace = hexsig.find("{")
@@ -393,7 +428,7 @@ def _parts(hexsig: str, nocase: bool, wide: bool) -> list[Part]:
         close = hexsig.find("}", brace)
         hexsig = hexsig[:brace] + "??" * int(small[1]) + hexsig[close + 1:]
     if "{" not in hexsig and "*" not in hexsig:
-        return [_part(hexsig, nocase, wide, 0, 0)]
+        return [_part(hexsig, nocase, wide, 0, 0, target, plain)]
     depth = 0
     for ch in hexsig:
         depth += (ch == "(") - (ch == ")")
@@ -406,7 +441,7 @@ def _parts(hexsig: str, nocase: bool, wide: bool) -> list[Part]:
     texts, gaps = pieces[0::2], pieces[1::2]
     parts, lo, hi = [], 0, 0
     for k, text in enumerate(texts):
-        parts.append(_part(text, nocase, wide, lo, hi))
+        parts.append(_part(text, nocase, wide, lo, hi, target, plain))
         if k < len(gaps):
             lo, hi = _gap(gaps[k])
     return parts
@@ -450,18 +485,23 @@ def _num(text: str, gap: str) -> int:
     return int(text)
 
 
-def _part(text: str, nocase: bool, wide: bool, mindist: int, maxdist: int) -> Part:
-    if len(text) // 2 < MIN_DEPTH:
-        raise _Bad(f"pattern {text!r} is too short")
-    word_left = text.startswith("(W)")
-    word_right = text.endswith("(W)") and len(text) > 3
-    core = text[3 if word_left else 0:len(text) - (3 if word_right else 0)]
+def _part(text: str, nocase: bool, wide: bool, mindist: int, maxdist: int, target: int,
+          plain: bool) -> Part:
+    """One Aho-Corasick pattern; ``plain``: the subsignature has no ::i/w/f/a modifiers."""
+    try:
+        body.check_subpattern(text, target, plain)
+        left, begin, end, right = body.anchor_layout(text)
+    except body._Invalid as err:
+        raise _Bad(str(err)) from None
+    core = text[begin:end]
+    word_left = core.startswith("(W)")
+    word_right = core.endswith("(W)") and len(core) > 3
+    core = core[3 if word_left else 0:len(core) - (3 if word_right else 0)]
     if _BOUNDARY.search(core):
         raise _Skip(f"boundary markers (B)/(L)/(W) inside {text!r} are not supported")
-    core, left, right = _anchors(core, nocase)
     elements = _elements(core)
     try:
-        exact, hs, min_len, max_len, _ = body._parse_hex(core)
+        _, hs, min_len, max_len, _ = body._parse_hex(core)
         split = _trie_start(elements, nocase)
         forward = "".join(_element_regex(e, core, False) for e in elements[split:])
         prefix = [_element_regex(e, core, True) for e in reversed(elements[:split])]
@@ -477,7 +517,12 @@ def _part(text: str, nocase: bool, wide: bool, mindist: int, maxdist: int) -> Pa
         hs, forward = _nocase(hs), _nocase(forward)
         prefix = [_nocase(x) for x in prefix]
     length = min_len if max_len == min_len else -1
-    part = Part(forward, hs, length, mindist, maxdist, left, right, word_left, word_right)
+    depth = 0
+    while split + depth < len(elements) and depth < MAX_DEPTH and elements[split + depth][1]:
+        depth += 1
+    part = Part(forward, hs, length, mindist, maxdist, _anchor(left, nocase),
+                _anchor(right, nocase), word_left, word_right,
+                lead=-1 if backward else _max_width(elements[:split]), depth=depth)
     if prefix:
         part.prefix = ["".join(prefix), _max_width(elements[:split])]
     return part
@@ -576,26 +621,12 @@ def _max_width(elements: list) -> int:
     return width
 
 
-def _anchors(core: str, nocase: bool) -> tuple[str, list | None, list | None]:
-    """Strip ``aa[n-m]`` (anchored byte before) or ``[n-m]aa`` (after) from a part."""
-    left = right = None
-    found = re.fullmatch(r"([0-9a-fA-F?]{2})\[(\d+)(?:-(\d+))?\](.+)", core)
-    if found and "[" not in found[4]:
-        left = _anchor(found[1], found[2], found[3], nocase)
-        return found[4], left, None
-    found = re.fullmatch(r"(.+)\[(\d+)(?:-(\d+))?\]([0-9a-fA-F?]{2})", core)
-    if found and "[" not in found[1]:
-        right = _anchor(found[4], found[2], found[3], nocase)
-        return found[1], None, right
-    if "[" in core or "]" in core:
-        raise _Bad(f"bad anchored byte in {core!r}: need aa[n-m]… or …[n-m]aa")
-    return core, None, None
-
-
-def _anchor(pair: str, lo: str, hi: str | None, nocase: bool) -> list:
-    n, m = int(lo), int(hi if hi is not None else lo)
-    if n > m or m > MAX_ANCHOR:
-        raise _Bad(f"bad anchor range [{lo}-{hi}]")
+def _anchor(anchor: tuple | None, nocase: bool) -> list | None:
+    """[allowed bytes, n, m] of an anchored byte (body.anchor_layout), or None when there is
+    none or ClamAV does not check it."""
+    if anchor is None or not body.anchor_checked(anchor[0]):
+        return None
+    pair, n, m = anchor
     values = set(body._pair_values(pair, pair))
     if nocase and len(values) == 1:
         only = next(iter(values))
@@ -653,6 +684,8 @@ def _sig_row(sig: LogicalSig, source_id: int) -> dict:
                                            for w, parts in sub.variants]])
         elif sub.kind == "pcre":
             subs.append(["p", sub.offset, sub.pcre.to_row()])
+        elif sub.kind == "macro":
+            subs.append(["m", "*", list(sub.macro)])
         else:
             subs.append(["b", "*", sub.bcomp.to_row()])
     return {"n": sig.name, "s": source_id, "t": sig.target, "e": sig.expression, "ss": subs,
@@ -663,11 +696,13 @@ def _sig_row(sig: LogicalSig, source_id: int) -> dict:
 def _count_sensitive(sig: LogicalSig) -> set[int]:
     """Subsignatures whose every match matters (counts, or offsets a byte compare reads)."""
     out = logical_expr.count_sensitive(sig.expression)
-    for sub in sig.subsigs:
+    for j, sub in enumerate(sig.subsigs):
         if sub.kind == "pcre":
             out |= logical_expr.count_sensitive(sub.pcre.trigger)
         elif sub.kind == "bcomp":
             out.add(sub.bcomp.ref)
+        elif sub.kind == "macro" and j:
+            out.add(j - 1)  # each later match of it checks the macro
     return out
 
 
@@ -685,15 +720,17 @@ _NO_EXT = hyperscan.ExpressionExt(flags=0)
 
 
 def _expression(sig_id: int, j: int, sub: Subsig, parts: list[Part], sensitive: bool) -> list:
-    """[regex, flags, ext, [sig, subsig, mode, length]] for one variant of a hex subsignature."""
+    """[regex, flags, ext, [sig, subsig, mode, length, report]] for one variant of a hex
+    subsignature; ``report``: from a match's start to where ClamAV reports it."""
     one = parts[0]
     plain = (len(parts) == 1 and one.regex == one.hs and one.length > 0 and not one.left
-             and not one.right and not one.word_left and not one.word_right)
+             and not one.right and not one.word_left and not one.word_right and one.lead >= 0)
+    report = one.lead + one.depth
     if plain and not sensitive and sub.offset == "*":
         return [one.hs, _FLAGS | hyperscan.HS_FLAG_SINGLEMATCH, _NO_EXT,
-                [sig_id, j, PRESENCE, one.length]]
+                [sig_id, j, PRESENCE, one.length, report]]
     if plain:
-        return [one.hs, _FLAGS, _NO_EXT, [sig_id, j, ENDS, one.length]]
+        return [one.hs, _FLAGS, _NO_EXT, [sig_id, j, ENDS, one.length, report]]
     # A superset of the subsignature (parts joined by their gaps' lower bounds) triggers the
     # exact count in Python.
     pieces = []
@@ -702,7 +739,7 @@ def _expression(sig_id: int, j: int, sub: Subsig, parts: list[Part], sensitive: 
             pieces.append(f".{{{p.mindist},}}" if 0 < p.mindist <= body.REPEAT_LIMIT else ".*")
         pieces.append(f"(?:{p.hs})")
     return ["".join(pieces), _FLAGS | hyperscan.HS_FLAG_SINGLEMATCH, _NO_EXT,
-            [sig_id, j, CONFIRM, -1]]
+            [sig_id, j, CONFIRM, -1, 0]]
 
 
 def _compile_hyperscan(expressions: list[list], sigs: list[LogicalSig]) -> tuple[bytes, list]:
@@ -772,6 +809,7 @@ class LogicalMatcher:
         self._scratch = None
         self._pid = 0
         self._regexes: dict = {}
+        self._macros: dict | None = None  # (target, group) → first parts of .ndb members
 
     def _load(self) -> dict:
         self._table = json.loads(bytes(self._section(TABLE)))
@@ -816,34 +854,45 @@ class LogicalMatcher:
 
     def _evaluate(self, row: dict, exprs: list, hits: list, subject) -> bool:
         subs = row["ss"]
-        counts = [0] * len(subs)
-        last: list[int | None] = [None] * len(subs)
+        # Subsignature j followed by a macro subsignature j+1: its matches check the macro.
+        links = {j - 1: sub[2] for j, sub in enumerate(subs) if sub[0] == "m" and j}
+        tally = _Tally(len(subs), links)
+        macros = _MacroTrack(self, row["t"], subject)
         by_subsig: dict[int, list] = {}
         for expr_id, end in hits:
-            _, j, mode, length = exprs[expr_id]
-            by_subsig.setdefault(j, []).append((mode, length, end))
-        size = subject.size
+            info = exprs[expr_id]
+            report = info[4] if len(info) > 4 else 0
+            by_subsig.setdefault(info[1], []).append((info[2], info[3], end, report))
+        linked: list[tuple[int, int, bool, int]] = []  # (report, offset, partial, subsig)
         for j, found in by_subsig.items():
             sub = subs[j]
             window = _window(sub[1], row["t"], subject)
             if window is _NEVER:
                 continue
-            if all(mode == PRESENCE for mode, _, _ in found):
-                counts[j] = 1
+            if all(mode == PRESENCE for mode, _, _, _ in found):
+                tally.counts[j] = 1
                 continue
-            events = self._events(sub, found, subject, window)
-            counts[j], last[j] = _count(events)
+            events = sorted(self._events(sub, found, subject, window), key=lambda e: e[0])
+            if j in links:
+                linked += [(report, offset, partial, j) for report, offset, partial in events]
+            else:
+                for _, offset, partial in events:
+                    tally.add(j, offset, partial)
+        # In the order ClamAV reports them, each seeing the macro matches reported before it.
+        for report, offset, partial, j in sorted(linked, key=lambda e: e[0]):
+            tally.add(j, offset, partial, lambda group, at=report: macros.before(group, at))
+        size = subject.size
         for j, sub in enumerate(subs):
             if sub[0] == "b":
                 bc = bytecmp.ByteCompare.from_row(sub[2])
-                if bc.ref < len(counts) and counts[bc.ref]:
-                    at = last[bc.ref] if last[bc.ref] is not None else 0
-                    if bytecmp.check(bc, subject.data, size, at):
-                        counts[j] += 1
+                if bc.ref < len(subs) and tally.counts[bc.ref]:
+                    at = tally.last[bc.ref]
+                    if bytecmp.check(bc, subject.data, size, at if at is not None else 0):
+                        tally.counts[j] += 1
         for j, sub in enumerate(subs):
             if sub[0] == "p":
                 ps = pcre.PcreSub.from_row(sub[2])
-                if not logical_expr.matches(ps.trigger, counts):
+                if not logical_expr.matches(ps.trigger, tally.counts):
                     continue
                 window = _window(sub[1], row["t"], subject)
                 if window is _NEVER:
@@ -852,9 +901,21 @@ class LogicalMatcher:
                 if regex is None:
                     continue
                 shift = None if window is _ANY else (window[0], window[1] - window[0])
-                starts = pcre.run(regex, ps, subject.data, size, shift, window is _ANY)
-                counts[j], last[j] = _count([(s, s, False) for s in starts])
-        return logical_expr.matches(row["e"], counts)
+                for start in pcre.run(regex, ps, subject.data, size, shift, window is _ANY):
+                    tally.add(j, start, False, macros.last)
+        tally.finish(macros.last)
+        return logical_expr.matches(row["e"], tally.counts)
+
+    def macro_parts(self) -> dict:
+        """(target, group) → the first sub-pattern of each .ndb macro group member."""
+        if self._macros is None:
+            self._macros = {}
+            for target, group, hexsig in body.macro_patterns(self._section(body.SECTION)):
+                # A member's later sub-patterns count only after other signatures' partial
+                # matches (ClamAV's min_partno); the first one always does.
+                first = _parse_hex_subsig(hexsig, target).variants[0][1][0]
+                self._macros.setdefault((target, group), []).append(first)
+        return self._macros
 
     def _regex(self, ps: pcre.PcreSub):
         key = (ps.pattern, ps.options)
@@ -869,32 +930,34 @@ class LogicalMatcher:
         """(report position, start offset, partial) of every match ClamAV would report."""
         data = subject.data
         events = []
-        ends_by_length: dict[int, list[int]] = {}
+        ends_by_length: dict[tuple[int, int], list[int]] = {}
         confirm = False
-        for mode, length, end in found:
+        for mode, length, end, report in found:
             if mode == ENDS:
-                ends_by_length.setdefault(length, []).append(end)
+                ends_by_length.setdefault((length, report), []).append(end)
             else:
                 confirm = True
         if ends_by_length and not confirm:
-            for length, ends in ends_by_length.items():
+            for (length, report), ends in ends_by_length.items():
                 for end in ends:
                     start = end - length
                     if _inside(window, start):
-                        events.append((start, start, False))
+                        events.append((start + report, start, False))
             return events
         for wide, parts in sub[2]:
             parsed = [_part_from_row(p) for p in parts]
             if len(parsed) == 1:
-                for start, end in self._part_matches(parsed[0], data, wide, subject.size):
+                for start, _, report in self._part_matches(parsed[0], data, wide, subject.size):
                     if _inside(window, start):
-                        events.append((start, start, False))
+                        events.append((report, start, False))
             else:
                 per_part = [self._part_matches(p, data, wide, subject.size) for p in parsed]
                 events += _chain(parsed, per_part, window)
         return events
 
-    def _part_matches(self, part: Part, data, wide: bool, size: int) -> list[tuple[int, int]]:
+    def _part_matches(self, part: Part, data, wide: bool,
+                      size: int) -> list[tuple[int, int, int]]:
+        """(start, end, report position) of each match of one part, ClamAV's checks applied."""
         rx = self._regexes.get(part.regex)
         if rx is None:
             rx = self._regexes[part.regex] = re.compile(part.regex.encode(), re.DOTALL)
@@ -906,6 +969,7 @@ class LogicalMatcher:
                                                                   re.DOTALL)
         out = []
         for start, end in _every_start(rx, data):
+            report = (start if part.lead < 0 else start + part.lead) + part.depth
             if back is not None:
                 # The prefix is matched backwards from the trie start, as ClamAV does.
                 chunk = bytes(data[max(0, start - part.prefix[1]):start])[::-1]
@@ -921,7 +985,7 @@ class LogicalMatcher:
                 continue
             if part.word_right and not _word_right(data, end, wide, size):
                 continue
-            out.append((start, end))
+            out.append((start, end, report))
         return out
 
 
@@ -941,19 +1005,91 @@ def _every_start(rx: re.Pattern, data):
 
 
 def _part_from_row(row: list) -> Part:
-    return Part(row[0], row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8])
+    lead, depth = row[9:11] if len(row) > 10 else (0, MIN_DEPTH)
+    return Part(row[0], row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+                lead, depth)
 
 
-def _count(events: list) -> tuple[int, int | None]:
-    """ClamAV's counting: a match counts only past the last counted start (a split pattern's
-    report may repeat that start)."""
-    count, last = 0, None
-    for _, realoff, partial in sorted(events, key=lambda e: e[0]):
-        if last is not None and (realoff < last if partial else realoff <= last):
-            continue
-        count += 1
-        last = realoff
-    return count, last
+class _Tally:
+    """ClamAV's bookkeeping of one signature's subsignature matches (lsig_sub_matched).
+
+    A match counts only past the last counted offset (a split pattern's report may repeat it).
+    When a macro subsignature ``${min-max}g$`` follows subsignature j, every later counted match
+    of j checks the previous one: the last match of macro group g reported so far must start
+    min…max bytes after it, or that previous match is taken back; when it does, the macro
+    subsignature counts one. The check runs once more at the end (``finish``), which is why a
+    single match of j never satisfies a macro.
+    """
+
+    def __init__(self, size: int, links: dict[int, list]):
+        self.counts = [0] * size
+        self.last: list[int | None] = [None] * size
+        self._links = links
+
+    def add(self, j: int, offset: int, partial: bool, macro_last=None) -> None:
+        last = self.last[j]
+        if last is not None and (offset < last if partial else offset <= last):
+            return
+        self.counts[j] += 1
+        if self.counts[j] <= 1 or j not in self._links:
+            self.last[j] = offset
+        self._check(j, offset, macro_last)
+
+    def finish(self, macro_last) -> None:
+        for j in range(len(self.counts)):
+            self._check(j, None, macro_last)
+
+    def _check(self, j: int, offset: int | None, macro_last) -> None:
+        link = self._links.get(j)
+        if link is None or self.counts[j] <= 1:
+            return
+        least, most, group = link
+        macro = macro_last(group)
+        previous = _OFF_NONE if self.last[j] is None else self.last[j]
+        if (macro is None or (previous + least) & _M32 > macro
+                or (previous + most) & _M32 < macro):
+            self.counts[j] -= 1
+            self.last[j] = offset
+        else:
+            self.counts[j + 1] += 1
+            self.last[j + 1] = macro
+
+
+class _MacroTrack:
+    """Where the .ndb macro group members of one target match in one subject, found only when
+    a macro check asks: (report position, start) in report order, per group."""
+
+    def __init__(self, matcher: LogicalMatcher, target: int, subject):
+        self._matcher = matcher
+        self._target = target
+        self._subject = subject
+        self._events: dict[int, list[tuple[int, int]]] = {}
+
+    def _of(self, group: int) -> list[tuple[int, int]]:
+        found = self._events.get(group)
+        if found is None:
+            subject = self._subject
+            found = []
+            for part in self._matcher.macro_parts().get((self._target, group), ()):
+                for start, _, report in self._matcher._part_matches(part, subject.data, False,
+                                                                    subject.size):
+                    found.append((report, start))
+            found.sort()
+            self._events[group] = found
+        return found
+
+    def before(self, group: int, report: int) -> int | None:
+        """Start of the group's last match reported before ``report``, or None. A member
+        reported at the same position comes after: ClamAV handles the subsignature's pattern
+        first there (checked with clamscan)."""
+        events = self._of(group)
+        i = bisect.bisect_left(events, (report, -1))
+        return events[i - 1][1] if i else None
+
+    def last(self, group: int) -> int | None:
+        """Start of the group's last match in the subject, or None."""
+        events = self._of(group)
+        return events[-1][1] if events else None
 
 
 def _chain(parts: list[Part], per_part: list[list], window) -> list:
@@ -965,11 +1101,11 @@ def _chain(parts: list[Part], per_part: list[list], window) -> list:
     chained to.
     """
     total = len(parts)
-    events = sorted((start, k, end) for k, matches in enumerate(per_part)
-                    for start, end in matches)
+    events = sorted((start, k, end, report) for k, matches in enumerate(per_part)
+                    for start, end, report in matches)
     slots: list[list[int]] | None = None
     reports = []
-    for start, k, end in events:
+    for start, k, end, report in events:
         if k == 0 and not _inside(window, start):
             continue
         if k and (slots is None or not slots[k - 1][0]):
@@ -1004,7 +1140,7 @@ def _chain(parts: list[Part], per_part: list[list], window) -> list:
             if k == 0:
                 slots[total - 1][own[0]] = start
         elif found and k == total - 1:
-            reports.append((start, slots[total - 1][1], True))
+            reports.append((report, slots[total - 1][1], True))
     return reports
 
 

@@ -73,8 +73,10 @@ def _parse(text: str, source: str, table: str) -> tuple[list[SectionSig], list[s
             if 0 < int(size) <= _MAX_SIZE:
                 sigs.append(SectionSig(table, bytes.fromhex(digest), int(size), found[3], source))
                 continue
-        if not line or line.startswith("#") or not line.strip():
-            continue  # ClamAV refuses blank lines; lmsav lets them pass, as in other formats
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            raise SignatureError(source, lineno, "blank line (ClamAV refuses the file)")
         try:
             sig = _parse_line(line.rstrip("\r\n"), source, table)
         except ValueError as err:

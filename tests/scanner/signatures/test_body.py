@@ -30,12 +30,29 @@ def one(hexsig: str, offset: str = "*", target: int = 0) -> body.BodyMatcher:
 # -- parsing -----------------------------------------------------------------------------------
 
 def test_parse_fields_and_skips_comments():
-    sigs = body.parse_ndb("# comment\n\nA.B-C:1:*:4142434445\nD:6:10:41424344:51:255\n", "x.ndb")
+    sigs = body.parse_ndb("# comment\n#\nA.B-C:1:*:4142434445\nD:6:10:41424344:51:255\n", "x.ndb")
     assert [(s.name, s.source, s.line, s.target) for s in sigs] == [
         ("A.B-C", "x.ndb", 3, 1), ("D", "x.ndb", 4, 6),
     ]
     assert sigs[0].pattern == r"\x41\x42\x43\x44\x45"
     assert (sigs[1].kind, sigs[1].n, sigs[1].m) == (body.START, 10, 0)
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\r"])
+def test_a_blank_line_is_refused_as_in_clamav(blank):
+    with pytest.raises(SignatureError, match="blank line") as err:
+        body.parse_ndb(f"A:0:*:41424344\n{blank}\nB:0:*:45464748\n", "b.ndb")
+    assert err.value.line == 2
+
+
+def test_macro_offsets_make_group_members():
+    sig, other = body.parse_ndb("M:0:$3$:41424344\nB:3:$7:4142(B)4344\n", "m.ndb")
+    assert (sig.kind, sig.n, sig.hexsig, sig.unsupported) == (body.MACRO, 3, "41424344", "")
+    # The logical matcher, which matches the groups, takes no (B) inside a pattern.
+    assert "boundary markers" in other.unsupported
+    blob = body.compile_body([sig])
+    assert body.macro_patterns(blob) == [(0, 3, "41424344")]
+    assert names(body.BodyMatcher.from_blob(blob), b"xxABCDxx") == set()  # no detection
 
 
 @pytest.mark.parametrize("offset, expect", [
@@ -64,7 +81,11 @@ def test_parse_offsets(offset, expect):
     ("4142{-3}4344", r"\x41\x42.{0,3}\x43\x44", (4, 7)),
     ("4142{3-}4344", r"\x41\x42.{3,}\x43\x44", (7, None)),
     ("4142{2-5}4344", r"\x41\x42.{2,5}\x43\x44", (6, 9)),
-    ("4142[2-5]43", r"\x41\x42.{2,5}\x43", (5, 8)),
+    # An anchored byte is checked around the match, which starts after a left one.
+    ("4142[2-5]43", r"\x41\x42(?:(?=.{2,5}\x43))", (2, 2)),
+    ("4142[3]43", r"\x41\x42(?:(?=.{3}\x43))", (2, 2)),
+    ("43[0-1]4142", r"(?:(?<=\x43)|(?<=\x43.))\x41\x42", (2, 2)),
+    ("4?[1-2]4142", r"\x41\x42", (2, 2)),  # ClamAV never checks a high-nibble anchor
     ("4142(43|4445)46", r"\x41\x42(?:\x43|\x44\x45)\x46", (4, 5)),
     ("4142!(43|44)45", r"\x41\x42[^\x43-\x44]\x45", (4, 4)),
     ("4142!(4344|4546)", r"\x41\x42(?:[^\x43\x45].|\x43(?:[^\x44])|\x45(?:[^\x46]))", (4, 4)),
@@ -86,7 +107,22 @@ def test_parse_hex_constructs(hexsig, pattern, lengths):
     ("S:0:*:4142{3", "unterminated '{'"),
     ("S:0:*:4142{5-2}43", "bad range {5-2}"),
     ("S:0:*:4142{x}43", "bad range {x}"),
-    ("S:0:*:4142[3]43", "bad range [3]"),
+    ("S:0:*:4142[x]43", "bad range [x]"),
+    ("S:0:*:41[2-1]4243", "bad range [2-1]"),
+    ("S:0:*:41[0-33]4243", "bad range [0-33]"),
+    ("S:0:*:41[1-2]42[1-2]4344", "bad anchored byte"),
+    ("S:0:*:(41|42)[1-2]4344", "bad anchored byte"),
+    ("S:0:*:4142[1-2]", "bad anchored byte"),
+    ("S:0:*:41[1-2]42", "too short"),
+    ("S:0:*:4142*(B)*4344", "too short"),
+    ("S:0:*:41??42", "no two consecutive fixed bytes"),
+    ("S:0:*:4142", "too short: ClamAV needs 3 bytes"),  # a plain pattern of target 0 or 1
+    ("S:1:0:4142", "too short: ClamAV needs 3 bytes"),
+    ("S:0:*:41(4243|4445)4647", "ClamAV's prefilter for target 0"),
+    ("S:4:*:41(B)4243", "ClamAV's prefilter for target 4"),
+    ("S:7:*:(4243|4445)46", "ClamAV's prefilter for target 7"),
+    ("S:1:*:4142*43(L)4445", "ClamAV's prefilter for target 1"),
+    ("S:0:*:4142*43(4?|45)4647", "ClamAV's prefilter for target 0"),
     ("S:0:*:4142(43|)44", "empty alternative"),
     ("S:0:*:4142(4344", "unterminated '('"),
     ("S:0:*:4142!4344", "'!' must be followed by '('"),
@@ -112,9 +148,8 @@ def test_parse_errors_name_file_and_line(line, message):
 
 
 @pytest.mark.parametrize("line, reason", [
-    ("S:0:$1$:41424344", "macro offset '$1$'"),
-    ("S:0:*:4142*(B)*4344", "sub-pattern made of the marker (B) alone"),
     ("S:0:*:41424344:999", "needs engine level 999"),
+    ("S:15:*:41424344", "target type 15 is unknown to ClamAV"),
     ("S:0:*:41424344:10:20", "retired at engine level 20"),
 ])
 def test_unsupported_signatures_are_recorded_and_skipped(line, reason):
@@ -248,7 +283,7 @@ def test_empty_database():
 
 
 def test_each_name_reported_once_with_its_source():
-    sigs = body.parse_ndb("Dup:0:*:41424344\nDup:0:*:45464748\nOther:0:0:41\n", "a.ndb")
+    sigs = body.parse_ndb("Dup:0:*:41424344\nDup:0:*:45464748\nOther:0:0:414243\n", "a.ndb")
     sigs += body.parse_ndb("Far:0:*:494a4b4c\n", "b.ndb")
     matcher = body.BodyMatcher.from_blob(body.compile_body(sigs))
     assert matcher.count == 4
@@ -257,13 +292,13 @@ def test_each_name_reported_once_with_its_source():
 
 
 def test_serialization_round_trip_from_bytes_and_memoryview():
-    blob = body.compile_body(body.parse_ndb("A:0:*:41424344\nB:0:EOF-2:4546\n", "t.ndb"))
+    blob = body.compile_body(body.parse_ndb("A:0:*:41424344\nB:0:EOF-3:454647\n", "t.ndb"))
     assert blob.startswith(body.MAGIC)
     for copy in (bytes(blob), memoryview(bytearray(blob))):
         matcher = body.BodyMatcher.from_blob(copy)
         assert matcher.count == 2
-        assert names(matcher, b"ABCD..EF") == {"A", "B"}
-        assert names(matcher, b"ABC..EF.") == set()
+        assert names(matcher, b"ABCD..EFG") == {"A", "B"}
+        assert names(matcher, b"ABC..EFG.") == set()
 
 
 def test_bad_blob_is_refused():
@@ -315,20 +350,20 @@ def test_forked_child_with_os_fork():
 
 def test_many_bounded_gaps_stay_exact():
     # Chained repeats adding up past what Hyperscan scans safely are relaxed, then confirmed.
-    chain = "".join(f"4{i % 10}{{100-1500}}" for i in range(40)) + "5a5a"
+    chain = "".join(f"4{i % 10}4{i % 10}{{100-1500}}" for i in range(40)) + "5a5a"
     sig = body.parse_ndb(f"Sig:0:*:{chain}\n", "t.ndb")[0]
     assert not sig.exact
     matcher = one(chain)
-    data = b"".join(bytes([0x40 + i % 10]) + b"." * 150 for i in range(40)) + b"ZZ"
+    data = b"".join(bytes([0x40 + i % 10]) * 2 + b"." * 150 for i in range(40)) + b"ZZ"
     assert names(matcher, data) == {"Sig"}
     assert names(matcher, data.replace(b"ZZ", b"Z.")) == set()
     assert names(matcher, data.replace(b"." * 150, b"." * 99, 1)) == set()
 
 
 def test_many_unbounded_gaps_compile_quickly():
-    chain = "".join(f"4{i % 10}{{100-}}" for i in range(200)) + "5a5a"
+    chain = "".join(f"4{i % 10}4{i % 10}{{100-}}" for i in range(200)) + "5a5a"
     matcher = build(f"Big:0:*:{chain}\nSmall:0:*:41424344\n")
-    data = b"".join(bytes([0x40 + i % 10]) + b"." * 100 for i in range(200)) + b"ZZ"
+    data = b"".join(bytes([0x40 + i % 10]) * 2 + b"." * 100 for i in range(200)) + b"ZZ"
     assert names(matcher, data) == {"Big"}
     assert names(matcher, data.replace(b"." * 100, b"." * 99, 1)) == set()
     assert names(matcher, data[:-1] + b"ABCD") == {"Small"}

@@ -248,3 +248,139 @@ def test_pe_and_elf_targets_agree_with_clamscan(tmp_path):
     sigs, samples = _typed_cases()
     found = _compare(tmp_path, sigs, samples)
     assert ("typed-pe-pe", "Diff.Pe") in found and ("typed-elf-elf", "Diff.Elf") in found
+
+
+# -- anchored bytes ----------------------------------------------------------------------------
+# ``aa[n-m]core`` and ``core[n-m]aa``: one byte n…m bytes before or after a sub-pattern's core,
+# the match (and so its offset) starting at the core. ClamAV never checks a ``??`` or a
+# high-nibble anchor; it checks a low-nibble one.
+
+# Binary filler (text would be scanned again, normalised), never an anchor byte below: low
+# nibbles 2-5, where anchors have a-f, 0 and 1. The head keeps clamscan from reading a sample
+# as ASCII or UTF-16 text.
+_PAD = b"\xe2\xe3\xe4\xe5\xf2\xf3\xf4\xf5\x82\x93"
+_BINARY = b"\x00\x01\x00\x01\x00\x01"
+
+
+def _anchor_byte(rnd: random.Random) -> tuple[str, bytes, bytes]:
+    """(hex pair, a byte it takes, a byte it refuses)."""
+    kind = rnd.choice(["byte", "byte", "byte", "low", "high", "any"])
+    value = rnd.choice(b"JKLMNOPQ")
+    if kind == "low":
+        return f"?{value & 15:x}", bytes([value ^ 0x30]), bytes([value ^ 0x01])
+    if kind == "high":  # unchecked: the refused byte matches all the same
+        return f"{value >> 4:x}?", bytes([value]), b"\x99"
+    if kind == "any":
+        return "??", bytes([value]), b"\x99"
+    return f"{value:02x}", bytes([value]), b"\x99"
+
+
+def _anchor_signature(rnd: random.Random, i: int):
+    """A signature and a function making (hit?) instances: (bytes, where the core starts)."""
+    core = bytes(rnd.choice(b"abcdefgh") for _ in range(3)) + bytes([0x61 + i % 26])
+    n = rnd.randint(0, 3)
+    m = n + rnd.randint(0, 3)
+    left = rnd.random() < 0.5
+    pair, good, bad = _anchor_byte(rnd)
+    tail = rnd.choice(["", "", f"{{2-4}}{b'zz'.hex()}", f"*{b'yy'.hex()}"])
+    tail_bytes = {"": b"", "*": b"\x01\x02yy"}.get(tail[:1], b"\x01\x02\x03zz")
+    hexsig = (f"{pair}[{n}-{m}]{core.hex()}" if left else f"{core.hex()}[{n}-{m}]{pair}") + (
+        tail if left else "")
+
+    def instance(hit: bool, edge: bool = False) -> tuple[bytes, int]:
+        gap = rnd.randint(n, m) if hit else m + 1
+        mark = good if hit or rnd.random() < 0.5 else bad
+        if not hit and mark == bad:
+            gap = rnd.randint(n, m)
+        filler = bytes(rnd.choice(_PAD) for _ in range(gap))
+        if edge:  # the anchored byte would lie before the file's start or after its end
+            return (core + tail_bytes, 0) if left else (core + filler, 0)
+        if left:
+            return mark + filler + core + tail_bytes, 1 + gap
+        return core + filler + mark, 0
+    return hexsig, instance, left
+
+
+def _anchor_cases(seed: int = 77):
+    rnd = random.Random(seed)
+    sigs, samples = [], []
+    for i in range(30):
+        hexsig, instance, left = _anchor_signature(rnd, i)
+        where = rnd.choice(["*", "*", "start", "eof"])
+        for k, hit in enumerate([True, False, True, False]):
+            data, at = instance(hit)
+            head = bytes(rnd.choice(_PAD) for _ in range(rnd.randint(4, 12)))
+            sample = _BINARY + head + data + bytes(rnd.choice(_PAD) for _ in range(6))
+            samples.append((f"anchor-{i}-{k}", sample))
+            if k == 0:  # the offset names the core's start in the first sample
+                start = len(_BINARY) + len(head) + at
+                offset = {"*": "*", "start": f"{start}",
+                          "eof": f"EOF-{len(sample) - start}"}[where]
+        sigs.append(f"Diff.Anchor.{i}:0:{offset}:{hexsig}")
+        data, _ = instance(True, edge=True)
+        pad = bytes(rnd.choice(_PAD) for _ in range(8))
+        samples.append((f"anchor-{i}-edge", data + pad + _BINARY if left else _BINARY + pad + data))
+    return sigs, samples
+
+
+def test_anchored_bytes_agree_with_clamscan(tmp_path):
+    sigs, samples = _anchor_cases()
+    found = _compare(tmp_path, sigs, samples)
+    hits = {name for name, _ in found}
+    assert len(found) >= 25 and len(hits) < len(samples)
+
+
+# -- what ClamAV refuses -----------------------------------------------------------------------
+# A database with one of these lines is refused whole by ClamAV (or taken, for the others):
+# anchors next to anything but one byte at a sub-pattern's edge, sub-patterns too short or
+# without two consecutive fixed bytes, plain patterns under three bytes for the Boyer-Moore
+# matcher, and for the prefiltered targets 0, 1, 4 and 7 a marker or multi-byte alternative
+# among a sub-pattern's first elements.
+
+ACCEPTANCE_LINES = [
+    "T:0:*:4142[3]43", "T:0:*:41[1-2]4243[3-4]44", "T:0:*:41[1-2]42[1-2]4344",
+    "T:0:*:4142[1-2]43[1-2]44", "T:0:*:41[1-2]42", "T:0:*:[1-2]4142", "T:0:*:41[0-33]4243",
+    "T:0:*:41[ 1-2]4243", "T:0:*:41[1-2x]4243", "T:0:*:41[-1]4243", "T:0:*:414243[1-2]4445",
+    "T:0:*:4142*43[1-2]4445", "T:0:*:??[1-2]4243", "T:0:*:(41|42)[1-2]4344",
+    "T:0:*:41[1-2](B)4243", "T:0:*:{1}[1-2]4142", "T:0:*:41[1-2]4243{30-40}44",
+    "T:0:*:41(B)4243", "T:0:*:4142(B)43", "T:0:*:41(4243|4445)4647", "T:0:*:(4243|4445)4647",
+    "T:0:*:(4243|4445)46", "T:3:*:(4243|4445)46", "T:0:*:41(42|4?)44", "T:3:*:41(B)4243",
+    "T:2:*:41(B)4243", "T:4:*:41(B)4243", "T:7:*:41(L)4243", "T:1:*:41(W)4243",
+    "T:0:*:4142*43(B)4445", "T:0:*:??(B)4142", "T:0:*:(42|43)(4243|4445)4647",
+    "T:0:*:4142!(B)43", "T:0:*:41(42|43)4445", "T:0:*:41(42|43)44", "T:0:*:41??42",
+    "T:0:*:4142", "T:1:*:4142", "T:1:0:4142", "T:1:0,4:4142", "T:2:*:4142", "T:0:EOF-2:4142",
+    "T:0:*:4142*(B)*4344", "T:0:*:4142**4344", "T:0:$0$:4142", "T:0:$0$:41(B)4243",
+    "T:15:*:41",
+]
+
+
+def _accepted_by_clamscan(ext: str, line: str, tmp_path) -> bool:
+    dbdir = tmp_path / "accept"
+    dbdir.mkdir(exist_ok=True)
+    for old in dbdir.iterdir():
+        old.unlink()
+    (dbdir / f"t.{ext}").write_text(line + "\n")
+    sample = tmp_path / "accept-sample"
+    sample.write_bytes(b"\x00\x01\x00\x01\x00\x01 nothing to find")
+    proc = subprocess.run(["clamscan", "--no-summary", "--bytecode=no", "-d", str(dbdir),
+                           str(sample)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode in (0, 2), proc.stderr
+    return proc.returncode == 0
+
+
+def _accepted_by_lmsav(line: str) -> bool:
+    from lmsav.scanner.signatures.errors import SignatureError
+
+    try:
+        body.compile_body(body.parse_ndb(line + "\n", "t.ndb"))
+    except SignatureError:
+        return False
+    return True
+
+
+def test_refused_patterns_agree_with_clamscan(tmp_path):
+    clam = {line: _accepted_by_clamscan("ndb", line, tmp_path) for line in ACCEPTANCE_LINES}
+    ours = {line: _accepted_by_lmsav(line) for line in ACCEPTANCE_LINES}
+    assert ours == clam, [line for line in ACCEPTANCE_LINES if ours[line] != clam[line]]
+    assert 10 < sum(clam.values()) < len(clam) - 10

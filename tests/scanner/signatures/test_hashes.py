@@ -4,9 +4,18 @@ import hashlib
 
 import pytest
 
+from lmsav.scanner.signatures import hashes
 from lmsav.scanner.signatures.errors import SignatureError
 from lmsav.scanner.signatures.hashes import (
-    FUNCTIONALITY_LEVEL, HashMatcher, compile_hashes, parse_hash_file,
+    FUNCTIONALITY_LEVEL,
+    HASH_FIRST,
+    SIZE_FIRST,
+    HashMatcher,
+    HashTableBuilder,
+    compile_hash_columns,
+    compile_hashes,
+    parse_hash_columns,
+    parse_hash_file,
 )
 
 
@@ -79,3 +88,117 @@ def test_errors_name_file_line_and_problem(line, message):
 def test_wildcard_size_rejected_in_hdb():
     with pytest.raises(SignatureError, match="only allowed in .hsb/.sfp"):
         parse_hash_file(f"{'a' * 32}:*:Name", "x.hdb", allow_wildcard=False)
+
+
+# -- building from files (columnar parser) -----------------------------------------------------
+
+def built(files: dict[str, tuple[str, bool]], tmp_path, layout=HASH_FIRST) -> HashTableBuilder:
+    builder = HashTableBuilder("hash")
+    for name, (text, wildcard) in files.items():
+        path = tmp_path / name
+        path.write_text(text, newline="")
+        builder.add_file(path, name, allow_wildcard=wildcard, layout=layout)
+    return builder
+
+
+def as_matcher(builder: HashTableBuilder) -> HashMatcher:
+    sections = builder.sections()
+    return HashMatcher(lambda name: memoryview(sections.get(name, b"")), "hash")
+
+
+def test_files_with_odd_lines_match_like_the_line_parser(tmp_path):
+    samples = [b"one" * 7, b"two" * 11, b"three" * 13, b"four" * 17, b"five" * 19, b"six"]
+    lines = [
+        f"{hashlib.md5(samples[0]).hexdigest()}:{len(samples[0])}:Plain.Md5",
+        f"{hashlib.sha1(samples[1]).hexdigest().upper()}:{len(samples[1])}:Upper.Sha1\r",
+        "# a comment: with colons",
+        "",
+        f"  {hashlib.sha256(samples[2]).hexdigest()} : {len(samples[2])} : Spaced.Sha256 ",
+        f"{hashlib.sha256(samples[3]).hexdigest()}:*:Wild.Sha256:73",
+        f"{hashlib.md5(samples[4]).hexdigest()}:{len(samples[4])}:Level.Md5:73:255",
+        f"{hashlib.md5(samples[5]).hexdigest()}:{len(samples[5])}:Future.Md5:{FUNCTIONALITY_LEVEL + 9}",
+    ]
+    text = "\n".join(lines)  # no final newline
+    builder = built({"mixed.hsb": (text, True)}, tmp_path)
+    m = as_matcher(builder)
+    assert builder.count == m.count == len(parse_hash_file(text, "mixed.hsb", True)) == 5
+    expect = ["Plain.Md5", "Upper.Sha1", "Spaced.Sha256", "Wild.Sha256", "Level.Md5"]
+    for data, name in zip(samples, expect):
+        assert m.match(data, len(data)) == [(name, "mixed.hsb")]
+    assert m.match(samples[5], len(samples[5])) == []
+    assert builder.skipped == [
+        (f"mixed.hsb:8: Future.Md5: needs engine level {FUNCTIONALITY_LEVEL + 9} "
+        f"(lmsav: {FUNCTIONALITY_LEVEL})")]
+
+
+def test_each_file_reports_its_own_name(tmp_path):
+    a, b = b"from a", b"from b"
+    builder = built({
+        "a.hdb": (f"{hashlib.md5(a).hexdigest()}:{len(a)}:Sig.A\n", False),
+        "empty.hdb": ("# nothing here\n", False),
+        "b.hsb": (f"{hashlib.sha256(b).hexdigest()}:{len(b)}:Sig.B\n", True),
+    }, tmp_path)
+    m = as_matcher(builder)
+    assert m.match(a, len(a)) == [("Sig.A", "a.hdb")]
+    assert m.match(b, len(b)) == [("Sig.B", "b.hsb")]
+
+
+def test_large_file_read_in_blocks_finds_every_signature(tmp_path, monkeypatch):
+    monkeypatch.setattr(hashes, "BLOCK", 256)  # many blocks, lines cut at block edges
+    datas = [f"file {i}".encode() for i in range(3000)]
+    text = "".join(f"{hashlib.md5(d).hexdigest()}:{len(d)}:S{i}\n" for i, d in enumerate(datas))
+    m = as_matcher(built({"big.hdb": (text, False)}, tmp_path))
+    assert m.count == 3000
+    for i in (0, 1, 1234, 2999):
+        assert m.match(datas[i], len(datas[i])) == [(f"S{i}", "big.hdb")]
+
+
+def test_error_in_a_later_block_names_its_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(hashes, "BLOCK", 128)
+    good = [f"{i:032x}:{i + 1}:S{i}" for i in range(50)]
+    text = "\n".join(good[:40] + [f"{'a' * 32}:12x:Broken"] + good[40:]) + "\n"
+    with pytest.raises(SignatureError) as err:
+        built({"bad.hdb": (text, False)}, tmp_path)
+    assert str(err.value).startswith("bad.hdb:41: bad size '12x'")
+
+
+def test_wildcard_size_rejected_in_hdb_file(tmp_path):
+    with pytest.raises(SignatureError, match=r"^x.hdb:1: size '\*' is only allowed"):
+        built({"x.hdb": (f"{'a' * 32}:*:Name\n", False)}, tmp_path)
+
+
+def test_section_hashes_put_the_size_first(tmp_path):
+    section = b"\x90" * 512
+    text = (f"{len(section)}:{hashlib.md5(section).hexdigest()}:Sect.Md5\n"
+            f"*:{hashlib.sha256(section).hexdigest()}:Sect.Sha256:73\n")
+    m = as_matcher(built({"s.msb": (text, True)}, tmp_path, layout=SIZE_FIRST))
+    assert m.match(section, len(section)) == [("Sect.Md5", "s.msb"), ("Sect.Sha256", "s.msb")]
+    with pytest.raises(SignatureError, match="expected SIZE:HASH:NAME"):
+        built({"t.mdb": ("512\n", False)}, tmp_path, layout=SIZE_FIRST)
+
+
+def test_columns_of_several_files_compile_together():
+    a, b = b"first file", b"second file"
+    part_a, skipped_a = parse_hash_columns(
+        f"{hashlib.md5(a).hexdigest()}:{len(a)}:Sig.A\n{'c' * 32}:5:New:{FUNCTIONALITY_LEVEL + 1}\n",
+        "a.hdb", allow_wildcard=False)
+    part_b, skipped_b = parse_hash_columns(
+        f"{hashlib.sha256(b).hexdigest()}:*:Sig.B:73\n".encode(), "b.hsb", allow_wildcard=True)
+    assert (len(part_a), len(part_b)) == (1, 1)
+    assert skipped_a == [(f"a.hdb:2: New: needs engine level {FUNCTIONALITY_LEVEL + 1} "
+                         f"(lmsav: {FUNCTIONALITY_LEVEL})")] and skipped_b == []
+    sections = compile_hash_columns([part_a, part_b], "hash")
+    m = HashMatcher(lambda name: memoryview(sections.get(name, b"")), "hash")
+    assert m.count == 2
+    assert m.match(a, len(a)) == [("Sig.A", "a.hdb")]
+    assert m.match(b, len(b)) == [("Sig.B", "b.hsb")]
+
+
+def test_sizes_spread_over_many_fence_blocks_are_all_found(monkeypatch):
+    monkeypatch.setattr(hashes, "FENCE", 4)  # runs of one size cross block edges
+    datas = [bytes([i % 251]) * (1 + i // 7) for i in range(700)]  # 7 signatures per size
+    m = matcher([f"{hashlib.md5(d).hexdigest()}:{len(d)}:S{i}" for i, d in enumerate(datas)])
+    assert m.tables[0][1].fence is not None
+    for i, d in enumerate(datas):
+        assert m.match(d, len(d)) == [(f"S{i}", "t.hsb")]
+    assert [m.wants(n) for n in (0, 1, 50, 100, 101)] == [False, True, True, True, False]

@@ -10,7 +10,7 @@ import multiprocessing
 
 import pytest
 
-from lmsav.scanner.signatures import logical
+from lmsav.scanner.signatures import body, logical
 from lmsav.scanner.signatures.errors import SignatureError
 from lmsav.scanner.signatures.subject import Subject
 
@@ -65,6 +65,13 @@ def test_parse_reports_fields_and_source():
     ("S;Target:0;0&1;414243;0(>>2#il3#=1)", "binary length must be 1, 2, 4 or 8"),
     ("S;Target:0;0&1;414243;0(>>2#ib2#~1)", "bad comparison"),
     ("S;Target:0;0;${1-2}40$", "macro group 40 is out of range"),
+    ("S;Target:0;0&1;414243;${1-2}3", "lacks its closing '$'"),
+    ("S;Target:0;0&1;414243;${1 -2}3$", "need ${min-max}group$"),
+    ("S;Target:0;0&1;414243;$1$:414243", "lacks its closing '$'"),  # no macro offsets here
+    ("S;Target:0;0;41(B)4243", "prefilter for target 0"),
+    ("S;Target:0;0;41(42|43)4445::i", "prefilter for target 0"),  # ::i makes it multi-byte
+    ("S;Target:0;0;4a[1-2]4b[3]4c4d", "bad anchored byte"),
+    ("S;Target:0;0;4a4b[40]4c", "bad range [40]"),
 ])
 def test_malformed_lines_raise_with_file_and_line(line, message):
     with pytest.raises(SignatureError) as err:
@@ -73,9 +80,11 @@ def test_malformed_lines_raise_with_file_and_line(line, message):
     assert message in err.value.message
 
 
-def test_an_empty_line_is_malformed_as_in_clamav():
-    with pytest.raises(SignatureError):
-        logical.parse_ldb("S;Target:0;0;414243\n\nT;Target:0;0;414243\n", "t.ldb")
+@pytest.mark.parametrize("blank", ["", "   ", "\r"])
+def test_an_empty_line_is_malformed_as_in_clamav(blank):
+    with pytest.raises(SignatureError) as err:
+        logical.parse_ldb(f"S;Target:0;0;414243\n{blank}\nT;Target:0;0;414243\n", "t.ldb")
+    assert err.value.line == 2
 
 
 @pytest.mark.parametrize("line, reason", [
@@ -86,7 +95,6 @@ def test_an_empty_line_is_malformed_as_in_clamav():
     ("S;Engine:51-255,Target:1,IconGroup1:x;0;414243", "icon groups"),
     ("S;Engine:51-255,Target:0,HandlerType:CL_TYPE_PDF;0;414243", "HandlerType"),
     ("S;Engine:51-255,Target:12;0;414243", "never sniffed"),
-    ("S;Engine:51-255,Target:0;0&1;414243;${1-2}12$", "macro subsignatures"),
     ("S;Engine:51-255,Target:0;0;fuzzy_img#af2ad01ed42993c7#0", "image fuzzy hashes"),
     ("S;Engine:51-255,Target:0;0;4142(B)4344", "boundary markers"),
 ])
@@ -161,6 +169,85 @@ def test_anchored_bytes():
     assert names(m, HEAD + b"J-KLM J--KLM J---KLM") == set()  # two anchored starts
     assert names(one("0=2", "4a[1-2]4b4c4d"), HEAD + b"J-KLM J--KLM J---KLM") == {"Sig"}
     assert names(one("0", "4b4c4d[0-1]4a"), HEAD + b"KLM-J") == {"Sig"}
+    both = one("0", "4a[1-2]4b4c[0-1]4d")
+    assert names(both, HEAD + b"J-KL-M") == {"Sig"}
+    assert names(both, HEAD + b"J-KL--M") == set()
+    assert names(one("0", "4a[1-2]4b4c4d::i"), HEAD + b"j-klm") == {"Sig"}
+    # A match starts after its left anchor: the offset counts from there.
+    assert names(one("0", "6:4a[0-1]4b4c4d"), HEAD + b"J-KLM") == {"Sig"}
+    assert names(one("0", "4:4a[0-1]4b4c4d"), HEAD + b"J-KLM") == set()
+
+
+def test_unchecked_anchors():
+    # ClamAV never checks a ?? or high-nibble anchored byte; a low-nibble one it does.
+    assert names(one("0", "4?[1-2]4b4c4d"), HEAD + b"xxxKLM") == {"Sig"}
+    assert names(one("0", "??[1-2]4b4c4d"), HEAD + b"KLM") == {"Sig"}
+    assert names(one("0", "?a[1-2]4b4c4d"), HEAD + b"xxxKLM") == set()
+    assert names(one("0", "?a[1-2]4b4c4d"), HEAD + b"Z-KLM") == {"Sig"}
+
+
+# -- macro subsignatures -----------------------------------------------------------------------
+# The .ndb lines with a $n$ offset (macro group n) come from the database's body section.
+# Cases checked with clamscan 1.4.6.
+
+def with_macros(ldb: str, ndb: str) -> logical.LogicalMatcher:
+    sigs, skipped = logical.parse_ldb(ldb, "t.ldb")
+    assert not skipped, skipped
+    sections = logical.compile_ldb(sigs)
+    sections[body.SECTION] = body.compile_body(body.parse_ndb(ndb, "m.ndb"))
+    return logical.LogicalMatcher(lambda name: memoryview(sections.get(name, b"")))
+
+
+MACROS = "Group.Zero:0:$0$:42424242\nGroup.One:0:$1$:43434343\n"
+
+
+def test_a_macro_checks_the_previous_match_on_the_next_one():
+    m = with_macros("Two;Target:0;0&1;41414141;${6-7}0$\n", MACROS)
+    # One match of subsignature 0 never gets the macro checked.
+    assert names(m, HEAD + b"xxAAAAxxBBBBxxxxxxxx") == set()
+    # The second one checks the first: group 0 matched 6 bytes after it.
+    assert names(m, HEAD + b"xxAAAAxxBBBBxxAAAAxx") == {"Two"}
+    assert names(m, HEAD + b"xxAAAAxxxBBBBxAAAAxx") == {"Two"}  # 7 bytes after
+    assert names(m, HEAD + b"xxAAAAxxxxBBBBxAAAAxx") == set()  # 8 bytes after
+    assert names(m, HEAD + b"xxAAAAxxCCCCxxAAAAxx") == set()  # another group
+
+
+def test_macro_counts_follow_clamav():
+    # The check runs on each later match and once more at the end; a failed one takes the
+    # previous match back.
+    data = HEAD + b"xxAAAAxxBBBBxxAAAAxxxxxx"
+    for expression, expected in [("0=2&1=2", True), ("0=2&1=1", False), ("0=1&1=1", False)]:
+        m = with_macros(f"Sig;Target:0;{expression};41414141;${{6-7}}0$\n", MACROS)
+        assert bool(names(m, data)) is expected, expression
+    late = HEAD + b"xxAAAAxxxxxxxxAAAAxxBBBBxx"  # group 0 only after the second match
+    m = with_macros("Sig;Target:0;0=1&1=0;41414141;${6-7}0$\n", MACROS)
+    assert names(m, late) == {"Sig"}
+
+
+def test_a_macro_sees_only_group_matches_reported_before():
+    # "BC" ends where ClamAV reports the second "ABCD" (after "ABC"): it is seen only later.
+    ndb = "Group.Five:0:$5$:4243\n"
+    data = HEAD + b"xxABCDxxxxxxABCDxxxxxx"
+    assert names(with_macros("Sig;Target:0;0&1;41424344;${1-1}5$\n", ndb), data) == {"Sig"}
+    assert names(with_macros("Sig;Target:0;0&1;41424344;${11-11}5$\n", ndb), data) == set()
+
+
+def test_a_macro_first_never_counts_and_groups_stay_in_their_target():
+    data = HEAD + b"xxAAAAxxBBBBxxAAAAxx"
+    m = with_macros("First;Target:0;0=0&1;${6-7}0$;41414141\n", MACROS)
+    assert names(m, data) == {"First"}
+    m = with_macros("Sig;Target:0;0&1;41414141;${6-7}0$\n", "Pe.Group:1:$0$:42424242\n")
+    assert names(m, data) == set()
+
+
+def test_macro_group_members_are_no_detections():
+    sigs = body.parse_ndb(MACROS + "Real:0:*:5a5a5a5a\n", "m.ndb")
+    matcher = body.BodyMatcher.from_blob(body.compile_body(sigs))
+    assert matcher.count == 3
+    found = matcher.match(Subject(HEAD + b"BBBB CCCC ZZZZ", 18, "binary"))
+    assert found == [("Real", "m.ndb")]
+    assert body.macro_patterns(body.compile_body(sigs)) == [(0, 0, "42424242"),
+                                                            (0, 1, "43434343")]
 
 
 # -- modifiers ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def names(m: sections.SectionHashMatcher, data: bytes, ftype: str = "pe") -> lis
 # -- parsing -----------------------------------------------------------------------------------
 
 def test_parse_section_and_import_lines():
-    sigs, skipped = sections.parse(f"# comment\n4096:{MD5}:A\n512:{SHA256}:B:73\n\n", "x.msb",
+    sigs, skipped = sections.parse(f"# comment\n4096:{MD5}:A\n512:{SHA256}:B:73\n", "x.msb",
                                    ".msb")
     assert skipped == []
     assert [(s.table, s.size, s.digest.hex(), s.name, s.source) for s in sigs] == [
@@ -66,6 +66,14 @@ def test_lines_clamav_refuses_name_file_and_line(line, message):
         sections.parse(f"# header\n{line}\n", "bad.mdb", ".mdb")
     assert err.value.file == "bad.mdb" and err.value.line == 2
     assert message in err.value.message
+
+
+@pytest.mark.parametrize("ext, line", [(".mdb", f"4096:{MD5}:A"), (".imp", f"{MD5}:4096:A")])
+@pytest.mark.parametrize("blank", ["", "   ", "\r"])
+def test_a_blank_line_is_refused_as_in_clamav(ext, line, blank):
+    with pytest.raises(SignatureError, match="blank line") as err:
+        sections.parse(f"{line}\n{blank}\n{line}\n", "b" + ext, ext)
+    assert err.value.line == 2
 
 
 def test_import_lines_put_the_hash_first():
