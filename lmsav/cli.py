@@ -57,7 +57,9 @@ def _load_database(directory: Path, rebuild: bool = False):
     from .scanner.signatures.errors import SignatureError
 
     try:
-        db = Database.load(directory, rebuild=rebuild)
+        # A scan compiles in a child: the compiler's heap (gigabytes for ClamAV's database)
+        # must not stay in the process that scans and forks workers. `db build` just exits.
+        db = Database.load(directory, rebuild=rebuild, build_in_child=not rebuild)
     except (DatabaseError, SignatureError) as err:
         raise Fatal(str(err))
     for warning in db.warnings:
@@ -109,8 +111,9 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", metavar="FILE", envvar="LMSAV_CONFIG",
-              help="Configuration file (default: /etc/lmsav/lmsav.toml as root, "
-                   "~/.config/lmsav/lmsav.toml otherwise; env LMSAV_CONFIG).")
+              help="Configuration file (default: /etc/lmsav/lmsav.toml for root, service "
+                   "and system accounts, ~/.config/lmsav/lmsav.toml for a person; env "
+                   "LMSAV_CONFIG).")
 @click.option("--profile", metavar="NAME",
               help="Preset to start from: default_recommended, high_overall_security, "
                    "high_scan_speed.")

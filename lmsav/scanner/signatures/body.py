@@ -37,7 +37,6 @@ of its scan buffer.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -48,6 +47,7 @@ import hyperscan
 
 from . import executable
 from .errors import SignatureError
+from .rowtable import RowTable, pack_rows
 from .hashes import FUNCTIONALITY_LEVEL
 
 ENGINE_LEVEL = FUNCTIONALITY_LEVEL  # what MinFL/MaxFL are compared with
@@ -863,13 +863,8 @@ def compile_body(sigs: list[BodySig]) -> bytes:
     # The last field marks offsets ClamAV drops when an executable fails to parse.
     rows = [[s.name, source_ids[s.source], s.target, p[2], int(s.kind in (EOF, EXE))]
             for s, p in zip(usable, plans)]
-    # One JSON row per line, then their uint32 end offsets: a process decodes only the rows
-    # of signatures that hit, never the whole table.
-    lines = [json.dumps(r, separators=(",", ":")).encode() for r in rows]
-    ends = itertools.accumulate(len(line) + 1 for line in lines)
-    table = b"".join(line + b"\n" for line in lines)
-    index = len(table)
-    table += struct.pack(f"<{len(lines)}I", *ends)
+    # A process decodes only the rows of signatures that hit, never the whole table.
+    table, index = pack_rows(rows)
     meta = {"count": count, "sources": sources, "unsupported": unsupported,
             "row_index": index, "macros": macros}
     meta = json.dumps(meta).encode()
@@ -955,22 +950,6 @@ def _collect(sig_id, start, end, flags, hits):
     hits.append(sig_id)
 
 
-class _Rows:
-    """The signature table read in place: row i is decoded when a hit first needs it."""
-
-    def __init__(self, table: memoryview, index: int):
-        self._lines = table[:index]
-        self._ends = table[index:].cast("I")
-        self._cache: dict[int, list] = {}
-
-    def __getitem__(self, i: int) -> list:
-        row = self._cache.get(i)
-        if row is None:
-            start = self._ends[i - 1] if i else 0
-            row = self._cache[i] = json.loads(bytes(self._lines[start:self._ends[i] - 1]))
-        return row
-
-
 class BodyMatcher:
     """Scans a buffer once with the compiled database and names the signatures that match."""
 
@@ -1003,7 +982,7 @@ class BodyMatcher:
         pos += meta_len
         table = blob[pos:pos + table_len]
         if "row_index" in meta:
-            table = _Rows(table, meta["row_index"])
+            table = RowTable(table, meta["row_index"])
         pos += table_len
         db = (hyperscan.loadb(bytes(blob[pos:pos + db_len]), hyperscan.HS_MODE_BLOCK)
               if db_len else None)
@@ -1044,7 +1023,7 @@ class BodyMatcher:
 
     def _load_rows(self) -> list:
         table = self._table_raw
-        self._rows = table if isinstance(table, _Rows) else json.loads(bytes(table))
+        self._rows = table if isinstance(table, RowTable) else json.loads(bytes(table))
         self._table_raw = b""
         return self._rows
 

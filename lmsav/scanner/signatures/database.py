@@ -25,7 +25,7 @@ from .kinds import NOT_DETECTING, adapter
 from .subject import Subject
 
 MAGIC = b"LMSAVDB1"
-FORMAT = 4  # bump when the compiled layout or a compiler's semantics change
+FORMAT = 6  # bump when the compiled layout or a compiler's semantics change
 CACHE_NAME = ".compiled.lmsavc"
 META_NAME = "database.toml"
 SELFTEST_NAME = "selftest.toml"
@@ -267,15 +267,21 @@ def _child_build(writer, directory: Path, cache: Path, sources: list[Path]) -> N
 
 
 def default_cache_path(directory: Path) -> Path:
-    """Next to the database when writable; otherwise in the user's cache directory."""
+    """Next to the database when writable (or up to date there); else in the cache directory of
+    the process's layout; else in memory: a read-only database never fails (cachedir.choose)."""
+    from .cachedir import choose
+
     directory = Path(directory)
-    if os.access(directory, os.W_OK):
-        return directory / CACHE_NAME
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    if os.geteuid() == 0:
-        base = Path("/var/cache")
-    tag = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
-    return base / "lmsav" / f"db-{tag}.lmsavc"
+
+    def fresh(cache: Path) -> bool:
+        header = _read_header(cache)
+        try:
+            return header is not None and _fresh(header, directory, _list_sources(directory),
+                                                 cache)
+        except (DatabaseError, OSError):
+            return False
+
+    return choose(directory, CACHE_NAME, fresh)
 
 
 def _list_sources(directory: Path) -> list[Path]:
@@ -398,11 +404,11 @@ class _Collected:
             return
         if official:
             self.official.add(name)
-        text = raw.decode("utf-8", errors="replace")
+        text = raw if getattr(handler, "raw", False) else raw.decode("utf-8", errors="replace")
         sigs, skipped = handler.parse(text, name, ext)
         self.sigs.setdefault(kind.name, []).extend(sigs)
         if kind.name != "yara":  # rules are counted by the compiler
-            self.counts[key] = self.counts.get(key, 0) + len(sigs)
+            self.counts[key] = self.counts.get(key, 0) + handler.count(sigs)
         if skipped:
             self.skipped[key] = self.skipped.get(key, 0) + len(skipped)
             self.skipped_lines += skipped

@@ -1,4 +1,4 @@
-"""One adapter per signature kind: parse a file's text, compile a kind's signatures, build its matcher.
+"""One adapter per signature kind: parse a file, compile a kind's signatures, build its matcher.
 
 The database loader knows nothing about any format: it hands each file to the adapter its
 extension names (formats.KINDS) and stores whatever sections the adapter compiles. Adapters
@@ -24,6 +24,10 @@ class Adapter:
     def compile(self, sigs: list) -> dict[str, bytes]:
         raise NotImplementedError
 
+    def count(self, sigs: list) -> int:
+        """How many signatures ``parse`` returned."""
+        return len(sigs)
+
     def matcher(self, section):
         """An object with ``count`` and ``match(subject) -> [(name, source)]``, or None."""
         raise NotImplementedError
@@ -34,13 +38,14 @@ class ModuleAdapter(Adapter):
     ``parse`` may map extensions to parsers. An empty matcher (count 0) is left out."""
 
     def __init__(self, name: str, module: str, parse: str | dict[str, str], compile: str,
-                 matcher: str, with_ext: bool = False):
+                 matcher: str, with_ext: bool = False, columnar: bool = False):
         self.name = name
         self.module = module
         self.parsers = parse
         self.compiler = compile
         self.matcher_class = matcher
         self.with_ext = with_ext  # the parser also takes the extension
+        self.columnar = columnar  # parse returns column blocks; len() of each is its count
 
     def _module(self):
         return importlib.import_module(f".{self.module}", __package__)
@@ -57,21 +62,31 @@ class ModuleAdapter(Adapter):
         found = getattr(self._module(), self.matcher_class)(section)
         return found if found.count else None
 
+    def count(self, sigs):
+        return sum(len(sig) for sig in sigs) if self.columnar else len(sigs)
+
 
 class HashAdapter(Adapter):
+    """.hdb/.hsb: parsed straight into numpy columns, never an object per line (millions)."""
+
     name = "hash"
     prefix = "hash"
+    raw = True  # parse takes the file's bytes
 
     def parse(self, text, source, ext):
         from . import hashes
 
         wildcard = ext in (".hsb", ".hsu", ".sfp")
-        return hashes.parse_hash_file(text, source, allow_wildcard=wildcard), []
+        columns, skipped = hashes.parse_hash_columns(text, source, allow_wildcard=wildcard)
+        return [columns], skipped
+
+    def count(self, sigs):
+        return sum(len(part) for part in sigs)
 
     def compile(self, sigs):
         from . import hashes
 
-        return hashes.compile_hashes(sigs, self.prefix)
+        return hashes.compile_hash_columns(sigs, self.prefix)
 
     def matcher(self, section):
         from . import hashes
@@ -186,8 +201,8 @@ class IgnoreList:
 ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     HashAdapter(),
     AllowAdapter(),
-    ModuleAdapter("section", "sections", "parse", "compile_sections", "SectionHashMatcher",
-                  with_ext=True),                               # .mdb .msb .imp
+    ModuleAdapter("section", "sections", "parse_columns", "compile_sections", "SectionHashMatcher",
+                  with_ext=True, columnar=True),                # .mdb .msb .imp
     BodyAdapter(),
     ModuleAdapter("logical", "logical", "parse_ldb", "compile_ldb", "LogicalMatcher"),
     YaraAdapter(),

@@ -44,6 +44,7 @@ import hyperscan
 from . import body, bytecmp, executable, logical_expr, pcre
 from .errors import SignatureError
 from .filetypes import KNOWN_TYPES
+from .rowtable import RowTable, pack_rows
 
 ENGINE_LEVEL = body.ENGINE_LEVEL
 MAX_SUBSIGS = logical_expr.MAX_SUBSIGS
@@ -57,7 +58,7 @@ _NEW_ATTRIBUTES_LEVEL = 51  # attributes beyond Target need Engine:51 or later
 _EXE_TARGETS = frozenset({1, 6, 9})
 _EXE_KIND = {1: "pe", 6: "elf", 9: "macho"}  # ClamAV's executable targets
 
-TABLE, DATABASE, META = "ldb.table", "ldb.hs", "ldb.meta"
+TABLE, SIGS, EXPRS, DATABASE, META = "ldb.table", "ldb.sigs", "ldb.exprs", "ldb.hs", "ldb.meta"
 
 # How a Hyperscan hit is used.
 PRESENCE, ENDS, CONFIRM = 0, 1, 2
@@ -655,7 +656,8 @@ def _nocase(regex: str) -> str:
 # -- compiling ---------------------------------------------------------------------------------
 
 def compile_ldb(sigs: list[LogicalSig]) -> dict[str, bytes]:
-    """Sections "ldb.table" (signatures as JSON), "ldb.hs" (Hyperscan) and "ldb.meta"."""
+    """Sections "ldb.table" (sources, index), "ldb.sigs" and "ldb.exprs" (row tables),
+    "ldb.hs" (Hyperscan) and "ldb.meta"."""
     sources = sorted({s.source for s in sigs})
     source_ids = {s: i for i, s in enumerate(sources)}
     rows, expressions = [], []  # expressions: (regex, flags, ext, [sig, subsig, mode, length])
@@ -668,12 +670,14 @@ def compile_ldb(sigs: list[LogicalSig]) -> dict[str, bytes]:
             for wide, parts in sub.variants:
                 expressions.append(_expression(sig_id, j, sub, parts, j in sensitive))
     hs_blob, skipped = _compile_hyperscan(expressions, sigs)
-    table = {"sources": sources, "sigs": rows,
-             "exprs": [e[3] for e in expressions],
-             "always": [i for i, s in enumerate(sigs) if _always(s)]}
+    # Rows and expressions are read in place (rowtable): a process decodes only what hits.
+    sig_rows, sig_index = pack_rows(rows)
+    expr_rows, expr_index = pack_rows([e[3] for e in expressions])
+    table = {"sources": sources, "always": [i for i, s in enumerate(sigs) if _always(s)],
+             "sig_index": sig_index, "expr_index": expr_index}
     meta = {"count": len(sigs), "skipped": skipped}
-    return {TABLE: json.dumps(table, separators=(",", ":")).encode(),
-            DATABASE: hs_blob, META: json.dumps(meta).encode()}
+    return {TABLE: json.dumps(table, separators=(",", ":")).encode(), SIGS: sig_rows,
+            EXPRS: expr_rows, DATABASE: hs_blob, META: json.dumps(meta).encode()}
 
 
 def _sig_row(sig: LogicalSig, source_id: int) -> dict:
@@ -812,7 +816,10 @@ class LogicalMatcher:
         self._macros: dict | None = None  # (target, group) → first parts of .ndb members
 
     def _load(self) -> dict:
-        self._table = json.loads(bytes(self._section(TABLE)))
+        table = json.loads(bytes(self._section(TABLE)))
+        table["sigs"] = RowTable(self._section(SIGS), table["sig_index"])
+        table["exprs"] = RowTable(self._section(EXPRS), table["expr_index"])
+        self._table = table
         blob = bytes(self._section(DATABASE))
         self._db = hyperscan.loadb(blob, hyperscan.HS_MODE_BLOCK) if blob else None
         return self._table

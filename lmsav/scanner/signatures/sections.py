@@ -46,10 +46,50 @@ class SectionSig(NamedTuple):
 def parse(text: str, source: str, ext: str) -> tuple[list[SectionSig], list[str]]:
     """Parse one .mdb/.msb/.mdu/.msu or .imp file (``ext`` says which): (signatures, skipped
     lines as "source:line: name: reason"). A line ClamAV would refuse raises SignatureError."""
+    sigs: list[SectionSig] = []
+    table = _table_of(source, ext)
+
+    def plain(line: str, size: str, digest: str, name: str) -> None:
+        sigs.append(SectionSig(table, bytes.fromhex(digest), int(size), name, source))
+
+    return sigs, _read_lines(text, source, table, plain, sigs.append)
+
+
+def parse_columns(text: str, source: str, ext: str) -> tuple[list["SectionColumns"], list[str]]:
+    """The same as ``parse`` with the signatures in hashes.HashTableBuilder columns, never an
+    object per line: ClamAV's database has millions of section hashes."""
+    table = _table_of(source, ext)
+    layout = hashes.SIZE_FIRST if table == "mdb" else hashes.HASH_FIRST
+    columns = hashes.HashTableBuilder(table)
+    pending: list[str] = []
+
+    def plain(line: str, size: str, digest: str, name: str) -> None:
+        pending.append(line)
+        if len(pending) >= _CHUNK:  # plain lines go to the column parser in bulk
+            columns.add_text("\n".join(pending), source, False, layout)
+            pending.clear()
+
+    skipped = _read_lines(text, source, table, plain, columns.add_sig)
+    if pending:
+        columns.add_text("\n".join(pending), source, False, layout)
+    return [SectionColumns(table, columns)], skipped
+
+
+class SectionColumns(NamedTuple):
+    """One file's signatures in columns; ``len()`` is their number."""
+
+    table: str  # "mdb" (sections) or "imp" (imports)
+    columns: hashes.HashTableBuilder
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+
+def _table_of(source: str, ext: str) -> str:
     if ext.lower() in IMPORT_EXTENSIONS:
-        return _parse(text, source, "imp")
+        return "imp"
     if ext.lower() in SECTION_EXTENSIONS:
-        return _parse(text, source, "mdb")
+        return "mdb"
     raise ValueError(f"{source}: not a section or import hash file ({ext!r})")
 
 
@@ -59,19 +99,24 @@ _PLAIN = {
     "mdb": re.compile(f"([0-9]{{1,10}}):{_HASH_FIELD}:([^:]+)"),
     "imp": re.compile(f"{_HASH_FIELD}:([0-9]{{1,10}}):([^:]+)"),
 }
+_CHUNK = 1 << 16
 
 
-def _parse(text: str, source: str, table: str) -> tuple[list[SectionSig], list[str]]:
-    sigs: list[SectionSig] = []
+def _read_lines(text: str, source: str, table: str, plain, other) -> list[str]:
+    """Hand plain lines to ``plain(line, size, digest, name)`` and every other signature to
+    ``other(sig)``; return the skipped lines."""
     skipped: list[str] = []
     size_first = table == "mdb"
-    plain = _PLAIN[table].fullmatch
+    match_plain = _PLAIN[table].fullmatch
     for lineno, line in enumerate(text.splitlines(), 1):
-        found = plain(line)
+        found = match_plain(line)
         if found is not None:
             size, digest = (found[1], found[2]) if size_first else (found[2], found[1])
-            if 0 < int(size) <= _MAX_SIZE:
-                sigs.append(SectionSig(table, bytes.fromhex(digest), int(size), found[3], source))
+            name = found[3]
+            # Names with blanks at their ends go the general way: the column parser would
+            # strip them, ClamAV keeps them.
+            if 0 < int(size) <= _MAX_SIZE and name.strip(" \t") == name:
+                plain(line, size, digest, name)
                 continue
         if line.startswith("#"):
             continue
@@ -84,8 +129,8 @@ def _parse(text: str, source: str, table: str) -> tuple[list[SectionSig], list[s
         if isinstance(sig, str):
             skipped.append(f"{source}:{lineno}: {sig}")
         else:
-            sigs.append(sig)
-    return sigs, skipped
+            other(sig)
+    return skipped
 
 
 def _parse_line(line: str, source: str, table: str) -> SectionSig | str:
@@ -131,15 +176,18 @@ def _atoi(text: str) -> int:
 
 # -- compiling ---------------------------------------------------------------------------------
 
-def compile_sections(sigs: list[SectionSig]) -> dict[str, bytes]:
-    """Section and import hashes as named binary sections ("mdb.…" and "imp.…")."""
+def compile_sections(parts: list) -> dict[str, bytes]:
+    """Section and import hashes as named binary sections ("mdb.…" and "imp.…"), from
+    ``parse_columns`` blocks or ``parse``'s signatures."""
     out: dict[str, bytes] = {}
     for table in ("mdb", "imp"):
-        # SectionSig carries HashSig's fields, which is all the table builder reads.
         builder = hashes.HashTableBuilder(table)
-        for sig in sigs:
-            if sig.table == table:
-                builder.add_sig(sig)
+        for part in parts:
+            if isinstance(part, SectionColumns):
+                if part.table == table:
+                    builder.extend(part.columns)
+            elif part.table == table:
+                builder.add_sig(part)  # SectionSig carries all a HashSig has
         out.update(builder.sections())
     return out
 
