@@ -163,11 +163,12 @@ class PathsSection:
     state_dir: Path = setting(
         kind=ABSOLUTE_PATH, factory=paths_mod.state_dir,
         help="Root of lmsav's state: bases/, quarantine/, nqueue/, backup/, stats/, updater/ "
-             "(default /var/lib/lmsav as root, $XDG_STATE_HOME/lmsav otherwise).")
+             "(default /var/lib/lmsav in the system layout: root, the service user, system "
+             "accounts, what an MTA starts; $XDG_STATE_HOME/lmsav for a person).")
     run_dir: Path = setting(
         kind=ABSOLUTE_PATH, factory=paths_mod.run_dir,
-        help="Sockets and pid files (default /run/lmsav as root, $XDG_RUNTIME_DIR/lmsav "
-             "otherwise).")
+        help="Sockets and pid files (default /run/lmsav in the system layout, "
+             "$XDG_RUNTIME_DIR/lmsav for a person).")
     tmp_dir: Path | None = setting(
         None, OPTIONAL_PATH,
         'Where scans unpack large members; "" means the system temporary directory ($TMPDIR).')

@@ -16,6 +16,7 @@ def plan_in_process(conf, message_fd: int, sender: bytes, recipients: list[bytes
     import signal
 
     from .. import config as config_mod
+    from .. import paths
     from ..mail.backup import BackupStore
     from ..mail.groups import groups_dir, load_groups
     from ..mail.process import MailProcessor
@@ -30,13 +31,14 @@ def plan_in_process(conf, message_fd: int, sender: bytes, recipients: list[bytes
         signal.signal(signal.SIGALRM, expired)
         signal.setitimer(signal.ITIMER_REAL, conf.timeout)
     config_file = Path(conf.config_file)
+    paths.mark_started_by_mta()  # qmail's users get the system layout's state and cache
     try:
         settings = config_mod.load_settings(config_file, None, {}, required=False)
         groups = load_groups(groups_dir(config_file))
     except config_mod.ConfigError as err:
         raise Defer(str(err)) from None
     try:
-        database = Database.load(Path(settings.database_dir()))
+        database = Database.load(Path(settings.database_dir()), build_in_child=True)
     except (DatabaseError, SignatureError, OSError) as err:
         raise Defer(f"signature database: {err}") from None
     state = Path(settings.paths.state_dir)

@@ -1,15 +1,18 @@
 """What lmsav-qmail-queue needs from lmsav.toml and the environment, read in a millisecond.
 
-The wrapper runs once per message. Importing ``tomllib`` costs it more than everything else
-it does (it pulls in ``re``, ``typing`` and ``datetime``), so the few keys it needs —
-``[qmail]``, ``[daemon] socket``, ``[paths] run_dir`` — are read by a line reader that accepts
-only the plain ``key = value`` forms (a basic string without escapes, true/false, a number).
-The moment the file holds anything else that could touch those keys (multi-line strings,
-dotted or inline tables, escapes), it hands the file to ``tomllib``, so the result is always
-what TOML says. ``lmsav config check`` remains the validator of the whole file.
+The wrapper runs once per message, so the few keys it needs — ``[qmail]``, ``[daemon] socket``,
+``[paths] run_dir`` — are read by lmsav.plaintoml, without importing ``tomllib`` unless the file
+needs it. ``lmsav config check`` remains the validator of the whole file.
+
+qmail starts the wrapper as its own users (qmaild, with whatever HOME tcpserver kept), never at
+a terminal: such a process uses the system layout of lmsav.paths, so the file is
+/etc/lmsav/lmsav.toml unless $LMSAV_CONFIG names another. Only a person running it at a
+terminal gets the full rule of lmsav.paths (imported then, not on the per-message path).
 """
 
 import os
+
+from .. import plaintoml
 
 ENV_CONFIG = "LMSAV_CONFIG"
 SYSTEM_CONFIG = "/etc/lmsav/lmsav.toml"
@@ -50,9 +53,33 @@ class QmailSettings:
 
 
 def config_file(env) -> str:
-    """$LMSAV_CONFIG, else the system file: the wrapper runs as qmail's users, whose own
-    (XDG) configuration is never the one the administrator means."""
-    return env.get(ENV_CONFIG) or SYSTEM_CONFIG
+    """$LMSAV_CONFIG, else the file of the layout lmsav.paths picks for a process qmail started:
+    the system file, whatever the user and HOME (qmaild's own configuration is never the one
+    the administrator means)."""
+    if env.get(ENV_CONFIG):
+        return env[ENV_CONFIG]
+    if not _at_terminal():
+        return SYSTEM_CONFIG
+    return str(_paths().default_config_file(env))
+
+
+def default_run_dir(env) -> str:
+    """Where the daemon's socket is when the file does not say: /run/lmsav for qmail's users."""
+    if not _at_terminal():
+        return SYSTEM_RUN_DIR
+    return str(_paths().run_dir(env))
+
+
+def _paths():
+    from .. import paths
+
+    paths.mark_started_by_mta()
+    return paths
+
+
+def _at_terminal() -> bool:
+    """The test of lmsav.paths, without importing it."""
+    return any(os.isatty(fd) for fd in (0, 1, 2))
 
 
 def load(env=None) -> QmailSettings:
@@ -82,7 +109,7 @@ def load(env=None) -> QmailSettings:
                            q.get("custom_error", DEFAULTS["custom_error"]))
     s.timeout = _seconds(path, "qmail.timeout", q.get("timeout", DEFAULTS["timeout"]))
     sock = tables.get("daemon", {}).get("socket", "")
-    run_dir = tables.get("paths", {}).get("run_dir", "") or SYSTEM_RUN_DIR
+    run_dir = tables.get("paths", {}).get("run_dir", "") or default_run_dir(env)
     s.socket = _path(path, "daemon.socket", sock) if sock else \
         os.path.join(_path(path, "paths.run_dir", run_dir), "clamd.sock")
     # The environment of this connection.
@@ -110,92 +137,15 @@ def qmail_queue_only(env=None) -> str:
 # -- the reader ----------------------------------------------------------------------------------
 
 def read_tables(text: str, path: str) -> dict[str, dict]:
-    """The ``WANTED`` tables of a TOML document."""
-    fast = _read_plain(text)
-    if fast is not None:
-        return fast
-    import tomllib
-
+    """The ``WANTED`` tables of a TOML document (see lmsav.plaintoml)."""
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise SettingsError(f"{path}: invalid TOML: {err}") from None
-    out = {}
-    for name in WANTED:
-        table = doc.get(name, {})
-        if not isinstance(table, dict):
-            raise SettingsError(f"{path}: {name} = ...: expected a table [{name}]")
-        keys = NEEDED[name]
-        out[name] = {k: v for k, v in table.items() if keys is None or k in keys}
-    return out
+        return plaintoml.read_tables(text, path, NEEDED)
+    except plaintoml.TomlError as err:
+        raise SettingsError(str(err)) from None
 
 
 def _read_plain(text: str) -> dict[str, dict] | None:
-    """The tables when every line that matters is plain; None to ask tomllib."""
-    if '"""' in text or "'''" in text:
-        return None  # a multi-line string could hold lines that look like tables
-    out: dict[str, dict] = {name: {} for name in WANTED}
-    current = None  # the wanted table we are in, or None
-    keys = None
-    top = True
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] == "#":
-            continue
-        if line[0] == "[":
-            if line.startswith("[["):
-                current, top = None, False
-                continue
-            close = line.find("]")
-            if close < 0 or line[close + 1:].strip()[:1] not in ("", "#"):
-                return None
-            name = line[1:close].strip()
-            top = False
-            if "." in name or '"' in name or "'" in name:
-                if name.split(".")[0].strip(" \"'") in WANTED:
-                    return None  # [qmail.x] or ["qmail"]: let TOML decide
-                current = None
-                continue
-            current = out[name] if name in WANTED else None
-            keys = NEEDED.get(name)
-            continue
-        key, eq, value = line.partition("=")
-        key = key.strip()
-        if top and (key.split(".")[0].strip(" \"'") in WANTED or not eq):
-            return None  # qmail.timeout = … or qmail = {…} at the top level
-        if current is None:
-            continue
-        if not eq or not key.replace("_", "").isalnum():
-            return None
-        if keys is not None and key not in keys:
-            continue  # a single-line value of a key not needed here (multi-line ones fail above)
-        parsed = _plain_value(value.strip())
-        if parsed is _NOT_PLAIN:
-            return None
-        current[key] = parsed
-    return out
-
-
-_NOT_PLAIN = object()
-
-
-def _plain_value(value: str):
-    if value.startswith('"'):
-        close = value.find('"', 1)
-        if close < 0 or "\\" in value[:close]:
-            return _NOT_PLAIN
-        rest = value[close + 1:].strip()
-        return value[1:close] if not rest or rest[0] == "#" else _NOT_PLAIN
-    word = value.split("#", 1)[0].strip()
-    if word == "true":
-        return True
-    if word == "false":
-        return False
-    try:
-        return int(word) if word.isdigit() else float(word) if word.replace(".", "", 1).isdigit() \
-            else _NOT_PLAIN
-    except ValueError:
-        return _NOT_PLAIN
+    return plaintoml.read_plain(text, NEEDED)
 
 
 # -- values --------------------------------------------------------------------------------------

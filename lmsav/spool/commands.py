@@ -195,6 +195,31 @@ def release_cmd(ctx, entry_ids):
     _each(ctx, entry_ids, _spool(ctx).release, "released")
 
 
+@spool.command("check")
+@click.option("--user", "pipe_user", metavar="NAME",
+              help="The account the MTA runs `lmsav enqueue` as (Postfix's pipe user=, Exim's "
+                   "transport user), when it is not the service user.")
+@click.pass_context
+def check_cmd(ctx, pipe_user):
+    """Check the owners and modes of the spool and of the other directories the mail path
+    shares, and print the commands that fix what is wrong (exit 1 then)."""
+    from . import permissions
+
+    settings = load_settings(ctx)
+    who = permissions.owner(settings)
+    click.echo(f"wanted: owner {who.spec}, mode {permissions.DIR_MODE:04o} (see lmsav.toml(5))")
+    findings = permissions.check(settings, who, pipe_user)
+    for finding in findings:
+        click.echo(f"{finding.path}: {finding.problem or 'ok'}")
+    fixes = [command for finding in findings if finding.problem for command in finding.fixes]
+    if fixes:
+        click.echo("To fix, run as root:")
+        for command in fixes:
+            click.echo(f"  {command}")
+    if any(finding.problem for finding in findings):
+        ctx.exit(1)
+
+
 @spool.command("delete")
 @click.argument("entry_ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_context

@@ -29,7 +29,8 @@ pipe transport.
   -f SENDER      envelope sender; "" (the default) for bounces
   -q QUEUE_ID    the MTA's queue id, kept for the logs
   --spool DIR    spool directory (default: $LMSAV_SPOOL, else [spool] dir of the configuration
-                 file, else <state_dir>/nqueue)
+                 file, else <state_dir>/nqueue; run by an MTA, without a terminal, that is
+                 /etc/lmsav/lmsav.toml and /var/lib/lmsav/nqueue whatever the user)
   -h, --help     show this help and exit
 
 Exit status: 0 once the message is on disk; 75 (EX_TEMPFAIL) on any failure, so the MTA keeps
@@ -120,13 +121,17 @@ def _spool_dir(cli_value: str | None) -> Path:
 
     Reads only those two keys, with the rules of lmsav.config (an absolute path, ``~``
     expanded, "" meaning the default), so the watcher and this command agree on the directory
-    without loading and validating the whole configuration for every message.
+    without loading and validating the whole configuration for every message. The MTA runs
+    this command as its pipe user, so the defaults are those of the system layout, like the
+    watcher's (lmsav.paths), not the pipe user's own.
     """
     if cli_value:
         return Path(cli_value)
     if os.environ.get(ENV_SPOOL):
         return Path(os.environ[ENV_SPOOL])
-    from .. import paths  # light: os and pathlib only
+    from .. import paths  # light: os, pwd and pathlib only
+
+    paths.mark_started_by_mta()
 
     explicit = os.environ.get(ENV_CONFIG)
     config_file = Path(explicit) if explicit else paths.default_config_file()

@@ -1,6 +1,6 @@
 """The nqueue/ spool: durable entries handed over by the MTA, claimed and finished by workers.
 
-Layout, in the style of Maildir (directories 0750, entry files 0640)::
+Layout, in the style of Maildir (directories 2770, entry files 0640)::
 
     <spool>/tmp/    entries being written; a file here is never an accepted message
     <spool>/new/    accepted entries waiting for a worker (or for their retry time)
@@ -19,6 +19,10 @@ all kept)::
 hex>``, which sorts by arrival. Once its metadata has been rewritten the name also carries a
 revision and the retry time, ``<id>,r<rev>,t<not_before in ms, rounded up>``, so ``pending()``
 finds what is due from one directory listing, without opening a file.
+
+The directories are shared by the MTA's pipe user, which writes ``tmp/`` and ``new/``, and the
+watcher: in the system layout they belong to the service user and its group, and the
+set-group-id bit keeps that group on what is created inside (see lmsav.spool.permissions).
 
 Moves:
 
@@ -59,7 +63,9 @@ SUBDIRS = ("tmp", "new", "work", "hold")
 STATES = ("new", "work", "hold")  # where an accepted entry can be
 
 MAGIC = b"LMSAVQ1 "
-DIR_MODE = 0o750
+# rwxrws---: the owner (the service user) and its group (an MTA's pipe user, qmail's users) write;
+# set-group-id, so what they create stays in the group.
+DIR_MODE = 0o2770
 FILE_MODE = 0o640
 
 MAX_ADDRESS = 998  # the longest line SMTP allows (RFC 5322 2.1.1)
@@ -170,7 +176,7 @@ class Spool:
     # -- setting up ------------------------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the root and its subdirectories (0750) if missing; existing ones are kept."""
+        """Create the root and its subdirectories (DIR_MODE) if missing; existing ones are kept."""
         try:
             created = _mkdir(self.root, parents=True)
             for name in SUBDIRS:
@@ -671,4 +677,7 @@ def _unlink_quietly(path: Path) -> None:
 
 
 def _reason(err: OSError) -> str:
-    return err.strerror or str(err)
+    reason = err.strerror or str(err)
+    if err.errno in (errno.EACCES, errno.EPERM):
+        reason += " (`lmsav spool check` shows the owners and modes the spool needs)"
+    return reason

@@ -49,14 +49,15 @@ from typing import Callable
 from ..durable import fsync_dir as _fsync_dir
 from ..mail.deliveries import Delivery, plan_deliveries
 from ..mail.raw import header_end
-from .queue import NAME_RE, Entry, Spool, SpoolError
+from . import permissions
+from .permissions import DELIVERED_DIR
+from .queue import DIR_MODE, NAME_RE, Entry, Spool, SpoolError
 from .reinject import ReinjectError, Reinjector, from_setting
 
 log = logging.getLogger("lmsav.spool")
 
 MAX_DELAY = 3600.0
 LOCK_NAME = "watch.lock"
-DELIVERED_DIR = "delivered"
 
 
 class WatcherError(Exception):
@@ -99,7 +100,7 @@ class DeliveredStore:
         return {k: list(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def save(self, entry_id: str, done: dict[str, list[str]]) -> None:
-        self.dir.mkdir(mode=0o750, exist_ok=True)
+        self.dir.mkdir(mode=DIR_MODE, exist_ok=True)
         tmp = self.dir / f".{entry_id}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
         try:
@@ -409,6 +410,7 @@ class Watcher:
         old_handlers = self._install_signals()
         try:
             try:
+                self._prepare_shared_dirs()
                 self.spool.ensure()
             except SpoolError as err:
                 raise WatcherError(str(err)) from None
@@ -428,6 +430,26 @@ class Watcher:
         log.info("stopped: %s", ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
                  or "nothing processed")
         return 0
+
+    def _prepare_shared_dirs(self) -> None:
+        """As root: create the directories the mail path shares with their owner and mode, so
+        the MTA's pipe user can write the spool; say what is wrong with existing ones."""
+        if os.geteuid() != 0:
+            return
+        who = permissions.owner(self.settings)
+        if who.uid is None:
+            log.warning("the service user %s does not exist: directories are created for root "
+                        "alone (`lmsav spool check` shows the fix)", who.user)
+            return
+        created, failed = permissions.prepare(self.settings, who)
+        for path in created:
+            log.info("created %s (%s, mode %04o)", path, who.spec, DIR_MODE)
+        for reason in failed:
+            log.warning("%s", reason)  # the spool's own failure stops the start just below
+        for finding in permissions.check(self.settings, who):
+            if finding.problem:
+                log.warning("%s: %s; fix: %s", finding.path, finding.problem,
+                            " && ".join(finding.fixes) or "see `lmsav spool check`")
 
     def _start(self, once: bool) -> None:
         try:

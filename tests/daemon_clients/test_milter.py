@@ -17,8 +17,8 @@ import pytest
 from tests.daemon_clients.conftest import give_to, make_root, need_root
 from tests.mta.conftest import (
     stop_process_group,
-    SENDER, Mailboxes, PrivatePostfix, build_message, free_port, infected_message, token,
-    wait_port,
+    SENDER, Mailboxes, PrivatePostfix, build_message, free_port, have_postfix, infected_message,
+    token, wait_port,
 )
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def postfix(request, daemon):
     need_root()
     if not os.path.exists(CLAMAV_MILTER):
         pytest.skip("clamav-milter is not installed (Debian package clamav-milter)")
-    if not shutil.which("postfix") and not os.path.exists("/usr/sbin/postfix"):
+    if not have_postfix():
         pytest.skip("Postfix is not installed (Debian package postfix)")
     root = make_root("milter")
     clamd = (f"unix:{daemon.socket}" if request.param == "unix"

@@ -77,6 +77,33 @@ AV_HEADERS = {"x-av-checked", "x-av-status", "x-av-threats"}
 
 WAIT = float(os.environ.get("LMSAV_MTA_WAIT", "60"))
 
+POSTFIX_SHARE = Path("/usr/share/postfix")  # the package's pristine files, whatever /etc holds
+
+
+def program(name: str) -> str:
+    """An MTA command by full path: /usr/sbin is not on an ordinary user's PATH."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") or name
+
+
+def have_postfix() -> bool:
+    """Postfix's programs and the package's template of master.cf are there."""
+    return os.path.isabs(program("postconf")) and (POSTFIX_SHARE / "master.cf.dist").is_file()
+
+
+def write_stock_postfix_config(etc: Path) -> None:
+    """main.cf and master.cf as the Debian package installs them on a fresh machine, from its
+    templates: tests never depend on (nor copy) the host's /etc/postfix."""
+    etc.mkdir(parents=True)
+    template = POSTFIX_SHARE / "main.cf.debian"
+    main = template.read_text() if template.is_file() else "compatibility_level = 3.6\n"
+    # What the package's postinst adds for an "Internet site" answered with defaults.
+    main += ("myhostname = mta.test\nalias_maps = hash:/etc/aliases\n"
+             "alias_database = hash:/etc/aliases\nmydestination = $myhostname, localhost\n"
+             "relayhost =\nmynetworks = 127.0.0.0/8\nmailbox_size_limit = 0\n"
+             "recipient_delimiter = +\ninet_interfaces = all\ninet_protocols = all\n")
+    (etc / "main.cf").write_text(main)
+    shutil.copyfile(POSTFIX_SHARE / "master.cf.dist", etc / "master.cf")
+
 
 # -- helpers shared by the tests ------------------------------------------------------------------
 
@@ -106,20 +133,25 @@ def lmsav_command() -> list[str]:
     return [sys.executable, "-c", shim]
 
 
-def enqueue_executable(root: Path, user: str) -> str:
+def enqueue_executable(root: Path, user: str, runs=None) -> str:
     """An lmsav the MTA's unprivileged ``user`` can run: the installed one if it can, else a
     wrapper running this checkout with the system Python (a virtual environment made from a
-    Python under /root is out of that user's reach)."""
-    account = pwd.getpwnam(user)
+    Python under /root is out of that user's reach). ``runs(command)``, if given, tells whether
+    ``command`` exits 0 run as that user (inside a tests.sysroot namespace, say)."""
 
-    def works(command: str) -> bool:
+    def as_user(command: list[str]) -> bool:
+        account = pwd.getpwnam(user)
         try:
-            proc = subprocess.run([command, "enqueue", "--help"], user=account.pw_uid,
-                                  group=account.pw_gid, extra_groups=[], capture_output=True,
-                                  cwd="/")
+            proc = subprocess.run(command, user=account.pw_uid, group=account.pw_gid,
+                                  extra_groups=[], capture_output=True, cwd="/")
         except OSError:
             return False
         return proc.returncode == 0
+
+    runs = runs or as_user
+
+    def works(command: str) -> bool:
+        return runs([command, "enqueue", "--help"])
 
     if works(LMSAV):
         return LMSAV
@@ -363,20 +395,24 @@ class PrivatePostfix:
 
     user = "nobody"  # runs `lmsav enqueue` (pipe refuses root and the postfix account)
 
-    def __init__(self, root: Path, smtp_port: int, mailboxes: Path):
+    def __init__(self, root: Path, smtp_port: int, mailboxes: Path, inside=None):
         self.root = root
         self.etc = root / "postfix"
         self.smtp_port = smtp_port
         self.mailboxes = mailboxes
         self.maillog = root / "maillog"
+        # How a Postfix command runs: as it is, or inside a tests.sysroot namespace.
+        self.inside = inside or (lambda command: command)
+
+    def run(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(self.inside([program(name), "-c", str(self.etc), *args]),
+                              check=check, capture_output=True, text=True)
 
     def postconf(self, *args: str) -> str:
-        return subprocess.run(["postconf", "-c", str(self.etc), *args], check=True,
-                              capture_output=True, text=True).stdout
+        return self.run("postconf", *args).stdout
 
     def configure(self) -> None:
-        shutil.copytree("/etc/postfix", self.etc,
-                        ignore=shutil.ignore_patterns("*.lmsav-*", "sasl"))
+        write_stock_postfix_config(self.etc)
         (self.root / "queue").mkdir()
         recipients = self.etc / "vmailbox"
         recipients.write_text("".join(f"{local}@{domain} {domain}/{local}/\n"
@@ -417,7 +453,7 @@ class PrivatePostfix:
         self.postconf("-F", "-e", "*/*/chroot = n")
 
     def postfix(self, *args: str) -> None:
-        subprocess.run(["postfix", "-c", str(self.etc), *args], check=True, capture_output=True)
+        self.run("postfix", *args)
 
     def start(self) -> None:
         self.postfix("start")
@@ -428,20 +464,19 @@ class PrivatePostfix:
 
     def stop(self) -> None:
         """Stop the instance and wait until its master and listeners are gone."""
-        subprocess.run(["postfix", "-c", str(self.etc), "stop"], capture_output=True)
+        self.run("postfix", "stop", check=False)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and subprocess.run(
-                ["postfix", "-c", str(self.etc), "status"], capture_output=True).returncode == 0:
+        while time.monotonic() < deadline and self.run("postfix", "status",
+                                                       check=False).returncode == 0:
             time.sleep(0.1)
         wait_port(self.smtp_port, up=False)
 
     def flush(self) -> None:
-        subprocess.run(["postqueue", "-c", str(self.etc), "-f"], check=True, capture_output=True)
+        self.run("postqueue", "-f")
 
     def queue(self) -> list[dict]:
         """The queue as postqueue -j lists it: one dict per message."""
-        out = subprocess.run(["postqueue", "-c", str(self.etc), "-j"], check=True,
-                             capture_output=True, text=True).stdout
+        out = self.run("postqueue", "-j").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def deferred_reasons(self) -> list[str]:
@@ -663,7 +698,7 @@ def _teardown(stack: Stack) -> None:
 def postfix_stack():
     """A private Postfix with lmsav behind it, running for the module's tests."""
     _need_root()
-    if not shutil.which("postfix") and not os.path.exists("/usr/sbin/postfix"):
+    if not have_postfix():
         pytest.skip("Postfix is not installed (Debian package postfix)")
     stack = _build_stack("postfix", PrivatePostfix)
     try:

@@ -27,19 +27,21 @@ from tests.mta.conftest import (
     attachment_names,
     build_message,
     full_spool,
+    have_postfix,
     infected_message,
     lmsav_cli,
     parsed,
+    program,
     run_setup,
     token,
     wait_port,
+    write_stock_postfix_config,
     zip_members,
 )
 
 pytestmark = pytest.mark.integration
 
-needs_postfix = pytest.mark.skipif(shutil.which("postconf") is None
-                                   and not os.path.exists("/usr/sbin/postconf"),
+needs_postfix = pytest.mark.skipif(not have_postfix(),
                                    reason="Postfix is not installed (Debian package postfix)")
 
 
@@ -56,18 +58,18 @@ def by_subject(messages: list[bytes], start: str) -> bytes:
     return found
 
 
-# -- lmsav setup postfix, on a copy of the system's configuration --------------------------------
+# -- lmsav setup postfix, on the configuration a fresh installation has ------------------------
 
 @pytest.fixture
 def postfix_copy(tmp_path) -> Path:
     etc = tmp_path / "postfix"
-    shutil.copytree("/etc/postfix", etc, ignore=shutil.ignore_patterns("*.lmsav-*", "sasl"))
+    write_stock_postfix_config(etc)
     return etc
 
 
 def postconf(etc: Path, *args: str) -> str:
-    return subprocess.run(["postconf", "-c", str(etc), *args], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run([program("postconf"), "-c", str(etc), *args], check=True,
+                          capture_output=True, text=True).stdout
 
 
 def backups(etc: Path) -> list[str]:
@@ -299,7 +301,7 @@ def test_reinjection_failing_for_a_while_delays_but_loses_nothing(postfix_stack)
     # too, and every new one is refused.
     service = f"127.0.0.1:{stack.reinject_port}/inet"
     stack.mta.stop()
-    subprocess.run(["postconf", "-c", str(stack.mta.etc), "-M#", service], check=True)
+    stack.mta.postconf("-M#", service)
     stack.mta.start()
     wait_port(stack.reinject_port, up=False)
     tok = token()

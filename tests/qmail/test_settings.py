@@ -86,10 +86,25 @@ def test_load_with_file_and_environment(tmp_path):
 
 
 def test_without_any_file_the_system_defaults_apply(tmp_path, monkeypatch):
+    monkeypatch.setattr(settings, "_at_terminal", lambda: False)  # as qmail starts it
     monkeypatch.setattr(settings, "SYSTEM_CONFIG", str(tmp_path / "absent.toml"))
-    s = settings.load({})
+    s = settings.load({"HOME": "/root"})
+    assert s.config_file == str(tmp_path / "absent.toml")
     assert s.qmail_queue == "/var/qmail/bin/qmail-queue"
     assert s.socket == "/run/lmsav/clamd.sock"
+
+
+def test_a_person_at_a_terminal_gets_the_rule_of_lmsav_paths(tmp_path, monkeypatch):
+    """qmail never runs the wrapper at a terminal; a person trying it there gets their own
+    configuration and socket, as every other lmsav command gives them."""
+    monkeypatch.setattr(settings, "_at_terminal", lambda: True)
+    monkeypatch.setattr(paths, "_at_terminal", lambda: True)
+    monkeypatch.setattr(paths, "_started_by_mta", False)  # the wrapper sets it: undone after
+    monkeypatch.setattr(paths, "layout", lambda env=None, euid=None: paths.PERSONAL)
+    env = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    s = settings.load(env)
+    assert s.config_file == str(tmp_path / ".config" / "lmsav" / "lmsav.toml")
+    assert s.socket == str(tmp_path / "run" / "lmsav" / "clamd.sock")
 
 
 @pytest.mark.parametrize("text, key", [

@@ -26,6 +26,9 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.delenv("LMSAV_SPOOL", raising=False)
     monkeypatch.setenv("LMSAV_CONFIG", str(tmp_path / "no-such-config.toml"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # `lmsav enqueue` marks its process as started by an MTA; in-process runs must not leave
+    # that mark on the tests that follow.
+    monkeypatch.setattr("lmsav.paths._started_by_mta", False)
 
 
 def feed(monkeypatch, data: bytes | io.RawIOBase) -> None:

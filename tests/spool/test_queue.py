@@ -50,9 +50,10 @@ def test_ensure_creates_the_four_directories_and_is_idempotent(tmp_path):
     spool.ensure()
     spool.ensure()
     assert sorted(os.listdir(spool.root)) == sorted(SUBDIRS)
+    # rwxrws---: the MTA's pipe user and the watcher share them through the group.
     for name in SUBDIRS:
-        assert stat.S_IMODE(os.stat(spool.root / name).st_mode) == 0o750
-    assert stat.S_IMODE(os.stat(spool.root).st_mode) == 0o750
+        assert stat.S_IMODE(os.stat(spool.root / name).st_mode) == 0o2770
+    assert stat.S_IMODE(os.stat(spool.root).st_mode) == 0o2770
 
 
 def test_ensure_under_a_regular_file_is_a_spool_error(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,10 +87,13 @@ def test_pua_files_are_off_as_in_clamav(tmp_path):
 def test_cache_path_falls_back_when_directory_not_writable(tmp_path, monkeypatch):
     from lmsav.scanner.signatures import database as dbmod
 
+    from lmsav import paths
+
     db_dir = write_db(tmp_path / "db", {"a.ndb": NDB})
-    monkeypatch.setattr(dbmod.os, "access", lambda p, mode: False)
-    monkeypatch.setattr(dbmod.os, "geteuid", lambda: 1000)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    real_access = os.access
+    monkeypatch.setattr(dbmod.os, "access",
+                        lambda p, mode: Path(p) != db_dir and real_access(p, mode))
+    monkeypatch.setattr(paths, "cache_dir", lambda: tmp_path / "cache" / "lmsav")
     path = dbmod.default_cache_path(db_dir)
     assert path.parent == tmp_path / "cache" / "lmsav"
     db = Database.load(db_dir, cache_path=path)
