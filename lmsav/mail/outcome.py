@@ -111,7 +111,9 @@ def append_stats(stats_dir: Path, record: dict) -> Path:
     # Addresses may carry bytes that are not UTF-8 (kept as surrogates): written escaped.
     line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
         "utf-8", "backslashreplace")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    # Group-writable: the day's file is shared by the watcher (root), enqueue and qmail's
+    # users, all in the service group (the directory is setgid 2770, see spool/permissions).
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o660)
     try:
         os.write(fd, line)
     finally:
