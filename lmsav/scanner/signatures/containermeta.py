@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from .errors import SignatureError
 from .filetypes import KNOWN_TYPES
 from .levels import skip_reason
+from .subject import MAIL_LINKS_ONLY, MAIL_UNREAD
+
+NOT_DESCRIBED = frozenset({MAIL_LINKS_ONLY, MAIL_UNREAD})
 
 ANY_TYPE = "CL_TYPE_ANY"
 # ClamAV keeps sizes as 32-bit unsigned numbers; all ones is its "any" marker.
@@ -510,7 +513,8 @@ class ContainerMetaMatcher:
 
     def match(self, subject) -> list[tuple[str, str]]:
         member = subject.member
-        if member is None or not self.count:
+        # Mail parts ClamAV reads only for their links, or never opens, it describes to no rule.
+        if member is None or member.mail_use in NOT_DESCRIBED or not self.count:
             return []
         container = subject.container
         candidates = self._rules_for(container)

@@ -214,7 +214,7 @@ def _view_of(subject, view) -> Subject:
     """A normalised form of ``subject`` to match: same place, the view's bytes and type."""
     ftype = "text-norm" if 7 in view.targets else "html-norm"
     return Subject(view.data, len(view.data), ftype, subject.clamav_type, subject.ancestry,
-                   subject.in_mail, subject.name)
+                   subject.in_mail, subject.name, subject.member, subject.container_size)
 
 
 class ContainerRefused(DatabaseError):

@@ -2,9 +2,11 @@
 
 .pdb and .gdb list the protected domains (``R:`` real:displayed regexes, ``H:`` displayed hosts)
 and URL hashes (``S:F:`` full hashes, ``S:W:`` allowed ones, ``S:P:`` host prefixes); .wdb lists
-allowed real/displayed pairs (``X:``/``Y:`` regexes, ``M:`` host pairs). Only the text parts of
-mail are checked, as ClamAV does: each link of an HTML part (``<a href>`` and the text shown for
-it, images, frames, areas, form actions) or, in a part without any, each URL written as text.
+allowed real/displayed pairs (``X:``/``Y:`` regexes, ``M:`` host pairs). Only the mail parts
+ClamAV looks at for links are checked — the mail handler marks them (``MemberMeta.mail_use``):
+text shown inline or a message that is text only, up to 100 KiB, never an attachment nor what an
+attached archive holds. Each link of the part (``<a href>`` and the text shown for it, images,
+frames, areas, form actions) is checked or, in a part without any, each URL written as text.
 A link is reported when its target's hash is listed, or when the text shown for it names a
 protected domain while the link leads to another domain and no allow entry covers the pair.
 """
@@ -19,8 +21,7 @@ from dataclasses import dataclass
 from . import htmlnorm, urls
 from .errors import SignatureError
 from .hashes import FUNCTIONALITY_LEVEL
-
-MAX_PART = 100 * 1024  # ClamAV does not look for links in larger mail parts
+from .subject import MAIL_LINKS, MAIL_LINKS_ONLY
 
 SPOOFED = "Heuristics.Phishing.Email.SpoofedDomain"
 SSL_SPOOF = "Heuristics.Phishing.Email.SSL-Spoof"
@@ -294,15 +295,13 @@ class PhishingChecker:
         return self._lists[name]
 
     def match(self, subject) -> list[tuple[str, str]]:
-        """(name, source) per suspicious link of a mail text part, in document order; ClamAV
-        stops at the first unless all matches are asked for."""
-        if not self.count or not subject.in_mail or subject.ftype not in ("html", "text"):
+        """(name, source) per suspicious link of a mail part ClamAV reads for links, in
+        document order; ClamAV stops at the first unless all matches are asked for."""
+        member = subject.member
+        if not self.count or member is None or \
+                member.mail_use not in (MAIL_LINKS, MAIL_LINKS_ONLY):
             return []
-        # ClamAV checks the text parts of a message as it parses it: not the files inside an
-        # attached archive, nor parts larger than MAX_PART.
-        if subject.ancestry and subject.ancestry[-1] != "CL_TYPE_MAIL":
-            return []
-        if subject.size > MAX_PART:
+        if subject.container != "CL_TYPE_MAIL":  # a part of the message itself, nothing deeper
             return []
         data = bytes(subject.data[:subject.size])
         links = htmlnorm.normalise(data, outputs=False, links=True).links

@@ -22,6 +22,13 @@ class MemberMeta:
     crc32: int | None = None
     encrypted: bool = False
     method: int | None = None  # compression method as the format numbers it
+    # Mail parts only: what ClamAV does with the part besides describing it (MAIL_* below).
+    mail_use: str = ""
+
+
+# MemberMeta.mail_use: ClamAV also checks the part's links for phishing; checks them but
+# describes the part to no .cdb rule; never reads the part (an attached message it skips).
+MAIL_LINKS, MAIL_LINKS_ONLY, MAIL_UNREAD = "links", "links-only", "unread"
 
 
 @dataclass(slots=True)

@@ -11,10 +11,11 @@ from email.message import EmailMessage
 import pytest
 
 from lmsav.scanner.containers import handler_for
-from lmsav.scanner.containers.mail import MailHandler
+from lmsav.scanner.containers.mail import LINKS_MAX_SIZE, MailHandler
 from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status
+from lmsav.scanner.signatures.subject import MAIL_LINKS, MAIL_LINKS_ONLY, MAIL_UNREAD
 from tests.conftest import EICAR
 from tests.scanner.containers.helpers import explode_with
 
@@ -153,6 +154,103 @@ def test_part_over_file_size_limit_is_reported_not_read():
     assert got["2:big.bin"].status == Status.ERROR
     assert got["2:big.bin"].reason == "limit: filesize 4096"
     assert got["1:part1.plain"].data == b"see attached\n"
+
+
+# -- how ClamAV reads each part (its .cdb record and whether its links are checked) ----------
+
+HEAD = b"From: a@example.org\nTo: b@example.org\nSubject: t\nMIME-Version: 1.0\n"
+
+
+def mixed(*parts: bytes) -> bytes:
+    body = b"".join(b"--B\n" + p + b"\n" for p in parts)
+    return HEAD + b'Content-Type: multipart/mixed; boundary="B"\n\n' + body + b"--B--\n"
+
+
+def metas(data: bytes) -> dict[str, tuple | None]:
+    """name -> (ClamAV's file name, size, link use) of each part, None when ClamAV skips it."""
+    return {c.name: c.meta and (c.meta.name, c.meta.size, c.meta.mail_use)
+            for c in explode(data)}
+
+
+def test_attachments_are_described_by_sanitised_name_and_decoded_size():
+    got = metas(mixed(
+        b"Content-Type: text/plain\n\nsee attached",
+        b'Content-Type: application/octet-stream; name="Invoice 2024.exe"\n'
+        b"Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(b"MZ" + bytes(98)),
+        b"Content-Type: application/pdf\nContent-Disposition: attachment; "
+        b"filename*=utf-8''r%C3%A9sum%C3%A9.pdf\nContent-Transfer-Encoding: base64\n\nJVBERg==",
+        b"Content-Type: application/pdf\nContent-Disposition: attachment\n"
+        b"Content-Transfer-Encoding: base64\n\nJVBERg=="))
+    assert got == {
+        # Text shown inline without an encoding is saved under a made-up name, with a line end.
+        "1:part1.plain": ("attachment", 13, ""),
+        "2:Invoice 2024.exe": ("Invoice_2024.exe", 100, ""),
+        "3:résumé.pdf": ("r__sum__.pdf", 4, ""),  # each byte of a non-ASCII letter is a '_'
+        "4:part4.pdf": ("unknown", 4, ""),  # an attachment without a name
+    }
+
+
+def test_clamav_keeps_the_first_argument_of_a_disposition_only():
+    got = metas(mixed(b"Content-Type: application/octet-stream\nContent-Disposition: "
+                      b"attachment; size=5; filename=x.exe\nContent-Transfer-Encoding: base64"
+                      b"\n\naGVsbG8="))
+    assert got == {"1:x.exe": ("unknown", 5, "")}
+
+
+def test_text_shown_inline_is_checked_for_links_attachments_are_not():
+    html = b"<a href='http://evil.example.net/'>www.paypal.com</a>"
+    got = metas(mixed(
+        b"Content-Type: text/html\n\n" + html,
+        b"Content-Type: text/html\nContent-Disposition: inline\n\n" + html,
+        b"Content-Type: text/html\nContent-Disposition: attachment; filename=o.html\n\n"
+        + html,
+        b"Content-Type: text/html\nContent-Disposition: form-data\n\n" + html,
+        b'Content-Type: text/html; name="n.html"\n\n' + html))
+    size = len(html) + 1
+    assert got == {
+        "1:part1.html": ("mixedtextportion", size, MAIL_LINKS),
+        "2:part2.html": ("unknown", size, MAIL_LINKS),
+        "3:o.html": ("o.html", size, ""),
+        "4:part4.html": None,  # a disposition ClamAV does not know: left alone
+        # Named text without an encoding is read as base64 by ClamAV (up to the first '='):
+        # no links to check.
+        "5:n.html": ("mixedtextportion", 4, ""),
+    }
+
+
+def test_a_message_that_is_text_only_has_its_links_checked_without_a_cdb_record():
+    got = metas(HEAD + b"Content-Type: text/html\n\n<p>offer</p>\n")
+    assert got == {"1:part1.html": ("textportion", 13, MAIL_LINKS_ONLY)}
+    got = metas(HEAD + b"Content-Type: text/html\nContent-Transfer-Encoding: base64\n\n"
+                + base64.encodebytes(b"<p>offer</p>\n"))
+    assert got == {"1:part1.html": ("textportion", 13, MAIL_LINKS)}
+
+
+def test_links_are_checked_up_to_100_kib_as_clamav_reads_the_part():
+    line = b"x" * 99 + b"\r\n"
+    lines = LINKS_MAX_SIZE // 100
+    fits = HEAD.replace(b"\n", b"\r\n") + b"Content-Type: text/html\r\n\r\n" + line * lines
+    # More bytes than the limit, but ClamAV counts one byte for each line end.
+    assert len(fits) > LINKS_MAX_SIZE
+    assert metas(fits)["1:part1.html"][1:] == (lines * 100, MAIL_LINKS_ONLY)
+    too_big = HEAD + b"Content-Type: text/html\n\n" + b"x" * LINKS_MAX_SIZE
+    assert metas(too_big) == {"1:part1.html": None}
+
+
+def test_attached_message_without_encoded_parts_is_not_read():
+    inner = HEAD + b"Content-Type: text/html\n\n<a href='http://e.example/'>x</a>"
+    got = explode(mixed(b"Content-Type: message/rfc822\n\n" + inner))
+    assert got[0].meta.mail_use == MAIL_UNREAD
+    attached = ScanObject("m.eml//1:part1.rfc822", data=got[0].data)
+    attached.member, attached.ancestry = got[0].meta, ("mail",)
+    assert [c.meta for c in explode_with(MailHandler(), attached)] == [None]
+    # With a transfer encoding inside, ClamAV reads it as a message of its own.
+    inner = inner.replace(b"\n\n", b"\nContent-Transfer-Encoding: quoted-printable\n\n", 1)
+    got = explode(mixed(b"Content-Type: message/rfc822\n\n" + inner))
+    assert got[0].meta is None
+    attached = ScanObject("m.eml//1:part1.rfc822", data=got[0].data)
+    attached.ancestry = ("mail",)
+    assert [c.meta.mail_use for c in explode_with(MailHandler(), attached)] == [MAIL_LINKS]
 
 
 # -- through the engine -------------------------------------------------------------------------

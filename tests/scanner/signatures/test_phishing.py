@@ -8,7 +8,12 @@ import pytest
 
 from lmsav.scanner.signatures import phishing, urls
 from lmsav.scanner.signatures.errors import SignatureError
-from lmsav.scanner.signatures.subject import Subject
+from lmsav.scanner.signatures.subject import (
+    MAIL_LINKS,
+    MAIL_LINKS_ONLY,
+    MemberMeta,
+    Subject,
+)
 
 PDB = "H:paypal.com\nR:.+\\.evilbank\\.net([/?].*)?:.+\\.mybank\\.com\n"
 WDB = "M:mail.paypal-partner.com:paypal.com\nX:.+\\.trusted\\.org([/?].*)?:.+\\.mybank\\.com\n"
@@ -25,9 +30,15 @@ def checker(pdb: str = PDB, wdb: str = WDB, gdb: str = "") -> phishing.PhishingC
     return phishing.PhishingChecker(lambda name: memoryview(sections.get(name, b"")))
 
 
-def mail_html(body: str, in_mail: bool = True, ftype: str = "html") -> Subject:
-    data = f"<html><body>{body}</body></html>".encode()
-    return Subject(data, len(data), ftype, in_mail=in_mail)
+def mail_part(data: bytes, ftype: str = "html", use: str = MAIL_LINKS) -> Subject:
+    """A part of a message as the mail handler describes it; ``use`` says whether ClamAV
+    reads its links."""
+    return Subject(data, len(data), ftype, "CL_TYPE_HTML", ("CL_TYPE_MAIL",), in_mail=True,
+                   member=MemberMeta(name="mixedtextportion", size=len(data), mail_use=use))
+
+
+def mail_html(body: str, **kw) -> Subject:
+    return mail_part(f"<html><body>{body}</body></html>".encode(), **kw)
 
 
 def names(chk, body: str, **kw) -> list[str]:
@@ -172,23 +183,23 @@ def test_plain_text_parts_are_checked_for_written_urls():
     gdb = f"S:F:{sha('malware.example.com/bad/path.html')}\n"
     chk = checker(pdb="", wdb="", gdb=gdb)
     text = b"Please see http://malware.example.com/bad/path.html today"
-    assert chk.match(Subject(text, len(text), "text", in_mail=True)) == [
-        (phishing.HASH_DEFAULT, "t.gdb")]
+    assert chk.match(mail_part(text, "text")) == [(phishing.HASH_DEFAULT, "t.gdb")]
     # As in ClamAV, "https:" URLs written as text are not picked up.
     text = b"Please see https://malware.example.com/bad/path.html today"
-    assert chk.match(Subject(text, len(text), "text", in_mail=True)) == []
+    assert chk.match(mail_part(text, "text")) == []
 
 
-def test_only_mail_parts_of_limited_size_are_checked():
+def test_only_the_parts_clamav_reads_for_links_are_checked():
     chk = checker()
     body = '<a href="http://evil.example.net/login">www.paypal.com</a>'
-    assert names(chk, body, in_mail=False) == []
-    assert names(chk, body, ftype="pdf") == []
-    big = mail_html(body + " " * phishing.MAX_PART)
-    assert chk.match(big) == []
+    assert names(chk, body) == [phishing.SPOOFED]
+    assert names(chk, body, use=MAIL_LINKS_ONLY) == [phishing.SPOOFED]
+    # Whatever the content looks like: ClamAV reads the part, not a file type.
+    assert names(chk, body, ftype="pdf") == [phishing.SPOOFED]
+    assert names(chk, body, use="") == []  # an attachment
+    page = f"<html><body>{body}</body></html>".encode()
+    assert chk.match(Subject(page, len(page), "html")) == []  # not a mail part
     part = mail_html(body)
-    part.ancestry = ("CL_TYPE_MAIL",)
-    assert [n for n, _ in chk.match(part)] == [phishing.SPOOFED]
     part.ancestry = ("CL_TYPE_MAIL", "CL_TYPE_ZIP")  # a page inside an attached archive
     assert chk.match(part) == []
 

@@ -1,4 +1,4 @@
-"""Differential test: phishing lists and mails with links through clamscan and PhishingChecker.
+"""Differential test: phishing lists and mails with links through clamscan and lmsav's engine.
 
 Mails carry generated links (protected domains shown for other targets, spaced-out and https
 display texts, titles, images, forms, escapes, user@host, hashed URLs, allowed pairs) and plain
@@ -8,7 +8,6 @@ fixed), so lmsav must report a file exactly when clamscan does, and report the n
 
 from __future__ import annotations
 
-import email
 import hashlib
 import random
 import shutil
@@ -17,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from lmsav.scanner.engine import Engine
 from lmsav.scanner.signatures import phishing
-from lmsav.scanner.signatures.subject import Subject
+from lmsav.scanner.signatures.database import Database
 
 pytestmark = [
     pytest.mark.integration,
@@ -135,26 +135,8 @@ def _write(directory: Path) -> list[Path]:
     return paths
 
 
-def _checker() -> phishing.PhishingChecker:
-    sigs = (phishing.parse_pdb(PDB, "t.pdb")[0] + phishing.parse_wdb(WDB, "t.wdb")[0]
-            + phishing.parse_gdb(GDB, "t.gdb")[0])
-    sections = phishing.compile_phishing(sigs)
-    return phishing.PhishingChecker(lambda name: memoryview(sections.get(name, b"")))
-
-
-def _lmsav(checker, path: Path) -> set[str]:
-    data = path.read_bytes()
-    if path.suffix != ".eml":
-        return {n for n, _ in checker.match(Subject(data, len(data), "html", in_mail=False))}
-    found = set()
-    for part in email.message_from_bytes(data).walk():
-        if part.get_content_maintype() != "text":
-            continue
-        payload = part.get_payload(decode=True) or b""
-        ftype = "html" if part.get_content_subtype() == "html" else "text"
-        found |= {n for n, _ in checker.match(Subject(payload, len(payload), ftype,
-                                                      in_mail=True))}
-    return found
+def _lmsav(engine: Engine, path: Path) -> set[str]:
+    return {threat.name for _, threat in engine.scan_path(path).threats}
 
 
 def _clamscan(db: Path, paths: list[Path]) -> dict[str, str | None]:
@@ -178,10 +160,10 @@ def test_phishing_verdicts_agree_with_clamscan(tmp_path):
     samples.mkdir()
     paths = _write(samples)
     theirs = _clamscan(db, paths)
-    checker = _checker()
+    engine = Engine(Database.load(db, cache_path=tmp_path / "c.lmsavc"))
     differences = []
     for path in paths:
-        mine = _lmsav(checker, path)
+        mine = _lmsav(engine, path)
         clam = theirs[path.name]
         if (clam is None) != (not mine) or (clam is not None and clam not in mine):
             differences.append((path.name, clam, sorted(mine)))
