@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..filetype import sniff
-from .mail import (
+from .mime import (
     Entity, _boundary, _decode, _filename, _maintype, leaf_entities, leaf_name, parse_entity,
 )
 
