@@ -148,6 +148,30 @@ def test_instream_and_fildes(daemon, files):
     assert result.status == "FOUND" and result.path.startswith("fd[")
 
 
+def test_instream_and_fildes_unpack_what_7z_reads(daemon, tmp_path):
+    # ARJ, CHM and deflate64 zips are unpacked by a 7z child process. It used to be given the
+    # worker's /proc/self/fd/N, a descriptor it does not have: "7z failed", so a milter or an
+    # Exim ACL deferred every such message.
+    for tool in ("7z", "arj"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "eicar.com").write_bytes(EICAR)
+    (src / "words.txt").write_bytes(b" ".join([b"alpha", b"beta", b"gamma"] * 2000))
+    quiet = {"check": True, "stdout": subprocess.DEVNULL, "cwd": src}
+    subprocess.run(["arj", "a", str(tmp_path / "e.arj"), "eicar.com"], **quiet)
+    subprocess.run(["7z", "a", "-bso0", "-tzip", "-mm=Deflate64", str(tmp_path / "e.zip"),
+                    "words.txt", "eicar.com"], **quiet)
+    for archive in (tmp_path / "e.arj", tmp_path / "e.zip"):
+        data = archive.read_bytes()
+        assert daemon.client.instream(data).line == "stream: Eicar-Test-Signature FOUND"
+        with open(archive, "rb") as fh:
+            result = daemon.client.fildes(fh)
+        assert result.status == "FOUND", (archive.name, result)
+    assert "7z failed" not in daemon.output()
+
+
 def test_oversize_stream_is_refused_and_closed(daemon):
     s = daemon.connect()
     s.sendall(b"zINSTREAM\0" + struct.pack(">I", 2 << 20))

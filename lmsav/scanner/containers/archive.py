@@ -5,19 +5,24 @@ from __future__ import annotations
 import ctypes
 import io
 import logging
+import os
+import shutil
+import zipfile
+import zlib
 from contextlib import contextmanager
 from typing import Iterator
 
-import libarchive.read
 from libarchive import ffi
+from libarchive.entry import ArchiveEntry
 from libarchive.exception import ArchiveError
 
-from ..filetype import sniff
+from ..filetype import EMBEDDED_WINDOW, locate
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject, Status
 from ..signatures.subject import MemberMeta
-from .base import Corrupted, Encrypted
+from .base import Corrupted, Encrypted, Unsupported
 from .sevenzip import explode_7z, zip_members, zip_needs_7z
+from .sfx import explode_embedded
 
 # Each sniffed type opens with its own libarchive readers only. Never "all": the mtree reader
 # would accept arbitrary text and open the files its lines name, outside the scan.
@@ -43,6 +48,23 @@ _entry_is_data_encrypted.restype = ctypes.c_int
 
 _AE_IFMT = 0o170000
 _AE_IFREG = 0o100000
+_AE_IFLNK = 0o120000
+_AE_IFDIR = 0o040000
+# Entry types that hold no data of their own; anything else (a mode no file has, 0o170000 from
+# external attributes 0xffffffff, or none at all) is read as a file.
+_NO_DATA = {
+    _AE_IFDIR: "directory",
+    _AE_IFLNK: "symbolic link",
+    0o020000: "character device",
+    0o060000: "block device",
+    0o010000: "fifo",
+    0o140000: "socket",
+}
+
+# Damage that makes libarchive give up on a header is retried with the next one (tar skips to
+# the next valid block, zip goes on with the central directory); this many failures in a row
+# end the archive.
+_MAX_HEADER_FAILURES = 4096
 
 
 class ArchiveHandler:
@@ -51,21 +73,70 @@ class ArchiveHandler:
     types = frozenset(_FORMATS)
 
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
-        ftype = sniff(obj.data, obj.size)
+        ftype, offset = locate(obj.data, obj.size)
         if ftype not in _FORMATS:
             raise Corrupted(f"not a readable archive (looks like {ftype})")
+        if offset:
+            # Behind other bytes: the archive is read on its own, from its first byte.
+            yield from explode_embedded(obj, ctx, ftype, offset)
+            return
         if ftype == "zip" and zip_needs_7z(obj):
             # libarchive cannot decode deflate64 (9) or implode (6) members; 7-Zip can.
             yield from explode_7z(obj, ctx, "zip")
             return
         listing = _Listing(ftype, obj)
+        read: set[str] = set()
         try:
-            yield from explode_members(obj, ctx, _FORMATS[ftype], packed=listing.packed,
-                                       describe=listing.describe)
-        except Corrupted:
+            damage = yield from read_members(
+                obj, ctx, _FORMATS[ftype], packed=listing.packed, describe=listing.describe,
+                unextracted=listing.zip_data if ftype == "zip" else None, read=read)
+            if damage:
+                damage = yield from _recover(obj, ctx, ftype, listing, read, damage)
             yield from listing.unread()
-            raise
-        yield from listing.unread()
+        finally:
+            listing.close()
+        _raise_for(damage)
+
+
+def _recover(obj: ScanObject, ctx: Context, ftype: str, listing: _Listing, read: set[str],
+             damage: _Damage) -> Iterator[Child]:
+    """The members libarchive did not reach because of damage, read another way; returns the
+    damage that remains to report."""
+    if ftype == "zip":
+        # A header libarchive cannot get past (a long link target, a broken local header)
+        # ends its reading; the central directory still lists what follows, and when
+        # zipfile reads all of that with the right CRCs, the archive was not damaged.
+        clean = yield from listing.zip_rest(ctx, read)
+        return _Damage() if clean and not damage.data else damage
+    if ftype in _RESCUED_BY_7Z:
+        # libarchive stops at a damaged 7z folder or RAR block; 7-Zip goes on with the
+        # members after it, as ClamAV does.
+        yield from _rescue_with_7z(obj, ctx, ftype, read)
+    elif ftype == "tar" and not read:
+        # libarchive gives up on a tar whose first header is damaged; the members after it
+        # are read from the next valid header, as tar and ClamAV read them.
+        resync = _next_tar_header(obj.data, obj.size)
+        if resync is not None:
+            yield from explode_embedded(obj, ctx, "tar", resync)
+    return damage
+
+
+_RESCUED_BY_7Z = frozenset({"7z", "rar"})
+
+
+def _rescue_with_7z(obj: ScanObject, ctx: Context, ftype: str, read: set[str]) -> Iterator[Child]:
+    """The members 7-Zip extracts from a damaged archive that libarchive did not reach."""
+    if shutil.which("7z") is None:
+        return
+    try:
+        for child in explode_7z(obj, ctx, ftype):
+            if child.name in read:
+                _discard(child)
+                continue
+            read.add(child.name)
+            yield child
+    except (Corrupted, Encrypted, Unsupported):
+        pass  # libarchive's account of the damage is the one reported
 
 
 def explode_members(
@@ -75,57 +146,193 @@ def explode_members(
     filters: tuple[str, ...] = (),
     name: str | None = None,
     packed: dict[str, int] | None = None,
-    describe=None,
 ) -> Iterator[Child]:
-    """Yield each regular member libarchive reads with exactly these filters and formats.
+    """Yield every member libarchive reads with exactly these filters and formats, then raise
+    Corrupted (or Encrypted, for encrypted headers) if any was damaged; see read_members."""
+    damage = yield from read_members(obj, ctx, formats, filters, name, packed)
+    _raise_for(damage)
+
+
+class _Damage:
+    """What libarchive reported while reading: at a header, or in a member's data."""
+
+    def __init__(self):
+        self.header: list[ArchiveError] = []
+        self.data: list[ArchiveError] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.header or self.data)
+
+    def first(self) -> ArchiveError:
+        return (self.data or self.header)[0]
+
+
+def _raise_for(damage: _Damage) -> None:
+    if not damage:
+        return
+    first = damage.first()
+    if _mentions_encryption(first) and "header" in _message(first).lower():
+        raise Encrypted(_message(first) or "encrypted headers")
+    raise Corrupted(_message(first) or "damaged archive")
+
+
+def read_members(
+    obj: ScanObject,
+    ctx: Context,
+    formats: tuple[str, ...],
+    filters: tuple[str, ...] = (),
+    name: str | None = None,
+    packed: dict[str, int] | None = None,
+    describe=None,
+    unextracted=None,
+    read: set[str] | None = None,
+) -> Iterator[Child]:
+    """Yield every member libarchive reads with exactly these filters and formats.
 
     ``name`` labels every member (a single-stream format stores none); ``packed`` gives the
-    compressed size of members the format records; ``describe(entry)``, called for every entry
-    in order, gives a member's MemberMeta. Encrypted members come back PROTECTED and encrypted
-    headers raise Encrypted; of libarchive's readers only zip, 7z and rar report either.
+    compressed size of members the format records; ``describe(entry, member)``, called for
+    every entry in order, gives a member's MemberMeta; ``unextracted(ctx, label)`` reads the
+    data of an entry libarchive gives none for although the archive stores some (a zip member
+    its external attributes call a directory, link or device): None, or the member and what
+    damage reading it found.
+
+    Damage never ends the reading early: what was read of a damaged member is yielded, the
+    next member is tried, and what libarchive reported comes back as the generator's value
+    (a _Damage), once everything readable has been yielded; ``read`` collects the names. A link
+    is scanned as its target; a device, fifo or data-less hard link comes back as a clean
+    member whose reason says it was not scanned. Encrypted members come back PROTECTED and
+    encrypted headers raise Encrypted; of libarchive's readers only zip, 7z and rar report
+    either.
     """
-    # Most formats record no member's compressed size where libarchive shows it; the whole
-    # archive's size bounds every member's, so the ratio limit still stops bombs.
-    whole = obj.size or None
-    packed = packed or {}
-    failure: ArchiveError | None = None
+    damage = _Damage()
+    read = set() if read is None else read
+    members = _Members(obj, ctx, name, packed or {}, describe, unextracted, damage)
     try:
-        with _reader(obj, filters, formats) as archive:
-            for entry in archive:
-                meta = describe(entry) if describe is not None else None
-                if not _is_regular(entry):
-                    continue
-                member = name or _entry_name(entry)
-                if _entry_is_data_encrypted(entry._entry_p) > 0:
-                    yield Child(
-                        member, status=Status.PROTECTED, reason="encrypted", size=entry.size,
-                        meta=meta,
-                    )
-                    continue
-                reader = _DataReader(archive._pointer)
-                child = ctx.member(
-                    member,
-                    reader.blocks(),
-                    declared_size=entry.size,
-                    packed_size=packed.get(member, whole),
-                )
+        with _reader(obj, filters, formats) as archive_p:
+            for entry in _entries(archive_p, damage.header, ctx):
+                child = members.read(archive_p, entry)
+                if child is not None:
+                    read.add(child.name)
+                    yield child
+    except ArchiveError as err:  # the archive could not even be opened
+        damage.header.append(err)
+    return damage
+
+
+class _Members:
+    """Turns each entry libarchive reads into the member it gives (see read_members)."""
+
+    def __init__(self, obj: ScanObject, ctx: Context, name: str | None, packed: dict[str, int],
+                 describe, unextracted, damage: _Damage):
+        self.ctx = ctx
+        self.name = name
+        self.packed = packed
+        # Most formats record no member's compressed size where libarchive shows it; the
+        # whole archive's size bounds every member's, so the ratio limit still stops bombs.
+        self.whole = obj.size or None
+        self.describe = describe
+        self.unextracted = unextracted
+        self.damage = damage
+
+    def read(self, archive_p, entry) -> Child | None:
+        member = self.name or _entry_name(entry)
+        mode = entry.filetype & _AE_IFMT
+        kind = _NO_DATA.get(mode)
+        if kind is None and entry.islnk and not entry.size:
+            kind = "hard link"  # its data is under the first name
+        elif kind is None and self.unextracted is not None and mode != _AE_IFREG:
+            kind = "file"  # a type libarchive reads no data for (attributes 0xffffffff)
+        if kind is not None:
+            child = _without_data(entry, kind, member, self.ctx, self.unextracted,
+                                  self.damage.data)
+            meta = self._meta(entry, child is not None)
+            if child is not None:
                 child.meta = meta
-                if reader.error is not None:
-                    if _mentions_encryption(reader.error) and not reader.produced:
-                        yield Child(member, status=Status.PROTECTED, reason="encrypted",
-                                    meta=meta)
-                        continue
-                    if reader.produced:
-                        yield child  # the readable part may still hold a detection
-                    failure = reader.error
-                    break
-                yield child
-    except ArchiveError as err:
-        failure = err
-    if failure is not None:
-        if _mentions_encryption(failure) and "header" in _message(failure).lower():
-            raise Encrypted(_message(failure) or "encrypted headers")
-        raise Corrupted(_message(failure) or "damaged archive")
+            return child
+        meta = self._meta(entry, True)
+        if _entry_is_data_encrypted(entry._entry_p) > 0:
+            return Child(member, status=Status.PROTECTED, reason="encrypted", size=entry.size,
+                         meta=meta)
+        reader = _DataReader(archive_p)
+        child = self.ctx.member(member, reader.blocks(), declared_size=entry.size,
+                                packed_size=self.packed.get(member, self.whole))
+        child.meta = meta
+        if reader.error is None:
+            return child
+        if _mentions_encryption(reader.error) and not reader.produced:
+            return Child(member, status=Status.PROTECTED, reason="encrypted", meta=meta)
+        self.damage.data.append(reader.error)
+        if self.unextracted is not None and child.status is None:
+            child = self._salvage(child, member, meta)
+        if not child.size and child.status is None:
+            reason = _message(reader.error) or "unreadable"
+            child = Child(member, status=Status.CORRUPTED, reason=f"corrupted: {reason}",
+                          meta=meta)
+        return child  # all that was read: a damaged member may still hold a detection
+
+    def _meta(self, entry, member: bool) -> MemberMeta | None:
+        return self.describe(entry, member) if self.describe is not None else None
+
+    def _salvage(self, child: Child, member: str, meta) -> Child:
+        """zipfile hands out a damaged member's readable start in smaller pieces than
+        libarchive: the longer reading is kept."""
+        found = self.unextracted(self.ctx, member)
+        if found is None:
+            return child
+        if (found[0].size or 0) > (child.size or 0):
+            _discard(child)
+            found[0].meta = meta
+            return found[0]
+        _discard(found[0])
+        return child
+
+
+def _entries(archive_p, damage: list[ArchiveError], ctx: Context) -> Iterator[ArchiveEntry]:
+    """Each entry's header; a header libarchive cannot read is noted in ``damage`` and the
+    next one tried, until libarchive says the archive cannot go on (ARCHIVE_FATAL)."""
+    failures = 0
+    while True:
+        entry = ArchiveEntry(archive_p)
+        try:
+            if ffi.read_next_header2(archive_p, entry._entry_p) == ffi.ARCHIVE_EOF:
+                return
+        except ArchiveError as err:
+            damage.append(err)
+            failures += 1
+            if err.retcode == ffi.ARCHIVE_FATAL or failures >= _MAX_HEADER_FAILURES:
+                return
+            ctx.check_time()
+            continue
+        failures = 0
+        yield entry
+
+
+def _discard(child: Child) -> None:
+    """Delete a member's spill file now (the scan's temp dir is removed at the end anyway)."""
+    if child.path is not None:
+        try:
+            os.unlink(child.path)
+        except OSError:
+            pass
+
+
+def _without_data(entry, kind: str, member: str, ctx: Context, unextracted,
+                  damage: list[ArchiveError]) -> Child | None:
+    """The member an entry of a type without data gives, or None for a directory."""
+    found = unextracted(ctx, member) if unextracted is not None else None
+    if found is not None:
+        child, problem = found  # the archive stores data for it: scanned like any file
+        if problem:
+            damage.append(ArchiveError(f"{problem}: {member}"))
+        return child
+    if kind == "symbolic link":
+        target = ffi.entry_symlink(entry._entry_p) or b""
+        return ctx.member(member, [target], declared_size=len(target))
+    if kind == "directory":
+        return None
+    if kind == "file":
+        return ctx.member(member, [], declared_size=0)  # it stores no data: an empty file
+    return Child(member, status=Status.CLEAN, reason=f"not scanned: {kind}")
 
 
 _buffer = None
@@ -144,8 +351,9 @@ def _read_buffer():
 class _DataReader:
     """Reads the current entry's data in blocks, keeping the error instead of raising it.
 
-    libarchive-c's ``get_blocks`` would slice a buffer with a negative ARCHIVE_WARN count; this
-    loop treats any negative return as damage and stops the member where the damage starts.
+    An ARCHIVE_WARN (a zip member's bad CRC) comes before the block it was found with, which
+    the next read still returns: reading goes on, so a damaged member is read to its end. An
+    ARCHIVE_FAILED or ARCHIVE_FATAL stops the member where the damage starts.
     """
 
     def __init__(self, archive_p):
@@ -155,17 +363,23 @@ class _DataReader:
 
     def blocks(self) -> Iterator[bytes]:
         buf = _read_buffer()
+        warnings = 0
         while True:
             try:
                 n = ffi.read_data(self.archive_p, buf, CHUNK)
             except ArchiveError as err:
-                self.error = err
+                self.error = self.error or err
                 return
             if n == 0:
                 return
             if n < 0:
-                self.error = ArchiveError(ffi._error_string(self.archive_p), retcode=n)
-                return
+                if self.error is None:
+                    self.error = ArchiveError(ffi._error_string(self.archive_p), retcode=n)
+                warnings += 1
+                if warnings > 2:
+                    return  # warnings without data between them: nothing more will come
+                continue
+            warnings = 0
             self.produced += n
             yield ctypes.string_at(buf, n)
 
@@ -184,20 +398,42 @@ def _reader(obj: ScanObject, filters: tuple[str, ...], formats: tuple[str, ...])
         else:
             buf = obj.data
             ffi.read_open_memory(archive_p, ctypes.cast(buf, ctypes.c_void_p), len(buf))
-        yield libarchive.read.ArchiveRead(archive_p)
+        yield archive_p
     finally:
         ffi.read_free(archive_p)
 
 
 def _is_regular(entry) -> bool:
-    ftype = entry.filetype & _AE_IFMT
-    if ftype == 0:
-        # ar (and some zips) store no file type; anything that is not a link is a file there.
-        return not entry.issym and not (entry.islnk and not entry.size)
-    if ftype != _AE_IFREG:
+    """A file as ClamAV counts members: not a directory, link or device."""
+    return _NO_DATA.get(entry.filetype & _AE_IFMT) is None and not (entry.islnk and not entry.size)
+
+
+_TAR_BLOCK = 512
+_USTAR_AT = 257  # where a POSIX or GNU tar header holds its "ustar" magic
+
+
+def _next_tar_header(data, size: int) -> int | None:
+    """The offset of the first tar header after the first block whose checksum is right,
+    looked for within the first EMBEDDED_WINDOW bytes."""
+    end = min(size, EMBEDDED_WINDOW)
+    at = data.find(b"ustar", _TAR_BLOCK + _USTAR_AT, end)
+    while at >= 0:
+        start = at - _USTAR_AT
+        if start % _TAR_BLOCK == 0 and start + _TAR_BLOCK <= size and \
+                _tar_checksum_ok(bytes(data[start:start + _TAR_BLOCK])):
+            return start
+        at = data.find(b"ustar", at + 1, end)
+    return None
+
+
+def _tar_checksum_ok(header: bytes) -> bool:
+    """The header's checksum field (octal) is the sum of its bytes, the field read as spaces."""
+    field = header[148:156].split(b"\0", 1)[0].strip()
+    try:
+        recorded = int(field, 8)
+    except ValueError:
         return False
-    # A hard link entry carries no data of its own (the data is under the first name).
-    return not (entry.islnk and not entry.size)
+    return recorded == sum(header[:148]) + 8 * 0x20 + sum(header[156:])
 
 
 def _entry_name(entry) -> str:
@@ -222,6 +458,7 @@ class _Listing:
 
     def __init__(self, ftype: str, obj: ScanObject):
         self.ftype = ftype
+        self.obj = obj
         self.position = 0
         self.encrypted = False
         recorded = zip_members(obj) if ftype == "zip" else _rar_members(obj) if ftype == "rar" \
@@ -229,13 +466,14 @@ class _Listing:
         self.recorded: dict[str, list[MemberMeta]] = {}
         self.packed: dict[str, int] = {}  # compressed sizes for the ratio limit
         for meta in reversed(recorded):
-            # Keyed as libarchive shows names: bytes that are not UTF-8 become U+FFFD.
-            label = meta.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            label = _label(meta.name)
             self.recorded.setdefault(label, []).append(meta)
             if meta.packed_size is not None:
                 self.packed[label] = meta.packed_size
         self.describe = self._by_name if ftype in ("zip", "rar") else \
             None if ftype == "ar" else self._by_order
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_infos: dict[str, list[zipfile.ZipInfo]] | None = None
 
     def unread(self) -> Iterator[Child]:
         """Directory records (and members libarchive never reached): metadata only, which
@@ -245,13 +483,69 @@ class _Listing:
                 yield Child(meta.name, meta=meta, meta_only=True)
         self.recorded = {}
 
-    def _by_name(self, entry) -> MemberMeta | None:
-        if not _is_regular(entry):
+    def zip_data(self, ctx: Context, label: str) -> tuple[Child, str | None] | None:
+        """A zip member libarchive passed over, read through zipfile, which ignores external
+        attributes as ClamAV does: (member, damage found) or None when it stores no data."""
+        if self._zip_infos is None:
+            self._open_zip()
+        # libarchive adds a "/" to the name of what it takes for a directory.
+        same = self._zip_infos.get(label) or self._zip_infos.get(label.removesuffix("/"))
+        if not same:
             return None
-        same = self.recorded.get(_entry_name(entry))
+        info = same.pop()
+        return self._read_zip(ctx, info) if info.compress_size else None
+
+    def zip_rest(self, ctx: Context, read: set[str]) -> Iterator[Child]:
+        """The members holding data that libarchive never reached, in directory order;
+        returns whether the directory was read and all of them came out undamaged."""
+        if self._zip_infos is None:
+            self._open_zip()
+        clean = self._zip is not None
+        for label, infos in self._zip_infos.items():
+            for info in reversed(infos):
+                if label in read or not info.compress_size:
+                    continue
+                read.add(label)
+                child, problem = self._read_zip(ctx, info)
+                clean = clean and problem is None and child.status is None
+                same = self.recorded.get(label)
+                child.meta = same.pop() if same else None
+                yield child
+        self._zip_infos = {}
+        return clean
+
+    def _read_zip(self, ctx: Context, info: zipfile.ZipInfo) -> tuple[Child, str | None]:
+        label = _zip_label(info)
+        if info.flag_bits & _ZIP_ENCRYPTED:
+            return Child(label, status=Status.PROTECTED, reason="encrypted"), None
+        problem: list[str] = []
+        child = ctx.member(label, _zip_blocks(self._zip, info, problem),
+                           declared_size=info.file_size, packed_size=info.compress_size)
+        return child, (problem[0] if problem else None)
+
+    def _open_zip(self) -> None:
+        self._zip_infos = {}
+        try:
+            source = self.obj.path if self.obj.path is not None else io.BytesIO(self.obj.data)
+            self._zip = zipfile.ZipFile(source)
+        except Exception:  # an unreadable directory: libarchive's reading stands alone
+            return
+        for info in reversed(self._zip.infolist()):
+            self._zip_infos.setdefault(_zip_label(info), []).append(info)
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def _by_name(self, entry, member: bool) -> MemberMeta | None:
+        if not member:
+            return None  # left for unread(): a directory record
+        name = _entry_name(entry)
+        same = self.recorded.get(name) or self.recorded.get(name.removesuffix("/"))
         return same.pop() if same else None
 
-    def _by_order(self, entry) -> MemberMeta | None:
+    def _by_order(self, entry, member: bool) -> MemberMeta | None:
         regular = _is_regular(entry)
         if regular or self.ftype != "tar":
             self.position += 1
@@ -269,6 +563,41 @@ class _Listing:
         elif self.ftype == "iso9660":
             name = name.rsplit("/", 1)[-1]  # ClamAV names ISO 9660 files without their folder
         return MemberMeta(name, self.position, None, entry.size, None, encrypted)
+
+
+_ZIP_UTF8 = 0x800  # general purpose flag: the name is UTF-8 (else code page 437)
+_ZIP_ENCRYPTED = 0x1
+
+
+def _label(name: str) -> str:
+    """A recorded name (bytes kept through surrogate escapes) as libarchive shows it: bytes
+    that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _zip_label(info: zipfile.ZipInfo) -> str:
+    """The member's stored name as libarchive shows it."""
+    encoding = "utf-8" if info.flag_bits & _ZIP_UTF8 else "cp437"
+    return _label(info.orig_filename.encode(encoding, "surrogateescape").decode(
+        "utf-8", "surrogateescape"))
+
+
+def _zip_blocks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, problem: list[str]):
+    """The member's data in blocks; damage goes to ``problem`` after all readable data."""
+    crc = 0
+    try:
+        with zf.open(info) as fh:
+            # zipfile checks the CRC while returning the last block and would drop that block
+            # on a mismatch; it is checked here instead, once everything was handed out.
+            fh._expected_crc = None
+            while block := fh.read(CHUNK):
+                crc = zlib.crc32(block, crc)
+                yield block
+    except Exception as err:  # zlib, bz2, lzma and zipfile each raise their own on damage
+        problem.append(f"{type(err).__name__}: {err}")
+        return
+    if crc != info.CRC:
+        problem.append(f"bad CRC {crc:#010x}, should be {info.CRC:#010x}")
 
 
 def _rar_members(obj: ScanObject) -> list[MemberMeta]:

@@ -20,8 +20,13 @@ from ..objects import Child, ScanObject, Status
 from .base import Corrupted
 
 # What olefile raises on hostile input: its own OleFileError (an OSError), and plain Python
-# errors from parsing code that trusts a field (a degenerate directory tree recurses deeply).
-_OLE_ERRORS = (OSError, ValueError, IndexError, KeyError, struct.error, RecursionError)
+# errors from parsing code that trusts a field (a degenerate directory tree recurses deeply,
+# a huge sector size overflows a read's length).
+_OLE_ERRORS = (OSError, ValueError, IndexError, KeyError, struct.error, RecursionError,
+               ArithmeticError, TypeError, AttributeError, MemoryError)
+
+# MS-CFB 2.2: the mini sector shift MUST be 6 (64-byte mini sectors) in every version.
+_MINI_SECTOR_SHIFT = 6
 
 # Root CLSIDs of Windows Installer packages, patches and transforms: their stream names are
 # packed two characters to one code point and read as CJK unless decoded.
@@ -56,7 +61,11 @@ class Ole2Handler:
             except _OLE_ERRORS as err:
                 raise Corrupted(f"unreadable OLE2: {err}") from None
             try:
-                yield from _Explosion(ole, obj.size, ctx).members()
+                try:
+                    explosion = _Explosion(ole, obj.size, ctx)
+                except _OLE_ERRORS as err:
+                    raise Corrupted(f"unreadable OLE2 directory: {err}") from None
+                yield from explosion.members()
             finally:
                 ole.close()
 
@@ -69,6 +78,12 @@ class _Explosion:
         self.file_size = file_size
         self.ctx = ctx
         self.damage: list[str] = []
+        if ole.mini_sector_shift != _MINI_SECTOR_SHIFT:
+            # Any other value is damage (one flipped bit makes the sectors exabytes long);
+            # read with the only size the format allows, so the small streams still come out.
+            self.damage.append(f"mini sector shift {ole.mini_sector_shift}, read as 6")
+            ole.mini_sector_shift = _MINI_SECTOR_SHIFT
+            ole.mini_sector_size = ole.minisectorsize = 1 << _MINI_SECTOR_SHIFT
         try:
             clsid = ole.root.clsid or ""
         except AttributeError:
@@ -122,7 +137,8 @@ class _Explosion:
             issues = len(self.ole.parsing_issues)
             data = self.ole.openstream(path).read()
         except _OLE_ERRORS as err:
-            self.damage.append(f"{self.label(path)}: {err}")
+            # One stream's damage: the others are still read.
+            self.damage.append(f"{self.label(path)}: {type(err).__name__}: {err}")
             return None
         for _, message in self.ole.parsing_issues[issues:]:
             self.damage.append(f"{self.label(path)}: {message}")

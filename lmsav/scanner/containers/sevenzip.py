@@ -14,13 +14,15 @@ import subprocess
 import tempfile
 import time
 import zipfile
+from contextlib import contextmanager
 from typing import Iterator
 
-from ..filetype import sniff
+from ..filetype import locate
 from ..limits import Context, LimitExceeded
 from ..objects import Child, ScanObject, Status
 from ..signatures.subject import MemberMeta
 from .base import Corrupted, Encrypted, Unsupported
+from .sfx import explode_embedded
 
 # Zip compression methods libarchive cannot decode and 7-Zip can.
 _ZIP_METHODS_FOR_7Z = frozenset({6, 9})  # implode, deflate64
@@ -44,7 +46,12 @@ class SevenZipHandler:
     types = frozenset({"arj", "chm"})
 
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
-        yield from explode_7z(obj, ctx, sniff(obj.data, obj.size))
+        ftype, offset = locate(obj.data, obj.size)
+        if offset:
+            # Behind other bytes: the archive is read on its own, from its first byte.
+            yield from explode_embedded(obj, ctx, ftype, offset)
+            return
+        yield from explode_7z(obj, ctx, ftype)
 
 
 def zip_needs_7z(obj: ScanObject) -> bool:
@@ -90,10 +97,15 @@ def explode_7z(obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
     version = _version(exe)
     if version < _MIN_VERSION:
         raise Unsupported(f"{label}: 7z {version} writes through archive links; need 7-Zip 22+")
-    source, spilled = _source_file(obj, ctx)
+    with _input(obj, ctx) as fd:
+        yield from _extract(exe, fd, obj, ctx, label)
+
+
+def _extract(exe: str, fd: int, obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
+    source = f"/proc/self/fd/{fd}"  # as 7z, which inherits the descriptor, opens it
     outdir = ctx.new_extract_dir()
     try:
-        errors = _run_7z(exe, source, outdir, ctx)
+        errors = _run_7z(exe, source, outdir, ctx, fd)
         archive_err = _archive_error(errors)
         if archive_err == "failed":
             raise RuntimeError(f"7z failed: {' '.join(errors.split())[:200]}")
@@ -102,8 +114,8 @@ def explode_7z(obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
         if archive_err == "unreadable":
             raise Corrupted(f"not a readable {label} archive")
         per_item = _item_errors(errors, outdir)
-        encrypted = _encrypted_members(exe, source) if per_item else set()
-        described = _described(label, obj, exe, source)
+        encrypted = _encrypted_members(exe, source, fd) if per_item else set()
+        described = _described(label, obj, exe, source, fd)
         failure = archive_err
         seen: set[str] = set()
         for rel, path in _regular_files(outdir):
@@ -135,8 +147,6 @@ def explode_7z(obj: ScanObject, ctx: Context, label: str) -> Iterator[Child]:
             raise Corrupted(failure)
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
-        if spilled:
-            os.unlink(source)
 
 
 @functools.lru_cache(maxsize=4)
@@ -153,17 +163,29 @@ def _version(exe: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def _source_file(obj: ScanObject, ctx: Context) -> tuple[str, bool]:
-    """A file 7z can open: the object's own file, or its bytes written into the temp dir."""
+@contextmanager
+def _input(obj: ScanObject, ctx: Context) -> Iterator[int]:
+    """A descriptor of the input for 7z to inherit: the object's own file, or its bytes written
+    into the temp dir and unlinked at once. A descriptor, not a path, because the path may be
+    readable by this process alone (/proc/self/fd/N of a descriptor a daemon client passed)."""
     if obj.path is not None:
-        return os.path.abspath(obj.path), False
-    fd, path = tempfile.mkstemp(prefix="in", dir=ctx.tmpdir)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(obj.data)
-    return path, True
+        fd = os.open(obj.path, os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        fd, path = tempfile.mkstemp(prefix="in", dir=ctx.tmpdir)
+        try:
+            os.unlink(path)
+            with os.fdopen(os.dup(fd), "wb") as fh:
+                fh.write(obj.data)
+        except BaseException:
+            os.close(fd)
+            raise
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
-def _run_7z(exe: str, source: str, outdir: str, ctx: Context) -> str:
+def _run_7z(exe: str, source: str, outdir: str, ctx: Context, fd: int) -> str:
     """Run the extraction within the scan's time and size budget; return 7z's error text."""
     lim = ctx.limits
     file_cap = lim.max_file_size + 1 if lim.max_file_size else resource.RLIM_INFINITY
@@ -186,7 +208,7 @@ def _run_7z(exe: str, source: str, outdir: str, ctx: Context) -> str:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": outdir},
-                cwd=outdir, close_fds=True, preexec_fn=confine,
+                cwd=outdir, close_fds=True, pass_fds=(fd,), preexec_fn=confine,
             )
             try:
                 _wait(proc, outdir, ctx, budget)
@@ -240,19 +262,19 @@ def _item_errors(errors: str, outdir: str) -> dict[str, str]:
     return found
 
 
-def _encrypted_members(exe: str, source: str) -> set[str]:
+def _encrypted_members(exe: str, source: str, fd: int) -> set[str]:
     """Members the listing flags "Encrypted = +"; asked only once extraction reported errors."""
-    return {item["Path"] for item in _listing(exe, source)
+    return {item["Path"] for item in _listing(exe, source, fd)
             if item.get("Encrypted") == "+" and "Path" in item}
 
 
-def _listing(exe: str, source: str) -> list[dict[str, str]]:
+def _listing(exe: str, source: str, fd: int) -> list[dict[str, str]]:
     """7z's technical listing: one dict of "Key = value" fields per item, in archive order."""
     try:
         proc = subprocess.run(
             [exe, "l", "-slt", "-ba", "-p-", "-sccUTF-8", "--", source],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
-            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}, pass_fds=(fd,),
         )
     except subprocess.TimeoutExpired:
         return []
@@ -268,7 +290,8 @@ def _listing(exe: str, source: str) -> list[dict[str, str]]:
     return items
 
 
-def _described(label: str, obj: ScanObject, exe: str, source: str) -> dict[str, MemberMeta]:
+def _described(label: str, obj: ScanObject, exe: str, source: str,
+               fd: int) -> dict[str, MemberMeta]:
     """Member path -> how the archive describes it, for .cdb rules (zip and ARJ; ClamAV's
     CHM view numbers names 7-Zip does not list the same way, so CHM members carry none)."""
     if label == "zip":
@@ -276,7 +299,7 @@ def _described(label: str, obj: ScanObject, exe: str, source: str) -> dict[str, 
     if label != "arj":
         return {}
     found: dict[str, MemberMeta] = {}
-    for position, item in enumerate(_listing(exe, source), 1):
+    for position, item in enumerate(_listing(exe, source, fd), 1):
         path = item.get("Path", "")
         if item.get("Folder") == "+" or path in found:
             continue

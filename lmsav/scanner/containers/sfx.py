@@ -1,12 +1,23 @@
-"""Finds a zip, rar, 7z or cab archive appended to an executable (self-extracting archives)."""
+"""Archives after other bytes: appended to an executable (self-extractors), or behind junk.
+
+An archive found after text or data of no known type (``filetype.locate`` gives its offset)
+becomes two members: ``prefix``, the bytes before it, when they are text (which may carry
+encoded files), and ``embedded.<type>``, the archive from its first byte.
+"""
 
 from __future__ import annotations
 
 import struct
 from typing import Iterator
 
+from ..filetype import sniff
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject
+
+# How many leading bytes tell whether the bytes before an archive are worth a scan of their own,
+# and the types that are: text, which can carry encoded files its handlers decode.
+_PREFIX_HEAD = 4096
+_TEXT = frozenset({"text", "html"})
 
 # Magic → the child's name; the child is sniffed again and goes to the archive handler.
 _ARCHIVES: tuple[tuple[bytes, str], ...] = (
@@ -34,12 +45,23 @@ class SfxHandler:
         if found is None:
             return
         offset, name = found
-        view = memoryview(data)
-        try:
-            blocks = (bytes(view[i:i + CHUNK]) for i in range(offset, size, CHUNK))
-            yield ctx.member(name, blocks, declared_size=size - offset)
-        finally:
-            view.release()
+        yield _slice(ctx, name, data, offset, size)
+
+
+def explode_embedded(obj: ScanObject, ctx: Context, ftype: str, offset: int) -> Iterator[Child]:
+    """The bytes before an archive that starts at ``offset`` (when they are text), then the
+    archive itself, each a member scanned on its own."""
+    data = obj.data
+    if sniff(bytes(data[:min(offset, _PREFIX_HEAD)])) in _TEXT:
+        yield _slice(ctx, "prefix", data, 0, offset)
+    yield _slice(ctx, f"embedded.{ftype}", data, offset, obj.size)
+
+
+def _slice(ctx: Context, name: str, data, start: int, stop: int) -> Child:
+    """``data[start:stop]`` read into a member block by block (it may be a large mmap)."""
+    with memoryview(data) as view:
+        blocks = (bytes(view[i:min(i + CHUNK, stop)]) for i in range(start, stop, CHUNK))
+        return ctx.member(name, blocks, declared_size=stop - start)
 
 
 def _overlay_start(data, size: int) -> int:

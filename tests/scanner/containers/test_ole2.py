@@ -6,7 +6,9 @@ import shutil
 import struct
 import subprocess
 import uuid
+from pathlib import Path
 
+import olefile
 import pytest
 
 from lmsav.scanner.containers import Corrupted
@@ -15,7 +17,7 @@ from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject, Status
 from tests.conftest import BODY_SAMPLE, EICAR, md5_line, write_db
-from tests.scanner.containers.helpers import clamscan_threats, explode_with
+from tests.scanner.containers.helpers import clamscan_threats, explode_until, explode_with
 
 # -- a minimal compound file writer (olefile only reads) -------------------------------------------
 #
@@ -468,6 +470,54 @@ def test_fat_loop_with_a_huge_declared_size_is_corrupted_not_inflated():
                                            Context(Limits())):
             got.append(child)
     assert [(c.name, c.data) for c in got] == [("other", b"o" * 5000)]
+
+
+def test_wrong_mini_sector_shift_still_gives_every_stream(engine):
+    # Found by fuzzing: one byte (header byte 32, the mini sector shift, 0x06 -> 0x84) made
+    # olefile raise OverflowError on the first small stream, the document became ERROR and
+    # no stream after it was extracted.
+    data = bytearray(build_cfb({"WordDocument": word_fib(), "pkg": EICAR, "big": b"B" * 9000}))
+    assert data[32] == 0x06
+    data[32] = 0x84
+    got, message = explode_until(Corrupted, Ole2Handler(), ScanObject("f.doc", data=bytes(data)))
+    assert {c.name: c.data for c in got} == {
+        "WordDocument": word_fib(), "pkg": EICAR, "big": b"B" * 9000}
+    assert "mini sector shift 132" in message
+    verdict = engine.scan_bytes(bytes(data), "f.doc")
+    assert [(p, t.name) for p, t in verdict.threats] == [("f.doc//pkg", "Eicar-Test-Signature")]
+    assert verdict.root.status == Status.CORRUPTED
+
+
+@pytest.mark.integration
+def test_wrong_mini_sector_shift_lmsav_finds_what_clamscan_finds(engine, tmp_path):
+    if shutil.which("clamscan") is None:
+        pytest.skip("clamscan not installed")
+    from lmsav import paths
+
+    data = bytearray(build_cfb({"WordDocument": word_fib(), "pkg": EICAR, "big": b"B" * 9000}))
+    data[32] = 0x84
+    path = tmp_path / "f.doc"
+    path.write_bytes(data)
+    clam = clamscan_threats(Path(paths.bundled_database_dir()), path)
+    ours = {t.name for _, t in engine.scan_path(path, "f.doc").threats}
+    assert clam <= ours and ours == {"Eicar-Test-Signature"}
+
+
+def test_a_stream_olefile_fails_on_does_not_stop_the_others(monkeypatch):
+    # Whatever olefile raises on one stream (here the OverflowError fuzzing found), the
+    # streams after it are still extracted and the document is reported CORRUPTED.
+    real = olefile.OleFileIO.openstream
+
+    def failing(self, path):
+        if path == ["first"]:
+            raise OverflowError("cannot fit 'int' into an index-sized integer")
+        return real(self, path)
+
+    monkeypatch.setattr(olefile.OleFileIO, "openstream", failing)
+    data = build_cfb({"first": b"A" * 5000, "second": EICAR, "third": b"C" * 100})
+    got, message = explode_until(Corrupted, Ole2Handler(), ScanObject("f.doc", data=data))
+    assert {c.name: c.data for c in got} == {"second": EICAR, "third": b"C" * 100}
+    assert "first: OverflowError" in message
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -67,8 +67,13 @@ def tar_with_links(canary) -> bytes:
 def test_tar_names_and_links(bundled, tmp_path, canary):
     verdict = scan_in_jail(bundled, tmp_path, tar_with_links(canary), "t.tar")
     assert verdict.status == Status.CLEAN
-    names = {c.path.split("//", 1)[1] for c in verdict.root.children}
-    assert names == {"../escaped.txt", "/tmp/escaped-abs.txt", "ok.txt"}
+    got = {c.path.split("//", 1)[1]: c for c in verdict.root.children}
+    assert set(got) == {"../escaped.txt", "/tmp/escaped-abs.txt", "ok.txt", "sym.com",
+                        "hard.com"}
+    # Links are never followed: a symbolic link is scanned as its target's name, a hard link
+    # to a file outside the archive is listed as not scanned.
+    assert got["sym.com"].size == len(str(canary))
+    assert got["hard.com"].reason == "not scanned: hard link"
     assert not os.path.exists("/tmp/escaped-abs.txt")
 
 
