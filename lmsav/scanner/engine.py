@@ -115,8 +115,9 @@ class Engine:
                 if child.meta_only:
                     self._judge_meta(obj, child, ancestry, res)
                     continue
-                count += 1
-                ctx.check_files(count)
+                if child.status is None:  # a member reported without data costs no scan
+                    count += 1
+                    ctx.check_files(count)
                 res.children.append(self._scan_child(obj, child, ctx, ancestry))
                 ctx.check_time()
         except Encrypted as err:

@@ -104,6 +104,25 @@ def test_files_per_container_limit(bundled):
     assert len(verdict.root.children) == 5
 
 
+def test_members_without_data_do_not_use_up_the_files_limit(bundled):
+    # Devices and fifos are reported (never silently dropped) but cost no scan: ten of them in
+    # front must not push the EICAR behind them past a limit of two scanned members.
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for i in range(10):
+            info = tarfile.TarInfo(f"fifo{i}")
+            info.type = tarfile.FIFOTYPE
+            tar.addfile(info)
+        for name, data in (("a.txt", b"clean"), ("eicar.com", EICAR)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    verdict = Engine(bundled, Limits(max_files=2)).scan_bytes(out.getvalue(), "t.tar")
+    assert verdict.status == Status.INFECTED
+    assert [t.name for _, t in verdict.threats] == ["Eicar-Test-Signature"]
+    assert sum(1 for c in verdict.root.children if c.reason.startswith("not scanned")) == 10
+
+
 def test_file_size_limit(bundled):
     verdict = Engine(bundled, Limits(max_file_size=1000)).scan_bytes(b"a" * 5000, "big.bin")
     assert verdict.status == Status.ERROR
