@@ -17,6 +17,7 @@ from lmsav.scanner.containers.archive import ArchiveHandler
 from lmsav.scanner.engine import Engine
 from lmsav.scanner.objects import ScanObject, Status
 from lmsav.scanner.signatures.database import Database
+from tests.clamav import clamscan_found
 from tests.conftest import write_db
 from tests.scanner.containers.helpers import explode_until, explode_with, run
 
@@ -262,17 +263,8 @@ def test_lmsav_finds_what_clamscan_finds_in_damaged_archives(engine, db_dir, tmp
     samples = damaged_samples(tmp_path)
     for name, (data, _) in samples.items():
         (files / name).write_bytes(data)
-    proc = subprocess.run(["clamscan", "--no-summary", "--allmatch", "-d", str(db_dir),
-                           *sorted(map(str, files.iterdir()))],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode in (0, 1), proc.stderr
-    clam: dict[str, set[str]] = {}
-    for line in proc.stdout.splitlines():
-        if line.endswith(" FOUND"):
-            path, _, found = line.rpartition(": ")
-            clam.setdefault(Path(path).name, set()).add(
-                found.removesuffix(" FOUND").removesuffix(".UNOFFICIAL"))
-    assert clam, proc.stdout
+    clam = clamscan_found(db_dir, files.iterdir())
+    assert clam
     for name, (data, damaged) in samples.items():
         verdict = engine.scan_path(files / name, name)
         ours = {t.name.removesuffix(".UNOFFICIAL") for _, t in verdict.threats}

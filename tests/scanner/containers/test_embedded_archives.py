@@ -9,7 +9,6 @@ import binascii
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from lmsav.scanner.containers import handler_for
 from lmsav.scanner.engine import Engine
 from lmsav.scanner.objects import ScanObject, Status
 from lmsav.scanner.signatures.database import Database
+from tests.clamav import clamscan_found
 from tests.conftest import write_db
 from tests.scanner.containers.helpers import explode_with, run
 
@@ -181,17 +181,8 @@ def test_lmsav_finds_what_clamscan_finds_behind_junk(engine, db_dir, archives, t
         for front, head in FRONTS.items():
             (files / f"{front}.{kind}").write_bytes(head + arc)
             (files / f"{front}-tail.{kind}").write_bytes(head + arc + TEXT[:300])
-    proc = subprocess.run(["clamscan", "--no-summary", "--allmatch", "-d", str(db_dir),
-                           *sorted(map(str, files.iterdir()))],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode in (0, 1), proc.stderr
-    clam: dict[str, set[str]] = {}
-    for line in proc.stdout.splitlines():
-        if line.endswith(" FOUND"):
-            path, _, found = line.rpartition(": ")
-            clam.setdefault(Path(path).name, set()).add(
-                found.removesuffix(" FOUND").removesuffix(".UNOFFICIAL"))
-    assert clam, proc.stdout
+    clam = clamscan_found(db_dir, files.iterdir())
+    assert clam
     for path in sorted(files.iterdir()):
         verdict = engine.scan_path(path, path.name)
         ours = {t.name.removesuffix(".UNOFFICIAL") for _, t in verdict.threats}
