@@ -47,8 +47,8 @@ import hyperscan
 
 from . import executable
 from .errors import SignatureError
+from .levels import FUNCTIONALITY_LEVEL
 from .rowtable import RowTable, pack_rows
-from .hashes import FUNCTIONALITY_LEVEL
 
 ENGINE_LEVEL = FUNCTIONALITY_LEVEL  # what MinFL/MaxFL are compared with
 

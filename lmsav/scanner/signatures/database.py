@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import filetypes, formats
 from .errors import SignatureError
-from .hashes import FUNCTIONALITY_LEVEL
 from .kinds import NOT_DETECTING, adapter
+from .levels import FUNCTIONALITY_LEVEL
 from .subject import Subject
 
 MAGIC = b"LMSAVDB1"
@@ -53,6 +53,7 @@ class Database:
     build_seconds: float
     cache_path: Path
     matchers: dict[str, object]  # kind name -> matcher (see kinds.py)
+    detectors: list = field(default_factory=list)  # the matchers that name threats
     skipped: dict[str, int] = field(default_factory=dict)  # per file type, lines not used
     skipped_lines: list[str] = field(default_factory=list)  # "source:line: name: reason"
     not_used: list[str] = field(default_factory=list)  # "file: reason" for whole files
@@ -69,29 +70,16 @@ class Database:
     def total(self) -> int:
         return sum(self.counts.values())
 
-    # Named views kept for callers that look at one kind.
-    @property
-    def body(self):
-        return self.matchers.get("body") or _EMPTY_BODY
-
     @property
     def hashes(self):
+        """The whole-file hash table (callers and tests that look at hashing alone)."""
         m = self.matchers.get("hash")
         return m.table if m is not None else None
-
-    @property
-    def yara(self):
-        return self.matchers.get("yara")
 
     @property
     def ignored(self) -> frozenset[str]:
         m = self.matchers.get("ignore")
         return m.names if m is not None else frozenset()
-
-    @property
-    def unsupported(self) -> list[str]:
-        """Whole files not used, as "file: reason" lines."""
-        return self.not_used
 
     def clamav_type(self, data, ftype: str) -> str:
         """ClamAV's type for an object, under the database's .ftm entries if it has any."""
@@ -125,7 +113,7 @@ class Database:
         """
         hits: list[tuple[str, str]] = []
         for view in self._views(subject):
-            for matcher in self._detectors:
+            for matcher in self.detectors:
                 hits += matcher.match(view)
         if not hits:
             phishing = self.matchers.get("phishing")
@@ -147,7 +135,9 @@ class Database:
         ftype = subject.ftype
         if ftype not in ("html", "text"):
             return [subject]
-        from . import normalise  # only processes that meet HTML or text load the normalisers
+        from . import (
+            normalise,  # only processes that meet HTML or text load the normalisers
+        )
 
         if ftype == "html":
             forms = subject.view("html", normalise.html_forms)
@@ -155,15 +145,6 @@ class Database:
         if ftype == "text":
             return [subject] + [_view_of(subject, v)
                                 for v in subject.view("text", normalise.text_scan_views)]
-
-    @property
-    def _detectors(self) -> list:
-        found = self.__dict__.get("_detector_list")
-        if found is None:
-            found = [m for k, m in self.matchers.items()
-                     if m is not None and k not in NOT_DETECTING]
-            self.__dict__["_detector_list"] = found
-        return found
 
     @classmethod
     def load(cls, directory, cache_path=None, rebuild: bool = False,
@@ -219,17 +200,6 @@ def _view_of(subject, view) -> Subject:
 
 class ContainerRefused(DatabaseError):
     """A .cvd/.cld/.cud file was refused (bad signature, digest, truncated …)."""
-
-
-class _EmptyBody:
-    count = 0
-    unsupported: list[str] = []
-
-    def match(self, subject):
-        return []
-
-
-_EMPTY_BODY = _EmptyBody()
 
 
 def _build_in_child(directory: Path, cache: Path, sources: list[Path]) -> None:
@@ -622,6 +592,7 @@ def _open(directory: Path, cache: Path, header: dict, sources: list[Path]) -> Da
         build_seconds=header["build_seconds"],
         cache_path=cache,
         matchers=matchers,
+        detectors=[m for k, m in matchers.items() if k not in NOT_DETECTING],
         skipped=header.get("skipped", {}),
         skipped_lines=skipped_text.split("\n") if skipped_text else [],
         not_used=header.get("not_used", []),

@@ -19,6 +19,7 @@ import hashlib
 from dataclasses import dataclass
 
 from .errors import SignatureError
+from .levels import FUNCTIONALITY_LEVEL
 
 ALGOS = {16: "md5", 20: "sha1", 32: "sha256"}
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -38,10 +39,6 @@ class HashSig:
     size: int  # WILDCARD for "*"
     name: str
     source: str
-
-
-# The ClamAV functionality level whose signature features lmsav implements.
-FUNCTIONALITY_LEVEL = 216
 
 
 def parse_hash_file(text: str, source: str, allow_wildcard: bool,

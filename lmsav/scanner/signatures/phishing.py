@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import htmlnorm, urls
 from .errors import SignatureError
-from .hashes import FUNCTIONALITY_LEVEL
+from .levels import FUNCTIONALITY_LEVEL
 from .subject import MAIL_LINKS, MAIL_LINKS_ONLY
 
 SPOOFED = "Heuristics.Phishing.Email.SpoofedDomain"

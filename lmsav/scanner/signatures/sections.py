@@ -19,7 +19,7 @@ from typing import NamedTuple
 from . import hashes
 from .errors import SignatureError
 from .executable import parse_pe_scan
-from .hashes import FUNCTIONALITY_LEVEL
+from .levels import FUNCTIONALITY_LEVEL
 
 SECTION_EXTENSIONS = (".mdb", ".msb", ".mdu", ".msu")  # .mdu/.msu: only when PUA is wanted
 IMPORT_EXTENSIONS = (".imp",)

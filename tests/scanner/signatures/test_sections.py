@@ -9,7 +9,7 @@ import pytest
 
 from lmsav.scanner.signatures import executable, sections
 from lmsav.scanner.signatures.errors import SignatureError
-from lmsav.scanner.signatures.hashes import FUNCTIONALITY_LEVEL
+from lmsav.scanner.signatures.levels import FUNCTIONALITY_LEVEL
 from lmsav.scanner.signatures.subject import Subject
 
 from .test_executable import needs_mingw, sample
