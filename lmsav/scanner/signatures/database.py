@@ -30,8 +30,6 @@ CACHE_NAME = ".compiled.lmsavc"
 META_NAME = "database.toml"
 SELFTEST_NAME = "selftest.toml"
 
-KNOWN = formats.KNOWN
-
 
 class DatabaseError(Exception):
     """The database directory cannot be used (missing, empty, unreadable, bad signature)."""
@@ -262,9 +260,8 @@ def _list_sources(directory: Path) -> list[Path]:
         names = sorted(os.listdir(directory))
     except OSError as err:
         raise DatabaseError(f"{directory}: cannot read database directory: {err.strerror}")
-    wanted = formats.KNOWN + (".sign",)
     return [directory / n for n in names
-            if n.lower().endswith(wanted) and not n.startswith(".") and (directory / n).is_file()]
+            if n.lower().endswith(formats.KNOWN) and not n.startswith(".") and (directory / n).is_file()]
 
 
 def _fingerprint(paths: list[Path]) -> list[list]:

@@ -47,13 +47,13 @@ NOT_EXECUTED: dict[str, str] = {
     ".hwp": "not a signature file lmsav reads",
 }
 
-# Containers of database files (read by cvd.py) and files that only travel inside them.
+# Containers of database files (read by cvd.py; their .info lists and the .sign files beside
+# them are checked there, never loaded as signatures).
 CONTAINERS = (".cvd", ".cld", ".cud")
-PACKAGING = (".info", ".sign")  # checked by the container reader; ".sign" files sit beside it
 
 BY_EXTENSION: dict[str, Kind] = {ext: k for k in KINDS for ext in k.extensions}
 SIGNATURE_EXTENSIONS = tuple(BY_EXTENSION)
-KNOWN = SIGNATURE_EXTENSIONS + tuple(NOT_EXECUTED) + CONTAINERS
+KNOWN = SIGNATURE_EXTENSIONS + tuple(NOT_EXECUTED) + CONTAINERS + (".sign",)
 
 
 def extension(name: str) -> str:
