@@ -91,7 +91,7 @@ class LazyGroup(click.Group):
         "quarantine": "lmsav.quarantine.commands:quarantine",
         "cron": "lmsav.cron.commands:cron",
         "spool": "lmsav.spool.commands:spool",
-        "setup": "lmsav.spool.setup_commands:setup",
+        "setup": "lmsav.setup.commands:setup",
         "daemon": "lmsav.daemon.commands:daemon",
         "ctl": "lmsav.daemon.commands:ctl",
     }

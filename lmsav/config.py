@@ -293,6 +293,10 @@ class SpoolSection:
                        "to an hour.")
     rescan_interval: float = setting(
         30.0, SECONDS, "Full rescan of new/ as a safety net beside inotify.")
+    log_file: Path | None = setting(
+        None, OPTIONAL_PATH, 'File that `lmsav spool watch` appends its one line per message to '
+                             '(reopened when logrotate moves it); "" means standard error.',
+        "--log-file")
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):(\d{1,5})")

@@ -8,6 +8,7 @@ import email.parser
 import email.policy
 import json
 import logging
+import logging.handlers
 import sys
 
 import click
@@ -39,17 +40,20 @@ def spool():
 @click.option("--once", is_flag=True,
               help="Process what is pending now, then exit (for cron and tests).")
 @click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
+@click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Append the log lines to FILE instead of standard error ([spool] log_file).")
 @click.pass_context
-def watch_cmd(ctx, workers, once, database):
+def watch_cmd(ctx, workers, once, database, log_file):
     """Watch new/ with inotify, apply mail policy to each entry and reinject the results.
 
     SIGHUP reloads the configuration, groups and database; SIGTERM and SIGINT finish the
-    messages in flight and exit, leaving the rest in new/. One log line per message on stderr.
+    messages in flight and exit, leaving the rest in new/. One log line per message, on stderr
+    or in [spool] log_file.
     """
     from .watcher import Watcher, WatcherError
 
-    settings = load_settings(ctx, {"spool.workers": workers})
-    handler = logging.StreamHandler(sys.stderr)
+    settings = load_settings(ctx, {"spool.workers": workers, "spool.log_file": log_file})
+    handler = _log_handler(settings.spool.log_file)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger = logging.getLogger("lmsav.spool")
     logger.addHandler(handler)
@@ -62,6 +66,16 @@ def watch_cmd(ctx, workers, once, database):
     except WatcherError as err:
         raise Fatal(str(err)) from None
     ctx.exit(code)
+
+
+def _log_handler(log_file) -> logging.Handler:
+    """stderr, or the log file, reopened when logrotate has moved it (WatchedFileHandler)."""
+    if not log_file:
+        return logging.StreamHandler(sys.stderr)
+    try:
+        return logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+    except OSError as err:
+        raise Fatal(f"log file {log_file}: {err.strerror or err}") from None
 
 
 def _entry_json(state: str, entry: Entry) -> dict:

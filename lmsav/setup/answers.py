@@ -1,0 +1,102 @@
+"""What `lmsav setup` asks, with its defaults; answered at the terminal or from a TOML file
+(`--answers FILE`, every key optional)."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATABASES = ("bundled", "clamav")
+MTAS = ("postfix", "exim", "qmail")
+SERVICES = ("auto", "systemd", "print")
+
+
+class AnswersError(Exception):
+    """The answers file cannot be used."""
+
+
+@dataclass
+class Answers:
+    user: str = "lmsav"
+    # None: what the MTA(s) treat as local; [] protects all mail.
+    domains: list[str] | None = None
+    admin: str = ""  # "" means postmaster@<first protected domain>
+    # "bundled", "clamav" (/var/lib/clamav, as freshclam fills it) or a directory.
+    database: str = "bundled"
+    sweep: list[str] = field(default_factory=list)  # paths of a nightly sweep; [] for none
+    sweep_schedule: str = "30 3 * * *"
+    mta: str | list[str] = "auto"  # "auto", "none" or a list of MTAS
+    reinject_port: int = 10026
+    postfix_config: str = "/etc/postfix"
+    exim_config: str = "/etc/exim4"
+    exim_config_file: str = ""  # a single Exim configuration file, instead of exim_config
+    qmail_rules: str = "/etc/tcp.smtp"
+    services: str = "auto"  # "auto": systemd when it runs as PID 1, else print the commands
+    self_test: bool = True
+    self_test_recipient: str = ""  # "" means the admin address
+    self_test_smtp: str = "127.0.0.1:25"
+    self_test_timeout: float = 60.0
+    lmsav: str = ""  # the lmsav executable services and the MTA run; "" means the one on PATH
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Answers)}
+
+
+def load(path: Path) -> Answers:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise AnswersError(f"{path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise AnswersError(f"{path}: not TOML: {err}") from None
+    answers = Answers()
+    for key, value in data.items():
+        if key not in FIELDS:
+            raise AnswersError(f"{path}: unknown key {key!r} (known: {', '.join(FIELDS)})")
+        setattr(answers, key, _checked(path, key, value))
+    return answers
+
+
+def _checked(path: Path, key: str, value):
+    def bad(expected: str):
+        return AnswersError(f"{path}: {key} = {value!r}: expected {expected}")
+
+    if key in ("domains", "sweep"):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise bad("a list of strings")
+        return [v.strip().lower() if key == "domains" else v for v in value]
+    if key == "mta":
+        if value in ("auto", "none"):
+            return value
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value or any(v not in MTAS for v in value):
+            raise bad(f'"auto", "none" or a list of {", ".join(MTAS)}')
+        return list(dict.fromkeys(value))
+    if key == "database":
+        if not isinstance(value, str) or not value:
+            raise bad('"bundled", "clamav" or a directory')
+        if value not in DATABASES and not value.startswith("/"):
+            raise bad('"bundled", "clamav" or an absolute directory')
+        return value
+    if key == "services":
+        if value not in SERVICES:
+            raise bad(" or ".join(f'"{s}"' for s in SERVICES))
+        return value
+    if key == "reinject_port":
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+            raise bad("a port number")
+        return value
+    if key == "self_test":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key == "self_test_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise bad("a number of seconds")
+        return float(value)
+    if not isinstance(value, str):
+        raise bad("a string")
+    return value

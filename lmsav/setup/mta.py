@@ -1,0 +1,241 @@
+"""The MTAs `lmsav setup` finds on this machine: whether each is installed, the domains it
+treats as local, and its configuration change, made and undone through `lmsav setup
+postfix|exim|qmail`'s own code (lmsav/spool/setup_*.py, lmsav/qmail/setup.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..qmail import setup as qmail_setup
+from ..spool import setup_exim, setup_postfix
+from .answers import Answers
+
+QMAIL_HOME = Path("/var/qmail")
+SBIN_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
+LOCALHOST_NAMES = {"localhost", "localhost.localdomain"}
+
+
+class MtaError(Exception):
+    """The MTA's configuration cannot be read or changed."""
+
+
+@dataclass
+class Change:
+    """What applying (or removing) lmsav's settings did to one MTA."""
+
+    files: list[Path] = field(default_factory=list)  # files it may have written
+    backups: list[Path] = field(default_factory=list)  # copies the MTA's setup code made
+    changed: bool = False
+    lines: list[str] = field(default_factory=list)  # what to tell the administrator
+
+
+def program(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path=SBIN_PATH)
+
+
+# -- Postfix -------------------------------------------------------------------------------------
+
+class PostfixMta:
+    name = "postfix"
+
+    def __init__(self, answers: Answers):
+        self.config_dir = Path(answers.postfix_config)
+
+    def installed(self) -> bool:
+        return program("postconf") is not None and (self.config_dir / "main.cf").is_file()
+
+    def _postfix(self) -> setup_postfix.Postfix:
+        try:
+            return setup_postfix.Postfix(self.config_dir)
+        except setup_postfix.SetupError as err:
+            raise MtaError(str(err)) from None
+
+    def files(self) -> list[Path]:
+        return [self.config_dir / "main.cf", self.config_dir / "master.cf"]
+
+    def local_domains(self) -> list[str]:
+        postfix = self._postfix()
+        try:
+            out = postfix.postconf("-x", "-h", "mydestination", "virtual_mailbox_domains")
+        except setup_postfix.SetupError as err:
+            raise MtaError(str(err)) from None
+        return [word for word in re.split(r"[\s,]+", out) if word and "/" not in word
+                and ":" not in word]
+
+    def apply(self, lmsav: str, answers: Answers, remove: bool = False) -> Change:
+        postfix = self._postfix()
+        try:
+            plan = (setup_postfix.plan_remove(postfix) if remove else
+                    setup_postfix.plan_setup(postfix, lmsav, answers.user, answers.reinject_port))
+            backups = setup_postfix.apply(postfix, plan)
+        except setup_postfix.SetupError as err:
+            raise MtaError(str(err)) from None
+        change = Change(self.files(), backups, bool(backups))
+        if change.changed:
+            change.lines += reload_postfix(self.config_dir)
+        return change
+
+
+def reload_postfix(config_dir: Path) -> list[str]:
+    """`postfix reload` when it runs; otherwise say so."""
+    command = program("postfix")
+    if command is None:
+        return []
+    args = [command] + (["-c", str(config_dir)] if config_dir != setup_postfix.DEFAULT_CONFIG_DIR
+                        else [])
+    status = subprocess.run([*args, "status"], capture_output=True, text=True, check=False)
+    if status.returncode != 0:
+        return ["Postfix is not running: the changes apply when it starts"]
+    done = subprocess.run([*args, "reload"], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return [f"`postfix reload` failed: {' '.join(done.stderr.split())}; reload it by hand"]
+    return ["Postfix reloaded"]
+
+
+# -- Exim ----------------------------------------------------------------------------------------
+
+class EximMta:
+    name = "exim"
+
+    def __init__(self, answers: Answers):
+        self.config_dir = Path(answers.exim_config)
+        self.config_file = Path(answers.exim_config_file) if answers.exim_config_file else None
+
+    def installed(self) -> bool:
+        if self.config_file is not None:
+            return self.config_file.is_file()
+        return ((program("exim4") or program("exim")) is not None) and self.config_dir.is_dir()
+
+    def _where(self):
+        try:
+            return setup_exim.locate(self.config_dir, self.config_file)
+        except setup_exim.SetupError as err:
+            raise MtaError(str(err)) from None
+
+    def files(self) -> list[Path]:
+        layout, where = self._where()
+        plan = setup_exim.plan_setup(layout, where, setup_exim.Options("/x", "x", 1, None))
+        return [change.path for change in plan.files]
+
+    def local_domains(self) -> list[str]:
+        layout, where = self._where()
+        text = ""
+        if layout is setup_exim.Layout.SINGLE:
+            text = _read(where)
+        else:
+            debconf = setup_exim._debian_settings(where)
+            hosts = debconf.get("dc_other_hostnames", "")
+            return [d for d in _exim_list(hosts)]
+        match = re.search(r"^\s*domainlist\s+local_domains\s*=\s*(.*)$", text, re.MULTILINE)
+        return _exim_list(match[1]) if match else []
+
+    def apply(self, lmsav: str, answers: Answers, remove: bool = False) -> Change:
+        layout, where = self._where()
+        try:
+            if remove:
+                plan = setup_exim.plan_remove(layout, where)
+            else:
+                options = setup_exim.Options(lmsav, answers.user, answers.reinject_port, None)
+                plan = setup_exim.plan_setup(layout, where, options)
+            backups = setup_exim.apply(plan)
+        except setup_exim.SetupError as err:
+            raise MtaError(str(err)) from None
+        change = Change([c.path for c in plan.files], backups, bool(plan.changes))
+        if change.changed:
+            change.lines += [f"{note}" for note in setup_exim._next_steps(layout, where)]
+        return change
+
+
+def _exim_list(text: str) -> list[str]:
+    """An Exim domain list: colon-separated, "@" for the primary host name, lookups skipped."""
+    out = []
+    for item in re.split(r"\s*:\s*", text.strip()):
+        if item == "@":
+            out.append(socket.getfqdn().lower())
+        elif item and not item.startswith(("!", "+", "$", "/")) and ";" not in item:
+            out.append(item.lower())
+    return out
+
+
+# -- qmail ---------------------------------------------------------------------------------------
+
+class QmailMta:
+    name = "qmail"
+    account = "qmaild"  # runs qmail-smtpd, hence lmsav-qmail-queue
+
+    def __init__(self, answers: Answers):
+        self.rules = Path(answers.qmail_rules)
+
+    @property
+    def cdb(self) -> Path:
+        return self.rules.with_name(self.rules.name + ".cdb")
+
+    def installed(self) -> bool:
+        return (QMAIL_HOME / "bin" / "qmail-queue").is_file()
+
+    def files(self) -> list[Path]:
+        return [self.rules, self.cdb]
+
+    def local_domains(self) -> list[str]:
+        text = _read(QMAIL_HOME / "control" / "rcpthosts")
+        return [line.strip().lower().lstrip(".") for line in text.splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def apply(self, lmsav: str, answers: Answers, remove: bool = False) -> Change:
+        wrapper = str(Path(lmsav).with_name("lmsav-qmail-queue"))
+        try:
+            plan = qmail_setup.plan(self.rules, wrapper, None, remove)
+            backup = qmail_setup.apply(plan)
+            change = Change(self.files(), [backup] if backup else [], plan.changed)
+            if plan.changed:
+                ran = qmail_setup.compile_rules(self.rules, self.cdb)
+                change.lines.append(f"compiled: {ran}" if ran else
+                                    f"tcprules is not installed: compile {self.cdb} by hand")
+        except qmail_setup.SetupError as err:
+            raise MtaError(str(err)) from None
+        return change
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+ALL = (PostfixMta, EximMta, QmailMta)
+
+
+def chosen(answers: Answers) -> list:
+    """The MTAs to set up: those installed ("auto"), none, or those named (installed or not:
+    their setup then says what is missing)."""
+    if answers.mta == "none":
+        return []
+    mtas = [cls(answers) for cls in ALL]
+    if answers.mta == "auto":
+        return [m for m in mtas if m.installed()]
+    return [m for m in mtas if m.name in answers.mta]
+
+
+def local_domains(mtas) -> list[str]:
+    """What the MTAs treat as local, without localhost and in order of appearance."""
+    out: list[str] = []
+    for mta in mtas:
+        try:
+            found = mta.local_domains()
+        except MtaError:
+            continue
+        for domain in found:
+            domain = domain.strip().lower().rstrip(".")
+            if domain and not _is_localhost(domain) and domain not in out:
+                out.append(domain)
+    return out
+
+
+def _is_localhost(domain: str) -> bool:
+    return domain in LOCALHOST_NAMES or domain.startswith("localhost.")
