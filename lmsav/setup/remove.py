@@ -188,6 +188,7 @@ class Removal:
         elif _is_disposable(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
+            _prune(path)
             try:
                 path.rmdir()
             except OSError:
@@ -243,3 +244,17 @@ def _has_files(path: Path) -> bool:
 def _is_disposable(path: Path) -> bool:
     """What lmsav keeps only for itself: caches, run files, logs, unfinished spool files."""
     return path.name in DISPOSABLE or str(path).startswith(("/var/cache/", "/run/", "/var/log/"))
+
+
+def _prune(path: Path) -> None:
+    """Lock files and empty directories lmsav's commands left (schedules.d/.lock …), deepest
+    first; anything else stays."""
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            if name.endswith(".lock"):
+                Path(root, name).unlink(missing_ok=True)
+        for name in dirs:
+            try:
+                Path(root, name).rmdir()
+            except OSError:
+                pass
