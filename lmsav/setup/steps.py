@@ -225,7 +225,13 @@ def protected_domains(ctx: Context) -> None:
 
 
 def default_admin(domains: list[str]) -> str:
-    return f"postmaster@{domains[0] if domains else socket.getfqdn()}"
+    return f"postmaster@{domains[0] if domains else host_name()}"
+
+
+def host_name() -> str:
+    """The fully qualified name, unless /etc/hosts makes that "localhost": then the host name."""
+    fqdn = socket.getfqdn()
+    return socket.gethostname() if fqdn.startswith("localhost") else fqdn
 
 
 # -- 4. database ---------------------------------------------------------------------------------
@@ -255,19 +261,29 @@ def check_database_choice(answers: Answers) -> str | None:
 
 
 def database(ctx: Context, settings) -> None:
+    """Compiled once here (in a child process), so no service or MTA process compiles it;
+    an up-to-date compiled database is only checked."""
+    from ..scanner.signatures.database import Database, DatabaseError
+    from ..scanner.signatures.errors import SignatureError
+
     directory = Path(settings.database_dir())
-    proc = subprocess.run([ctx.lmsav, "--config", str(CONFIG_FILE), "db", "build",
-                           str(directory)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, check=False)
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise StepError(f"compiling {directory} failed: {detail[-1] if detail else proc.returncode}")
-    summary = (proc.stdout.strip().splitlines() or [""])[-1]
-    ctx.say(f"database {directory}: {summary}" if summary else f"database {directory} compiled")
-    ctx.say("scheduled updates come with `lmsav update`; until then keep "
-            f"{directory} current as you do now" if directory == CLAMAV_DIR else
+    try:
+        db = Database.load(directory, build_in_child=True)
+    except (DatabaseError, SignatureError, OSError) as err:
+        raise StepError(f"database {directory}: {err}") from None
+    what = "up to date" if db.loaded_from_cache else "compiled"
+    ctx.say(f"database {directory}: version {db.version or '-'}, {db.total} signatures, {what}")
+    for warning in db.warnings[:3]:
+        ctx.say(f"warning: {warning}")
+    ctx.say("scheduled updates come with `lmsav update`; until then freshclam keeps "
+            f"{directory} current" if directory == CLAMAV_DIR else
             "the bundled database knows test signatures only: for real protection choose "
-            "\"clamav\" (/var/lib/clamav, kept current by freshclam)")
+            "\"clamav\" (/var/lib/clamav, kept current by freshclam)"
+            if answers_bundled(ctx.answers) else f"keep {directory} current as you do now")
+
+
+def answers_bundled(answers: Answers) -> bool:
+    return answers.database == "bundled"
 
 
 # -- 5. schedules --------------------------------------------------------------------------------
