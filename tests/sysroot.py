@@ -1,19 +1,29 @@
 """A private view of the system directories, so tests can run lmsav on its default paths.
 
-/etc, /var/lib, /var/cache and /run are overlays in a mount namespace of their own: inside, lmsav
-and the MTAs read and write /etc/lmsav, /var/lib/lmsav, /var/cache/lmsav and /run/lmsav (and
-accounts added with useradd) exactly as on a server, while the host's files stay untouched and
-everything written vanishes with the namespace. Inside, it is a server before lmsav was set up:
-what the host has of lmsav (its directories, the lmsav account) is hidden. Commands run inside
-through nsenter; a test reads the files through /proc/PID/root. Needs root and permission to
-mount (else the test is skipped).
+/etc, /var/lib, /var/cache, /var/log and /run are overlays in a mount namespace of their own:
+inside, lmsav and the MTAs read and write /etc/lmsav, /var/lib/lmsav, /var/cache/lmsav,
+/var/log/lmsav and /run/lmsav (and accounts added with useradd) exactly as on a server, while the
+host's files stay untouched and everything written vanishes with the namespace. Inside, it is a
+server before lmsav was set up: what the host has of lmsav (its directories, the lmsav account)
+is hidden. Commands run inside through nsenter; a test reads the files through /proc/PID/root.
+Needs root and permission to mount (else the test is skipped).
+
+``SystemRoot(net=True)`` adds a network namespace with only a loopback interface, so an MTA
+inside listens on 127.0.0.1:25 without meeting the host's; ``pids=True`` a PID namespace with its
+own /proc, so what looks for processes inside (userdel, `postfix status`) sees only those of the
+namespace, not another namespace's that share a uid; ``overlays=("/var",)`` overlays more
+directories (the whole of /var: /var/spool, /var/mail, a /var/qmail the host lacks). Processes
+still running inside when the namespace is stopped (an MTA, a detached daemon) are killed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -22,7 +32,8 @@ from pathlib import Path
 
 import pytest
 
-OVERLAID = ("/etc", "/var/lib", "/var/cache", "/run")
+OVERLAID = ("/etc", "/var/lib", "/var/cache", "/var/log", "/run")
+HIDDEN = ("/etc/lmsav", "/var/lib/lmsav", "/var/cache/lmsav", "/var/log/lmsav", "/run/lmsav")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -44,18 +55,26 @@ def _tool(name: str) -> str:
 class SystemRoot:
     """The namespace: ``command()`` wraps a command to run inside, ``path()`` maps a path."""
 
-    def __init__(self) -> None:
+    def __init__(self, net: bool = False, pids: bool = False,
+                 overlays: tuple[str, ...] = ()) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="lmsav-sysroot-", dir="/tmp"))
         self.holder: subprocess.Popen | None = None
+        self.net = net
+        self.pids = pids
+        # Parents before children: an overlay of /var/lib goes on top of one of /var.
+        self.overlaid = sorted(dict.fromkeys((*OVERLAID, *overlays)),
+                               key=lambda where: where.count("/"))
 
     def start(self) -> None:
-        if os.geteuid() != 0 or not all(os.path.isabs(_tool(name))
-                                        for name in ("unshare", "nsenter", "runuser")):
-            pytest.skip("needs root, unshare and nsenter (util-linux) for a private /etc")
+        tools = ["unshare", "nsenter", "runuser"] + (["ip"] if self.net else [])
+        if os.geteuid() != 0 or not all(os.path.isabs(_tool(name)) for name in tools):
+            pytest.skip(f"needs root and {', '.join(tools)} for a private /etc")
         top = shlex.quote(str(self.tmp))
         lines = [f"mount -t tmpfs -o mode=0700 lmsav-sysroot {top}"]
+        if self.net:
+            lines.append(f"{_tool('ip')} link set lo up")
         mounts = _mount_points()
-        for where in OVERLAID:
+        for where in self.overlaid:
             name = where.strip("/").replace("/", "-")
             upper, work, orig = (f"{top}/{name}.{part}" for part in ("upper", "work", "orig"))
             below = [m for m in mounts if m.startswith(where + "/")]
@@ -70,13 +89,16 @@ class SystemRoot:
                 lines.append(f"mount --bind {orig}/{rel} {where}/{rel}")
         # A server before lmsav: whatever the host has of it is hidden (only inside, where each
         # of these directories is an overlay: `mountpoint` guards every removal).
-        for where, sub in (("/etc", "lmsav"), ("/var/lib", "lmsav"), ("/var/cache", "lmsav"),
-                           ("/run", "lmsav")):
-            lines.append(f"mountpoint -q {where} && rm -rf {where}/{sub}")
+        for hidden in HIDDEN:
+            lines.append(f"mountpoint -q {os.path.dirname(hidden)} && rm -rf {hidden}")
         lines += ["mountpoint -q /etc && { ! id -u lmsav >/dev/null 2>&1 || userdel lmsav; }",
                   "echo ready", "exec sleep 1000000"]
         self.holder = subprocess.Popen(
-            [_tool("unshare"), "--mount", "--propagation", "private", "sh", "-ec",
+            # With a PID namespace, unshare forks the shell that becomes its init, and kills it
+            # (and with it every process inside) when it is killed itself.
+            [_tool("unshare"), "--mount", *(["--net"] if self.net else []),
+             *(["--pid", "--kill-child", "--mount-proc"] if self.pids else []),
+             "--propagation", "private", "sh", "-ec",
              "\n".join(lines)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             start_new_session=True)
@@ -94,7 +116,10 @@ class SystemRoot:
     def command(self, *args: str, user: str | None = None) -> list[str]:
         """``args`` run inside; with ``user``, as that account with its groups and HOME, as an
         MTA runs its pipe (runuser: setpriv keeps more of root than a real switch does)."""
-        inside = [_tool("nsenter"), f"--mount=/proc/{self.pid}/ns/mnt", "--"]
+        inside = [_tool("nsenter"), f"--mount=/proc/{self.pid}/ns/mnt",
+                  *([f"--net=/proc/{self.pid}/ns/net"] if self.net else []),
+                  *([f"--pid=/proc/{self.pid}/ns/pid_for_children"] if self.pids else []),
+                  "--"]
         if user is not None:
             inside += [_tool("runuser"), "-u", user, "--"]
         return [*inside, *args]
@@ -150,8 +175,56 @@ class SystemRoot:
     def gid_of(self, name: str) -> int:
         return int(self.run("id", "-g", name).stdout)
 
+    def changes(self) -> dict[str, str]:
+        """What the namespace changed of the overlaid directories, read from their upper
+        layers: path → state ("dir", "deleted", "link -> …", or the file's mode, owner and
+        sha256). A file copied up and changed back reads as what it holds, so compare two
+        calls (or a state with ``host_state``), not the keys alone."""
+        out = {}
+        for where in self.overlaid:
+            upper = self.path(self.tmp) / f"{where.strip('/').replace('/', '-')}.upper"
+            for folder, dirs, files in os.walk(upper):
+                for name in dirs + files:
+                    full = Path(folder, name)
+                    inside = where + "/" + str(full.relative_to(upper))
+                    if not any(inside.startswith(o + "/") for o in self.overlaid if o != where
+                               and o.startswith(where + "/")):  # that overlay's own record
+                        out[inside] = file_state(full)
+        return out
+
+    def processes(self) -> list[int]:
+        """Processes inside the namespace (started through ``command()``), by their PIDs here;
+        the holder and the namespace's init aside."""
+        if self.holder is None:
+            return []
+        try:
+            mine = os.readlink(f"/proc/{self.pid}/ns/mnt")
+        except OSError:
+            return []
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == self.pid:
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/ns/mnt") != mine:
+                    continue
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if self.pids and int(stat_line[stat_line.rfind(")") + 2:].split()[1]) == self.pid:
+                continue  # the namespace's init, which unshare forked
+            out.append(int(entry))
+        return out
+
     def stop(self) -> None:
         if self.holder is not None:
+            # What was started inside and still runs (an MTA, a detached daemon) would keep the
+            # namespace and its mounts alive.
+            for pid in self.processes():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             self.holder.kill()
             self.holder.wait()
             self.holder.stdout.close()
@@ -160,9 +233,41 @@ class SystemRoot:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def file_state(path: str | Path) -> str:
+    """How ``changes()`` describes one entry (a host path gives the state below the overlay)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return "absent"
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return "deleted"  # an overlay whiteout
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISLNK(st.st_mode):
+        return f"link -> {os.readlink(path)}"
+    if not stat.S_ISREG(st.st_mode):  # a socket, a fifo: its kind, mode and owner
+        return f"{stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid}"
+    with open(path, "rb") as fp:
+        digest = hashlib.file_digest(fp, "sha256").hexdigest()
+    return f"{stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid} {digest}"
+
+
 @pytest.fixture
 def sysroot():
     root = SystemRoot()
+    try:
+        root.start()
+        yield root
+    finally:
+        root.stop()
+
+
+@pytest.fixture
+def isolated_sysroot():
+    """A namespace with its own network and PIDs as well: for tests that start services or
+    run userdel, which looks for the account's processes among all it can see (another test's
+    namespace may run processes under the same uid)."""
+    root = SystemRoot(net=True, pids=True)
     try:
         root.start()
         yield root

@@ -85,7 +85,7 @@ def setup(ctx, yes, answers_file, remove, purge, self_test_only, lmsav_path):
         if remove:
             ctx.exit(_remove(manifest, answers, yes, purge, lmsav))
         if self_test_only:
-            ctx.exit(_self_test(answers, mta_mod.chosen(answers), lmsav))
+            ctx.exit(_self_test(answers, _recorded_mtas(manifest, answers), lmsav))
         ctx.exit(_setup(manifest, answers, yes, lmsav))
 
 
@@ -210,6 +210,21 @@ def _ask(answers, mtas, detected: list[str]) -> None:
 
 # -- self-test -----------------------------------------------------------------------------------
 
+def _recorded_mtas(manifest: Manifest, answers) -> list:
+    """The MTAs setup connected, where their configuration was then (the manifest); without a
+    manifest, those the answers choose."""
+    entries = manifest.of_kind("mta")
+    if not entries:
+        return mta_mod.chosen(answers)
+    out = []
+    for entry in entries:
+        recorded = answers_mod.Answers(**{
+            key: value for key, value in (entry.get("config") or {}).items()
+            if key in answers_mod.FIELDS})
+        out += [cls(recorded) for cls in mta_mod.ALL if cls.name == entry.get("name")]
+    return out
+
+
 def _self_test(answers, mtas, lmsav: str, admin: str = "", indent: bool = False) -> int:
     settings = _settings()
     pad = "      " if indent else ""
@@ -268,5 +283,6 @@ def _remove(manifest: Manifest, answers, yes: bool, purge: bool, lmsav: str) -> 
         click.echo("Not everything could be undone; the manifest keeps the rest: run "
                    "`lmsav setup --remove` again once fixed.")
         return 1
+    LOCK_FILE.unlink(missing_ok=True)  # held until exit: a setup waiting meanwhile still fails
     click.echo("lmsav is removed from this server's configuration.")
     return 0

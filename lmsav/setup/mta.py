@@ -124,15 +124,14 @@ class EximMta:
 
     def local_domains(self) -> list[str]:
         layout, where = self._where()
-        text = ""
-        if layout is setup_exim.Layout.SINGLE:
-            text = _read(where)
-        else:
+        if layout is not setup_exim.Layout.SINGLE:
+            # update-exim4.conf makes it "@:localhost:" + dc_other_hostnames.
             debconf = setup_exim._debian_settings(where)
-            hosts = debconf.get("dc_other_hostnames", "")
-            return [d for d in _exim_list(hosts)]
+            return _exim_list("@ : " + debconf.get("dc_other_hostnames", "").replace(";", ":"),
+                              exim_primary_hostname(""))
+        text = _read(where)
         match = re.search(r"^\s*domainlist\s+local_domains\s*=\s*(.*)$", text, re.MULTILINE)
-        return _exim_list(match[1]) if match else []
+        return _exim_list(match[1], exim_primary_hostname(text)) if match else []
 
     def apply(self, lmsav: str, answers: Answers, remove: bool = False) -> Change:
         layout, where = self._where()
@@ -151,12 +150,28 @@ class EximMta:
         return change
 
 
-def _exim_list(text: str) -> list[str]:
+def exim_primary_hostname(config_text: str) -> str:
+    """What "@" stands for: primary_hostname if the configuration sets it, else what Exim
+    takes, the host name, qualified by the resolver when it has no dot (not
+    socket.getfqdn(), which /etc/hosts often turns into "localhost")."""
+    match = re.search(r"^\s*primary_hostname\s*=\s*([^\s$]+)\s*$", config_text, re.MULTILINE)
+    if match:
+        return match[1]
+    name = socket.gethostname()
+    if "." not in name:
+        try:
+            name = socket.gethostbyname_ex(name)[0]
+        except OSError:
+            pass
+    return name
+
+
+def _exim_list(text: str, primary_hostname: str) -> list[str]:
     """An Exim domain list: colon-separated, "@" for the primary host name, lookups skipped."""
     out = []
     for item in re.split(r"\s*:\s*", text.strip()):
         if item == "@":
-            out.append(socket.getfqdn().lower())
+            out.append(primary_hostname.lower())
         elif item and not item.startswith(("!", "+", "$", "/")) and ";" not in item:
             out.append(item.lower())
     return out

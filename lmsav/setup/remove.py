@@ -2,21 +2,31 @@
 
 MTA files untouched since setup get their original bytes back; those edited since lose only
 lmsav's settings. Files lmsav wrote and the administrator edited are kept, as are the quarantine
-and backup stores and a spool holding mail, unless ``purge``; everything kept is listed.
+and backup stores and a spool holding mail, unless ``purge``; everything kept is listed, and stays
+in the manifest, so a later ``--remove --purge`` still finds it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import paths
+from ..spool.watcher import LOCK_NAME
 from . import mta as mta_mod
 from . import units
+from .answers import FIELDS as ANSWER_FIELDS
 from .answers import Answers
 from .manifest import Manifest, file_hash
+
+DAEMON_PID_FILE = paths.SYSTEM_RUN_DIR / "lmsav.pid"
+STOP_WAIT = 60.0  # seconds a service has to finish what it is doing after SIGTERM
 
 
 class Removal:
@@ -49,11 +59,15 @@ class Removal:
         for entry in entries:
             if entry["kind"] in ("user", "group"):
                 self._account(entry)
-        if self.failures:
-            self.manifest.save()  # what could not be undone stays recorded for another try
+        holders = [e for e in self.manifest.entries if e["kind"] == "dir"
+                   and Path(e["path"]) in self.manifest.path.parents]
+        if self.failures or len(self.manifest.entries) > len(holders):
+            # What could not be undone, or was kept, stays recorded: for another try, or for
+            # `--remove --purge`.
+            self.manifest.save()
         else:
             self.manifest.delete()
-            self._drop_manifest_dir()
+            self._drop_manifest_dir(holders)
 
     # -- each kind -------------------------------------------------------------------------------
 
@@ -65,16 +79,36 @@ class Removal:
                       f"systemctl disable --now: {detail}")
         for entry in unit_entries:
             self.manifest.forget(entry["key"])
-        for pid_file in (Path("/run/lmsav/lmsav.pid"),):
-            self._stop_pid(pid_file, "lmsav daemon")
-
-    def _stop_pid(self, pid_file: Path, what: str) -> None:
+        # Without systemd, the administrator started them with the commands setup printed.
         try:
-            pid = int(pid_file.read_text().split()[0])
-            os.kill(pid, 15)
-            self.echo(f"stopped {what} (pid {pid})")
+            pid = int(DAEMON_PID_FILE.read_text().split()[0])
         except (OSError, ValueError, IndexError):
-            pass
+            pid = 0
+        command = _command_line(pid) if pid > 0 else b""
+        if b"lmsav" in command and b" daemon" in command:  # not a stale file's other process
+            self._stop(pid, "lmsav daemon")
+        for lock in self._spool_locks():
+            for pid in _lock_holders(lock):
+                self._stop(pid, "lmsav spool watch")
+
+    def _spool_locks(self) -> list[Path]:
+        """The lock file of every spool a watcher may hold: those setup made."""
+        spools = [Path(e["path"]) for e in self.manifest.of_kind("dir")]
+        return [spool / LOCK_NAME for spool in spools if (spool / LOCK_NAME).is_file()]
+
+    def _stop(self, pid: int, what: str) -> None:
+        """SIGTERM, then wait while it finishes the requests and messages in flight."""
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            return
+        deadline = time.monotonic() + STOP_WAIT
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                self._fail(f"{what} (pid {pid}) did not stop within {STOP_WAIT:g} s")
+                return
+            time.sleep(0.05)
+        self.echo(f"stopped {what} (pid {pid})")
 
     def _schedule(self, entry: dict) -> None:
         command = [self.lmsav, "cron", "remove", entry["name"]]
@@ -89,17 +123,29 @@ class Removal:
 
     def _mtas(self, entries: list[dict]) -> None:
         by_name = {cls.name: cls for cls in mta_mod.ALL}
-        for entry in [e for e in entries if e["kind"] == "mta"]:
-            name = entry["name"]
+        # An MTA's files are recorded before its change is made: a setup interrupted in
+        # between left them without the "mta" entry, and they are undone all the same.
+        names = list(dict.fromkeys(e.get("name") if e["kind"] == "mta" else e.get("mta")
+                                   for e in entries
+                                   if e["kind"] in ("mta", "mta-file", "mta-backup")))
+        for name in names:
+            if name not in by_name:
+                continue
+            entry = next((e for e in entries if e["kind"] == "mta" and e.get("name") == name),
+                         {})
+            # Where setup found this MTA's configuration, whatever --answers says now.
+            answers = dataclasses.replace(self.answers, **{
+                key: value for key, value in entry.get("config", {}).items()
+                if key in ANSWER_FIELDS})
             files = [e for e in entries if e["kind"] == "mta-file" and e.get("mta") == name]
             backups = [e for e in entries if e["kind"] == "mta-backup" and e.get("mta") == name]
-            edited = [e for e in files if file_hash(Path(e["path"])) != e.get("after_hash")
+            edited = [e for e in files if "after_hash" in e
+                      and file_hash(Path(e["path"])) != e.get("after_hash")
                       and file_hash(Path(e["path"])) != e.get("original_hash")]
             if edited:
                 # Changed since setup: take lmsav's settings out and keep the rest of the edit.
                 try:
-                    change = by_name[name](self.answers).apply(self.lmsav, self.answers,
-                                                               remove=True)
+                    change = by_name[name](answers).apply(self.lmsav, answers, remove=True)
                 except (mta_mod.MtaError, OSError) as err:
                     self._fail(f"{name}: {err}")
                     continue
@@ -122,11 +168,12 @@ class Removal:
                 self.manifest.forget(item["key"])
                 if item.get("original"):
                     Path(item["original"]).unlink(missing_ok=True)
-            if restored:
-                self.echo(f"{name}: restored {', '.join(e['path'] for e in files)} "
+            if restored and files:
+                self.echo(f"{name}: restored {', '.join(sorted(e['path'] for e in files))} "
                           "byte for byte")
-            self._reload(name)
-            self.manifest.forget(entry["key"])
+            self._reload(name, answers)
+            if entry:
+                self.manifest.forget(entry["key"])
 
     def _restore(self, item: dict) -> None:
         path = Path(item["path"])
@@ -140,9 +187,9 @@ class Removal:
         shutil.copy2(original, tmp)
         os.replace(tmp, path)
 
-    def _reload(self, name: str) -> None:
+    def _reload(self, name: str, answers: Answers) -> None:
         if name == "postfix":
-            for line in mta_mod.reload_postfix(Path(self.answers.postfix_config)):
+            for line in mta_mod.reload_postfix(Path(answers.postfix_config)):
                 self.echo(f"postfix: {line}")
         elif name == "exim":
             self.echo("exim: restart Exim (or run update-exim4.conf first on Debian) so it "
@@ -161,8 +208,7 @@ class Removal:
                 self.echo(f"removed {path}")
             self.manifest.forget(entry["key"])
         else:
-            self.kept.append(f"{path} (edited since setup)")
-            self.manifest.forget(entry["key"])
+            self.kept.append(f"{path} (edited since setup; --purge deletes it)")
 
     def _member(self, entry: dict) -> None:
         proc = subprocess.run(["gpasswd", "-d", entry["user"], entry["group"]],
@@ -172,10 +218,11 @@ class Removal:
         self.manifest.forget(entry["key"])
 
     def _dir(self, entry: dict) -> None:
-        """Children come before their parents (newest first)."""
+        """Children come before their parents (newest first). A directory kept stays in the
+        manifest."""
         path = Path(entry["path"])
-        self.manifest.forget(entry["key"])
         if not path.is_dir():
+            self.manifest.forget(entry["key"])
             return
         if path in self.manifest.path.parents:
             return  # the manifest lives there: removed last, when empty (_drop_manifest_dir)
@@ -183,8 +230,10 @@ class Removal:
             shutil.rmtree(path, ignore_errors=True)
         elif entry.get("store") and _has_files(path):
             self.kept.append(f"{path} (quarantine or backup store; --purge removes it)")
+            return
         elif path.name in SPOOL_STATE_DIRS and _has_files(path):
             self.kept.append(f"{path} (mail not yet delivered; --purge removes it)")
+            return
         elif _is_disposable(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -192,13 +241,14 @@ class Removal:
             try:
                 path.rmdir()
             except OSError:
-                self.kept.append(f"{path} (not empty)")
+                self.kept.append(f"{path} (not empty; --purge removes it)")
+                return
+        self.manifest.forget(entry["key"])
 
     def _account(self, entry: dict) -> None:
         name = entry["name"]
         if self.kept and not self.purge:
             self.kept.append(f"{entry['kind']} {name} (owns what is kept)")
-            self.manifest.forget(entry["key"])
             return
         command = ["userdel", name] if entry["kind"] == "user" else ["groupdel", name]
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -209,21 +259,24 @@ class Removal:
             return
         self.manifest.forget(entry["key"])
 
-    def _drop_manifest_dir(self) -> None:
+    def _drop_manifest_dir(self, holders: list[dict]) -> None:
+        """The manifest's directory, then those around it that setup made (/var/lib/lmsav)."""
         directory = self.manifest.path.parent
         shutil.rmtree(directory / "originals", ignore_errors=True)
         try:
             directory.rmdir()
         except OSError:
             pass
-        state = directory.parent
-        if self.purge:
-            shutil.rmtree(state, ignore_errors=True)
-            return
-        try:
-            state.rmdir()  # /var/lib/lmsav, when nothing is kept there
-        except OSError:
-            self.kept.append(f"{state} (not empty)")
+        for entry in holders:  # newest first: children before parents
+            path = Path(entry["path"])
+            if self.purge:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _prune(path)
+                try:
+                    path.rmdir()
+                except OSError:
+                    self.kept.append(f"{path} (not empty)")
 
     def _fail(self, text: str) -> None:
         self.failures.append(text)
@@ -232,6 +285,58 @@ class Removal:
 
 SPOOL_STATE_DIRS = ("new", "work", "hold")
 DISPOSABLE = ("tmp", "stats", "delivered")
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a parent that is not lmsav's to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X", "")
+
+
+def _lock_holders(lock: Path) -> list[int]:
+    """Processes holding a lock on ``lock`` that have it open (/proc/locks names the inode;
+    the open descriptor confirms it is this file)."""
+    try:
+        inode = lock.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        try:
+            pid, holder_inode = int(fields[4]), int(fields[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        if holder_inode == inode and pid not in out and _has_open(pid, lock):
+            out.append(pid)
+    return out
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _has_files(path: Path) -> bool:

@@ -357,31 +357,53 @@ def mtas(ctx: Context) -> None:
         if not mta.installed():
             ctx.say(f"{mta.name}: skipped, not installed")
             continue
+        files: list[Path] = []
         try:
             files = mta.files()
             for path in files:
                 _keep_original(ctx, mta.name, path)
             change = mta.apply(ctx.lmsav, ctx.answers)
         except (mta_mod.MtaError, OSError) as err:
+            if files:  # recorded all the same: --remove puts back what the attempt changed
+                _record_mta(ctx, mta, files)
             ctx.failures.append(f"{mta.name}: {err}")
             ctx.say(f"{mta.name}: FAILED: {err}")
             continue
-        for path in files:
-            ctx.manifest.record("mta-file", f"mta-file:{path}", after_hash=file_hash(path))
         for backup in change.backups:
             ctx.manifest.record("mta-backup", f"mta-backup:{backup}", mta=mta.name,
                                 path=str(backup), sha256=file_hash(backup))
-        ctx.manifest.record("mta", f"mta:{mta.name}", name=mta.name)
+        _record_mta(ctx, mta, files)
         ctx.say(f"{mta.name}: {'configured' if change.changed else 'already set up'}")
         for line in change.lines:
             ctx.say(f"{mta.name}: {line}")
 
 
+# Where each MTA's configuration was found, so --remove finds it without the same --answers.
+MTA_CONFIG_ANSWERS = {"postfix": ("postfix_config",),
+                      "exim": ("exim_config", "exim_config_file"),
+                      "qmail": ("qmail_rules",)}
+
+
+def _record_mta(ctx: Context, mta, files: list[Path]) -> None:
+    for path in files:
+        if ctx.manifest.get(f"mta-file:{path}") is not None:
+            ctx.manifest.record("mta-file", f"mta-file:{path}", after_hash=file_hash(path))
+    config = {key: getattr(ctx.answers, key) for key in MTA_CONFIG_ANSWERS.get(mta.name, ())}
+    ctx.manifest.record("mta", f"mta:{mta.name}", name=mta.name, config=config)
+
+
 def _keep_original(ctx: Context, name: str, path: Path) -> None:
     """A byte-for-byte copy of an MTA file before lmsav first changes it."""
     key = f"mta-file:{path}"
-    if ctx.manifest.get(key) is not None:
-        return
+    entry = ctx.manifest.get(key)
+    if entry is not None:
+        # A file lmsav has not changed (an earlier attempt failed, or found it set up) that
+        # the administrator changed since, to fix what made that attempt fail, say: the
+        # original is what it holds now.
+        untouched = "after_hash" in entry and entry["after_hash"] == entry.get("original_hash")
+        if not (untouched and file_hash(path) != entry["after_hash"]):
+            return
+        ctx.manifest.forget(key)
     copy = None
     if path.exists():
         ORIGINALS.mkdir(mode=0o700, parents=True, exist_ok=True)
