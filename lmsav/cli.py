@@ -94,6 +94,7 @@ class LazyGroup(click.Group):
         "setup": "lmsav.setup.commands:setup",
         "daemon": "lmsav.daemon.commands:daemon",
         "ctl": "lmsav.daemon.commands:ctl",
+        "update": "lmsav.update.commands:update",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -366,6 +366,90 @@ class QmailSection:
                         "(exit 71).")
 
 
+_DATABASE_NAME_RE = re.compile(r"[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*(?:\.(?:cvd|cld|cud))?")
+
+
+def _update_source(text: Any) -> str:
+    """https://…, http://…, file:///… or an absolute directory."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(text)
+    parts = urlsplit(text)
+    if parts.scheme in ("http", "https"):
+        ok = bool(parts.hostname)
+    elif parts.scheme == "file":
+        ok = parts.netloc in ("", "localhost") and parts.path.startswith("/")
+    else:
+        ok = not parts.scheme and os.path.isabs(os.path.expanduser(text))
+    if not ok:
+        raise ValueError(text)
+    return text
+
+
+def _update_sources(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(value)
+    return tuple(_update_source(item) for item in value)
+
+
+def _database_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value):
+        raise ValueError(value)
+    if not all(isinstance(v, str) and _DATABASE_NAME_RE.fullmatch(v) for v in value):
+        raise ValueError(value)
+    return tuple(value)
+
+
+def _positive(value: Any) -> int:
+    if _natural(value) < 1:
+        raise ValueError(value)
+    return value
+
+
+UPDATE_SOURCES = Kind('a list of sources like ["https://database.clamav.net", '
+                      '"file:///srv/clamav-mirror", "/media/clamav"]', _update_sources, list)
+DATABASE_NAMES = Kind('a list of database names like ["main", "daily", "bytecode"] or file '
+                      'names ending in .cvd, .cld or .cud', _database_names, list)
+POSITIVE = Kind("an integer >= 1", _positive)
+
+
+@dataclass(frozen=True)
+class UpdateSection:
+    """[update] — `lmsav update`: where new databases come from and how versions are kept."""
+
+    sources: tuple[str, ...] = setting(
+        ("https://database.clamav.net",), UPDATE_SOURCES,
+        "Where updates come from, tried in order until one answers: mirrors in ClamAV's layout "
+        "(https://…, http://…), file:// URLs and directories.", "--source")
+    databases: tuple[str, ...] = setting(
+        ("main", "daily", "bytecode"), DATABASE_NAMES,
+        "Databases kept current: names as on ClamAV's mirrors (main.cvd, daily.cvd …), or file "
+        "names; an unsigned .cud is accepted only when named so.")
+    dir: Path | None = setting(
+        None, OPTIONAL_PATH,
+        '"" means <state_dir>/bases: one directory per version and a `current` link to the '
+        'active one; point [paths] database at <dir>/current.', "--database")
+    keep_versions: int = setting(
+        3, POSITIVE, "Versions kept for `lmsav update --rollback`, the active one included.")
+    check_interval: float = setting(
+        3600.0, SECONDS, "After a successful check, network sources are not asked again before "
+                         "this interval (mirrors block clients that ask too often); 0 asks on "
+                         "every run.")
+    max_age: float = setting(
+        604800.0, SECONDS, "`lmsav update --status` warns when the newest database was built "
+                           "longer ago than this (604800 s: 7 days).")
+    timeout: float = setting(
+        30.0, SECONDS, "Waiting to connect and for each piece of data; a transfer slower than "
+                       "1 KiB per timeout is abandoned too.")
+    retries: int = setting(
+        3, POSITIVE, "Attempts per file and source when a failure may pass (timeout, dropped "
+                     "connection, server error).")
+    retry_delay: float = setting(
+        2.0, SECONDS, "Pause before the second attempt; it doubles for each further one (at "
+                      "most a minute).")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
@@ -375,6 +459,7 @@ SECTIONS: dict[str, tuple[str, type]] = {
     "spool": ("spool", SpoolSection),
     "daemon": ("daemon", DaemonSection),
     "qmail": ("qmail", QmailSection),
+    "update": ("update", UpdateSection),
 }
 
 
@@ -423,6 +508,7 @@ class Settings:
     spool: SpoolSection
     daemon: DaemonSection
     qmail: QmailSection
+    update: UpdateSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -1,1 +1,1 @@
-"""Reserved for a later part of lmsav (see DESIGN.md)."""
+"""lmsav update: sources, verification, cdiff, staging, switch, rollback (see updater.py)."""
