@@ -161,7 +161,8 @@ def _size_option(*names, key, help):
               help="Stop after SIZE bytes extracted from one input.")
 @click.option("--max-recursion", "max_scan_depth", type=int, metavar="N",
               help="Container nesting depth limit.")
-@click.option("--max-files", type=int, metavar="N", help="Members scanned per container.")
+@click.option("--max-files", type=int, metavar="N",
+              help="Members unpacked per container; the rest are only matched.")
 @click.option("--max-scantime", "max_scan_time", type=float, metavar="SEC",
               help="Time limit per input, in seconds.")
 @click.option("--max-ratio", "max_compression_ratio", type=int, metavar="N",

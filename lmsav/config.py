@@ -194,7 +194,10 @@ class LimitsSection:
         400 << 20, SIZE, "Stop after this many bytes extracted and scanned from one input.",
         "--max-scansize")
     max_files: int = setting(
-        10000, NATURAL, "Members scanned per container; the rest are skipped.", "--max-files")
+        10000, NATURAL, "Members unpacked and scanned per container; members past it are "
+                        "still matched, without unpacking, while max_scan_size and "
+                        "max_scan_time allow, and the container reports the limit.",
+        "--max-files")
     max_scan_time: float = setting(
         120.0, SECONDS, "Time allowed for one input, in seconds.", "--max-scantime")
     max_compression_ratio: int = setting(

@@ -84,7 +84,32 @@ def find_filtered(policy, leaves, verdict: Verdict) -> list[Filtered]:
             found.append(Filtered(leaf.index, leaf_path,
                                   f"type mismatch: declared {leaf.content_type or '?'}, "
                                   f"name {leaf.filename or '?'}, real {real}"))
+    # Parts only the raw reading of a doubtful message found ("raw<k>:name"): filtered by name
+    # as well, under leaf 0 (no part of the parsed structure to cut out).
+    reason = _by_name(policy, _unplaced_names(verdict))
+    if reason:
+        found.append(Filtered(UNPLACED, reason[0], reason[1]))
     return found
+
+
+UNPLACED = 0  # the leaf of what lies outside the parsed parts
+
+
+def _unplaced_names(verdict: Verdict) -> list[tuple[str, str]]:
+    root = verdict.root.path
+    out = []
+    for res in verdict.walk():
+        if not res.path.startswith(root + PATH_SEP):
+            continue
+        rel = res.path[len(root) + len(PATH_SEP):]
+        first = rel.split(PATH_SEP, 1)[0]
+        if leaf_index(first) is not None:
+            continue
+        name = rel.rsplit(PATH_SEP, 1)[-1]
+        if PATH_SEP not in rel:
+            name = name.split(":", 1)[1] if ":" in name else ""
+        out.append((res.path, posixpath.basename(name)))
+    return out
 
 
 def _by_name(policy, named: list[tuple[str, str]]) -> tuple[str, str] | None:

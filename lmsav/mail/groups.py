@@ -274,8 +274,9 @@ class GroupPolicy:
     protected_action: str = setting(
         "skip", ACTION, "What is done with encrypted or password-protected objects.")
     corrupted_action: str = setting("skip", ACTION, "What is done with corrupted objects.")
+    # Fail closed: an unscanned message (a limit hit, a read error) could hide anything.
     error_action: str = setting(
-        "skip", ACTION, "What is done with objects that could not be scanned.")
+        "reject", ACTION, "What is done with objects that could not be scanned.")
     filtered_action: str = setting(
         "warn", ACTION, "What is done with objects the content filter caught.")
     uncurable_action: str = setting(

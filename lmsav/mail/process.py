@@ -18,7 +18,7 @@ from ..scanner.engine import Engine
 from ..scanner.limits import Limits
 from ..scanner.objects import PATH_SEP, ObjectResult, Status, Verdict
 from ..scanner.containers import rebuild
-from .filter import find_filtered, leaf_index
+from .filter import UNPLACED, find_filtered, leaf_index
 from .groups import match_pattern
 from .outcome import GroupOutcome, MessageOutcome, ObjectAction
 from .raw import header_end
@@ -124,7 +124,10 @@ class MailProcessor:
         message_status = _label(root.worst())
         if message_status == "clean" and filtered:
             message_status = FILTERED
-        if policy.scan_policy == "combined" and per_leaf:
+        # Part by part only when every finding sits in a numbered part: what the raw reading
+        # of a doubtful message found (raw<k>:…, more-parts) has no part to cure or delete.
+        if (policy.scan_policy == "combined" and per_leaf and not _unplaced_findings(root)
+                and UNPLACED not in filtered):
             action, changes = self._combined(policy, root, per_leaf, filtered, leaves, objects)
         else:
             action, changes = self._whole(policy, message_status, verdict, filtered, objects)
@@ -343,6 +346,15 @@ def _first_reason(root: ObjectResult, filtered) -> str:
     if not reason and filtered:
         reason = next(iter(filtered.values())).reason
     return reason
+
+
+def _unplaced_findings(root: ObjectResult) -> bool:
+    """Whether a child of the message that is not a numbered part found something."""
+    for child in root.children:
+        name = child.path.rsplit(PATH_SEP, 1)[-1] if PATH_SEP in child.path else child.path
+        if leaf_index(name) is None and child.worst() != Status.CLEAN:
+            return True
+    return False
 
 
 def _leaf_results(root: ObjectResult) -> dict[int, ObjectResult]:

@@ -2,6 +2,10 @@
 
 Per object the work is, in this order: limits, sniff, size-gated hashes, one Hyperscan pass,
 YARA if rules exist, and — for containers — the handler's members, scanned recursively.
+
+A container with more members than ``max_files`` is marked with the limit, yet its further
+members are still matched — without unpacking them — while the byte and time budgets last:
+otherwise a threat placed after 10,000 decoys would pass as a mere limit error.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import os
 
 from . import filetype
 from .containers import Corrupted, Encrypted, Unsupported, handler_for
-from .limits import Context, LimitExceeded, Limits
+from .limits import Context, LimitExceeded, Limits, running
 from .objects import ObjectResult, ScanObject, Status, Threat, Verdict, join_path
 from .signatures.database import Database
 from .signatures.subject import Subject
@@ -42,7 +46,8 @@ class Engine:
     def scan(self, obj: ScanObject) -> Verdict:
         ctx = Context(self.limits, self.tmp_root)
         try:
-            return Verdict(self._scan(obj, ctx))
+            with running(ctx):  # the normalisers check its clock too
+                return Verdict(self._scan(obj, ctx))
         finally:
             ctx.cleanup()
 
@@ -54,7 +59,7 @@ class Engine:
         return self.scan(ScanObject(name, data=data))
 
     # -- the recursive step ------------------------------------------------------------------
-    def _scan(self, obj: ScanObject, ctx: Context) -> ObjectResult:
+    def _scan(self, obj: ScanObject, ctx: Context, unpack: bool = True) -> ObjectResult:
         res = ObjectResult(obj.name, "", 0)
         try:
             size = obj.size
@@ -69,7 +74,7 @@ class Engine:
             if found:
                 res.status = Status.INFECTED
                 res.threats = found
-            handler = handler_for(ftype)
+            handler = handler_for(ftype) if unpack else None
             if handler is not None and self._wants(ftype):
                 self._explode(handler, obj, ctx, res)
         except LimitExceeded as err:
@@ -107,6 +112,7 @@ class Engine:
             self._limit(res, err, ctx, obj.depth)
             return
         count = 0
+        past_limit = False
         # What members learn of this container: its type as ClamAV names it (for .cdb rules
         # and Container:/Intermediates: conditions), computed once for all of them.
         ancestry = obj.clamav_ancestry + (self.db.container_type(obj.data, obj.type),)
@@ -115,10 +121,22 @@ class Engine:
                 if child.meta_only:
                     self._judge_meta(obj, child, ancestry, res)
                     continue
-                if child.status is None:  # a member reported without data costs no scan
+                if child.status is None and not past_limit:  # no data: no scan, no count
                     count += 1
-                    ctx.check_files(count)
-                res.children.append(self._scan_child(obj, child, ctx, ancestry))
+                    try:
+                        ctx.check_files(count)
+                    except LimitExceeded as err:
+                        self._limit(res, err, ctx, obj.depth)
+                        past_limit = True
+                if past_limit:
+                    # Already read and charged to the byte budget: matching it is cheap,
+                    # unpacking it is not. Clean members stay out of the result tree, which
+                    # stays small however many follow.
+                    found = self._guarded_child(obj, child, ctx, ancestry, unpack=False)
+                    if found.status != Status.CLEAN:
+                        res.children.append(found)
+                else:
+                    res.children.append(self._guarded_child(obj, child, ctx, ancestry))
                 ctx.check_time()
         except Encrypted as err:
             self._mark(res, Status.PROTECTED, f"encrypted{': ' + str(err) if str(err) else ''}")
@@ -132,8 +150,21 @@ class Engine:
             log.exception("handler %s failed on %s", type(handler).__name__, obj.name)
             self._mark(res, Status.ERROR, f"internal error: {type(err).__name__}: {err}")
 
+    def _guarded_child(self, parent: ScanObject, child, ctx: Context,
+                       ancestry: tuple[str, ...], unpack: bool = True) -> ObjectResult:
+        """One member; a bug met while scanning it costs that member, not its siblings."""
+        try:
+            return self._scan_child(parent, child, ctx, ancestry, unpack)
+        except (LimitExceeded, Encrypted, Corrupted, Unsupported):
+            raise
+        except Exception as err:
+            name = join_path(parent.name, child.name)
+            log.exception("scanning %s failed", name)
+            return ObjectResult(name, "", child.size or 0, Status.ERROR,
+                                reason=f"internal error: {type(err).__name__}: {err}")
+
     def _scan_child(self, parent: ScanObject, child, ctx: Context,
-                    ancestry: tuple[str, ...]) -> ObjectResult:
+                    ancestry: tuple[str, ...], unpack: bool = True) -> ObjectResult:
         name = join_path(parent.name, child.name)
         if child.status is not None:
             res = ObjectResult(name, "", child.size or 0, child.status, reason=child.reason)
@@ -151,7 +182,7 @@ class Engine:
         sub.member = child.meta
         sub.container_size = parent.size
         try:
-            return self._scan(sub, ctx)
+            return self._scan(sub, ctx, unpack)
         finally:
             sub.close()
             if child.path is not None:
@@ -181,7 +212,6 @@ class Engine:
 
     @staticmethod
     def _mark(res: ObjectResult, status: Status, reason: str) -> None:
-        if status >= res.status:
-            res.status = status
+        res.status = max(status, res.status)
         if not res.reason:
             res.reason = reason

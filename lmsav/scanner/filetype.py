@@ -53,6 +53,11 @@ _MAGICS: tuple[tuple[int, bytes, str], ...] = (
     (0, b"{\\rtf", "rtf"),
     (0, b"\x7a\x1a\x20\x10", "sis"),  # Symbian 9 installer (UID1 0x10201A7A)
     (8, b"\x19\x04\x00\x10", "sis"),  # EPOC installer: UID3 0x10000419
+    (0, b"\xe4\x52\x5c\x7b\x8c\xd8\xa7\x4d\xae\xb1\x53\x78\xd0\x29\x96\xd3", "onenote"),
+    # Payloads the executable handler cuts out of a setup program, each from its first byte:
+    (0, b"\xa3\x48\x4b\xbe\x98\x6c\x4a\xa9\x99\x4c\x53\x0a\x86\xd6\x48\x7dAU3!EA0", "autoit"),
+    (0, b"InstallShield\x00", "installshield"),
+    (4, b"\xef\xbe\xad\xdeNullsoftInst", "nsis"),  # after the first header's flags word
     (257, b"ustar", "tar"),
     (32769, b"CD001", "iso9660"),
     (34817, b"CD001", "iso9660"),
@@ -66,7 +71,17 @@ _MAIL_HEADERS = (
 )
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:[ \t]?[^\r\n]*\r?$")
 _MBOX_FROM = re.compile(rb"^From \S+ ")
-_HTML = re.compile(rb"^\s*(<!doctype html|<html|<head|<body|<script|<iframe)", re.I)
+_HTML = re.compile(rb"^\s*(<!doctype html|<html|<head|<body|<script|<iframe)", re.IGNORECASE)
+# ClamAV's HTML markers (its built-in "HTML data" file types), in the cases it spells them,
+# anywhere in the first HTML_WINDOW bytes of text or data: a page need not start with a tag.
+# An anchor counts when an href follows it.
+HTML_WINDOW = 1024
+_HTML_TAG = re.compile(
+    rb"<(?:HEAD>|HTML>|Head>|Html>|head>|html>|IFRAME|iframe|IMG|Img|img|OBJECT|Object|object"
+    rb"|SCRIPT|Script|script|TABLE|table)")
+_ANCHOR = re.compile(rb"<[aA] ")
+_HREF = re.compile(rb"[hH][rR](?:EF|ef)")
+_ASP = b"<%@ LANGUAGE ="
 
 
 def _is_pe(head: bytes) -> bool:
@@ -138,13 +153,50 @@ def _sniff_start(data) -> str:
         return "mail"
     if head[:1] == b"\x5d" and head[1:5] in (b"\x00\x00\x80\x00", b"\x00\x00\x01\x00") :
         return "lzma"  # legacy .lzma (LZMA-alone) with the usual properties byte
+    if _is_powerpoint_stream(head):
+        return "powerpoint"
     if b"(This file must be converted with BinHex" in head[:1024]:
         return "binhex"
-    if _HTML.match(head):
+    if _HTML.match(head) or _has_html_marker(head):
         return "html"
     if head and not _looks_binary(head):
         return "text"
     return "binary"
+
+
+def _has_html_marker(head: bytes) -> bool:
+    window = head[:HTML_WINDOW]
+    if b"<" not in window:
+        return False
+    if _HTML_TAG.search(window) is not None or window.startswith(_ASP):
+        return True
+    anchor = _ANCHOR.search(window)
+    if anchor is None:
+        return False
+    # "href" found in lower case first: a search led by a character class is slow.
+    lower = window.lower()
+    at = lower.find(b"href", anchor.end())
+    while at >= 0:
+        if _HREF.match(window, at):
+            return True
+        at = lower.find(b"href", at + 1)
+    return False
+
+
+# The records a "PowerPoint Document" stream starts with ([MS-PPT] 2.13.24 record types) and
+# the record version each has (0xF: a container): the document, slides, notes, masters,
+# handouts, an OLE object storage, the edit and persist-directory atoms.
+_PPT_FIRST_RECORDS = {
+    0x03E8: 0xF, 0x03EE: 0xF, 0x03F0: 0xF, 0x03F8: 0xF, 0x0FC9: 0xF,
+    0x1011: 0x0, 0x0FF5: 0x0, 0x1772: 0x0,
+}
+
+
+def _is_powerpoint_stream(head: bytes) -> bool:
+    if len(head) < 8:
+        return False
+    ver_instance, rec_type = struct.unpack_from("<HH", head)
+    return _PPT_FIRST_RECORDS.get(rec_type) == ver_instance & 0xF
 
 
 def _looks_binary(head: bytes) -> bool:
@@ -264,7 +316,8 @@ def _zip_by_directory(data, size: int) -> int | None:
     if size < _EOCD_SIZE:
         return None
     floor = max(0, size - _EOCD_SIZE - 0xFFFF)  # the record, and a comment of at most 64 KiB
-    at = data.rfind(_EOCD, floor)
+    # Only where the whole 22-byte record fits: the signature alone may sit in the last bytes.
+    at = data.rfind(_EOCD, floor, len(data) - _EOCD_SIZE + len(_EOCD))
     while at >= 0:
         cd_size, cd_offset, comment = struct.unpack_from("<IIH", data, at + 12)
         if at + _EOCD_SIZE + comment == size:

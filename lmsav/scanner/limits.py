@@ -11,6 +11,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -20,6 +23,15 @@ from .objects import Child, Status
 CHUNK = 1 << 16
 # Members at most this large stay in memory; larger ones go to the private temp dir.
 SPILL_THRESHOLD = 8 << 20
+
+# What the mail parser structures of one message. Past MAX_MIME_PARTS entities the rest is
+# still read part by part (a cheaper raw reading) and the limit is reported; header lines past
+# MAX_HEADER_SIZE bytes of one entity and parameters past MAX_HEADER_PARAMS of one header are
+# not interpreted (the raw reading then reads the message too). Postfix's header_size_limit
+# is 100 KiB; real headers carry a handful of parameters.
+MAX_MIME_PARTS = 10000
+MAX_HEADER_SIZE = 256 << 10
+MAX_HEADER_PARAMS = 64
 
 
 @dataclass(frozen=True)
@@ -163,3 +175,26 @@ class Context:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+
+
+# The context of the scan running in this thread. Code the engine reaches without handing it a
+# Context — the HTML and script normalisers, called by the signature matchers — checks the time
+# budget through it.
+_running: ContextVar[Context | None] = ContextVar("lmsav_running_scan", default=None)
+
+
+@contextmanager
+def running(ctx: Context) -> Iterator[Context]:
+    """Make ``ctx`` the running scan's context for ``check_running_time``."""
+    token = _running.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _running.reset(token)
+
+
+def check_running_time() -> None:
+    """Raise LimitExceeded when the running scan is out of time; nothing outside a scan."""
+    ctx = _running.get()
+    if ctx is not None:
+        ctx.check_time()

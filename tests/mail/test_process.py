@@ -347,3 +347,36 @@ def test_filter_by_real_type_and_exclusions(db, tmp_path):
     g = proc.process(raw, "a@b.c", ["x@y.z"]).groups[0]
     assert [o.reason.split()[0] for o in g.objects] == ["type"]
     assert attachment_names(g.message) == ["allowed.bat", "keep.txt"]
+
+
+def test_threat_only_the_raw_reading_finds_is_not_delivered(processor):
+    """A combined-policy group cures part by part; a threat found outside every numbered part
+    (here base64 after the closing delimiter, which the raw reading decodes) has no part to cure,
+    so the message is judged whole and never delivered unchanged."""
+    import base64
+
+    raw = message(("a.txt", b"fine", "text/plain"))
+    tail = (b"\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="late.com"\r\n\r\n'
+            + base64.encodebytes(EICAR) + b"\r\n")
+    out = run(processor, raw + tail, "bob@strict.example")
+    [g] = out.groups
+    assert out.status == "infected"
+    assert g.action != "skip"
+    assert g.message is None or b"X-AV-Status: infected" in g.message
+
+
+def test_name_filter_sees_parts_only_the_raw_reading_finds(processor):
+    """An .exe behind a boundary the message never declared is filtered like any attachment."""
+    import base64
+
+    raw = message(("a.txt", b"fine", "text/plain"))
+    tail = (b"\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="setup.exe"\r\n\r\n'
+            + base64.encodebytes(b"MZ harmless test program body\n" * 4) + b"\r\n")
+    out = run(processor, raw + tail, "bob@strict.example")
+    [g] = out.groups
+    assert out.status == "filtered", [(o.object, o.status) for o in g.objects]
+    assert g.action != "skip"

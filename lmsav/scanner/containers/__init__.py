@@ -22,7 +22,13 @@ _REGISTRY = (
     ("html", "HtmlHandler"),              # data: URIs, literal base64/hex in scripts
     ("textenc", "TextEncodedHandler"),    # uuencode, yEnc, base64 blocks in plain text
     ("sevenzip", "SevenZipHandler"),      # arj chm (and zips libarchive cannot decode)
-    ("sfx", "SfxHandler"),                # archives appended to executables
+    ("executable", "ExecutableHandler"),  # UPX, NSIS, AutoIt, InstallShield, appended archives
+    ("sfx", "SfxHandler"),                # (its types are the executable handler's, first)
+    ("nsis", "NsisHandler"),              # NSIS installer data (7-Zip)
+    ("autoit", "AutoitHandler"),          # compiled AutoIt scripts (EA05, EA06)
+    ("installshield", "InstallShieldHandler"),  # InstallShield setup streams
+    ("powerpoint", "PowerPointHandler"),  # embedded objects of a "PowerPoint Document" stream
+    ("onenote", "OneNoteHandler"),        # files embedded in OneNote sections
     ("packages", "LhaHandler"),
     ("packages", "CompressHandler"),      # Unix .Z
     ("packages", "RpmHandler"),

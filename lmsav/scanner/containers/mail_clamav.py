@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 
+from ..limits import MAX_HEADER_PARAMS
 from ..signatures.subject import MAIL_LINKS, MAIL_LINKS_ONLY, MAIL_UNREAD, MemberMeta
 from .mime import Entity, _boundary, _maintype, _transfer_encoding
 
@@ -46,6 +48,9 @@ _SOME_TEXT = re.compile(rb"[^\r\n\0]")
 _SPACES_LINE = re.compile(rb"[ \t\v\f]+(?:\n|$)")
 _SPACES_NEXT_LINE = re.compile(rb"\n[ \t\v\f]+(?:\n|$)")
 _UU_NEXT_LINE = re.compile(rb"\nb(?i:egin) [0-9]{3} ")
+_ARGUMENT_GAP = re.compile(rb"[\s;]*+")
+_SPACES = re.compile(rb"\s*+")
+_NOT_SPACES = re.compile(rb"\S*+")
 
 
 class ClamavReading:
@@ -59,12 +64,15 @@ class ClamavReading:
     look at get no MemberMeta.
     """
 
-    def __init__(self, raw: bytes, root: Entity, unread: bool = False, attached: bool = False):
+    def __init__(self, raw: bytes, root: Entity, unread: bool = False, attached: bool = False,
+                 check: Callable[[], None] | None = None):
         """``attached``: the message is a part of another one, which ClamAV reads from its own
-        copy of the part's lines (each ended by a line break, blank runs already once)."""
+        copy of the part's lines (each ended by a line break, blank runs already once).
+        ``check`` is called for each multipart read (a time budget raises from it)."""
         self._raw = raw
         self._root = root
         self._attached = attached
+        self._check = check
         self._metas: dict[int, MemberMeta] = {}
         self._line_cache: dict[int, list[bytes | None]] = {}
         self._segments: dict[int, bytes] = {}
@@ -108,6 +116,8 @@ class ClamavReading:
 
     def _multipart(self, entity: Entity, mime: _Mime) -> bool:
         children = entity.children or []
+        if self._check is not None:
+            self._check()
         mimes = [_Mime.of(child.part) for child in children]
         subtype = mime.subtype or "alternative"
         subtype = _MULTIPART_ALIASES.get(subtype, subtype)
@@ -295,6 +305,9 @@ class _Mime:
     encodings: list[str] = field(default_factory=list)
     disposition: str = ""
     args: list[bytes] = field(default_factory=list)  # the arguments ClamAV keeps, in order
+    # The kept arguments in lower case: a new one is compared with them in one look-up, not
+    # with each in turn (a header of 20,000 arguments took seconds).
+    kept: set[bytes] = field(default_factory=set)
 
     @classmethod
     def of(cls, part: Message) -> _Mime:
@@ -346,7 +359,9 @@ class _Mime:
                     sub = sub[:-1].strip()
                 if sub:
                     self.subtype = sub.split(b" ", 1)[0].decode("latin-1").lower()
-        for piece in _fields(text)[1:]:
+        # Past MAX_HEADER_PARAMS arguments a header is not read further (ClamAV reads on; no
+        # mail client writes that many, and each costs this parser time).
+        for piece in _fields(text)[1:1 + MAX_HEADER_PARAMS]:
             if piece is None:
                 break
             self._add_arguments(piece)
@@ -371,19 +386,17 @@ class _Mime:
     def _add_arguments(self, text: bytes) -> None:
         """``key=value`` pairs of a Content-Type, quoted values unquoted (messageAddArguments)."""
         pos = 0
-        while pos < len(text):
-            if text[pos:pos + 1].isspace() or text[pos:pos + 1] == b";":
-                pos += 1
-                continue
+        for _ in range(MAX_HEADER_PARAMS):
+            pos = _ARGUMENT_GAP.match(text, pos).end()
+            if pos >= len(text):
+                return
             key = pos
             eq = text.find(b"=", pos)
             if eq < 0:
                 eq = text.find(b":", pos)
                 if eq < 0:
                     return
-            pos = eq + 1
-            while pos < len(text) and text[pos:pos + 1].isspace():
-                pos += 1
+            pos = _SPACES.match(text, eq + 1).end()
             if text[pos:pos + 1] == b'"':
                 close = text.find(b'"', pos + 1)
                 value = text[pos + 1:] if close < 0 else text[pos + 1:close]
@@ -394,9 +407,7 @@ class _Mime:
             else:
                 if pos >= len(text):
                     return  # an empty value ends the header's arguments
-                pos += 1
-                while pos < len(text) and not text[pos:pos + 1].isspace():
-                    pos += 1
+                pos = _NOT_SPACES.match(text, pos + 1).end()
                 self.add(text[key:pos])
 
     def add(self, arg: bytes) -> None:
@@ -404,7 +415,7 @@ class _Mime:
         arg = arg.lstrip()
         if not arg or not arg.lower().startswith(_USEFUL_ARGS):
             return
-        if any(arg.lower() == old.lower() for old in self.args):
+        if arg.lower() in self.kept:
             return
         value = _rfc2231(arg)
         if b"=" not in value:
@@ -412,6 +423,7 @@ class _Mime:
                 return
             value = value[:8] + b"=" + value[9:]
         self.args.append(value)
+        self.kept.add(value.lower())
         if not self.type and value.lower().startswith((b"filename=", b"name=")):
             self.type = "application"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject
@@ -20,11 +20,21 @@ class MboxHandler:
 
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
         data = obj.data  # bytes or mmap; regex and slices work on both without a full copy
-        starts = [(m.start(), m.end()) for m in _SEPARATOR.finditer(data)]
-        for n, (_, body_start) in enumerate(starts, 1):
-            end = starts[n][0] if n < len(starts) else len(data)
-            size = end - body_start
-            yield ctx.member(f"msg{n}", _slices(data, body_start, end), declared_size=size)
+        n = 0
+        body_start = None
+        # One separator ahead: a message ends where the next one starts (never a list of all).
+        for m in _SEPARATOR.finditer(data):
+            if body_start is not None:
+                n += 1
+                yield _message(ctx, data, n, body_start, m.start())
+            body_start = m.end()
+        if body_start is not None:
+            yield _message(ctx, data, n + 1, body_start, len(data))
+
+
+def _message(ctx: Context, data, n: int, start: int, end: int) -> Child:
+    ctx.check_time()
+    return ctx.member(f"msg{n}", _slices(data, start, end), declared_size=end - start)
 
 
 def _slices(data, start: int, end: int) -> Iterator[bytes]:

@@ -13,11 +13,14 @@ place. The same pass collects the links of ``<a>``, ``<img>``, ``<iframe>``, ``<
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..limits import check_running_time
 from .html_entities import ENTITIES
 
 CHUNK = 8192  # libclamav reads HTML in chunks of at most CHUNK - 1 bytes
+CHUNKS_PER_TIME_CHECK = 32  # the scan's clock is read every 256 KiB
 STR_MAX = 1024  # tag names, attribute names and values, entities, link texts are cut here
 
 # States of the normaliser (htmlnorm.c's html_state).
@@ -77,8 +80,10 @@ class Link:
 
 @dataclass
 class Normalised:
-    nocomment: bytes = b""
-    notags: bytes = b""
+    # The forms as the normaliser built them (bytearrays: a page of tens of MiB is not copied
+    # once more to become bytes).
+    nocomment: bytes | bytearray = b""
+    notags: bytes | bytearray = b""
     # Script texts as handed to the JavaScript normaliser: one list of chunk pieces a script.
     scripts: list[list[bytes]] = field(default_factory=list)
     data_files: list[bytes] = field(default_factory=list)  # data: URIs as ClamAV saves them
@@ -88,7 +93,11 @@ class Normalised:
 def chunks(data) -> list[bytearray]:
     """The input as libclamav's chunk reader hands it over: NUL bytes dropped, at most CHUNK - 1
     bytes a chunk, a chunk that would end inside a word cut back to just after its last space."""
-    out = []
+    return list(iter_chunks(data))
+
+
+def iter_chunks(data) -> Iterator[bytearray]:
+    """``chunks`` one at a time: the normaliser holds one chunk, never a copy of the input."""
     size = len(data)
     offset = 0
     room = CHUNK - 1
@@ -116,8 +125,7 @@ def chunks(data) -> list[bytearray]:
                 del chunk[keep:]
         if not chunk:
             break
-        out.append(chunk)
-    return out
+        yield chunk
 
 
 def _after_last_space(chunk: bytearray) -> int:
@@ -147,9 +155,9 @@ def _multibyte(mbchar: int) -> bytes:
 class _Normaliser:
     """One pass over one HTML document; ``outputs`` off collects links only (as for phishing)."""
 
-    def __init__(self, outputs: bool, links: bool):
+    def __init__(self, outputs: bool, links: bool, notags: bool = True):
         self.o2 = bytearray() if outputs else None
-        self.text = bytearray() if outputs else None
+        self.text = bytearray() if outputs and notags else None
         self.want_links = links
         self.want_scripts = outputs
         self.result = Normalised()
@@ -252,9 +260,9 @@ class _Normaliser:
     # -- the pass ------------------------------------------------------------------------------
 
     def run(self, data) -> Normalised:
-        lines = chunks(data)
+        lines = iter_chunks(data)
         index = 0
-        line = lines[0] if lines else None
+        line = next(lines, None)
         pos = 0
         while line is not None:
             if self.href_begin is not None:
@@ -274,7 +282,9 @@ class _Normaliser:
                 self.state, self.next_state = JSDECODE_LENGTH, BAD
                 continue
             index += 1
-            line = lines[index] if index < len(lines) else None
+            if index % CHUNKS_PER_TIME_CHECK == 0:
+                check_running_time()
+            line = next(lines, None)
             pos = 0
             if self.in_screnc:
                 self.state, self.next_state = JSDECODE_DECRYPT, BAD
@@ -306,8 +316,9 @@ class _Normaliser:
             self.result.data_files.append(bytes(self.data_file))
             self.data_file = None
         if self.o2 is not None:
-            self.result.nocomment = bytes(self.o2)
-            self.result.notags = bytes(self.text)
+            self.result.nocomment, self.o2 = self.o2, None
+        if self.text is not None:
+            self.result.notags, self.text = self.text, None
         return self.result
 
     def script_take(self, line: bytearray, pos: int) -> None:
@@ -973,9 +984,13 @@ def _screnc_length(prefix: bytes) -> int:
     return total & 0xFFFFFFFF
 
 
-def normalise(data, outputs: bool = True, links: bool = False) -> Normalised:
-    """Run the normaliser over ``data`` (bytes or a buffer)."""
-    return _Normaliser(outputs, links).run(data)
+def normalise(data, outputs: bool = True, links: bool = False,
+              notags: bool = True) -> Normalised:
+    """Run the normaliser over ``data`` (bytes or a buffer); ``notags`` off leaves the text
+    form empty (it is not matched above MAX_HTML_NOTAGS, and would cost a copy of the page).
+
+    Inside a scan, the scan's time budget is checked as the document is read."""
+    return _Normaliser(outputs, links, notags).run(data)
 
 
-__all__ = ["Link", "Normalised", "chunks", "normalise"]
+__all__ = ["Link", "Normalised", "chunks", "iter_chunks", "normalise"]

@@ -11,6 +11,8 @@ exactly this text.
 
 from __future__ import annotations
 
+from ..limits import check_running_time
+
 # Token types (only the ones the normaliser reasons about need distinct values).
 (T_ERROR, T_IDENT, T_UNNORM, T_STRING, T_INT, T_FLOAT, T_FUNCTION, T_VAR, T_PAR_OPEN,
  T_PAR_CLOSE, T_CURLY_OPEN, T_CURLY_CLOSE, T_BRACKET_OPEN, T_BRACKET_CLOSE, T_COMMA,
@@ -52,6 +54,15 @@ _HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
 _OUT = bytes(32 if c in b" \t\n\v\f\r" else _LOWER[c] for c in range(256))  # buf_outs
 
 MAX_DECODES = 4096  # unpackings per script (see Script.decode)
+# Memory: a token costs about 100 bytes, fifty times a short token's text. A script is written
+# out and let go every MAX_SCRIPT_TOKENS tokens (Script.flush); a text above MAX_UNPACK_TEXT
+# bytes, or any text once MAX_HELD_TOKENS are held, is left packed (Script.decode).
+MAX_SCRIPT_TOKENS = 1 << 18
+MAX_HELD_TOKENS = 1 << 19
+MAX_UNPACK_TEXT = 1 << 19
+TOKENS_PER_TIME_CHECK = 1 << 14  # the scan's clock is read this often while tokenising
+PIECES_PER_TIME_CHECK = 128  # … and this often while feeding a script's 8 KiB pieces
+OUTPUT_SLICE = 1 << 20  # long token texts are written in slices: no second copy of a string
 
 # Tokenizer states.
 INITIAL, DQSTRING, SQSTRING, IDENTIFIER, MULTI_COMMENT, NUMBER, LINE_COMMENT, DUMMY = range(8)
@@ -90,6 +101,12 @@ def append_string(out: bytearray, text: bytes) -> None:
     """String literal contents with JavaScript escapes decoded (cli_textbuffer_append_normalize)."""
     i, size = 0, len(text)
     while i < size:
+        escape = text.find(b"\\", i)
+        if escape != i:  # the run up to the next backslash as is, NUL written as 0x01
+            stop = size if escape < 0 else escape
+            out += text[i:stop].replace(b"\0", b"\x01")
+            i = stop
+            continue
         c = text[i]
         if c == 0x5C and i + 1 < size:
             i += 1
@@ -259,7 +276,8 @@ class _Scanner:
             append_string(self.buf, data[start:end])
             self.pos = end + 1
             self.state = INITIAL
-            return Token(T_STRING, bytes(self.buf))
+            text, self.buf = self.buf, bytearray()  # handed over, not copied
+            return Token(T_STRING, text)
         append_string(self.buf, data[start:])
         self.pos = len(data)
         self.state = state
@@ -346,6 +364,12 @@ class Script:
         self.tokens: list[Token] = []
         self.uniq = 0
         self.depth = 0
+        self.read = 0  # tokens read, for the time checks
+        # How far the output has got, for a script written in parts (flush).
+        self.started = False
+        self.written_scope = self.global_scope
+        self.last_written = 0
+        self.open_parens = 0
 
     def feed(self, data: bytes) -> None:
         """Tokenise more text, tracking declarations per scope (cli_js_process_buffer)."""
@@ -355,6 +379,9 @@ class Script:
             token = self.scanner.next()
             if token is None:
                 break
+            self.read += 1
+            if self.read % TOKENS_PER_TIME_CHECK == 0:
+                check_running_time()
             kind = token.type
             if kind == T_VAR:
                 current.state = INSIDE_VAR
@@ -421,15 +448,42 @@ class Script:
         """Close what is left open, then fold and decode (cli_js_parse_done)."""
         if self.scanner.state in (DQSTRING, SQSTRING):
             self.feed(b'"' if self.scanner.state == DQSTRING else b"'")
-        balance = 0
+        self.tokens += [Token(T_PAR_CLOSE, b")") for _ in range(self._open_parens())]
+        self.fold_unescape()
+        self.decode()
+
+    def flush(self, out: bytearray) -> None:
+        """Fold, decode and write the tokens held so far, and let them go: a script of
+        millions of tokens is normalised in parts. Scopes, names and open parentheses carry
+        on into the rest; only what spans the cut (a folded string, an eval call) is read as
+        two pieces."""
+        feeding, scanner = self.current, self.scanner
+        # Unpacked texts are read apart from the unfinished stream: their own scanner, and the
+        # declaration state of the scopes being fed put back afterwards.
+        saved = []
+        scope = feeding
+        while scope is not None:
+            saved.append((scope, scope.state, scope.last_token, scope.brackets, scope.blocks))
+            scope = scope.parent
+        self.open_parens = self._open_parens()
+        self.scanner = _Scanner()
+        try:
+            self.fold_unescape()
+            self.decode()
+            self._write_tokens(out)
+        finally:
+            self.current, self.scanner = feeding, scanner
+            for scope, *state in saved:
+                scope.state, scope.last_token, scope.brackets, scope.blocks = state
+
+    def _open_parens(self) -> int:
+        balance = self.open_parens
         for token in self.tokens:
             if token.type == T_PAR_OPEN:
                 balance += 1
             elif token.type == T_PAR_CLOSE and balance > 0:
                 balance -= 1
-        self.tokens += [Token(T_PAR_CLOSE, b")") for _ in range(balance)]
-        self.fold_unescape()
-        self.decode()
+        return balance
 
     def fold_unescape(self) -> None:
         """``unescape ( "…" )`` (four tokens, whatever the fourth) becomes the decoded string."""
@@ -449,7 +503,8 @@ class Script:
         """Unpack eval("…"), packer functions and dF("…"), normalising what they hide.
 
         Each unpacking rewrites the token list; past MAX_DECODES in one script (thousands of
-        eval calls, a denial of service rather than a packer) the rest is left packed."""
+        eval calls, a denial of service rather than a packer) the rest is left packed, as is a
+        text above MAX_UNPACK_TEXT or any text once MAX_HELD_TOKENS are held (memory)."""
         i = 0
         decodes = 0
         while i < len(self.tokens):
@@ -474,7 +529,8 @@ class Script:
                 if (i + 3 < len(tokens) and tokens[i + 2].type == T_STRING
                         and tokens[i + 2].text is not None and tokens[i + 3].type == T_PAR_CLOSE):
                     text, begin, end = bytes(tokens[i + 2].text), i, i + 4
-            if end > begin and text is not None and decodes < MAX_DECODES:
+            if (end > begin and text is not None and decodes < MAX_DECODES
+                    and len(text) <= MAX_UNPACK_TEXT and len(tokens) <= MAX_HELD_TOKENS):
                 decodes += 1
                 if end < len(tokens) and tokens[end].type == T_SEMICOLON:
                     end += 1
@@ -508,15 +564,30 @@ class Script:
         return True
 
     def output(self) -> bytes:
-        out = bytearray(b"<script>")
-        last = 0
-        self.current = self.global_scope
-        for token in self.tokens:
-            if self._enter(token):
-                last = _write(token, self.current, out, last)
+        out = bytearray()
+        self.write(out)
+        return bytes(out)
+
+    def write(self, out: bytearray) -> None:
+        """Append the normalised script (or its rest, after flush) to ``out``."""
+        self._write_tokens(out)
         if not out.endswith(b"</script>"):
             out += b"</script>"
-        return bytes(out)
+
+    def _write_tokens(self, out: bytearray) -> None:
+        """Write the tokens held and let them go (a string token of tens of MiB is released
+        while it is written)."""
+        if not self.started:
+            out += b"<script>"
+            self.started = True
+        last = self.last_written
+        self.current = self.written_scope
+        tokens, self.tokens = self.tokens, []
+        for i, token in enumerate(tokens):
+            tokens[i] = None
+            if self._enter(token):
+                last = _write(token, self.current, out, last)
+        self.written_scope, self.last_written = self.current, last
 
 
 def _packer_params(tokens: list[Token], i: int) -> bool:
@@ -640,7 +711,18 @@ def _write(token: Token, scope: Scope, out: bytearray, last: int) -> int:
             out.append(0x20)
 
     def text(data: bytes) -> None:
-        out.extend(data.translate(_OUT))
+        if len(data) <= OUTPUT_SLICE:
+            out.extend(data.translate(_OUT))
+        elif isinstance(data, bytearray):
+            # A string token's own buffer, written once (Script.write consumes its tokens):
+            # it shrinks as the output grows, so a huge string is never held twice.
+            while data:
+                out.extend(data[:OUTPUT_SLICE].translate(_OUT))
+                del data[:OUTPUT_SLICE]
+        else:
+            view = memoryview(data)
+            for begin in range(0, len(data), OUTPUT_SLICE):
+                out.extend(bytes(view[begin:begin + OUTPUT_SLICE]).translate(_OUT))
 
     if kind == T_STRING:
         out.append(0x22)
@@ -671,20 +753,31 @@ def _write(token: Token, scope: Scope, out: bytearray, last: int) -> int:
     return 0
 
 
-def normalise_scripts(scripts: list[bytes]) -> bytes | None:
+def normalise_scripts(scripts: list[list[bytes]]) -> bytearray | None:
     """The "javascript" view for the script bodies of one HTML file, or None without any.
 
-    Each item is a script's text as the HTML normaliser collected it, chunk by chunk."""
+    Each item is a script's text as the HTML normaliser collected it, chunk by chunk. The
+    lists are emptied as they are read and the view is returned as built, so no text is held
+    twice; inside a scan, the scan's time budget is checked as they are read."""
     if not scripts:
         return None
-    parts = []
-    for pieces in scripts:
+    out = bytearray()
+    fed = 0
+    for n, pieces in enumerate(scripts):
+        if n:
+            out += b"\n"
         script = Script()
-        for piece in pieces:
-            script.feed(piece)
+        pieces.reverse()
+        while pieces:
+            script.feed(pieces.pop())
+            fed += 1
+            if fed % PIECES_PER_TIME_CHECK == 0:
+                check_running_time()
+            if len(script.tokens) > MAX_SCRIPT_TOKENS:
+                script.flush(out)
         script.done()
-        parts.append(script.output())
-    return b"\n".join(parts)
+        script.write(out)
+    return out
 
 
 __all__ = ["Script", "append_string", "normalise_scripts", "unescape"]

@@ -52,7 +52,7 @@ class View:
     """One buffer to match and the signature targets that apply to it."""
 
     name: str
-    data: bytes
+    data: bytes | bytearray  # HTML forms stay the normaliser's bytearrays: no extra copy
     targets: frozenset[int]
 
 
@@ -74,12 +74,16 @@ class HtmlForms:
 
 
 def html_forms(data) -> HtmlForms:
-    """Normalise an HTML file once (nothing above MAX_HTML_NORMALISE, as in ClamAV)."""
+    """Normalise an HTML file once (nothing above MAX_HTML_NORMALISE, as in ClamAV).
+
+    Memory stays a small multiple of the page: the page is read chunk by chunk, the text form
+    is made only where it is matched, and the script text is let go as it is normalised."""
     if len(data) > MAX_HTML_NORMALISE:
         return HtmlForms((), ())
-    forms = htmlnorm.normalise(data)
+    with_notags = len(data) <= MAX_HTML_NOTAGS
+    forms = htmlnorm.normalise(data, notags=with_notags)
     views = [View("nocomment", forms.nocomment, HTML_TARGETS)]
-    if len(data) <= MAX_HTML_NOTAGS:
+    if with_notags:
         views.append(View("notags", forms.notags, HTML_TARGETS))
     script = jsnorm.normalise_scripts(forms.scripts)
     if script is not None:  # matched twice by ClamAV: as HTML, then as text
