@@ -537,7 +537,7 @@ class Server:
         from ..scanner.signatures.errors import SignatureError
 
         try:
-            db = Database.load(self.opt.database, build_in_child=True)
+            db = Database.load(resolve_database(self.opt.database), build_in_child=True)
         except (DatabaseError, SignatureError, OSError) as err:
             raise DaemonError(str(err)) from None
         for warning in db.warnings:
@@ -1229,8 +1229,11 @@ class Server:
     def _load_new(self) -> None:
         from ..scanner.signatures.database import Database
 
+        # One resolution per reload: an update switching `current` while the files load must
+        # not mix two versions; this reload finishes the old target, the next one takes the new.
+        directory = resolve_database(self.opt.database)
         try:
-            db = Database.load(self.opt.database, build_in_child=True)
+            db = Database.load(directory, build_in_child=True)
             failures = self_test(db, self.opt.limits)
             result = (db, None) if not failures else (None, "self-test failed: " +
                                                       "; ".join(failures))
@@ -1240,7 +1243,7 @@ class Server:
                 self._new_groups = load_groups(self.opt.config_path)
         except Exception as err:  # any failure keeps the old database
             result = (None, str(err) or type(err).__name__)
-        self._reload_result = result
+        self._reload_result = (*result, directory)
         try:
             self._wake_w.send(b"r")
         except OSError:
@@ -1250,7 +1253,7 @@ class Server:
         if self._reload_thread is not None:
             self._reload_thread.join()
             self._reload_thread = None
-        (db, problem), self._reload_result = self._reload_result, None
+        (db, problem, directory), self._reload_result = self._reload_result, None
         self.reloading = False
         if db is None:
             log.error("reload refused, keeping database %s: %s", self.db.version, problem)
@@ -1261,7 +1264,7 @@ class Server:
             from ..scanner.signatures.database import Database
 
             try:
-                db = Database.load(self.opt.database, build_in_child=True)
+                db = Database.load(directory, build_in_child=True)
             except Exception as err:
                 log.error("reload refused, keeping database %s: %s", self.db.version, err)
                 self.last_reload = {"result": "refused", "error": str(err), "at": time.time()}
@@ -1345,7 +1348,8 @@ class Server:
             "workers": len([w for w in self.workers.values() if not w.retiring]),
             "workers_busy": len([w for w in self.workers.values() if w.job is not None]),
             "workers_max": self.opt.workers,
-            "database": {"version": db.version, "directory": str(db.directory),
+            "database": {"version": db.version, "directory": str(self.opt.database),
+                         "loaded_from": str(db.directory),
                          "signatures": db.total, "built_at": db.built_at,
                          "age": round(time.time() - db.built_at, 1)},
             "requests": self.requests,
@@ -1359,6 +1363,12 @@ class Server:
             "last_reload": self.last_reload,
             "listeners": self._listener_names(),
         }
+
+
+def resolve_database(directory: Path) -> Path:
+    """The real directory behind ``directory`` (an update's `current` link), read once so a
+    load never follows a link that switches halfway through."""
+    return Path(os.path.realpath(directory))
 
 
 def _max_fd() -> int:

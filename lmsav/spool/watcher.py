@@ -361,7 +361,8 @@ class Watcher:
                 load_groups(None)
         except config_mod.ConfigError as err:
             raise WatcherError(str(err)) from None
-        directory = self.database_dir or Path(settings.database_dir())
+        # Resolved once: an update switching `current` mid-load must not mix two versions.
+        directory = Path(os.path.realpath(self.database_dir or settings.database_dir()))
         try:
             database = Database.load(directory, build_in_child=True)
         except (DatabaseError, SignatureError, OSError) as err:
