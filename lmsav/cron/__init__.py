@@ -1,2 +1,2 @@
-"""Scheduled sweeps (database updates later): schedule files, their installation for cron or
+"""Scheduled sweeps and database updates: schedule files, their installation for cron or
 systemd, and the runs themselves. See lmsav-cron(8)."""

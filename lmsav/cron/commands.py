@@ -1,5 +1,5 @@
-"""`lmsav cron …`: add, list, show and remove scheduled sweeps, install them for cron or systemd,
-and run one (what the installed job calls)."""
+"""`lmsav cron …`: add, list, show and remove scheduled sweeps and database updates, install them
+for cron or systemd, and run one (what the installed job calls)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,17 @@ from pathlib import Path
 import click
 
 from ..cli import Fatal, load_settings, root_options
-
 from . import expression as expression_mod
 from . import install as install_mod
-from .run import RunResult, StateFiles, last_result, log_error, run_sweep
-from .schedules import Schedule, ScheduleError, Store, check_name, schedules_dir, split_scan_args
+from .run import RunResult, StateFiles, last_result, log_error, run_sweep, run_update
+from .schedules import (
+    Schedule,
+    ScheduleError,
+    Store,
+    check_name,
+    schedules_dir,
+    split_scan_args,
+)
 
 NEXT_IN_LIST = 3
 QUIET_LINES = 1000  # scan output kept by --quiet, printed only when the run was not clean
@@ -109,7 +115,8 @@ def _when(moment: datetime.datetime) -> str:
 
 @click.group("cron")
 def cron() -> None:
-    """Scheduled sweeps: store them, install them for cron or systemd, run them.
+    """Scheduled sweeps and database updates: store them, install them for cron or systemd,
+    run them.
 
     Each schedule is a file in schedules.d/ beside lmsav.toml. After every change the
     installed form is regenerated from all of them: /etc/cron.d/lmsav as root, a marked block
@@ -119,7 +126,7 @@ def cron() -> None:
 
 @cron.group("add")
 def add() -> None:
-    """Add a schedule (a sweep now; database updates later)."""
+    """Add a schedule: a sweep of directories, or a database update."""
 
 
 @add.command("sweep", context_settings={"ignore_unknown_options": True})
@@ -150,6 +157,60 @@ def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable,
       lmsav cron add sweep nightly --paths /srv/mail /home --schedule "0 3 * * *" \\
           --exclude '*.log' -j 2
     """
+    expression = _checked_schedule(name, when, systemd, enable)
+    try:
+        options, more_paths = split_scan_args(list(args))
+    except ScheduleError as err:
+        raise Fatal(str(err)) from None
+    paths = [os.path.abspath(os.path.expanduser(p)) for p in (*path_options, *more_paths)]
+    if not paths:
+        raise Fatal("no paths to sweep: give them with --paths PATH")
+    for path in paths:
+        if any(c in path for c in "\r\n\0"):
+            raise Fatal(f"--paths {path!r}: a path on one line, please")
+    load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
+    schedule = Schedule(name=name, schedule=expression.text, paths=tuple(dict.fromkeys(paths)),
+                        scan_options=tuple(options), incremental=incremental, systemd=systemd,
+                        created=datetime.datetime.now().astimezone().replace(microsecond=0))
+    for path in schedule.paths:
+        if not os.path.exists(path):
+            click.echo(f"lmsav: warning: {path}: no such file or directory (yet); the sweep "
+                       f"reports an error for it until it exists", err=True)
+    _add(ctx, schedule, replace, enable, cron_dir, unit_dir)
+
+
+@add.command("update")
+@click.argument("name")
+@click.option("--schedule", "when", required=True, metavar="EXPR",
+              help='When to run: a cron expression such as "17 * * * *", or @hourly, @daily '
+                   '… (mirrors ask for at most one check an hour).')
+@click.option("--systemd", is_flag=True,
+              help="Install as systemd service and timer units instead of a cron line.")
+@click.option("--enable", is_flag=True,
+              help="With --systemd: run systemctl daemon-reload and enable --now for the timer "
+                   "(only where systemd is running).")
+@click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
+@_install_options
+@click.pass_context
+def add_update(ctx, name, when, systemd, enable, replace, cron_dir, unit_dir):
+    """Run `lmsav update` on a schedule, with the configuration in use: its [update]
+    sources and databases. Choose a minute of your own rather than :00, when every other
+    server asks the mirrors.
+
+    \b
+    Example:
+      lmsav cron add update hourly --schedule "17 * * * *"
+    """
+    expression = _checked_schedule(name, when, systemd, enable)
+    load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
+    schedule = Schedule(name=name, schedule=expression.text, kind="update", systemd=systemd,
+                        created=datetime.datetime.now().astimezone().replace(microsecond=0))
+    _add(ctx, schedule, replace, enable, cron_dir, unit_dir)
+
+
+def _checked_schedule(name: str, when: str, systemd: bool, enable: bool
+                      ) -> expression_mod.CronExpression:
+    """NAME and --schedule checked, as one-line errors."""
     try:
         check_name(name)
     except ScheduleError as err:
@@ -165,26 +226,16 @@ def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable,
             expression.on_calendar()
         except expression_mod.ExpressionError as err:
             raise Fatal(f'--systemd: --schedule "{when}" has {err}') from None
-    try:
-        options, more_paths = split_scan_args(list(args))
-    except ScheduleError as err:
-        raise Fatal(str(err)) from None
-    paths = [os.path.abspath(os.path.expanduser(p)) for p in (*path_options, *more_paths)]
-    if not paths:
-        raise Fatal("no paths to sweep: give them with --paths PATH")
-    for path in paths:
-        if any(c in path for c in "\r\n\0"):
-            raise Fatal(f"--paths {path!r}: a path on one line, please")
-    load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
-    schedule = Schedule(name=name, schedule=expression.text, paths=tuple(dict.fromkeys(paths)),
-                        scan_options=tuple(options), incremental=incremental, systemd=systemd,
-                        created=datetime.datetime.now().astimezone().replace(microsecond=0))
+    return expression
+
+
+def _add(ctx, schedule: Schedule, replace: bool, enable: bool, cron_dir: str | None,
+         unit_dir: str | None) -> None:
+    """Store the schedule and reinstall all of them; print what changed."""
+    name = schedule.name
+    systemd = schedule.systemd
     store = _store(ctx)
     target = _target(cron_dir, unit_dir)
-    for path in schedule.paths:
-        if not os.path.exists(path):
-            click.echo(f"lmsav: warning: {path}: no such file or directory (yet); the sweep "
-                       f"reports an error for it until it exists", err=True)
     try:
         with store.locked():
             existed = store.exists(name)
@@ -231,7 +282,10 @@ def _describe(schedule: Schedule, next_count: int, last: RunResult | None = None
               show_last: bool = False) -> None:
     click.echo(f"  schedule: {schedule.schedule}"
                + ("  (systemd timer)" if schedule.systemd else ""))
-    click.echo(f"  paths:    {' '.join(shlex.quote(p) for p in schedule.paths)}")
+    if schedule.kind == "update":
+        click.echo("  runs:     lmsav update (the [update] sources and databases)")
+    else:
+        click.echo(f"  paths:    {' '.join(shlex.quote(p) for p in schedule.paths)}")
     if schedule.scan_options:
         click.echo(f"  options:  {shlex.join(schedule.scan_options)}")
     if not schedule.incremental:
@@ -246,6 +300,8 @@ def _last_text(last: RunResult | None) -> str:
     if last is None:
         return "never ran"
     parts = [f"{last.started} {last.result}"]
+    if last.version is not None:
+        parts.append(f"version {last.version}")
     if last.files is not None:
         parts.append(f"{last.files} files")
     if last.found is not None:
@@ -417,13 +473,14 @@ def next_cmd(expression, count, systemd):
 @cron.command("run", short_help="Run one schedule now (what cron and systemd run).")
 @click.argument("name")
 @click.option("-q", "--quiet", is_flag=True,
-              help="Print nothing when the sweep is clean (what the installed jobs use, so "
-                   "that cron mails only findings and errors).")
+              help="Print nothing when the sweep is clean or the database current (what the "
+                   "installed jobs use, so that cron mails only findings and errors).")
 @click.pass_context
 def run_cmd(ctx, name, quiet):
-    """Run one schedule now, as cron or systemd does: the sweep's report goes to
-    <state_dir>/reports/, one line to <state_dir>/log/cron.log. If this schedule is already
-    running, log that and exit 0 without scanning. Exit 0 clean, 1 found, 2 error."""
+    """Run one schedule now, as cron or systemd does: a sweep's report goes to
+    <state_dir>/reports/, one line per run to <state_dir>/log/cron.log. If this schedule is
+    already running, log that and exit 0 without starting it again. A sweep exits 0 clean,
+    1 found, 2 error; an update 0 when the database is current, 1 when it is not, 2 error."""
     try:
         check_name(name)
     except ScheduleError as err:
@@ -437,9 +494,9 @@ def run_cmd(ctx, name, quiet):
         raise Fatal(str(err)) from None
     obj = root_options(ctx)
     config = _job_config(ctx)
-    scan = [*install_mod.lmsav_command(),
-            *(["--config", str(config)] if config else []),
-            *(["--profile", obj["profile"]] if obj.get("profile") else []), "scan"]
+    lmsav = [*install_mod.lmsav_command(),
+             *(["--config", str(config)] if config else []),
+             *(["--profile", obj["profile"]] if obj.get("profile") else [])]
     held: list[str] = []
 
     def on_line(line: str) -> None:
@@ -449,17 +506,20 @@ def run_cmd(ctx, name, quiet):
             held.append(line)
 
     try:
-        result = run_sweep(schedule, state, scan, on_line)
+        if schedule.kind == "update":
+            result = run_update(schedule, state, [*lmsav, "update"], on_line)
+        else:
+            result = run_sweep(schedule, state, [*lmsav, "scan"], on_line)
     except OSError as err:
         raise Fatal(f"{err.filename or state.state_dir}: {err.strerror or err}") from None
     if result.result == "skipped":
         if not quiet:
             click.echo(f"lmsav: {name} is {result.error}; not started again", err=True)
         ctx.exit(result.exit_code)
-    if quiet and result.result != "clean":
+    if quiet and not result.ok:
         for line in held:
             click.echo(line)
-    if not quiet or result.result != "clean":
+    if not quiet or not result.ok:
         click.echo(f"lmsav cron: {result.fields()}")
     ctx.exit(result.exit_code)
 

@@ -11,9 +11,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ..durable import write_atomic
 from .schedules import Schedule
@@ -134,7 +134,8 @@ def render_cron_file(entries: Sequence[tuple[Schedule, Sequence[str]]], user: st
         CRON_PATH,
     ]
     for schedule, command in entries:
-        lines += ["", f"# {schedule.kind} {schedule.name}: {' '.join(schedule.paths)}",
+        what = "lmsav update" if schedule.kind == "update" else " ".join(schedule.paths)
+        lines += ["", f"# {schedule.kind} {schedule.name}: {what}",
                   cron_line(schedule, command, user)]
     return "\n".join(lines) + "\n"
 
@@ -187,7 +188,8 @@ def replace_block(crontab: str, block: list[str]) -> str:
 def read_crontab(command: Sequence[str]) -> str:
     """The user's crontab; "" when there is none."""
     try:
-        done = subprocess.run([*command, "-l"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([*command, "-l"], capture_output=True, text=True, timeout=60,
+                              check=False)
     except FileNotFoundError:
         raise InstallError(f"{command[0]}: command not found; install cron, or use --systemd "
                            f"for a systemd timer") from None
@@ -203,7 +205,7 @@ def read_crontab(command: Sequence[str]) -> str:
 def write_crontab(command: Sequence[str], text: str) -> None:
     try:
         done = subprocess.run([*command, "-"], input=text, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise InstallError(f"{' '.join(command)} -: {err}") from None
     if done.returncode != 0:
@@ -253,7 +255,7 @@ def render_units(schedule: Schedule, command: Sequence[str], source: Path) -> di
         "",
         "[Timer]",
         f"OnCalendar={schedule.expression.on_calendar()}",
-        # A sweep missed while the machine was off runs when it is back.
+        # A run missed while the machine was off happens when it is back.
         "Persistent=true",
         f"Unit={stem}.service",
         "",
@@ -389,7 +391,8 @@ def run_systemctl(commands: Sequence[Sequence[str]]) -> None:
     """Run the commands in order; the first failure stops with InstallError."""
     for command in commands:
         try:
-            done = subprocess.run(list(command), capture_output=True, text=True, timeout=120)
+            done = subprocess.run(list(command), capture_output=True, text=True, timeout=120,
+                                  check=False)
         except (OSError, subprocess.TimeoutExpired) as err:
             raise InstallError(f"{' '.join(command)}: {err}") from None
         if done.returncode != 0:

@@ -1,5 +1,5 @@
-"""`lmsav cron run`: one scheduled sweep, never two of the same schedule at once, its result
-logged in one line and kept for `lmsav cron list`."""
+"""`lmsav cron run`: one scheduled sweep or database update, never two of the same schedule at
+once, its result logged in one line and kept for `lmsav cron list`."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from ..durable import write_atomic
 from .schedules import Schedule
@@ -61,23 +61,39 @@ class RunResult:
 
     name: str
     started: str  # ISO 8601, local time with offset
-    result: str  # clean, found, error or skipped
+    # A sweep: clean, found, error or skipped; an update: updated, current, failed (the
+    # database is not current: no source answered), error or skipped.
+    result: str
     exit: int | None = None
     files: int | None = None
     found: int | None = None
     seconds: float | None = None
     report: str | None = None
     error: str | None = None
+    kind: str = "sweep"
+    version: str | None = None  # an update: the active database version afterwards
 
     @property
     def exit_code(self) -> int:
-        """lmsav's exit code for this run: 0 clean (or skipped), 1 found, 2 error."""
-        return {"clean": 0, "skipped": 0, "found": 1}.get(self.result, 2)
+        """lmsav's exit code for this run: 0 clean, current or updated (or skipped), 1 found
+        or not current, 2 error."""
+        return {"clean": 0, "skipped": 0, "updated": 0, "current": 0, "found": 1,
+                "failed": 1}.get(self.result, 2)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing to tell the administrator about."""
+        return self.result in ("clean", "updated", "current")
 
     def fields(self) -> str:
         """``name=… result=… …``: the log line without its time."""
         if self.result == "skipped":
             pairs = [("name", self.name), ("result", self.result), ("reason", self.error)]
+        elif self.kind == "update":
+            pairs = [("name", self.name), ("kind", self.kind), ("result", self.result),
+                     ("exit", self.exit), ("version", self.version), ("seconds", self.seconds)]
+            if self.error:
+                pairs.append(("error", self.error))
         else:
             pairs = [("name", self.name), ("result", self.result), ("exit", self.exit),
                      ("files", self.files), ("found", self.found), ("seconds", self.seconds),
@@ -117,20 +133,36 @@ def run_sweep(schedule: Schedule, state: StateFiles, scan: Sequence[str],
 
     ``on_line`` gets each line the scan prints on standard output.
     """
+    result = _run_once(schedule, state,
+                       lambda lock_fd: _run_locked(schedule, state, scan, lock_fd, on_line))
+    prune_reports(state.reports_dir, schedule.name)
+    return result
+
+
+def run_update(schedule: Schedule, state: StateFiles, update: Sequence[str],
+               on_line: Callable[[str], None] | None = None) -> RunResult:
+    """Run ``update`` (``[lmsav, --config F, update]``) for the schedule, unless a run of it
+    is in progress; log the result and keep it as the last one."""
+    return _run_once(schedule, state,
+                     lambda lock_fd: _update_locked(schedule, update, lock_fd, on_line))
+
+
+def _run_once(schedule: Schedule, state: StateFiles, run: Callable[[int], RunResult]
+              ) -> RunResult:
+    """``run(lock_fd)`` under the schedule's lock, or a "skipped" result when it is held."""
     state.cron_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(state.lock_file(schedule.name)) as (lock_fd, holder):
         if lock_fd is None:
             result = RunResult(schedule.name, _now().isoformat(timespec="seconds"), "skipped",
                                error=f"already running (pid {holder})" if holder
-                               else "already running")
+                               else "already running", kind=schedule.kind)
             _append_log(state, result)
             log.warning("%s", result.fields())
             return result
-        result = _run_locked(schedule, state, scan, lock_fd, on_line)
+        result = run(lock_fd)
     _write_last(state, result)
     _append_log(state, result)
-    log.log(logging.INFO if result.result == "clean" else logging.WARNING, "%s", result.fields())
-    prune_reports(state.reports_dir, schedule.name)
+    log.log(logging.INFO if result.ok else logging.WARNING, "%s", result.fields())
     return result
 
 
@@ -193,6 +225,62 @@ def _run_locked(schedule: Schedule, state: StateFiles, scan: Sequence[str], lock
         result.error = (f"killed by signal {-code}" if code < 0
                         else _last_line(error_text) or f"lmsav scan exited with {code}")
     return result
+
+
+# What `lmsav update` prints last: "updated: V …", "current: V …" or "not updated: still
+# using V".
+_UPDATE_LINE_RE = re.compile(r"(?:updated|current|not updated: still using):? (\S+)")
+
+
+def _update_locked(schedule: Schedule, update: Sequence[str], lock_fd: int,
+                   on_line: Callable[[str], None] | None) -> RunResult:
+    started = _now()
+    result = RunResult(schedule.name, started.isoformat(timespec="seconds"), "error",
+                       kind="update")
+    t0 = time.monotonic()
+    lines: list[str] = []
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(list(update), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=errors, pass_fds=(lock_fd,),
+                                    text=True, errors="replace")
+        except OSError as err:
+            result.error = f"cannot run {update[0]}: {err.strerror or err}"
+            result.seconds = 0.0
+            return result
+        with _forwarding_signals(proc):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+            code = proc.wait()
+        errors.seek(0)
+        error_text = errors.read().decode(errors="replace")
+    result.seconds = round(time.monotonic() - t0, 3)
+    result.exit = code
+    for line in lines:
+        match = _UPDATE_LINE_RE.match(line)
+        if match:
+            result.version = match[1]
+    if code == 0:
+        result.result = "current" if any(line.startswith("current:") for line in lines) \
+            else "updated"
+    else:
+        result.result = "failed" if code == 1 else "error"
+        result.error = (f"killed by signal {-code}" if code < 0
+                        else _first_error(error_text) or _last_line(error_text)
+                        or f"lmsav update exited with {code}")
+    return result
+
+
+def _first_error(text: str) -> str:
+    """The first ``lmsav: error:`` line, without its prefix: why the update failed."""
+    for line in text.splitlines():
+        if line.startswith("lmsav: error: "):
+            return line[len("lmsav: error: "):].strip()
+    return ""
 
 
 @contextlib.contextmanager

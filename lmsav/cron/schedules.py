@@ -14,9 +14,10 @@ import fcntl
 import json
 import os
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import click
 import tomli_w
@@ -25,7 +26,9 @@ from ..durable import fsync_dir, write_atomic
 from . import expression as expression_mod
 
 SCHEDULES_DIR = "schedules.d"
-KINDS = ("sweep",)  # "update" (database updates) comes later
+KINDS = ("sweep", "update")  # a sweep runs `lmsav scan`, an update `lmsav update`
+# Keys of a sweep that an update schedule does not have.
+SWEEP_ONLY_KEYS = ("paths", "scan_options", "incremental")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 NAME_ALLOWED = "letters, digits, - and _ (at most 64, starting with a letter or digit)"
 
@@ -53,11 +56,12 @@ class ScheduleError(Exception):
 
 @dataclass(frozen=True)
 class Schedule:
-    """One scheduled job: what it runs (kind), when (schedule) and on what (paths, options)."""
+    """One scheduled job: what it runs (kind), when (schedule) and, for a sweep, on what
+    (paths, options)."""
 
     name: str
     schedule: str
-    paths: tuple[str, ...]
+    paths: tuple[str, ...] = ()
     kind: str = "sweep"
     scan_options: tuple[str, ...] = ()
     incremental: bool = True
@@ -78,6 +82,9 @@ class Schedule:
             "incremental": self.incremental,
             "systemd": self.systemd,
         }
+        if self.kind == "update":
+            for key in SWEEP_ONLY_KEYS:
+                del data[key]
         if self.created is not None:
             data["created"] = self.created
         return data
@@ -158,7 +165,7 @@ _KEYS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "kind": (_check_kind, True),
     "name": (check_name, True),
     "schedule": (_check_schedule, True),
-    "paths": (_check_paths, True),
+    "paths": (_check_paths, False),  # required of a sweep, refused in an update
     "scan_options": (_check_scan_options, False),
     "incremental": (_check_bool, False),
     "systemd": (_check_bool, False),
@@ -166,7 +173,7 @@ _KEYS: dict[str, tuple[Callable[[Any], Any], bool]] = {
 }
 
 _REQUIRED_HELP = {
-    "kind": '"sweep"',
+    "kind": '"sweep" or "update"',
     "name": NAME_ALLOWED,
     "schedule": 'a cron expression like "0 3 * * *"',
     "paths": 'a list of absolute paths like ["/srv/mail"]',
@@ -189,6 +196,13 @@ def from_toml(data: Mapping[str, Any], where: str, expect_name: str | None = Non
     for key, (_check, required) in _KEYS.items():
         if required and key not in values:
             raise ScheduleError(f"{where}: missing key {key} ({_REQUIRED_HELP[key]})")
+    if values["kind"] == "sweep" and "paths" not in values:
+        raise ScheduleError(f"{where}: missing key paths ({_REQUIRED_HELP['paths']})")
+    if values["kind"] == "update":
+        for key in SWEEP_ONLY_KEYS:
+            if key in data:
+                raise ScheduleError(f'{where}: {key} = {show(data[key])}: an update schedule '
+                                    f'runs `lmsav update` and has no {key}')
     if expect_name is not None and values["name"] != expect_name:
         raise ScheduleError(f'{where}: name = {show(values["name"])}: expected "{expect_name}", '
                             f"the name of the file")

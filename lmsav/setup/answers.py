@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DATABASES = ("bundled", "clamav")
+DATABASES = ("bundled", "clamav", "update")
 MTAS = ("postfix", "exim", "qmail")
 SERVICES = ("auto", "systemd", "print")
 
@@ -23,8 +23,11 @@ class Answers:
     # None: what the MTA(s) treat as local; [] protects all mail.
     domains: list[str] | None = None
     admin: str = ""  # "" means postmaster@<first protected domain>
-    # "bundled", "clamav" (/var/lib/clamav, as freshclam fills it) or a directory.
+    # "bundled", "clamav" (/var/lib/clamav, as freshclam fills it), "update" (lmsav update
+    # keeps <state_dir>/bases current) or a directory.
     database: str = "bundled"
+    update_sources: list[str] = field(default_factory=list)  # [update] sources; [] the default
+    update_databases: list[str] = field(default_factory=list)  # [update] databases; [] default
     sweep: list[str] = field(default_factory=list)  # paths of a nightly sweep; [] for none
     sweep_schedule: str = "30 3 * * *"
     mta: str | list[str] = "auto"  # "auto", "none" or a list of MTAS
@@ -63,6 +66,17 @@ def _checked(path: Path, key: str, value):
     def bad(expected: str):
         return AnswersError(f"{path}: {key} = {value!r}: expected {expected}")
 
+    if key in ("update_sources", "update_databases"):
+        # Checked as the configuration checks them, so step 2 never writes a file it refuses.
+        from ..config import DATABASE_NAMES, UPDATE_SOURCES
+
+        kind = UPDATE_SOURCES if key == "update_sources" else DATABASE_NAMES
+        if value == []:
+            return []
+        try:
+            return list(kind.parse(value))
+        except (ValueError, TypeError):
+            raise bad(kind.allowed) from None
     if key in ("domains", "sweep"):
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise bad("a list of strings")
@@ -77,9 +91,9 @@ def _checked(path: Path, key: str, value):
         return list(dict.fromkeys(value))
     if key == "database":
         if not isinstance(value, str) or not value:
-            raise bad('"bundled", "clamav" or a directory')
+            raise bad('"bundled", "clamav", "update" or a directory')
         if value not in DATABASES and not value.startswith("/"):
-            raise bad('"bundled", "clamav" or an absolute directory')
+            raise bad('"bundled", "clamav", "update" or an absolute directory')
         return value
     if key == "services":
         if value not in SERVICES:

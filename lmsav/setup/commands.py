@@ -48,8 +48,9 @@ def setup(ctx, yes, answers_file, remove, purge, self_test_only, lmsav_path):
      1. creates the system user and group lmsav and lmsav's directories;
      2. writes /etc/lmsav/lmsav.toml from the template (an existing file is kept);
      3. sets the protected domains (default: what the MTA treats as local);
-     4. compiles the signature database (bundled, or /var/lib/clamav);
-     5. installs an optional nightly sweep;
+     4. compiles the signature database (bundled, /var/lib/clamav, or a first
+        `lmsav update` into /var/lib/lmsav/bases/current);
+     5. schedules hourly updates (for an updated database) and an optional nightly sweep;
      6. installs and starts the daemon and the spool watcher (systemd), or prints the
         commands that start them where systemd is not running;
      7. installs a logrotate file;
@@ -195,8 +196,8 @@ def _ask(answers, mtas, detected: list[str]) -> None:
             answers_mod.Answers(database="clamav")) is None:
         default_db = "clamav"
     answers.database = click.prompt(
-        "Signature database: bundled (test signatures only), clamav (/var/lib/clamav) or a "
-        "directory", default=default_db)
+        "Signature database: bundled (test signatures only), clamav (/var/lib/clamav), "
+        "update (fetched and kept current by lmsav update) or a directory", default=default_db)
     sweep = click.prompt("Directories to sweep every night (empty for none)",
                          default=" ".join(answers.sweep), show_default=False)
     answers.sweep = sweep.split()

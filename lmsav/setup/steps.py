@@ -4,8 +4,10 @@ manifest before going on, so an interrupted setup can be run again or removed.""
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
+import random
 import re
 import shutil
 import socket
@@ -29,6 +31,8 @@ LOGROTATE_FILE = Path("/etc/logrotate.d/lmsav")
 CLAMAV_DIR = Path("/var/lib/clamav")
 ORIGINALS = MANIFEST_DIR / "originals"
 SWEEP_NAME = "setup-nightly"
+UPDATE_NAME = "setup-update"
+UPDATED_DATABASE = paths.SYSTEM_STATE_DIR / "bases" / "current"  # lmsav update's current link
 TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "lmsav.toml.example"
 CLAMAV_DATABASE_FILES = (".cvd", ".cld", ".cud")
 
@@ -143,7 +147,17 @@ def config_text(ctx: Context) -> str:
     database = database_dir(ctx.answers)
     if database is not None:
         text = set_key(text, "paths", "database", f'"{database}"')
+    if updated_database(ctx.answers):
+        for key, values in (("sources", ctx.answers.update_sources),
+                            ("databases", ctx.answers.update_databases)):
+            if values:
+                text = set_key(text, "update", key, _toml_strings(values))
     return text
+
+
+def _toml_strings(values: list[str]) -> str:
+    # A JSON string is a TOML basic string.
+    return "[" + ", ".join(json.dumps(value, ensure_ascii=False) for value in values) + "]"
 
 
 def set_key(text: str, section: str, key: str, value: str) -> str:
@@ -242,14 +256,21 @@ def database_dir(answers: Answers) -> Path | None:
         return None
     if answers.database == "clamav":
         return CLAMAV_DIR
+    if updated_database(answers):
+        return UPDATED_DATABASE
     return Path(answers.database)
+
+
+def updated_database(answers: Answers) -> bool:
+    """The database is lmsav update's: fetched in step 4, kept current by step 5's schedule."""
+    return answers.database == "update"
 
 
 def check_database_choice(answers: Answers) -> str | None:
     """Why the chosen database cannot be used, or None."""
     directory = database_dir(answers)
-    if directory is None:
-        return None
+    if directory is None or updated_database(answers):
+        return None  # the first update (step 4) says why, should it fail
     try:
         names = os.listdir(directory)
     except OSError as err:
@@ -266,6 +287,8 @@ def database(ctx: Context, settings) -> None:
     from ..scanner.signatures.database import Database, DatabaseError
     from ..scanner.signatures.errors import SignatureError
 
+    if updated_database(ctx.answers):
+        first_update(ctx)
     directory = Path(settings.database_dir())
     try:
         db = Database.load(directory, build_in_child=True)
@@ -275,7 +298,9 @@ def database(ctx: Context, settings) -> None:
     ctx.say(f"database {directory}: version {db.version or '-'}, {db.total} signatures, {what}")
     for warning in db.warnings[:3]:
         ctx.say(f"warning: {warning}")
-    ctx.say("scheduled updates come with `lmsav update`; until then freshclam keeps "
+    ctx.say("lmsav update keeps it current (the schedule of step 5)"
+            if updated_database(ctx.answers) else
+            "scheduled updates come with `lmsav update`; until then freshclam keeps "
             f"{directory} current" if directory == CLAMAV_DIR else
             "the bundled database knows test signatures only: for real protection choose "
             "\"clamav\" (/var/lib/clamav, kept current by freshclam)"
@@ -286,9 +311,41 @@ def answers_bundled(answers: Answers) -> bool:
     return answers.database == "bundled"
 
 
+def first_update(ctx: Context) -> None:
+    """`lmsav update` once, with the configuration just written: without a database there is
+    nothing to scan with, so a failure stops setup."""
+    command = [ctx.lmsav, "--config", str(CONFIG_FILE), "update"]
+    proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          check=False)
+    errors = [line.removeprefix("lmsav: error: ") for line in proc.stderr.splitlines()
+              if line.startswith("lmsav: error: ")]
+    if proc.returncode != 0:
+        reason = errors[0] if errors else _last_line(proc.stderr or proc.stdout) \
+            or f"exit status {proc.returncode}"
+        raise StepError(f"first database update failed: {reason}; run `lmsav update` once a "
+                        f"source is reachable, or choose another database")
+    result = next((line for line in reversed(proc.stdout.splitlines())
+                   if line.startswith(("updated:", "current:"))), "")
+    ctx.say(f"lmsav update: {result or 'done'}")
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("lmsav: warning:")]
+    for line in warnings[:3]:
+        ctx.say(line.removeprefix("lmsav: "))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 # -- 5. schedules --------------------------------------------------------------------------------
 
 def schedules(ctx: Context, use_systemd: bool) -> None:
+    nightly_sweep(ctx, use_systemd)
+    if updated_database(ctx.answers):
+        update_schedule(ctx, use_systemd)
+
+
+def nightly_sweep(ctx: Context, use_systemd: bool) -> None:
     if not ctx.answers.sweep:
         ctx.say("no nightly sweep (none asked for)")
         return
@@ -298,13 +355,36 @@ def schedules(ctx: Context, use_systemd: bool) -> None:
         command += ["--paths", where]
     if use_systemd:
         command += ["--systemd", "--enable"]
-    proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          check=False)
     if proc.returncode != 0:
         raise StepError(f"nightly sweep: {(proc.stderr or proc.stdout).strip()}")
     ctx.manifest.record("schedule", f"schedule:{SWEEP_NAME}", name=SWEEP_NAME,
                         systemd=use_systemd)
     ctx.say(f"nightly sweep of {' '.join(ctx.answers.sweep)} at "
             f"\"{ctx.answers.sweep_schedule}\" ({'systemd timer' if use_systemd else 'cron'})")
+
+
+def update_schedule(ctx: Context, use_systemd: bool) -> None:
+    """An hourly `lmsav update` at a minute of this server's own, so that servers set up alike
+    do not all ask the mirrors at :00. The minute is drawn once and kept in the manifest: a
+    second run installs the same schedule."""
+    key = f"schedule:{UPDATE_NAME}"
+    recorded = (ctx.manifest.get(key) or {}).get("minute")
+    minute = recorded if isinstance(recorded, int) and 0 <= recorded < 60 \
+        else random.randrange(60)
+    when = f"{minute} * * * *"
+    command = [ctx.lmsav, "--config", str(CONFIG_FILE), "cron", "add", "update", UPDATE_NAME,
+               "--schedule", when, "--replace"]
+    if use_systemd:
+        command += ["--systemd", "--enable"]
+    proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          check=False)
+    if proc.returncode != 0:
+        raise StepError(f"update schedule: {(proc.stderr or proc.stdout).strip()}")
+    ctx.manifest.record("schedule", key, name=UPDATE_NAME, systemd=use_systemd, minute=minute)
+    ctx.say(f"database update every hour at minute {minute} (\"{when}\", "
+            f"{'systemd timer' if use_systemd else 'cron'})")
 
 
 # -- 6. services ---------------------------------------------------------------------------------
@@ -417,7 +497,8 @@ def _keep_original(ctx: Context, name: str, path: Path) -> None:
 # -- helpers -------------------------------------------------------------------------------------
 
 def _run(command: list[str]) -> None:
-    proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          check=False)
     if proc.returncode != 0:
         raise StepError(f"{' '.join(command)}: {' '.join(proc.stderr.split()) or proc.returncode}")
 

@@ -188,8 +188,10 @@ def test_hand_edited_schedule_errors_name_file_key_and_value(env):
          'scan_options = ["--nope"]\n', 'scan_options = ["--nope"]: unknown scan option --nope'),
         ('kind = "sweep"\nname = "bad"\nschedule = "@daily"\npaths = ["/x"]\n'
          'scan_options = ["/etc"]\n', '"/etc" is not an option of `lmsav scan`'),
+        ('kind = "scan"\nname = "bad"\nschedule = "@daily"\npaths = ["/x"]\n',
+         'kind = "scan": expected "sweep" or "update"'),
         ('kind = "update"\nname = "bad"\nschedule = "@daily"\npaths = ["/x"]\n',
-         'kind = "update": expected "sweep"'),
+         'paths = ["/x"]: an update schedule runs `lmsav update` and has no paths'),
     ]:
         bad.write_text(text)
         result = env.invoke("show", "bad")
