@@ -95,6 +95,7 @@ class LazyGroup(click.Group):
         "daemon": "lmsav.daemon.commands:daemon",
         "ctl": "lmsav.daemon.commands:ctl",
         "update": "lmsav.update.commands:update",
+        "keys": "lmsav.update.keycommands:keys",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -417,6 +417,55 @@ DATABASE_NAMES = Kind('a list of database names like ["main", "daily", "bytecode
 POSITIVE = Kind("an integer >= 1", _positive)
 
 
+def _update_feeds(value: Any) -> tuple:
+    # The feeds' verification rules live with them.
+    from .update.feeds import parse_feeds
+
+    return parse_feeds(value)
+
+
+UPDATE_FEEDS = Kind(
+    'a list of URLs or tables like [{url = "https://example.org/x.ndb", sha256 = "<64 hex>"}, '
+    '{url = "https://example.org/rules.tar.gz", signed = true}, '
+    '"https://example.org/acme.bundle", "/srv/yara"]; plain http:// needs sha256 or '
+    'signed = true', _update_feeds,
+    lambda feeds: [{k: v for k, v in (("url", f.url), ("sha256", f.sha256),
+                                      ("signed", f.signed)) if v} for f in feeds])
+
+
+def _proxy(value: Any) -> str:
+    """"" (none) or http://[user:pass@]host:port (https:// too)."""
+    from urllib.parse import urlsplit
+
+    if value == "":
+        return value
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise ValueError(value)
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(value) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(value)
+    return value
+
+
+def _dns_name(value: Any) -> str:
+    """"" (off) or a DNS name like current.cvd.clamav.net."""
+    if value == "":
+        return value
+    if not isinstance(value, str) or len(value) > 253 or not re.fullmatch(
+            r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?", value):
+        raise ValueError(value)
+    return value
+
+
+PROXY = Kind('"" or a URL like "http://user:pass@proxy.example:3128"', _proxy, str)
+DNS_NAME = Kind('"" or a DNS name like "current.cvd.clamav.net"', _dns_name, str)
+
+
 @dataclass(frozen=True)
 class UpdateSection:
     """[update] — `lmsav update`: where new databases come from and how versions are kept."""
@@ -451,6 +500,20 @@ class UpdateSection:
     retry_delay: float = setting(
         2.0, SECONDS, "Pause before the second attempt; it doubles for each further one (at "
                       "most a minute).")
+    feeds: tuple = setting(
+        (), UPDATE_FEEDS,
+        "Signatures installed beside ClamAV's: lmsav bundles (….bundle, signed by a key of "
+        "`lmsav keys`), signature files (.ndb .ldb .hdb .hsb .yar …) and YARA rule sets (a "
+        ".tar.gz or a directory), each verified by its sha256 pin or its <url>.sig when "
+        "signed = true, else taken as sent over https:// or from a local path.")
+    proxy: str = setting(
+        "", PROXY, 'The HTTP proxy for mirrors, like "http://user:pass@host:3128"; "" uses '
+                   'the https_proxy, http_proxy and no_proxy variables when they are set.')
+    dns_txt: str = setting(
+        "current.cvd.clamav.net", DNS_NAME,
+        "The TXT record announcing the versions of main, daily and bytecode (ClamAV's "
+        "format), asked before the HTTP mirrors; \"\" asks the mirrors only (set it so for a "
+        "private mirror that may lag behind).")
 
 
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as

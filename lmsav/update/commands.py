@@ -68,6 +68,7 @@ def update(ctx, sources, database, as_json, allow_downgrade, rollback_to, show_s
             sources=section.sources, databases=section.databases,
             keep_versions=section.keep_versions, check_interval=section.check_interval,
             timeout=section.timeout, retries=section.retries, retry_delay=section.retry_delay,
+            proxy=section.proxy, dns_txt=section.dns_txt, feeds=section.feeds,
             allow_downgrade=allow_downgrade, progress=not as_json and sys.stderr.isatty())
         outcome = update_run(root, options, notify=notify)
         if outcome.ok and outcome.active:
@@ -120,6 +121,10 @@ def _report(outcome, as_json: bool) -> None:
         # The errors above say why, one line each; this line says where that leaves us.
         click.echo(f"not updated: still using {outcome.active}" if outcome.active
                    else "not updated: no database is active")
+    for extra in outcome.extras:
+        detail = f" {extra['detail']}" if extra["detail"] else ""
+        click.echo(f"feed: {extra['url']}{detail} ({extra['verified']}): "
+                   f"{', '.join(extra['files'])}")
     if outcome.notified:
         click.echo("told: " + "; ".join(f"{who}: {what}"
                                         for who, what in outcome.notified.items()))

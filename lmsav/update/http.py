@@ -29,6 +29,8 @@ DEFAULT_COOL_DOWN = 4 * 3600.0  # 429 without Retry-After
 MAX_BACKOFF = 60.0
 MAX_DOWNLOAD_BYTES = 2 << 30
 HEADER_SIZE = 512
+PROXY_REFUSED = ("the proxy refused the credentials (407 Proxy Authentication Required; see "
+                 "[update] proxy or https_proxy)")
 
 
 class HttpMirror:
@@ -38,17 +40,19 @@ class HttpMirror:
     incremental = True  # serves <name>-<version>.cdiff files
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, retries: int = 3,
-                 retry_delay: float = 2.0, progress: bool = False, sleep=time.sleep):
+                 retry_delay: float = 2.0, progress: bool = False, sleep=time.sleep,
+                 proxy: str = ""):
         self.label = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = max(1, retries)
         self.retry_delay = retry_delay
         self.progress = progress
         self.sleep = sleep
-        # trust_env: the usual http_proxy/https_proxy/no_proxy variables apply.
+        # trust_env: without a configured proxy the usual http_proxy/https_proxy/no_proxy
+        # variables apply; a configured one is used for every mirror.
         self.client = httpx.Client(
             headers={"User-Agent": USER_AGENT}, timeout=httpx.Timeout(timeout or None),
-            follow_redirects=True, trust_env=True)
+            follow_redirects=True, trust_env=True, proxy=proxy or None)
 
     def close(self) -> None:
         self.client.close()
@@ -171,6 +175,10 @@ class _Exchange:
 def _transport_error(url: str, err: httpx.TransportError, timeout: float) -> SourceError:
     if isinstance(err, httpx.TimeoutException):
         return TransientError(f"{url}: no answer within {timeout:g} s")
+    if isinstance(err, httpx.ProxyError):  # the proxy refused the tunnel (https://)
+        if "407" in str(err):
+            return SourceError(f"{url}: {PROXY_REFUSED}")
+        return TransientError(f"{url}: proxy: {_reason(err)}")
     if isinstance(err, httpx.RemoteProtocolError):
         return TransientError(f"{url}: connection closed early ({_reason(err)})")
     if isinstance(err, httpx.UnsupportedProtocol):
@@ -188,6 +196,8 @@ def _check_status(url: str, response: httpx.Response) -> None:
     if status in (200, 206):
         return
     response.close()
+    if status == 407:
+        raise SourceError(f"{url}: {PROXY_REFUSED}")
     if status in (404, 410):
         raise NotFound(f"{url}: not found ({status})")
     if status == 429:

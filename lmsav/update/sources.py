@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .dnstxt import AnnouncedMirror
 from .errors import NotFound, SourceError, StagingError
 from .http import HttpMirror
 
@@ -38,12 +39,13 @@ def check_source(text: str) -> str:
 
 
 def open_source(text: str, *, timeout: float, retries: int, retry_delay: float,
-                progress: bool):
-    """The source a configured string names."""
+                progress: bool, proxy: str = "", dns_txt: str = ""):
+    """The source a configured string names; a mirror learns versions from ``dns_txt``."""
     parts = urlsplit(text)
     if parts.scheme in ("http", "https"):
-        return HttpMirror(text, timeout=timeout, retries=retries, retry_delay=retry_delay,
-                          progress=progress)
+        mirror = HttpMirror(text, timeout=timeout, retries=retries, retry_delay=retry_delay,
+                            progress=progress, proxy=proxy)
+        return AnnouncedMirror(mirror, dns_txt) if dns_txt else mirror
     if parts.scheme == "file":
         return DirectorySource(Path(unquote(parts.path)), label=text)
     return DirectorySource(Path(os.path.expanduser(text)))

@@ -25,6 +25,7 @@ from . import state as state_mod
 from . import tree
 from .cdiff import CdiffError, apply_script, read_cdiff
 from .errors import NotFound, RateLimited, SourceError, StagingError, UpdateError
+from .feeds import Extras, FeedError, fetch_all
 from .selftest import prove
 from .sources import open_source
 from .store import Store, Version, sync_tree, write_meta
@@ -49,6 +50,10 @@ class Options:
     progress: bool = False
     trust_dirs: tuple[Path, ...] | None = None  # None: the store the database loader trusts
     check_time: int | None = None  # when certificates must be valid; None: now
+    proxy: str = ""  # "": the environment's https_proxy/http_proxy/no_proxy
+    dns_txt: str = ""  # a TXT record announcing versions ("": ask the mirrors)
+    feeds: tuple = ()  # feeds.Feed: bundles, signature files, YARA rule sets
+    key_dirs: tuple[Path, ...] | None = None  # None: the trust store of `lmsav keys`
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # old versions pruned
     notified: dict[str, str] = field(default_factory=dict)
+    extras: list[dict] = field(default_factory=list)  # feeds installed beside ClamAV's
 
     @property
     def switched(self) -> bool:
@@ -127,6 +133,9 @@ def update(root: Path, options: Options, notify=None, clock=time.time) -> Outcom
             except StagingError as err:
                 outcome = Outcome("failed", False, active=store.current_label(),
                                   errors=[f"staging failed: {err}"])
+            except FeedError as err:
+                outcome = Outcome("failed", False, active=store.current_label(),
+                                  errors=[str(err)])
             _record(store, state, outcome, clock())
     except UpdateError as err:  # the lock: busy, or the directory cannot be made
         return Outcome("failed", False, active=store.current_label(), errors=[str(err)])
@@ -206,7 +215,8 @@ def _update_locked(store: Store, state: state_mod.State, options: Options, clock
     current = store.current()
     wanted = [Wanted(entry) for entry in options.databases]
     sources = [open_source(text, timeout=options.timeout, retries=options.retries,
-                           retry_delay=options.retry_delay, progress=options.progress)
+                           retry_delay=options.retry_delay, progress=options.progress,
+                           proxy=options.proxy, dns_txt=options.dns_txt)
                for text in options.sources]
     try:
         if any(s.network for s in sources) and not state.check_due(options.check_interval, now):
@@ -271,13 +281,24 @@ class _Run:
         self.warnings: list[str] = []
 
     def execute(self, clock) -> Outcome:
+        if not self.options.feeds:
+            return self._execute(clock, Extras())
+        with _staging_errors(), self._staging() as fetched:
+            extras = fetch_all(self.options.feeds, fetched, key_dirs=self.options.key_dirs,
+                               timeout=self.options.timeout, retries=self.options.retries,
+                               retry_delay=self.options.retry_delay, proxy=self.options.proxy)
+        return self._execute(clock, extras)
+
+    def _execute(self, clock, extras: Extras) -> Outcome:
         plan = [self._plan(w) for w in self.wanted]
         changes = [change for change, _offer in plan]
         active = self.current.label if self.current else None
-        if all(c.how in ("unchanged", "kept") for c in changes):
+        extras_then = self.current.meta.get("extras_id", "") if self.current else ""
+        if (all(c.how in ("unchanged", "kept") for c in changes)
+                and extras.label_suffix() == extras_then):
             return Outcome("current", True, active=active, source=self.source.label,
-                           changes=changes, warnings=self.warnings)
-        kept = self.store.version(_label(changes))
+                           changes=changes, warnings=self.warnings, extras=extras.to_json())
+        kept = self.store.version(_label(changes) + extras.label_suffix())
         if kept is not None and _versions_of(kept) == {c.database: c.after for c in changes}:
             return self._reuse(kept, changes, clock)
         with _staging_errors(), self._staging() as staging:
@@ -292,16 +313,20 @@ class _Run:
                     change.how, change.file = self._obtain(want, change, offer, staging,
                                                            downloads, db_dir)
                     change.after = _version_of(db_dir / change.file)
-            label = _label(changes)
+            extras.install(db_dir)
+            label = _label(changes) + extras.label_suffix()
             previous_eicar = self.current.meta.get("eicar", "") if self.current else ""
             proof = prove(db_dir, previous_eicar)
-            write_meta(db_dir, self._meta(label, changes, proof, db_dir, clock()))
+            meta = self._meta(label, changes, proof, db_dir, clock())
+            meta.update(extras=extras.to_json(), extras_id=extras.label_suffix())
+            write_meta(db_dir, meta)
             sync_tree(db_dir)
             self.store.install(db_dir, label)
             self.store.switch(label)
             removed = self.store.prune(self.options.keep_versions)
         return Outcome("updated", True, active=label, previous=active, source=self.source.label,
-                       changes=changes, warnings=self.warnings, removed=removed)
+                       changes=changes, warnings=self.warnings, removed=removed,
+                       extras=extras.to_json())
 
     # -- deciding ---------------------------------------------------------------------------
     def _plan(self, want: Wanted) -> tuple[Change, tuple[str, cvd.Header]]:

@@ -1,0 +1,312 @@
+"""Signatures beyond ClamAV's: lmsav bundles, third-party feeds and YARA rule sets.
+
+``[update] feeds`` lists them; each is fetched, verified by its own rule and installed into the
+new version beside ClamAV's containers:
+
+- ``….bundle``: an lmsav bundle; always its ``.bundle.sig`` by a key of the trust store.
+- a signature file (``.ndb .ldb .hdb .hsb .yar`` …) or a YARA rule set (``.tar.gz``/``.tgz``
+  URL, or a directory): its ``sha256`` pin when given, its ``<url>.sig`` by a trusted key when
+  ``signed = true``; with neither it is taken as the server sends it, which is allowed only over
+  https:// (the server's certificate vouches for where it came from, not for what it holds) or
+  from a local file or directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .errors import NotFound, SourceError, UpdateError
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+YARA_SUFFIXES = (".yar", ".yara")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<body")
+
+
+class FeedError(UpdateError):
+    """A feed was refused or could not be fetched: nothing is installed."""
+
+
+@dataclass(frozen=True)
+class Feed:
+    url: str  # https://, http://, file:// or an absolute path
+    sha256: str = ""
+    signed: bool = False
+
+    @property
+    def kind(self) -> str:
+        path = urlsplit(self.url).path.lower() if "://" in self.url else self.url.lower()
+        if path.endswith(".bundle"):
+            return "bundle"
+        if path.endswith(ARCHIVE_SUFFIXES):
+            return "rule set"
+        from ..scanner.signatures import formats
+
+        if path.endswith(formats.SIGNATURE_EXTENSIONS):
+            return "file"
+        return "directory"
+
+    @property
+    def local(self) -> Path | None:
+        parts = urlsplit(self.url)
+        if parts.scheme == "file":
+            return Path(unquote(parts.path))
+        return None if parts.scheme else Path(os.path.expanduser(self.url))
+
+
+@dataclass
+class Fetched:
+    feed: Feed
+    files: dict[str, bytes]
+    verified: str  # how: "key NAME", "sha256 pin", "https", "local"
+    detail: str = ""  # a bundle's name and version
+
+    def to_json(self) -> dict:
+        return {"url": self.feed.url, "kind": self.feed.kind, "verified": self.verified,
+                "detail": self.detail, "files": sorted(self.files)}
+
+
+@dataclass
+class Extras:
+    fetched: list[Fetched] = field(default_factory=list)
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        return {name: data for f in self.fetched for name, data in f.files.items()}
+
+    def label_suffix(self) -> str:
+        """Part of the version's name: what the extras hold, so a change makes a new version."""
+        if not self.fetched:
+            return ""
+        digest = hashlib.sha256()
+        for name, data in sorted(self.files.items()):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        return "_extras-" + digest.hexdigest()[:12]
+
+    def install(self, directory: Path) -> None:
+        for name, data in self.files.items():
+            (directory / name).write_bytes(data)
+
+    def to_json(self) -> list[dict]:
+        return [f.to_json() for f in self.fetched]
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+def parse_feeds(value: Any) -> tuple[Feed, ...]:
+    """``[update] feeds``: URLs, or tables {url, sha256, signed}; ValueError with the reason."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("not a list")
+    feeds = tuple(_parse_feed(item) for item in value)
+    if len({f.url for f in feeds}) != len(feeds):
+        raise ValueError("a feed is listed twice")
+    return feeds
+
+
+def _parse_feed(item: Any) -> Feed:
+    table = {"url": item} if isinstance(item, str) else item
+    if not isinstance(table, dict) or set(table) - {"url", "sha256", "signed"}:
+        raise ValueError(f"{item!r}: a URL or a table with url, sha256, signed")
+    url, pin, signed = table.get("url"), table.get("sha256", ""), table.get("signed", False)
+    if not isinstance(url, str) or not isinstance(pin, str) or not isinstance(signed, bool):
+        raise TypeError(f"{item!r}: url and sha256 are strings, signed is true or false")
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"{url}: no host")
+    elif parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"{url}: a file:// URL names an absolute path")
+    elif parts.scheme or not os.path.isabs(os.path.expanduser(url)):
+        raise ValueError(f"{url}: an https://, http:// or file:// URL, or an absolute path")
+    pin = pin.lower()
+    if pin and not SHA256_RE.fullmatch(pin):
+        raise ValueError(f"{url}: sha256 is 64 hex digits")
+    feed = Feed(url, pin, signed)
+    if feed.kind == "directory" and (pin or signed):
+        raise ValueError(f"{url}: a directory takes no sha256 or signed (its files are read "
+                         f"as they are)")
+    if feed.kind == "directory" and feed.local is None:
+        raise ValueError(f"{url}: not a signature file, .bundle or .tar.gz")
+    if feed.kind == "bundle" and pin:
+        raise ValueError(f"{url}: a bundle is verified by its signature, not a sha256 pin")
+    if parts.scheme == "http" and feed.kind != "bundle" and not (pin or signed):
+        raise ValueError(f"{url}: plain http:// needs a sha256 pin or signed = true")
+    return feed
+
+
+# -- fetching ---------------------------------------------------------------------------------
+
+def fetch_all(feeds: tuple[Feed, ...], staging: Path, *, key_dirs=None, timeout: float = 30.0,
+              retries: int = 3, retry_delay: float = 2.0, proxy: str = "") -> Extras:
+    """Every feed fetched and verified; FeedError names the first one refused."""
+    extras = Extras()
+    seen: dict[str, str] = {}
+    staging.mkdir(parents=True, exist_ok=True)
+    for feed in feeds:
+        fetcher = _Fetcher(staging, timeout, retries, retry_delay, proxy)
+        try:
+            fetched = _fetch(feed, fetcher, key_dirs)
+        except SourceError as err:
+            raise FeedError(f"feed {feed.url}: {err}") from None
+        finally:
+            fetcher.close()
+        for name in fetched.files:
+            if name in seen:
+                raise FeedError(f"feed {feed.url}: {name} is also installed by {seen[name]}")
+            seen[name] = feed.url
+        extras.fetched.append(fetched)
+    return extras
+
+
+def _fetch(feed: Feed, fetcher: _Fetcher, key_dirs) -> Fetched:
+    from . import bundle, keys
+
+    kind = feed.kind
+    if kind == "directory":
+        return Fetched(feed, _directory_rules(feed.local), "local")
+    data = fetcher.get(feed.url)
+    if data[:64].lstrip().lower().startswith(HTML_STARTS):
+        raise FeedError(f"feed {feed.url}: an HTML page, not signatures")
+    try:
+        if kind == "bundle":
+            found = bundle.read(data, fetcher.optional(f"{feed.url}.sig"), feed.url, key_dirs)
+            return Fetched(feed, found.files, f"key {found.signer}",
+                           f"{found.name} {found.version}")
+        verified = _verify(feed, data, fetcher, key_dirs)
+    except (keys.KeyProblem, bundle.BundleError) as err:
+        raise FeedError(f"feed refused: {err}") from None
+    if kind == "rule set":
+        return Fetched(feed, _archive_rules(data, feed.url), verified)
+    name = _basename(feed.url)
+    return Fetched(feed, {name: data}, verified)
+
+
+def _verify(feed: Feed, data: bytes, fetcher: _Fetcher, key_dirs) -> str:
+    from . import keys
+
+    how = []
+    if feed.sha256:
+        got = hashlib.sha256(data).hexdigest()
+        if got != feed.sha256:
+            raise FeedError(f"feed refused: {feed.url}: SHA-256 {got}, not the pinned "
+                            f"{feed.sha256}")
+        how.append("sha256 pin")
+    if feed.signed:
+        signature = fetcher.optional(f"{feed.url}.sig")
+        if signature is None:
+            raise FeedError(f"feed refused: {feed.url}: no signature ({feed.url}.sig) and "
+                            f"signed = true")
+        how.append(f"key {keys.verify(data, signature, feed.url, key_dirs).name}")
+    if how:
+        return ", ".join(how)
+    return "https" if feed.url.startswith("https://") else "local"
+
+
+def _basename(url: str) -> str:
+    from .bundle import acceptable_name
+
+    name = unquote(urlsplit(url).path if "://" in url else url).rsplit("/", 1)[-1]
+    if not acceptable_name(name):
+        raise FeedError(f"feed {url}: {name!r} is not a signature file name lmsav installs")
+    return name
+
+
+def _archive_rules(data: bytes, origin: str) -> dict[str, bytes]:
+    """The .yar/.yara members of a tar.gz, by base name; other members are ignored."""
+    from .bundle import MAX_BYTES, acceptable_name
+
+    rules: dict[str, bytes] = {}
+    total = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for info in tar:
+                name = info.name.rsplit("/", 1)[-1]
+                if not info.isfile() or not name.lower().endswith(YARA_SUFFIXES):
+                    continue
+                if not acceptable_name(name):
+                    raise FeedError(f"feed {origin}: {info.name}: an unusual file name")
+                if name in rules:
+                    raise FeedError(f"feed {origin}: two rule files named {name}")
+                total += info.size
+                if total > MAX_BYTES:
+                    raise FeedError(f"feed {origin}: larger than {MAX_BYTES >> 20} MiB "
+                                    f"unpacked")
+                rules[name] = tar.extractfile(info).read()
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise FeedError(f"feed {origin}: not a tar.gz: {err}") from None
+    if not rules:
+        raise FeedError(f"feed {origin}: no .yar or .yara file in the archive")
+    return rules
+
+
+def _directory_rules(directory: Path) -> dict[str, bytes]:
+    from .bundle import acceptable_name
+
+    try:
+        names = sorted(n for n in os.listdir(directory)
+                       if n.lower().endswith(YARA_SUFFIXES) and acceptable_name(n))
+        rules = {n: (directory / n).read_bytes() for n in names
+                 if (directory / n).is_file()}
+    except OSError as err:
+        raise FeedError(f"feed {err.filename or directory}: cannot read: {err.strerror}") \
+            from None
+    if not rules:
+        raise FeedError(f"feed {directory}: no .yar or .yara file in the directory")
+    return rules
+
+
+class _Fetcher:
+    """Whole files by URL or path, through the update's HTTP client for network URLs."""
+
+    def __init__(self, staging: Path, timeout: float, retries: int, retry_delay: float,
+                 proxy: str):
+        self.staging, self.timeout, self.proxy = staging, timeout, proxy
+        self.retries, self.retry_delay = retries, retry_delay
+        self.clients: dict[str, object] = {}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+    def get(self, url: str) -> bytes:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            base, _, name = url.rpartition("/")
+            if base not in self.clients:
+                from .http import HttpMirror
+
+                self.clients[base] = HttpMirror(base, timeout=self.timeout,
+                                                retries=self.retries,
+                                                retry_delay=self.retry_delay,
+                                                proxy=self.proxy)
+            destination = self.staging / f"download-{len(os.listdir(self.staging))}"
+            self.clients[base].download(name, destination, b"")
+            data = destination.read_bytes()
+            destination.unlink()
+            return data
+        path = Path(unquote(parts.path)) if parts.scheme == "file" else Path(
+            os.path.expanduser(url))
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"{path}: not found") from None
+        except OSError as err:
+            raise SourceError(f"{path}: cannot read: {err.strerror}") from None
+
+    def optional(self, url: str) -> bytes | None:
+        try:
+            return self.get(url)
+        except NotFound:
+            return None
+
+
+__all__ = ["Extras", "Feed", "FeedError", "fetch_all", "parse_feeds"]
