@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
@@ -131,12 +132,16 @@ def _report(outcome, as_json: bool) -> None:
 
 
 def _show_status(settings, root: Path, as_json: bool) -> int:
-    from .status import status
+    from ..cli import root_options
+    from .status import schedules_for, status
 
+    obj = root_options(click.get_current_context())
     network = any(s.startswith(("http://", "https://")) for s in settings.update.sources)
     report = status(root, Path(settings.database_dir()), max_age=settings.update.max_age,
                     check_interval=settings.update.check_interval, network=network,
-                    now=time.time())
+                    now=time.time(),
+                    schedules=schedules_for(Path(obj["config"]).absolute(),
+                                            obj["config_explicit"], root))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -170,6 +175,11 @@ def _print_status(report: dict) -> None:
     click.echo(f"last success: {_when(report['last_success'], now)}")
     if report["next_check"] is not None:
         click.echo(f"next check:   not before {_when(report['next_check'], now)}")
+    if report["next_run"] is not None:
+        moment = datetime.datetime.fromisoformat(report["next_run"]).timestamp()
+        click.echo(f"next scheduled run: {_when(moment, now)} (schedule {report['schedule']})")
+    else:
+        click.echo("no scheduled update (lmsav cron add update NAME --schedule EXPR)")
     for source, until in report["cool_downs"].items():
         click.echo(f"cool-down:    {source} until {_when(until, now)}")
     for warning in report["warnings"]:

@@ -68,10 +68,14 @@ class Fetched:
     files: dict[str, bytes]
     verified: str  # how: "key NAME", "sha256 pin", "https", "local"
     detail: str = ""  # a bundle's name and version
+    bundle: tuple[str, int] | None = None  # a bundle's (name, version), from its manifest
 
     def to_json(self) -> dict:
-        return {"url": self.feed.url, "kind": self.feed.kind, "verified": self.verified,
+        data = {"url": self.feed.url, "kind": self.feed.kind, "verified": self.verified,
                 "detail": self.detail, "files": sorted(self.files)}
+        if self.bundle is not None:
+            data["bundle"] = {"name": self.bundle[0], "version": self.bundle[1]}
+        return data
 
 
 @dataclass
@@ -146,8 +150,14 @@ def _parse_feed(item: Any) -> Feed:
 # -- fetching ---------------------------------------------------------------------------------
 
 def fetch_all(feeds: tuple[Feed, ...], staging: Path, *, key_dirs=None, timeout: float = 30.0,
-              retries: int = 3, retry_delay: float = 2.0, proxy: str = "") -> Extras:
-    """Every feed fetched and verified; FeedError names the first one refused."""
+              retries: int = 3, retry_delay: float = 2.0, proxy: str = "",
+              installed: dict[str, int] | None = None, allow_downgrade: bool = False) -> Extras:
+    """Every feed fetched and verified; FeedError names the first one refused.
+
+    ``installed`` maps a bundle's name to the version the active database holds: an older
+    bundle of that name is refused unless ``allow_downgrade``, as an older ClamAV container is
+    not installed over a newer one (a replayed old bundle would drop newer signatures).
+    """
     extras = Extras()
     seen: dict[str, str] = {}
     staging.mkdir(parents=True, exist_ok=True)
@@ -159,6 +169,8 @@ def fetch_all(feeds: tuple[Feed, ...], staging: Path, *, key_dirs=None, timeout:
             raise FeedError(f"feed {feed.url}: {err}") from None
         finally:
             fetcher.close()
+        if fetched.bundle is not None and not allow_downgrade:
+            _refuse_downgrade(feed, fetched.bundle, installed or {})
         for name in fetched.files:
             if name in seen:
                 raise FeedError(f"feed {feed.url}: {name} is also installed by {seen[name]}")
@@ -180,7 +192,7 @@ def _fetch(feed: Feed, fetcher: _Fetcher, key_dirs) -> Fetched:
         if kind == "bundle":
             found = bundle.read(data, fetcher.optional(f"{feed.url}.sig"), feed.url, key_dirs)
             return Fetched(feed, found.files, f"key {found.signer}",
-                           f"{found.name} {found.version}")
+                           f"{found.name} {found.version}", (found.name, found.version))
         verified = _verify(feed, data, fetcher, key_dirs)
     except (keys.KeyProblem, bundle.BundleError) as err:
         raise FeedError(f"feed refused: {err}") from None
@@ -188,6 +200,35 @@ def _fetch(feed: Feed, fetcher: _Fetcher, key_dirs) -> Fetched:
         return Fetched(feed, _archive_rules(data, feed.url), verified)
     name = _basename(feed.url)
     return Fetched(feed, {name: data}, verified)
+
+
+def _refuse_downgrade(feed: Feed, bundle: tuple[str, int], installed: dict[str, int]) -> None:
+    name, version = bundle
+    active = installed.get(name)
+    if active is not None and version < active:
+        raise FeedError(f"feed refused: {feed.url}: bundle {name} version {version} is older "
+                        f"than the active {active}; the active database stays "
+                        f"(--allow-downgrade installs the older one)")
+
+
+def installed_bundles(extras: Any) -> dict[str, int]:
+    """Bundle name → version, from a version's recorded ``extras`` (its meta)."""
+    found: dict[str, int] = {}
+    for entry in extras if isinstance(extras, list) else ():
+        if not isinstance(entry, dict) or entry.get("kind") != "bundle":
+            continue
+        recorded = entry.get("bundle")
+        if isinstance(recorded, dict):
+            name, version = recorded.get("name"), recorded.get("version")
+        else:  # recorded before the name and version had a key of their own: "NAME VERSION"
+            name, _, version = str(entry.get("detail", "")).rpartition(" ")
+        if not name:
+            continue
+        try:
+            found[str(name)] = int(version)
+        except (TypeError, ValueError):
+            continue
+    return found
 
 
 def _verify(feed: Feed, data: bytes, fetcher: _Fetcher, key_dirs) -> str:
@@ -309,4 +350,4 @@ class _Fetcher:
             return None
 
 
-__all__ = ["Extras", "Feed", "FeedError", "fetch_all", "parse_feeds"]
+__all__ = ["Extras", "Feed", "FeedError", "fetch_all", "installed_bundles", "parse_feeds"]

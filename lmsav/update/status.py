@@ -1,7 +1,10 @@
-"""``lmsav update --status``: what is active, what is kept, when it was checked, how old it is."""
+"""``lmsav update --status``: what is active, what is kept, when it was checked, how old it is,
+and when `lmsav cron` runs the next update."""
 
 from __future__ import annotations
 
+import datetime
+import os
 from pathlib import Path
 
 from . import state as state_mod
@@ -12,9 +15,12 @@ CLOCK_SLACK = 300.0  # build times this far ahead of the clock are tolerated sil
 
 
 def status(root: Path, configured_database: Path, *, max_age: float, check_interval: float,
-           network: bool, now: float) -> dict:
+           network: bool, now: float, schedules: Path | None = None) -> dict:
     """The status as a JSON-ready dict; ``warnings`` lists what an administrator should know,
-    ``ok`` is False when no database is active or it is older than ``max_age``."""
+    ``ok`` is False when no database is active or it is older than ``max_age``.
+
+    ``schedules`` is the ``schedules.d`` whose update schedules update ``root`` (see
+    :func:`schedules_for`); None when none do."""
     store = Store(root)
     state = state_mod.load(root)
     current = store.current()
@@ -50,6 +56,12 @@ def status(root: Path, configured_database: Path, *, max_age: float, check_inter
         next_check = max(now, state.last_check + check_interval)
     cool_downs = {s: until for s, until in state.cool_downs.items()
                   if state.cooling(s, now) is not None}
+    next_run, schedule = None, None
+    if schedules is not None:
+        found = next_scheduled(schedules, now, warnings)
+        if found is not None:
+            schedule, moment = found
+            next_run = moment.isoformat()
     return {
         "directory": str(root),
         "active": current.label if current else None,
@@ -71,10 +83,54 @@ def status(root: Path, configured_database: Path, *, max_age: float, check_inter
         "last_error": state.last_error or None,
         "next_check": next_check,
         "cool_downs": cool_downs,
+        "next_run": next_run,
+        "schedule": schedule,
         "configured_database": str(configured_database),
         "warnings": warnings,
         "ok": current is not None and not too_old,
     }
+
+
+def schedules_for(config_file: Path, required: bool, root: Path) -> Path | None:
+    """The ``schedules.d`` beside ``config_file`` when its update schedules update ``root``.
+
+    A scheduled update runs ``lmsav --config FILE update`` with neither --database nor
+    --profile, so it updates the directory that the file alone names; None when that is
+    another directory than ``root`` or the file cannot be read."""
+    from ..config import ConfigError, load_settings
+    from ..cron.schedules import schedules_dir
+
+    try:
+        plain = load_settings(config_file, None, {}, required=required)
+    except ConfigError:
+        return None
+    scheduled = plain.update.dir or Path(plain.paths.state_dir) / "bases"
+    if os.path.abspath(scheduled) != os.path.abspath(root):
+        return None
+    return schedules_dir(config_file)
+
+
+def next_scheduled(schedules: Path, now: float, warnings: list[str]
+                   ) -> tuple[str, datetime.datetime] | None:
+    """The update schedule in ``schedules`` that runs first after ``now`` and when, computed as
+    `lmsav cron list` computes it; a schedule file that does not load is a warning."""
+    from ..cron.schedules import ScheduleError, Store
+
+    store = Store(schedules)
+    start = datetime.datetime.fromtimestamp(now).astimezone()
+    first: tuple[str, datetime.datetime] | None = None
+    for name in store.names():
+        try:
+            schedule = store.load(name)
+        except ScheduleError as err:
+            warnings.append(f"{err} (lmsav cron show {name})")
+            continue
+        if schedule.kind != "update":
+            continue
+        [moment] = schedule.expression.next_times(1, start)
+        if first is None or moment < first[1]:
+            first = (name, moment)
+    return first
 
 
 def _days(seconds: float) -> str:
@@ -83,4 +139,4 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-__all__ = ["status"]
+__all__ = ["next_scheduled", "schedules_for", "status"]

@@ -25,7 +25,7 @@ from . import state as state_mod
 from . import tree
 from .cdiff import CdiffError, apply_script, read_cdiff
 from .errors import NotFound, RateLimited, SourceError, StagingError, UpdateError
-from .feeds import Extras, FeedError, fetch_all
+from .feeds import Extras, FeedError, fetch_all, installed_bundles
 from .selftest import prove
 from .sources import open_source
 from .store import Store, Version, sync_tree, write_meta
@@ -286,7 +286,10 @@ class _Run:
         with _staging_errors(), self._staging() as fetched:
             extras = fetch_all(self.options.feeds, fetched, key_dirs=self.options.key_dirs,
                                timeout=self.options.timeout, retries=self.options.retries,
-                               retry_delay=self.options.retry_delay, proxy=self.options.proxy)
+                               retry_delay=self.options.retry_delay, proxy=self.options.proxy,
+                               installed=installed_bundles(
+                                   self.current.meta.get("extras") if self.current else None),
+                               allow_downgrade=self.options.allow_downgrade)
         return self._execute(clock, extras)
 
     def _execute(self, clock, extras: Extras) -> Outcome:

@@ -15,7 +15,6 @@ administrator go to admin@admin.test.
 from __future__ import annotations
 
 import contextlib
-
 import email
 import email.policy
 import io
@@ -108,29 +107,15 @@ def write_stock_postfix_config(etc: Path) -> None:
 # -- helpers shared by the tests ------------------------------------------------------------------
 
 def lmsav_cli():
-    """lmsav's click group, with `setup` registered (cli.py does so; this covers a tree where
-    it does not yet)."""
+    """lmsav's click group (it loads `setup` and `spool` itself, lazily)."""
     from lmsav.cli import main
 
-    if "setup" not in main.commands:
-        from lmsav.spool.setup_commands import setup
-
-        main.add_command(setup)
     return main
 
 
 def lmsav_command() -> list[str]:
-    """How to run ``lmsav``: the installed executable once cli.py has the spool and setup
-    commands, else this interpreter with a stand-in that registers them first."""
-    from lmsav.cli import main
-
-    if {"spool", "setup"} <= set(main.commands):
-        return [LMSAV]
-    shim = ("import sys; from lmsav.cli import main; "
-            "from lmsav.spool.commands import spool; from lmsav.spool.setup_commands import setup; "
-            "[main.add_command(c) for c in (spool, setup) if c.name not in main.commands]; "
-            "sys.argv[0] = 'lmsav'; main()")
-    return [sys.executable, "-c", shim]
+    """How to run ``lmsav``: the installed executable."""
+    return [LMSAV]
 
 
 def enqueue_executable(root: Path, user: str, runs=None) -> str:
@@ -318,7 +303,7 @@ class Mailboxes:
         return out
 
     def wait(self, address: str, tok: str, count: int = 1, timeout: float = WAIT,
-             stack: "Stack | None" = None) -> list[bytes]:
+             stack: Stack | None = None) -> list[bytes]:
         """Wait until ``count`` messages holding ``tok`` are in the mailbox, then return them;
         a little longer than that to catch a duplicate."""
         deadline = time.monotonic() + timeout
