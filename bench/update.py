@@ -12,7 +12,10 @@ checked, compiled, self-tested, switched, daemon told to RELOAD. Printed:
 
   update   seconds of the update run itself (download to switch)
   active   seconds from the start of the update until the daemon first reports the sample
-  latency  the client's scan latency: median while steady, worst during the switch
+  latency  the client's scan latency: median while steady, worst during the update (from its
+           start until the daemon reports the sample) and during the switch itself (from
+           RELOAD on); the update runs in a process of its own, as cron runs it, so its work
+           does not hold this process's interpreter lock against the client
   RSS      the daemon's resident memory (all its processes): steady, and peak during the switch
 
 The same is measured for clamd (Debian's clamav-daemon) with the same signatures as plain
@@ -31,9 +34,12 @@ import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -46,7 +52,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.gen import write_hash_sigs, write_ndb_sigs
-from tests.daemon_clients.conftest import CLAMD, Daemon, free_port, start_clamd
+from tests.daemon_clients.conftest import (
+    CLAMD,
+    Daemon,
+    free_port,
+    read_reply,
+    start_clamd,
+)
 
 BENCH_DSIG = "BENCH"
 SAMPLE = b"lmsav bench update sample\n" + bytes(range(256)) * 80
@@ -157,6 +169,24 @@ def serve(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
 
 # -- watching a daemon --------------------------------------------------------------------------
 
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of a process and all its descendants, in KiB (pages shared copy-on-write count
+    once per process), found through /proc's children lists: cheap enough to sample often."""
+    total, todo = 0, [pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                total += next((int(line.split()[1]) for line in fh
+                               if line.startswith("VmRSS:")), 0)
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as fh:
+                    todo += [int(child) for child in fh.read().split()]
+        except (OSError, ValueError):
+            continue  # a worker that just exited
+    return total
+
+
 class Watch:
     """A client scanning the sample continuously and a sampler of the daemon's RSS."""
 
@@ -185,9 +215,10 @@ class Watch:
             self.scans.append((start, time.monotonic() - start, b"FOUND" in reply))
 
     def _sample(self) -> None:
+        # Every 10 ms, RSS alone: a reload's transient lasts tens of milliseconds.
         while self.running:
-            self.rss.append((time.monotonic(), self.daemon.memory_kib()[0]))
-            time.sleep(0.05)
+            self.rss.append((time.monotonic(), tree_rss_kib(self.daemon.proc.pid)))
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self.running = False
@@ -206,14 +237,20 @@ class Watch:
             time.sleep(0.05)
         return None
 
-    def figures(self, t0: float, active: float | None) -> dict:
+    def figures(self, t0: float, active: float | None, reload_at: float | None = None) -> dict:
         end = (active or time.monotonic()) + 1.0
+
+        def during(start: float) -> list[float]:
+            return [d for s, d, _ in self.scans if start <= s <= end or s < start < s + d]
+
         steady = [d for s, d, _ in self.scans if s < t0]
-        switch = [d for s, d, _ in self.scans if t0 <= s <= end or s < t0 < s + d]
+        switch = during(t0)
+        reload = during(reload_at) if reload_at is not None else switch
         return {"steady_median": statistics.median(steady) if steady else float("nan"),
                 "steady_worst": max(steady, default=float("nan")),
                 "switch_worst": max(switch, default=float("nan")),
                 "switch_scans": len(switch),
+                "reload_worst": max(reload, default=float("nan")),
                 "rss_steady": max((r for t, r in self.rss if t < t0), default=0),
                 "rss_peak": max((r for t, r in self.rss if t0 <= t <= end), default=0),
                 "errors": self.errors}
@@ -243,8 +280,50 @@ def start_lmsav(root: Path, bases: Path) -> Daemon:
     return daemon
 
 
+def update_options(url: str):
+    from lmsav.update.updater import Options
+
+    return Options(sources=(url,), databases=(NAME,), check_interval=0.0, trust_dirs=(),
+                   dns_txt="")
+
+
+def update_child() -> None:
+    """In the update's own process (argv: bases, mirror URL, daemon socket): run the update,
+    telling the daemon to RELOAD; print the outcome and when RELOAD was sent, as JSON."""
+    from lmsav.update.updater import update
+
+    trust_bench_signature()
+    bases, url, sock_path = sys.argv[1:4]
+    reload_at = []
+
+    def notify() -> dict:
+        reload_at.append(time.monotonic())  # CLOCK_MONOTONIC: the same clock in every process
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(600)
+            sock.connect(sock_path)
+            sock.sendall(b"zRELOAD\0")
+            return {"daemon": read_reply(sock).decode()}
+
+    outcome = update(Path(bases), update_options(url), notify=notify)
+    print(json.dumps({"ok": outcome.ok, "errors": outcome.errors,
+                      "how": outcome.changes[0].how if outcome.changes else "",
+                      "reload_at": reload_at[0] if reload_at else None}))
+
+
+def run_update_process(bases: Path, url: str, daemon: Daemon) -> dict:
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            "from bench.update import update_child; update_child()")
+    done = subprocess.run([sys.executable, "-c", code, str(bases), url, str(daemon.socket)],
+                          capture_output=True, text=True, check=False)
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise SystemExit(f"bench: the update process failed (exit {done.returncode}):\n"
+                         f"{done.stderr[-2000:]}") from None
+
+
 def bench_lmsav(work: Path, mirror: Path) -> dict:
-    from lmsav.update.updater import Options, update
+    from lmsav.update.updater import update
 
     trust_bench_signature()
     url, server = serve(mirror)
@@ -252,10 +331,8 @@ def bench_lmsav(work: Path, mirror: Path) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
     bases = root / "bases"
-    options = Options(sources=(url,), databases=(NAME,), check_interval=0.0, trust_dirs=(),
-                      dns_txt="")
     begin = time.monotonic()
-    first = update(bases, options)
+    first = update(bases, update_options(url))
     if not first.ok:
         raise SystemExit(f"bench: first update failed: {first.errors}")
     print(f"  lmsav: version 1 installed in {time.monotonic() - begin:.1f} s", flush=True)
@@ -267,17 +344,15 @@ def bench_lmsav(work: Path, mirror: Path) -> dict:
         time.sleep(3.0)
         publish_next(work, mirror)
         t0 = time.monotonic()
-        outcome = update(bases, options, notify=lambda: {
-            "daemon": daemon.command(b"RELOAD", timeout=600).decode()})
+        outcome = run_update_process(bases, url, daemon)
         updated = time.monotonic() - t0
-        if not outcome.ok:
-            raise SystemExit(f"bench: the update failed: {outcome.errors}")
-        how = outcome.changes[0].how
+        if not outcome["ok"]:
+            raise SystemExit(f"bench: the update failed: {outcome['errors']}")
         active = watch.wait_found(t0, 900)
         watch.stop()
-        figures = watch.figures(t0, active)
+        figures = watch.figures(t0, active, outcome["reload_at"])
         figures.update(update=updated, active=(active - t0) if active else float("nan"),
-                       how=how)
+                       how=outcome["how"])
         return figures
     finally:
         daemon.stop()
@@ -304,7 +379,7 @@ def bench_clamd(work: Path, versions: dict[int, dict[str, bytes]]) -> dict:
             if data != versions[1][name]:
                 (root / name).write_bytes(data)
                 os.replace(root / name, bases / name)
-        daemon.command(b"RELOAD", timeout=60)
+        daemon.command(b"RELOAD", timeout=60)  # t0 is RELOAD's time: the switch is all there is
         active = watch.wait_found(t0, 900)
         watch.stop()
         figures = watch.figures(t0, active)
@@ -318,8 +393,9 @@ def line(name: str, f: dict) -> str:
     update = f"update {f['update']:6.1f} s ({f['how']})   " if "update" in f else ""
     return (f"{name:6s} {update}active after {f['active']:6.1f} s   scan latency: steady "
             f"median {f['steady_median'] * 1000:6.1f} ms, worst {f['steady_worst'] * 1000:7.1f}"
-            f" ms; during the switch worst {f['switch_worst'] * 1000:8.1f} ms over "
-            f"{f['switch_scans']} scans   RSS steady {f['rss_steady'] / 1024:6.0f} MB, peak "
+            f" ms; during the update worst {f['switch_worst'] * 1000:8.1f} ms over "
+            f"{f['switch_scans']} scans, from RELOAD on worst {f['reload_worst'] * 1000:8.1f} ms"
+            f"   RSS steady {f['rss_steady'] / 1024:6.0f} MB, peak "
             f"{f['rss_peak'] / 1024:6.0f} MB during the switch   failed scans {f['errors']}")
 
 

@@ -17,6 +17,7 @@ their current job, so no request fails or waits for a worker that is loading.
 from __future__ import annotations
 
 import collections
+import ctypes
 import errno
 import grp
 import json
@@ -1235,15 +1236,20 @@ class Server:
         try:
             db = Database.load(directory, build_in_child=True)
             failures = self_test(db, self.opt.limits)
-            result = (db, None) if not failures else (None, "self-test failed: " +
-                                                      "; ".join(failures))
-            if db.refused:  # the new sources were refused; what loaded is the old cache
+            if failures:
+                result = (None, "self-test failed: " + "; ".join(failures))
+            elif db.refused:  # the new sources were refused; what loaded is the old cache
                 result = (None, db.refused)
-            if db is not None:
+            else:
+                # The database loaded here is the one the workers get (loaded once: the
+                # mapped cache, Hyperscan's copy). What the self-test left bound to this
+                # thread (yara-x's scanner) is made afresh and the old state dropped here.
+                db.drop_thread_state()
                 self._new_groups = load_groups(self.opt.config_path)
+                result = (db, None)
         except Exception as err:  # any failure keeps the old database
             result = (None, str(err) or type(err).__name__)
-        self._reload_result = (*result, directory)
+        self._reload_result = result  # a refused database is dropped here, on this thread
         try:
             self._wake_w.send(b"r")
         except OSError:
@@ -1253,33 +1259,26 @@ class Server:
         if self._reload_thread is not None:
             self._reload_thread.join()
             self._reload_thread = None
-        (db, problem, directory), self._reload_result = self._reload_result, None
+        (db, problem), self._reload_result = self._reload_result, None
         self.reloading = False
         if db is None:
             log.error("reload refused, keeping database %s: %s", self.db.version, problem)
             self.last_reload = {"result": "refused", "error": problem, "at": time.time()}
         else:
-            # Some matchers (yara-x) are bound to the thread that made them: the thread did the
-            # slow part (compile, self-test); loading its fresh cache here takes milliseconds.
-            from ..scanner.signatures.database import Database
-
-            try:
-                db = Database.load(directory, build_in_child=True)
-            except Exception as err:
-                log.error("reload refused, keeping database %s: %s", self.db.version, err)
-                self.last_reload = {"result": "refused", "error": str(err), "at": time.time()}
-                db = None
-        if db is not None:
-            old = self.db
+            old_version = self.db.version
             self.db = db
             self.groups = self._new_groups or self.groups
             self.generation += 1
             self.reloads += 1
             for worker in list(self.workers.values()):
                 self._retire(worker)
+            # The old workers keep their own copy of the old database until they exit; the
+            # parent's is released and its heap handed back before forking, so the new
+            # workers do not start out carrying the old database's pages as well.
+            release_free_memory()
             for _ in range(self.opt.workers):
                 self._spawn_worker()
-            log.info("database reloaded: %s -> %s (%d signatures)", old.version, db.version,
+            log.info("database reloaded: %s -> %s (%d signatures)", old_version, db.version,
                      db.total)
             self.last_reload = {"result": "ok", "version": db.version, "at": time.time()}
             self._dispatch()
@@ -1363,6 +1362,22 @@ class Server:
             "last_reload": self.last_reload,
             "listeners": self._listener_names(),
         }
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc keeps them after a large free, and a
+    forked worker would count them as its own); a no-op where malloc_trim is missing."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 def resolve_database(directory: Path) -> Path:

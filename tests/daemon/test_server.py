@@ -369,3 +369,34 @@ def test_starts_as_root_then_runs_as_the_configured_user(tmp_path):
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(public, ignore_errors=True)
+
+
+def _wait_version(daemon, version: bytes) -> None:
+    deadline = time.monotonic() + 60
+    while version not in daemon.raw(b"zVERSION\0"):
+        assert time.monotonic() < deadline, daemon.output()
+        time.sleep(0.1)
+
+
+def test_yara_rules_match_in_workers_across_reloads(daemon):
+    """yara-x scanners are bound to the thread that made them; the database a reload thread
+    loaded and self-tested is handed to the workers with its YARA matcher rebuilt, so rules
+    keep matching after every reload (and the daemon does not load the database twice)."""
+    sample = b"xx LMSAV-YARA-TEST-SAMPLE xx"
+    assert daemon.client.instream(sample).detail == "YARA.lmsav_test_yara"
+    (daemon.db / "extra.yar").write_text(
+        'rule lmsav_second { strings: $a = "lmsav-yara-two" condition: $a }\n')
+    (daemon.db / "database.toml").write_text('version = "2026112402"\n')
+    assert daemon.client.reload()
+    _wait_version(daemon, b"2026112402")
+    for _ in range(4):  # every worker, whichever answers
+        assert daemon.client.instream(sample).detail == "YARA.lmsav_test_yara"
+        assert daemon.client.instream(b"-- lmsav-yara-two --").detail == "YARA.lmsav_second"
+    (daemon.db / "database.toml").write_text('version = "2026112403"\n')
+    assert daemon.client.reload()
+    _wait_version(daemon, b"2026112403")
+    for _ in range(4):
+        assert daemon.client.instream(b"-- lmsav-yara-two --").detail == "YARA.lmsav_second"
+    assert daemon.client.status()["last_reload"]["result"] == "ok"
+    log = daemon.output()
+    assert "Traceback" not in log and "panick" not in log

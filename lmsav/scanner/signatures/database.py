@@ -29,6 +29,9 @@ FORMAT = 6  # bump when the compiled layout or a compiler's semantics change
 CACHE_NAME = ".compiled.lmsavc"
 META_NAME = "database.toml"
 SELFTEST_NAME = "selftest.toml"
+# Matchers whose scanning state may only be used and dropped by the thread that made it
+# (yara-x's scanner): drop_thread_state() makes them afresh.
+THREAD_BOUND = ("yara",)
 
 
 class DatabaseError(Exception):
@@ -63,6 +66,7 @@ class Database:
     unofficial_suffix: bool = False
     official_sources: frozenset[str] = frozenset()
     _mm: object = None
+    _section: object = None  # name -> memoryview of a section of the mapped cache
 
     @property
     def total(self) -> int:
@@ -78,6 +82,19 @@ class Database:
     def ignored(self) -> frozenset[str]:
         m = self.matchers.get("ignore")
         return m.names if m is not None else frozenset()
+
+    def drop_thread_state(self) -> None:
+        """Make the thread-bound matchers afresh from the mapped cache, dropping on this thread
+        the state its scans left: a database loaded and self-tested in one thread may then be
+        handed to another (the daemon's reload thread to its forked workers)."""
+        for kind in THREAD_BOUND:
+            if kind in self.matchers and self._section is not None:
+                fresh = adapter(kind).matcher(self._section)
+                if fresh is None:
+                    del self.matchers[kind]
+                else:
+                    self.matchers[kind] = fresh
+        self.detectors = [m for k, m in self.matchers.items() if k not in NOT_DETECTING]
 
     def clamav_type(self, data, ftype: str) -> str:
         """ClamAV's type for an object, under the database's .ftm entries if it has any."""
@@ -598,6 +615,7 @@ def _open(directory: Path, cache: Path, header: dict, sources: list[Path]) -> Da
         unofficial_suffix=header.get("unofficial_suffix", False),
         official_sources=frozenset(header.get("official_sources", ())),
         _mm=mm,
+        _section=section,
     )
 
 
