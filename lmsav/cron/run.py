@@ -194,27 +194,12 @@ def _run_locked(schedule: Schedule, state: StateFiles, scan: Sequence[str], lock
     result = RunResult(schedule.name, started.isoformat(timespec="seconds"), "error")
     t0 = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=100)
-    with tempfile.TemporaryFile() as errors:
-        try:
-            # The scan inherits the lock: should this process die, the sweep still holds it
-            # until it ends, so no second sweep starts beside it.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=errors, pass_fds=(lock_fd,), text=True,
-                                    errors="replace")
-        except OSError as err:
-            result.error = f"cannot run {argv[0]}: {err.strerror or err}"
-            result.seconds = 0.0
-            return result
-        with _forwarding_signals(proc):
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                tail.append(line)
-                if on_line is not None:
-                    on_line(line)
-            code = proc.wait()
-        errors.seek(0)
-        error_text = errors.read().decode(errors="replace")
+    try:
+        code, error_text = _run_child(argv, lock_fd, tail.append, on_line)
+    except OSError as err:
+        result.error = f"cannot run {argv[0]}: {err.strerror or err}"
+        result.seconds = 0.0
+        return result
     result.seconds = round(time.monotonic() - t0, 3)
     result.exit = code
     result.result = {0: "clean", 1: "found"}.get(code, "error")
@@ -239,25 +224,12 @@ def _update_locked(schedule: Schedule, update: Sequence[str], lock_fd: int,
                        kind="update")
     t0 = time.monotonic()
     lines: list[str] = []
-    with tempfile.TemporaryFile() as errors:
-        try:
-            proc = subprocess.Popen(list(update), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=errors, pass_fds=(lock_fd,),
-                                    text=True, errors="replace")
-        except OSError as err:
-            result.error = f"cannot run {update[0]}: {err.strerror or err}"
-            result.seconds = 0.0
-            return result
-        with _forwarding_signals(proc):
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip("\n")
-                lines.append(line)
-                if on_line is not None:
-                    on_line(line)
-            code = proc.wait()
-        errors.seek(0)
-        error_text = errors.read().decode(errors="replace")
+    try:
+        code, error_text = _run_child(list(update), lock_fd, lines.append, on_line)
+    except OSError as err:
+        result.error = f"cannot run {update[0]}: {err.strerror or err}"
+        result.seconds = 0.0
+        return result
     result.seconds = round(time.monotonic() - t0, 3)
     result.exit = code
     for line in lines:
@@ -273,6 +245,28 @@ def _update_locked(schedule: Schedule, update: Sequence[str], lock_fd: int,
                         else _first_error(error_text) or _last_line(error_text)
                         or f"lmsav update exited with {code}")
     return result
+
+
+def _run_child(argv: list[str], lock_fd: int, keep: Callable[[str], None],
+               on_line: Callable[[str], None] | None) -> tuple[int, str]:
+    """Run the job's command with the schedule's lock inherited (should this process die, the
+    job still holds it until it ends, so no second run starts beside it); each output line
+    goes to ``keep`` and ``on_line``. Returns the exit code and standard error. OSError when
+    the command cannot be started."""
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=errors, pass_fds=(lock_fd,), text=True,
+                                errors="replace")
+        with _forwarding_signals(proc):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                keep(line)
+                if on_line is not None:
+                    on_line(line)
+            code = proc.wait()
+        errors.seek(0)
+        return code, errors.read().decode(errors="replace")
 
 
 def _first_error(text: str) -> str:
