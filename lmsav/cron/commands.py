@@ -124,6 +124,22 @@ def cron() -> None:
     """
 
 
+def _add_options(function):
+    """What every `lmsav cron add KIND` takes besides its own: how it is installed."""
+    function = _install_options(function)
+    for option in reversed((
+            click.option("--systemd", is_flag=True,
+                         help="Install as systemd service and timer units instead of a cron "
+                              "line."),
+            click.option("--enable", is_flag=True,
+                         help="With --systemd: run systemctl daemon-reload and enable --now "
+                              "for the timer (only where systemd is running)."),
+            click.option("--replace", is_flag=True,
+                         help="Replace a schedule of the same name."))):
+        function = option(function)
+    return function
+
+
 @cron.group("add")
 def add() -> None:
     """Add a schedule: a sweep of directories, or a database update."""
@@ -139,13 +155,7 @@ def add() -> None:
                    '@weekly, @monthly, @yearly.')
 @click.option("--incremental/--no-incremental", default=True, show_default=True,
               help="Skip files unchanged since their last clean scan.")
-@click.option("--systemd", is_flag=True,
-              help="Install as systemd service and timer units instead of a cron line.")
-@click.option("--enable", is_flag=True,
-              help="With --systemd: run systemctl daemon-reload and enable --now for the timer "
-                   "(only where systemd is running).")
-@click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
-@_install_options
+@_add_options
 @click.pass_context
 def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable, replace,
               cron_dir, unit_dir):
@@ -184,13 +194,7 @@ def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable,
 @click.option("--schedule", "when", required=True, metavar="EXPR",
               help='When to run: a cron expression such as "17 * * * *", or @hourly, @daily '
                    '… (mirrors ask for at most one check an hour).')
-@click.option("--systemd", is_flag=True,
-              help="Install as systemd service and timer units instead of a cron line.")
-@click.option("--enable", is_flag=True,
-              help="With --systemd: run systemctl daemon-reload and enable --now for the timer "
-                   "(only where systemd is running).")
-@click.option("--replace", is_flag=True, help="Replace a schedule of the same name.")
-@_install_options
+@_add_options
 @click.pass_context
 def add_update(ctx, name, when, systemd, enable, replace, cron_dir, unit_dir):
     """Run `lmsav update` on a schedule, with the configuration in use: its [update]
