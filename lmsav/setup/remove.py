@@ -236,13 +236,9 @@ class Removal:
             return
         elif _is_disposable(path):
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            _prune(path)
-            try:
-                path.rmdir()
-            except OSError:
-                self.kept.append(f"{path} (not empty; --purge removes it)")
-                return
+        elif not _remove_if_empty(path):
+            self.kept.append(f"{path} (not empty; --purge removes it)")
+            return
         self.manifest.forget(entry["key"])
 
     def _account(self, entry: dict) -> None:
@@ -271,12 +267,8 @@ class Removal:
             path = Path(entry["path"])
             if self.purge:
                 shutil.rmtree(path, ignore_errors=True)
-            else:
-                _prune(path)
-                try:
-                    path.rmdir()
-                except OSError:
-                    self.kept.append(f"{path} (not empty)")
+            elif not _remove_if_empty(path):
+                self.kept.append(f"{path} (not empty)")
 
     def _fail(self, text: str) -> None:
         self.failures.append(text)
@@ -349,6 +341,18 @@ def _has_files(path: Path) -> bool:
 def _is_disposable(path: Path) -> bool:
     """What lmsav keeps only for itself: caches, run files, logs, unfinished spool files."""
     return path.name in DISPOSABLE or str(path).startswith(("/var/cache/", "/run/", "/var/log/"))
+
+
+def _remove_if_empty(path: Path) -> bool:
+    """Remove ``path`` once lmsav's leftovers in it are gone; False if something else stays."""
+    _prune(path)
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
 
 
 def _prune(path: Path) -> None:
