@@ -23,6 +23,7 @@ import numpy as np
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject, Status
 from .base import Corrupted
+from .slices import inflated_blocks
 
 MAGIC = b"InstallShield\x00"
 _MSI_HEADER = 0x20
@@ -94,22 +95,8 @@ def _inflated(ctx: Context, name: str, stream: bytes, packed: int,
               damage: list[str]) -> Child:
     """One zlib stream decompressed within the limits; a damaged one keeps what it gave and
     appends to ``damage``."""
-    inflater = zlib.decompressobj()
-
-    def blocks() -> Iterator[bytes]:
-        try:
-            for i in range(0, len(stream), CHUNK):
-                block = inflater.decompress(stream[i:i + CHUNK], CHUNK * 4)
-                yield block
-                while inflater.unconsumed_tail:
-                    yield inflater.decompress(inflater.unconsumed_tail, CHUNK * 4)
-                if inflater.eof:
-                    return
-            damage.append(f"{name}: compressed data cut short")
-        except zlib.error as err:
-            damage.append(f"{name}: {err}")
-
-    return ctx.member(name, blocks(), packed_size=packed)
+    return ctx.member(name, inflated_blocks(stream, 0, len(stream), name, damage),
+                      packed_size=packed)
 
 
 # -- the older layout, in an executable's overlay ----------------------------------------------

@@ -11,13 +11,12 @@ an OLE2 compound file, which the OLE2 handler then explodes (``ExOleObjStg-1//â€
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterator
 
-from ..limits import CHUNK, Context
+from ..limits import Context
 from ..objects import Child, ScanObject
 from .base import Corrupted
-from .slices import archive_inside
+from .slices import archive_inside, inflated_blocks
 
 _HEADER = 8
 _EX_OLE_OBJ_STG = 0x1011
@@ -62,18 +61,5 @@ def _inflated(ctx: Context, name: str, data, start: int, stop: int,
         damage.append(f"{name}: no compressed data")
         return None
     # The decompressed size in front is not trusted: the limits apply to what comes out.
-    inflater = zlib.decompressobj()
-
-    def blocks() -> Iterator[bytes]:
-        try:
-            for i in range(start + 4, stop, CHUNK):
-                yield inflater.decompress(bytes(data[i:min(i + CHUNK, stop)]), CHUNK * 4)
-                while inflater.unconsumed_tail:
-                    yield inflater.decompress(inflater.unconsumed_tail, CHUNK * 4)
-                if inflater.eof:
-                    return
-            damage.append(f"{name}: compressed data cut short")
-        except zlib.error as err:
-            damage.append(f"{name}: {err}")
-
-    return ctx.member(name, blocks(), packed_size=stop - start)
+    return ctx.member(name, inflated_blocks(data, start + 4, stop, name, damage),
+                      packed_size=stop - start)
