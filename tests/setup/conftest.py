@@ -206,6 +206,23 @@ class Server:
                 f"--- lmsav processes\n{chr(10).join(self.lmsav_processes())}")
 
 
+def send_eicar_to_alice(server: Server, domain: str) -> str:
+    """swaks sends bob's EICAR message to alice; the Default group rejects it (the watcher's
+    line says so), alice gets the notice and never the message. Returns its token."""
+    from tests.mta.conftest import token
+
+    infected = "eicar-" + token()
+    server.swaks(f"bob@{domain}", f"alice@{domain}", infected,
+                 "--attach", f"@{server.write_eicar()}")
+    line = server.watcher_line(infected)
+    assert (line["status"], line["action"], line["group"]) == ("infected", "reject", "default")
+    server.wait_for(lambda: len(server.mailbox("alice")) >= 2, "the notice to alice")
+    for message in server.mailbox("alice"):
+        assert infected not in (message["Message-ID"] or "")
+        assert b"EICAR-STANDARD" not in message.as_bytes()
+    return infected
+
+
 def start_commands(output: str) -> list[str]:
     """The commands setup's step 6 prints where systemd does not run."""
     lines = output.splitlines()

@@ -17,7 +17,7 @@ import shlex
 import pytest
 
 from tests.mta.conftest import exim_root, token, unpacked_exim
-from tests.setup.conftest import Server, SystemRoot, leftovers
+from tests.setup.conftest import Server, SystemRoot, leftovers, send_eicar_to_alice
 
 pytestmark = pytest.mark.integration
 
@@ -135,15 +135,7 @@ def test_exim_server_set_up_used_and_removed(exim_server):
     # It went through the pipe (only lmsav and root may write the spool, mode 2770).
     assert "R=lmsav_scan T=lmsav_pipe" in server.read("/var/log/exim4/mainlog")
 
-    infected = "eicar-" + token()
-    server.swaks(f"bob@{domain}", f"alice@{domain}", infected,
-                 "--attach", f"@{server.write_eicar()}")
-    line = server.watcher_line(infected)
-    assert (line["status"], line["action"], line["group"]) == ("infected", "reject", "default")
-    server.wait_for(lambda: len(server.mailbox("alice")) >= 2, "the notice to alice")
-    for message in server.mailbox("alice"):
-        assert infected not in (message["Message-ID"] or "")
-        assert b"EICAR-STANDARD" not in message.as_bytes()
+    send_eicar_to_alice(server, domain)
 
     self_test = server.setup("--self-test", answers=answers)
     assert "clean: ok" in self_test.stdout and "eicar: ok" in self_test.stdout

@@ -12,7 +12,7 @@ import pytest
 
 from lmsav.setup import mta as mta_mod
 from tests.mta.conftest import token
-from tests.setup.conftest import leftovers
+from tests.setup.conftest import leftovers, send_eicar_to_alice
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +58,7 @@ def test_postfix_server_set_up_used_and_removed(postfix_server):
 
     # EICAR: the Default group's policy (infected_action = "reject"), so alice never gets it;
     # she is told (notify_recipients), and the original is in the backup store.
-    infected = "eicar-" + token()
-    server.swaks(f"bob@{domain}", f"alice@{domain}", infected,
-                 "--attach", f"@{server.write_eicar()}")
-    line = server.watcher_line(infected)
-    assert (line["status"], line["action"], line["group"]) == ("infected", "reject", "default")
-    server.wait_for(lambda: len(server.mailbox("alice")) >= 2, "the notice to alice")
-    for message in server.mailbox("alice"):
-        assert infected not in (message["Message-ID"] or "")
-        assert b"EICAR-STANDARD" not in message.as_bytes()
+    infected = send_eicar_to_alice(server, domain)
     assert any(infected.encode() in p.read_bytes()
                for p in server.path("/var/lib/lmsav/backup").rglob("*") if p.is_file())
 
