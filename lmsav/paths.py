@@ -223,6 +223,43 @@ def state_dir(env: Mapping[str, str] | None = None, euid: int | None = None) -> 
     return _xdg(*who, "XDG_STATE_HOME", ".local/state") / APP
 
 
+# What lives under the state directory (``state_dir()`` or ``[paths] state_dir``): one name
+# each, so the spool, the daemon, the CLI and ``lmsav setup`` cannot disagree.
+def backup_dir(state: Path | str) -> Path:
+    """Originals of messages kept by the mail policy (an entry per message)."""
+    return Path(state) / "backup"
+
+
+def backup_files_dir(state: Path | str) -> Path:
+    """The backup store's files, as the quarantine commands list them."""
+    return backup_dir(state) / "files"
+
+
+def stats_dir(state: Path | str) -> Path:
+    """One JSON line per message and per sweep, a file per day."""
+    return Path(state) / "stats"
+
+
+def nqueue_dir(state: Path | str) -> Path:
+    """The spool the MTA hands mail to (``lmsav enqueue``) and the watcher takes it from."""
+    return Path(state) / "nqueue"
+
+
+def quarantine_dir(state: Path | str) -> Path:
+    """Files taken away from where they were found."""
+    return Path(state) / "quarantine"
+
+
+def bases_dir(state: Path | str) -> Path:
+    """Database versions installed by ``lmsav update`` (``current`` names the one in use)."""
+    return Path(state) / "bases"
+
+
+def reports_dir(state: Path | str) -> Path:
+    """Sweep reports written by scheduled runs."""
+    return Path(state) / "reports"
+
+
 def run_dir(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:
     """Sockets and pid files: /run/lmsav, $XDG_RUNTIME_DIR/lmsav, or state_dir/run."""
     who = _personal(env, euid)

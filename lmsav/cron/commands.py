@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fatal, load_settings, root_options
+from ..clitools import Fatal, load_settings, root_options
 from . import expression as expression_mod
 from . import install as install_mod
 from .run import RunResult, StateFiles, last_result, log_error, run_sweep, run_update

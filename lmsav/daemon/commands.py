@@ -10,7 +10,7 @@ import time
 
 import click
 
-from ..cli import Fatal, load_settings, root_options
+from ..clitools import Fatal, load_settings, root_options
 
 LOG_FORMAT = "%(asctime)s lmsav-daemon[%(process)d]: %(message)s"
 EXIT_OK, EXIT_ERROR = 0, 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fatal, load_settings
+from ..clitools import Fatal, load_settings
 
 from .store import FileStore, StoreError
 

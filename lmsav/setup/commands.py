@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fatal
+from ..clitools import Fatal
 from ..spool import setup_commands as mta_commands
 from . import answers as answers_mod
 from . import mta as mta_mod

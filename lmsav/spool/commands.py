@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ..cli import Fatal, load_settings, root_options
+from ..clitools import Fatal, load_settings, root_options
 
 from .queue import Entry, Spool, SpoolError
 

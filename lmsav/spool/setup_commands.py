@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fatal, root_options
+from ..clitools import Fatal, root_options
 
 from . import setup_exim, setup_postfix
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fatal, load_settings
+from ..clitools import Fatal, load_settings
 
 EXIT_CURRENT, EXIT_NOT_CURRENT = 0, 1
 
@@ -132,7 +132,7 @@ def _report(outcome, as_json: bool) -> None:
 
 
 def _show_status(settings, root: Path, as_json: bool) -> int:
-    from ..cli import root_options
+    from ..clitools import root_options
     from .status import schedules_for, status
 
     obj = root_options(click.get_current_context())

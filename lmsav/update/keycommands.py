@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fatal
+from ..clitools import Fatal
 
 
 @click.group("keys")

@@ -1,0 +1,235 @@
+"""``lmsav mail``, ``lmsav groups`` and ``lmsav backup``: the mail policy from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..clitools import (
+    EXIT_CLEAN,
+    EXIT_FOUND,
+    Fatal,
+    database_dir,
+    load_database,
+    load_settings,
+    root_options,
+)
+from ..config import ConfigError
+
+
+def _groups(ctx):
+    from .groups import groups_dir, load_groups
+
+    obj = root_options(ctx)
+    try:
+        return load_groups(groups_dir(Path(obj["config"])))
+    except ConfigError as err:
+        raise Fatal(str(err))
+
+
+def _backup_store(settings):
+    from .backup import BackupStore
+
+    return BackupStore(Path(settings.paths.state_dir) / "backup")
+
+
+@click.group("mail")
+def mail_group():
+    """Apply mail policy to messages (what the spool and qmail integrations run)."""
+
+
+@mail_group.command("check")
+@click.argument("message", metavar="FILE|-")
+@click.option("--sender", "-f", default="", metavar="ADDR", help="Envelope sender ('' for bounces).")
+@click.option("--rcpt", "-r", "recipients", multiple=True, required=True, metavar="ADDR",
+              help="Envelope recipient; repeatable.")
+@click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@click.option("--output", "-o", "output_dir", metavar="DIR",
+              help="Write each group's resulting message and every notice as files into DIR.")
+@click.option("--no-stats", is_flag=True, help="Do not append the statistics record.")
+@click.option("--no-backup", is_flag=True, help="Do not keep originals in the backup store.")
+@click.pass_context
+def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, no_stats,
+               no_backup):
+    """Decide what happens to one message: scan it, apply each recipient group's policy, and
+    print the outcome. Exit 0 when clean, 1 when something was found or filtered, 2 on error."""
+    from .process import MailProcessor
+
+    settings = load_settings(ctx)
+    groups = _groups(ctx)
+    db = load_database(database_dir(settings, database))
+    try:
+        raw = sys.stdin.buffer.read() if message == "-" else Path(message).read_bytes()
+    except OSError as err:
+        raise Fatal(f"{message}: {err.strerror}")
+    state = Path(settings.paths.state_dir)
+    processor = MailProcessor(
+        db, groups, settings.limits(),
+        backup_store=None if no_backup else _backup_store(settings),
+        stats_dir=None if no_stats else state / "stats",
+        tmp_root=str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
+    try:
+        outcome = processor.process(raw, sender, list(recipients))
+    except OSError as err:
+        raise Fatal(f"cannot record the outcome: {err}")
+    if output_dir:
+        _write_outcome_files(Path(output_dir), outcome)
+    if as_json:
+        click.echo(json.dumps(outcome.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_outcome(outcome)
+    found = outcome.status not in ("clean", "unscanned")
+    ctx.exit(EXIT_FOUND if found else EXIT_CLEAN)
+
+
+def _print_outcome(outcome) -> None:
+    click.echo(f"message {outcome.message_id or '(no Message-ID)'} from <{outcome.sender}>, "
+               f"{outcome.size} bytes: {outcome.status}"
+               + (f" ({', '.join(outcome.threats)})" if outcome.threats else ""))
+    for g in outcome.groups:
+        result = "delivered" if g.delivered else ("rejected: " + g.reject_reply
+                                                  if g.action == "reject" else "not delivered")
+        click.echo(f"  group {g.group} -> {', '.join(g.recipients) or '(no recipients)'}: "
+                   f"{g.status}, action {g.action}, {result}")
+        for o in g.objects:
+            what = ", ".join(o.threats) or o.reason
+            click.echo(f"    {o.object}: {o.status} -> {o.action}" + (f" ({what})" if what else ""))
+        for n in g.notices:
+            click.echo(f"    notice to {n.kind}: {', '.join(n.envelope_to)}")
+        if g.backup_id:
+            click.echo(f"    original kept in backup {g.backup_id}")
+
+
+def _write_outcome_files(directory: Path, outcome) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for g in outcome.groups:
+        if g.message is not None:
+            (directory / f"{g.group}.eml").write_bytes(g.message)
+        for i, n in enumerate(g.notices, 1):
+            (directory / f"{g.group}-notice{i}-{n.kind}.eml").write_bytes(n.message)
+
+
+@click.group("groups")
+def groups_group():
+    """Show the recipient groups (groups.d/*.toml) and which one a sender/recipient gets."""
+
+
+@groups_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def groups_list(ctx, as_json):
+    """List groups, highest priority first, then the default group."""
+    from .groups import summary_rows
+
+    rows = summary_rows(_groups(ctx))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<20} priority {row['priority']:<4} "
+                   f"senders {', '.join(row['senders'])}  recipients "
+                   f"{', '.join(row['recipients'])}")
+
+
+@groups_group.command("show")
+@click.argument("name")
+@click.option("--sources", is_flag=True, help="Annotate values inherited from the default group.")
+@click.pass_context
+def groups_show(ctx, name, sources):
+    """Print one group's effective settings as TOML."""
+    from .groups import describe
+
+    groups = _groups(ctx)
+    found = next((g for g in [*groups.groups, groups.default] if g.name == name), None)
+    if found is None:
+        names = ", ".join(g.name for g in [*groups.groups, groups.default])
+        raise Fatal(f"no group '{name}' (groups: {names})")
+    click.echo(describe(found, sources=sources), nl=False)
+
+
+@groups_group.command("which")
+@click.option("--sender", "-f", default="", metavar="ADDR", help="Envelope sender.")
+@click.option("--rcpt", "-r", "recipients", multiple=True, required=True, metavar="ADDR",
+              help="Envelope recipient; repeatable.")
+@click.pass_context
+def groups_which(ctx, sender, recipients):
+    """Show which group each recipient resolves to for this sender."""
+    groups = _groups(ctx)
+    if not groups.is_protected(sender, list(recipients)) and groups.unprotected == "skip":
+        click.echo("no protected domain involved: the message passes unscanned")
+    for rcpt in recipients:
+        click.echo(f"{rcpt}: {groups.resolve(sender, rcpt).name}")
+
+
+@click.group("backup")
+def backup_group():
+    """Originals kept before modifying actions: list, show, extract, delete."""
+
+
+@backup_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def backup_list(ctx, as_json):
+    """List backup entries, newest first."""
+    from .backup import format_table
+
+    entries = _backup_store(load_settings(ctx)).list()
+    if as_json:
+        click.echo(json.dumps([e.to_json() for e in entries], indent=2))
+    else:
+        click.echo(format_table(entries), nl=False)
+
+
+def _backup_call(fn):
+    from .backup import BackupError
+
+    try:
+        return fn()
+    except BackupError as err:
+        raise Fatal(str(err))
+
+
+@backup_group.command("show")
+@click.argument("entry_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (the default format).")
+@click.pass_context
+def backup_show(ctx, entry_id, as_json):
+    """Print an entry's information (envelope, group, verdict, actions) as JSON."""
+    store = _backup_store(load_settings(ctx))
+    click.echo(json.dumps(_backup_call(lambda: store.show(entry_id)), indent=2,
+                          ensure_ascii=False))
+
+
+@backup_group.command("extract")
+@click.argument("entry_id", metavar="ID")
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
+@click.pass_context
+def backup_extract(ctx, entry_id, output):
+    """Write the original message, byte for byte."""
+    store = _backup_store(load_settings(ctx))
+    data = _backup_call(lambda: store.extract(entry_id))
+    if output:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
+@backup_group.command("delete")
+@click.argument("entry_ids", metavar="ID...", nargs=-1, required=True)
+@click.pass_context
+def backup_delete(ctx, entry_ids):
+    """Delete entries."""
+    store = _backup_store(load_settings(ctx))
+    for entry_id in entry_ids:
+        _backup_call(lambda: store.delete(entry_id))
+        click.echo(f"deleted {entry_id}")
+
+
