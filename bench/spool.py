@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lmsav import config as config_mod  # noqa: E402
-from lmsav.spool.queue import Envelope, Spool  # noqa: E402
+from lmsav.mail.envelope import Envelope  # noqa: E402
+from lmsav.spool.nqueue import Spool  # noqa: E402
 
 LMSAV = str(Path(sys.executable).with_name("lmsav"))
 WORDS = ("invoice order shipment payment account report meeting agenda quarterly budget "

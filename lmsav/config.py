@@ -19,6 +19,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import unquote, urlsplit
 
 from . import paths as paths_mod
 from .scanner.limits import Limits
@@ -163,12 +164,12 @@ class PathsSection:
     state_dir: Path = setting(
         kind=ABSOLUTE_PATH, factory=paths_mod.state_dir,
         help="Root of lmsav's state: bases/, quarantine/, nqueue/, backup/, stats/, updater/ "
-             "(default /var/lib/lmsav in the system layout: root, the service user, system "
-             "accounts, what an MTA starts; $XDG_STATE_HOME/lmsav for a person).")
+             f"(default {paths_mod.SYSTEM_STATE_DIR} in the system layout: root, the service "
+             "user, system accounts, what an MTA starts; $XDG_STATE_HOME/lmsav for a person).")
     run_dir: Path = setting(
         kind=ABSOLUTE_PATH, factory=paths_mod.run_dir,
-        help="Sockets and pid files (default /run/lmsav in the system layout, "
-             "$XDG_RUNTIME_DIR/lmsav for a person).")
+        help=f"Sockets and pid files (default {paths_mod.SYSTEM_RUN_DIR} in the system layout, "
+             f"$XDG_RUNTIME_DIR/lmsav for a person).")
     tmp_dir: Path | None = setting(
         None, OPTIONAL_PATH,
         'Where scans unpack large members; "" means the system temporary directory ($TMPDIR).')
@@ -417,10 +418,83 @@ DATABASE_NAMES = Kind('a list of database names like ["main", "daily", "bytecode
 POSITIVE = Kind("an integer >= 1", _positive)
 
 
-def _update_feeds(value: Any) -> tuple:
-    # The feeds' verification rules live with them.
-    from .update.feeds import parse_feeds
+# -- [update] feeds: which third-party signature files, each with how it is verified ----------
+# (here, not in lmsav.update, so reading the configuration needs nothing of the updater)
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Feed:
+    url: str  # https://, http://, file:// or an absolute path
+    sha256: str = ""
+    signed: bool = False
+
+    @property
+    def kind(self) -> str:
+        path = urlsplit(self.url).path.lower() if "://" in self.url else self.url.lower()
+        if path.endswith(".bundle"):
+            return "bundle"
+        if path.endswith(ARCHIVE_SUFFIXES):
+            return "rule set"
+        from .scanner.signatures import formats
+
+        if path.endswith(formats.SIGNATURE_EXTENSIONS):
+            return "file"
+        return "directory"
+
+    @property
+    def local(self) -> Path | None:
+        parts = urlsplit(self.url)
+        if parts.scheme == "file":
+            return Path(unquote(parts.path))
+        return None if parts.scheme else Path(os.path.expanduser(self.url))
+
+
+def parse_feeds(value: Any) -> tuple[Feed, ...]:
+    """``[update] feeds``: URLs, or tables {url, sha256, signed}; ValueError with the reason."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError("not a list")
+    feeds = tuple(_parse_feed(item) for item in value)
+    if len({f.url for f in feeds}) != len(feeds):
+        raise ValueError("a feed is listed twice")
+    return feeds
+
+
+def _parse_feed(item: Any) -> Feed:
+    table = {"url": item} if isinstance(item, str) else item
+    if not isinstance(table, dict) or set(table) - {"url", "sha256", "signed"}:
+        raise ValueError(f"{item!r}: a URL or a table with url, sha256, signed")
+    url, pin, signed = table.get("url"), table.get("sha256", ""), table.get("signed", False)
+    if not isinstance(url, str) or not isinstance(pin, str) or not isinstance(signed, bool):
+        raise TypeError(f"{item!r}: url and sha256 are strings, signed is true or false")
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"{url}: no host")
+    elif parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"{url}: a file:// URL names an absolute path")
+    elif parts.scheme or not os.path.isabs(os.path.expanduser(url)):
+        raise ValueError(f"{url}: an https://, http:// or file:// URL, or an absolute path")
+    pin = pin.lower()
+    if pin and not SHA256_RE.fullmatch(pin):
+        raise ValueError(f"{url}: sha256 is 64 hex digits")
+    feed = Feed(url, pin, signed)
+    if feed.kind == "directory" and (pin or signed):
+        raise ValueError(f"{url}: a directory takes no sha256 or signed (its files are read "
+                         f"as they are)")
+    if feed.kind == "directory" and feed.local is None:
+        raise ValueError(f"{url}: not a signature file, .bundle or .tar.gz")
+    if feed.kind == "bundle" and pin:
+        raise ValueError(f"{url}: a bundle is verified by its signature, not a sha256 pin")
+    if parts.scheme == "http" and feed.kind != "bundle" and not (pin or signed):
+        raise ValueError(f"{url}: plain http:// needs a sha256 pin or signed = true")
+    return feed
+
+
+def _update_feeds(value: Any) -> tuple:
     return parse_feeds(value)
 
 
@@ -607,7 +681,7 @@ class Settings:
         return self.daemon.socket or Path(self.paths.run_dir) / "clamd.sock"
 
     def spool_dir(self) -> Path:
-        return self.spool.dir or Path(self.paths.state_dir) / "nqueue"
+        return self.spool.dir or paths_mod.nqueue_dir(self.paths.state_dir)
 
     def to_toml(self, with_sources: bool = False) -> str:
         """The settings as a TOML file that loads back to the same settings."""

@@ -45,6 +45,7 @@ SYSTEM_CONFIG_DIR = Path("/etc/lmsav")
 SYSTEM_STATE_DIR = Path("/var/lib/lmsav")
 SYSTEM_RUN_DIR = Path("/run/lmsav")
 SYSTEM_CACHE_DIR = Path("/var/cache/lmsav")
+SYSTEM_LOG_DIR = Path("/var/log/lmsav")  # made by `lmsav setup` for the services' logs
 SYSTEM_CONFIG_FILE = SYSTEM_CONFIG_DIR / CONFIG_NAME
 # Older names, from when only root used the system layout.
 ROOT_CONFIG_DIR, ROOT_STATE_DIR = SYSTEM_CONFIG_DIR, SYSTEM_STATE_DIR
@@ -258,6 +259,26 @@ def bases_dir(state: Path | str) -> Path:
 def reports_dir(state: Path | str) -> Path:
     """Sweep reports written by scheduled runs."""
     return Path(state) / "reports"
+
+
+def cron_dir(state: Path | str) -> Path:
+    """What scheduled runs remember between runs (last result of each schedule, locks)."""
+    return Path(state) / "cron"
+
+
+def log_dir(state: Path | str) -> Path:
+    """Logs lmsav writes itself under the state directory (scheduled runs' ``cron.log``)."""
+    return Path(state) / "log"
+
+
+def setup_dir(state: Path | str) -> Path:
+    """What ``lmsav setup`` changed on this system (its manifest and byte copies)."""
+    return Path(state) / "setup"
+
+
+def scan_cache_file(state: Path | str) -> Path:
+    """Files incremental sweeps found clean (``lmsav scan --incremental``)."""
+    return Path(state) / "scancache.sqlite"
 
 
 def run_dir(env: Mapping[str, str] | None = None, euid: int | None = None) -> Path:

@@ -210,6 +210,29 @@ def test_config_show_and_check(run, tmp_path):
     assert f"{cfg}" in bad.output and "max_scan_depth" in bad.output and "-1" in bad.output
 
 
+def test_config_check_fails_on_an_invalid_group_file_beside_the_configuration(tmp_path):
+    """As an administrator runs it after editing groups.d: the literal command, real process."""
+    cfg = tmp_path / "lmsav.toml"
+    cfg.write_text("")
+    groups = tmp_path / "groups.d"
+    groups.mkdir()
+    (groups / "sales.toml").write_text('recipients = ["*@sales.example"]\n')
+    env = {**os.environ, "LMSAV_CONFIG": str(cfg)}
+    command = [str(Path(sys.executable).parent / "lmsav"), "config", "check"]  # the installed one
+    good = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == f"{cfg}: OK (profile default_recommended)\n"
+    (groups / "sales.toml").write_text(
+        'recipients = ["*@sales.example"]\ninfected_action = "eat"\n')
+    bad = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2
+    assert bad.stdout == ""
+    lines = bad.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"lmsav: error: {groups / 'sales.toml'}: infected_action")
+    assert "eat" in lines[0]
+
+
 def test_profile_changes_limits(run, tmp_path):
     fast = run("--profile", "high_scan_speed", "config", "show").output
     strict = run("--profile", "high_overall_security", "config", "show").output
@@ -256,7 +279,9 @@ def test_progress_bar_on_a_terminal(tree):
     exe = Path(sys.executable).with_name("lmsav")
     env = dict(os.environ, LMSAV_CONFIG=os.devnull)
     master, slave = pty.openpty()
-    import fcntl, struct, termios
+    import fcntl
+    import struct
+    import termios
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
     seen = bytearray()
 
@@ -280,7 +305,7 @@ def test_progress_bar_on_a_terminal(tree):
 
 
 def test_incremental_skips_unchanged_clean_files_and_says_so(run, tree, tmp_path, monkeypatch):
-    import lmsav.scanner.scancache as scancache
+    import lmsav.sweep.cache as scancache
 
     # Files written a moment ago are "racily clean" and never recorded; this test has no time
     # to let them age.

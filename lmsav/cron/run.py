@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import paths
 from ..durable import write_atomic
 from .schedules import Schedule
 
@@ -36,15 +37,15 @@ class StateFiles:
 
     @property
     def cron_dir(self) -> Path:
-        return self.state_dir / "cron"
+        return paths.cron_dir(self.state_dir)
 
     @property
     def reports_dir(self) -> Path:
-        return self.state_dir / "reports"
+        return paths.reports_dir(self.state_dir)
 
     @property
     def log_file(self) -> Path:
-        return self.state_dir / "log" / "cron.log"
+        return paths.log_dir(self.state_dir) / "cron.log"
 
     def lock_file(self, name: str) -> Path:
         # Under state_dir, not run_dir: cron does not set $XDG_RUNTIME_DIR, so a run started

@@ -234,10 +234,10 @@ def show(value: Any) -> str:
 # -- `lmsav scan` options ------------------------------------------------------------------------
 
 def scan_command() -> click.Command:
-    """The `lmsav scan` command, whose options a schedule may pass on."""
-    from ..cli import main  # here: lmsav.cli imports the cron commands
+    """A command with the options of `lmsav scan`, those a schedule may pass on."""
+    from ..sweep.options import scan_command as command
 
-    return main.commands["scan"]
+    return command()
 
 
 def split_scan_args(tokens: list[str], command: click.Command | None = None

@@ -1,1 +1,1 @@
-"""Reserved for a later part of lmsav (see DESIGN.md)."""
+"""The clamd-protocol daemon: event loop, scan service, process handling, and its client."""

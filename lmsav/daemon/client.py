@@ -10,8 +10,9 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 CHUNK = 1 << 18
 
@@ -159,7 +160,7 @@ def _read_replies(sock: socket.socket) -> list[str]:
             piece = sock.recv(65536)
         except ConnectionResetError:
             break
-        except socket.timeout:
+        except TimeoutError:
             raise ClientError("daemon did not answer in time") from None
         if not piece:
             break

@@ -16,10 +16,6 @@ LOG_FORMAT = "%(asctime)s lmsav-daemon[%(process)d]: %(message)s"
 EXIT_OK, EXIT_ERROR = 0, 2
 
 
-
-
-
-
 def _setup_logging(detached: bool) -> None:
     logger = logging.getLogger("lmsav")
     if detached and os.path.exists("/dev/log"):
@@ -53,27 +49,45 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
     clamav-milter, rspamd and amavis scan through lmsav (see lmsav-daemon(8)).
 
     The database is loaded once; pre-forked workers share it. SIGHUP or SIGUSR2 (or RELOAD,
-    or `lmsav ctl reload`) loads and self-tests the database again and swaps it in; SIGTERM
+    or `lmsav ctl reload`) reads the configuration again (a bad file keeps the running one),
+    loads and self-tests the database and the recipient groups, and swaps them in; SIGTERM
     finishes the requests in flight and exits 0.
     """
-    from .server import (DaemonError, Server, detach as do_detach, options_from_settings,
-                         remove_pid_file, write_pid_file)
+    from ..config import _LISTEN_RE, ConfigError
+    from ..config import load_settings as read_settings
+    from .options import DaemonError, options_from_settings
+    from .process import detach as do_detach
+    from .process import remove_pid_file, write_pid_file
+    from .server import Server
 
-    overrides = {"daemon.tcp": list(tcp) if tcp else None}
-    settings = load_settings(ctx, {k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in {"daemon.tcp": list(tcp) if tcp else None}.items()
+                 if v is not None}
+    settings = load_settings(ctx, overrides)
     for addr in tcp:
-        from ..config import _LISTEN_RE
-
         if not _LISTEN_RE.fullmatch(addr):
             raise Fatal(f"--tcp {addr}: expected HOST:PORT like 127.0.0.1:3310 or [::1]:3310")
+    root = root_options(ctx)
+
+    def options_of(settings):
+        return options_from_settings(settings, socket_path, tcp, database, workers, pid_file,
+                                     root["config"])
+
+    def reread_options():
+        """A reload reads the file again, with the same command line on top."""
+        try:
+            fresh = read_settings(root["config"], root["profile"], overrides,
+                                  required=root["config_explicit"])
+        except ConfigError as err:
+            raise DaemonError(str(err)) from None
+        return options_of(fresh)
+
     try:
-        options = options_from_settings(settings, socket_path, tcp, database, workers, pid_file,
-                                        root_options(ctx)["config"])
+        options = options_of(settings)
     except DaemonError as err:
         raise Fatal(str(err)) from None
     background = detach and not foreground
     _setup_logging(background)
-    server = Server(options)
+    server = Server(options, reload_options=reread_options)
     try:
         server.bind()
         # Load (and import the engine) while still root: the database and the interpreter's
@@ -81,7 +95,7 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
         server.load()
         server.drop_privileges()
     except DaemonError as err:
-        server._close_listeners()
+        server.close_listeners()
         raise Fatal(str(err)) from None
     if background:
         do_detach()

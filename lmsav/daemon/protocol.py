@@ -42,7 +42,7 @@ class Cmd(enum.Enum):
     DETSTATS = "DETSTATS"
     ALLMATCHSCAN = "ALLMATCHSCAN"
     LMSAVSTATUS = "LMSAVSTATUS"  # private: JSON status for `lmsav ctl status`
-    LMSAVMAIL = "LMSAVMAIL"  # private: mail policy for local front ends (daemon/mailjob.py)
+    LMSAVMAIL = "LMSAVMAIL"  # private: mail policy for local front ends (lmsav.mail.transfer)
     UNKNOWN = ""
 
 
@@ -292,12 +292,12 @@ class PoolStats:
 def stats(pool: PoolStats) -> str:
     """clamd's STATS layout (thrmgr_printstats), ending with ``END``."""
     lines = ["POOLS: 1", "", f"STATE: {pool.state}",
-             f"THREADS: live {pool.live}  idle {pool.idle} max {pool.max} "
-             f"idle-timeout {int(pool.idle_timeout)}",
+             (f"THREADS: live {pool.live}  idle {pool.idle} max {pool.max} "
+             f"idle-timeout {int(pool.idle_timeout)}"),
              f"QUEUE: {pool.queue} items"]
     lines += [f"\tSTATS 0.000000 {task}" for task in pool.active]
-    lines += ["", "MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A pools 1 "
-              "pools_used N/A pools_total N/A", "END"]
+    lines += ["", ("MEMSTATS: heap N/A mmap N/A used N/A free N/A releasable N/A pools 1 "
+              "pools_used N/A pools_total N/A"), "END"]
     return "\n".join(lines)
 
 

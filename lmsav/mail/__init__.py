@@ -1,1 +1,2 @@
-"""Reserved for a later part of lmsav (see DESIGN.md)."""
+"""Mail policy: groups, content filter, cure and warnings, notices, backup, and the mail
+service every front end asks (``service.MailService.decide``)."""

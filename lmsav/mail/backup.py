@@ -29,9 +29,10 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..durable import entry_dirs, remove_dir
 from ..durable import fsync_dir as _fsync_dir

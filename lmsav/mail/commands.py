@@ -32,9 +32,10 @@ def _groups(ctx):
 
 
 def _backup_store(settings):
+    from .. import paths
     from .backup import BackupStore
 
-    return BackupStore(Path(settings.paths.state_dir) / "backup")
+    return BackupStore(paths.backup_dir(settings.paths.state_dir))
 
 
 @click.group("mail")
@@ -58,25 +59,27 @@ def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, 
                no_backup):
     """Decide what happens to one message: scan it, apply each recipient group's policy, and
     print the outcome. Exit 0 when clean, 1 when something was found or filtered, 2 on error."""
-    from .process import MailProcessor
+    from .envelope import Envelope
+    from .service import MailService, MailServiceError
 
     settings = load_settings(ctx)
-    groups = _groups(ctx)
-    db = load_database(database_dir(settings, database))
+    config = root_options(ctx)["config"]
+    try:
+        service = MailService.from_settings(
+            settings, Path(config) if config else None,
+            database=load_database(database_dir(settings, database)),
+            backup=not no_backup, stats=not no_stats)
+    except MailServiceError as err:
+        raise Fatal(str(err))
     try:
         raw = sys.stdin.buffer.read() if message == "-" else Path(message).read_bytes()
     except OSError as err:
         raise Fatal(f"{message}: {err.strerror}")
-    state = Path(settings.paths.state_dir)
-    processor = MailProcessor(
-        db, groups, settings.limits(),
-        backup_store=None if no_backup else _backup_store(settings),
-        stats_dir=None if no_stats else state / "stats",
-        tmp_root=str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
     try:
-        outcome = processor.process(raw, sender, list(recipients))
-    except OSError as err:
-        raise Fatal(f"cannot record the outcome: {err}")
+        plan = service.decide(raw, Envelope(sender, tuple(recipients)))
+    except MailServiceError as err:
+        raise Fatal(str(err))
+    outcome = plan.outcome
     if output_dir:
         _write_outcome_files(Path(output_dir), outcome)
     if as_json:
@@ -99,10 +102,10 @@ def _print_outcome(outcome) -> None:
         for o in g.objects:
             what = ", ".join(o.threats) or o.reason
             click.echo(f"    {o.object}: {o.status} -> {o.action}" + (f" ({what})" if what else ""))
-        for n in g.notices:
-            click.echo(f"    notice to {n.kind}: {', '.join(n.envelope_to)}")
         if g.backup_id:
             click.echo(f"    original kept in backup {g.backup_id}")
+    for n in outcome.notices:
+        click.echo(f"  notice to {n.kind}: {', '.join(n.envelope_to)}")
 
 
 def _write_outcome_files(directory: Path, outcome) -> None:
@@ -110,8 +113,8 @@ def _write_outcome_files(directory: Path, outcome) -> None:
     for g in outcome.groups:
         if g.message is not None:
             (directory / f"{g.group}.eml").write_bytes(g.message)
-        for i, n in enumerate(g.notices, 1):
-            (directory / f"{g.group}-notice{i}-{n.kind}.eml").write_bytes(n.message)
+    for i, n in enumerate(outcome.notices, 1):
+        (directory / f"notice{i}-{n.kind}.eml").write_bytes(n.message)
 
 
 @click.group("groups")
@@ -229,7 +232,7 @@ def backup_delete(ctx, entry_ids):
     """Delete entries."""
     store = _backup_store(load_settings(ctx))
     for entry_id in entry_ids:
-        _backup_call(lambda: store.delete(entry_id))
+        _backup_call(lambda entry_id=entry_id: store.delete(entry_id))
         click.echo(f"deleted {entry_id}")
 
 

@@ -1,6 +1,6 @@
-"""What one message's policy outcome asks the MTA to accept: the messages per group, the
-rejection notices to the sender and the groups' notices, in order. Shared by the spool watcher
-(after the queue) and lmsav-qmail-queue (before it)."""
+"""What one message's policy outcome asks the MTA to accept: the notices (the groups' notices
+and the delivery status notice to the sender about refused recipients) first, then the messages
+per group. ``service.MailService.decide`` calls this; front ends read the plan."""
 
 from __future__ import annotations
 
@@ -8,23 +8,20 @@ import os
 import re
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
-from typing import Protocol
 
-from .raw import header_end
+from ..scanner.containers.mimeedit import header_end
+from .envelope import Envelope
+from .groups import match_pattern
 
-
-class Envelope(Protocol):
-    """What is needed of an envelope: the spool's Envelope and qmail's both qualify."""
-
-    sender: str
-    arrived: float
+# The key of the delivery status notice telling the sender which recipients refused the message.
+REJECT_NOTICE_KEY = "reject"
 
 
 @dataclass(frozen=True)
 class Delivery:
     """One message to hand back to the MTA, with the key that identifies it across retries."""
 
-    key: str  # "<group>:message", "<group>:reject", "<group>:notice<i>:<kind>"
+    key: str  # "notice<i>:<kind>", "reject", "<group>:message"
     sender: str
     recipients: tuple[str, ...]
     message: bytes
@@ -32,37 +29,34 @@ class Delivery:
 
 def plan_deliveries(outcome, envelope: Envelope, raw: bytes, groups=None,
                     hostname: str = "localhost") -> list[Delivery]:
-    """Every delivery an outcome asks for, in order: per group its message, the rejection
-    notice to the sender, then the group's notices."""
+    """Every delivery an outcome asks for: the notices, the one status notice to the sender
+    for every recipient whose group rejected, then each group's message."""
     out: list[Delivery] = []
+    for i, n in enumerate(outcome.notices, 1):
+        if n.envelope_to:
+            out.append(Delivery(f"notice{i}:{n.kind}", n.envelope_from, tuple(n.envelope_to),
+                                n.message))
+    refused = [(r, g.reject_reply) for g in outcome.groups if g.action == "reject"
+               and _wants_reject_notice(g, outcome, envelope, groups) for r in g.recipients]
+    if refused:
+        out.append(Delivery(REJECT_NOTICE_KEY, "", (envelope.sender,),
+                            build_refusal_notice(envelope, refused, raw, hostname)))
     for g in outcome.groups:
         if g.message is not None and g.recipients:
             out.append(Delivery(f"{g.group}:message", envelope.sender, tuple(g.recipients),
                                 g.message))
-        if g.action == "reject" and _wants_reject_notice(g, outcome, envelope, groups):
-            out.append(Delivery(f"{g.group}:reject", "", (envelope.sender,), build_reject_notice(
-                envelope, g.recipients, g.reject_reply, raw, hostname)))
-        for i, n in enumerate(g.notices, 1):
-            if n.envelope_to:
-                out.append(Delivery(f"{g.group}:notice{i}:{n.kind}", n.envelope_from,
-                                    tuple(n.envelope_to), n.message))
     return out
 
 
 def _wants_reject_notice(g, outcome, envelope: Envelope, groups) -> bool:
     if not envelope.sender or envelope.sender.lower().startswith("mailer-daemon@"):
         return False  # a bounce is never answered with a bounce
-    if any(n.kind == "sender" for n in g.notices):
-        return False  # the group's own sender notice already carries the reject reply
+    if any(n.kind == "sender" and g.group in n.groups for n in outcome.notices):
+        return False  # the sender's notice already carries this group's reject reply
     policy = groups.get(g.group) if groups is not None else None
     patterns = tuple(getattr(policy, "no_sender_notice", ()) or ())
-    if patterns:
-        # Threats that forge their sender: a notice would be backscatter to an innocent party.
-        from ..mail.groups import match_pattern
-
-        if any(match_pattern(p, t) for p in patterns for t in outcome.threats):
-            return False
-    return True
+    # Threats that forge their sender: a notice would be backscatter to an innocent party.
+    return not any(match_pattern(p, t) for p in patterns for t in outcome.threats)
 
 
 _STATUS_IN_REPLY = re.compile(r"^\s*[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")
@@ -72,15 +66,16 @@ def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
                         hostname: str, now: float | None = None) -> bytes:
     """A delivery status notification (RFC 3464) telling the sender that ``recipients`` did not
     get the message, with the rejection text and the original headers. LF line ends."""
-    reply = " ".join((reply or "550 5.7.1 Message rejected").split())
-    match = _STATUS_IN_REPLY.match(reply)
-    status = match.group(1) if match and match.group(1)[0] in "45" else "5.7.1"
-    if status[0] == "4":
-        status = "5" + status[1:]  # after the queue a rejection is final
+    return build_refusal_notice(envelope, [(r, reply) for r in recipients], raw, hostname, now)
+
+
+def build_refusal_notice(envelope: Envelope, refused: list[tuple[str, str]], raw: bytes,
+                         hostname: str, now: float | None = None) -> bytes:
+    """The status notification for several recipients, each with its group's reject reply."""
+    rcpts = [(" ".join(r.split()), _reply(reply)) for r, reply in refused]
     boundary = f"=_lmsav_{os.urandom(8).hex()}"
     when = formatdate(now, localtime=True)
     arrived = formatdate(envelope.arrived, localtime=True) if envelope.arrived else when
-    rcpts = [" ".join(r.split()) for r in recipients]
     end = header_end(raw)
     headers = raw[:min(end, 65536)].replace(b"\r\n", b"\n").rstrip(b"\r\n") + b"\n"
     text = "\n".join([
@@ -89,15 +84,15 @@ def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
         "Your message was not delivered to the following recipients; it was refused",
         "by the anti-virus policy of this host:",
         "",
-        *[f"<{r}>: {reply}" for r in rcpts],
+        *[f"<{r}>: {reply}" for r, reply in rcpts],
         "",
         "The headers of your message are attached.",
         "",
     ])
     status_part = "\n".join(
         [f"Reporting-MTA: dns; {hostname}", f"Arrival-Date: {arrived}", ""]
-        + [line for r in rcpts for line in (
-            f"Final-Recipient: rfc822; {r}", "Action: failed", f"Status: {status}",
+        + [line for r, reply in rcpts for line in (
+            f"Final-Recipient: rfc822; {r}", "Action: failed", f"Status: {_status(reply)}",
             f"Diagnostic-Code: smtp; {reply}", "")])
     head = "\n".join([
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
@@ -126,3 +121,14 @@ def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
         "",
     ])
     return head.encode("utf-8", "surrogateescape") + headers + f"\n--{boundary}--\n".encode()
+
+
+def _reply(reply: str) -> str:
+    return " ".join((reply or "550 5.7.1 Message rejected").split())
+
+
+def _status(reply: str) -> str:
+    """The enhanced status code of a reply, made permanent: after the queue a refusal is final."""
+    match = _STATUS_IN_REPLY.match(reply)
+    status = match.group(1) if match and match.group(1)[0] in "45" else "5.7.1"
+    return "5" + status[1:] if status[0] == "4" else status

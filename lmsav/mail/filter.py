@@ -13,60 +13,146 @@ import posixpath
 from dataclasses import dataclass
 
 from ..scanner.filetype import precise_type
-from ..scanner.objects import PATH_SEP, Verdict
+from ..scanner.objects import PATH_SEP, ObjectResult, Verdict
 from .groups import match_pattern
 
-# Real types that are programs. A part whose content is one of these while its declared type
-# or its file name says something else is a disguised executable; other disagreements between
-# libmagic and senders are too common to mean anything (text/plain vs text/x-c, zip vs docx …).
+# Real types that are programs: libmagic names a Windows program application/x-dosexec up to
+# 5.43 and application/vnd.microsoft.portable-executable from 5.44 on.
 EXECUTABLE_TYPES = frozenset({
     "application/x-dosexec", "application/x-msdownload", "application/x-executable",
     "application/x-sharedlib", "application/x-pie-executable", "application/x-mach-binary",
     "application/vnd.microsoft.portable-executable", "application/x-elf",
+    "application/x-ms-ne-executable", "application/x-msdos-program",
 })
+SCRIPT_TYPES = frozenset({
+    "text/x-shellscript", "application/x-shellscript", "text/x-msdos-batch", "application/x-bat",
+    "text/x-python", "text/x-script.python", "application/x-python-code", "text/x-perl",
+    "application/x-perl", "text/x-php", "application/x-php", "text/x-ruby", "text/x-tcl",
+    "text/x-awk", "text/x-lua", "application/javascript", "text/javascript",
+    "application/x-javascript", "text/vbscript", "text/x-vbscript", "application/hta",
+    "application/x-powershell", "text/x-powershell",
+})
+ARCHIVE_TYPES = frozenset({
+    "application/zip", "application/x-zip-compressed", "application/x-7z-compressed",
+    "application/x-rar", "application/vnd.rar", "application/x-rar-compressed",
+    "application/x-tar", "application/x-gtar", "application/gzip", "application/x-gzip",
+    "application/x-bzip2", "application/x-xz", "application/zstd", "application/x-lzma",
+    "application/x-lzip", "application/x-compress", "application/x-cpio", "application/x-arj",
+    "application/x-lha", "application/x-lzh-compressed", "application/vnd.ms-cab-compressed",
+    "application/x-ace-compressed", "application/x-iso9660-image", "application/java-archive",
+    "application/x-archive", "application/x-stuffit", "application/x-xar",
+})
+# Office formats that carry macros by definition (the OOXML "macroEnabled" types); other Office
+# documents belong to the family when they hold a VBA project (see _has_macros).
+MACRO_TYPES = frozenset({
+    "application/vnd.ms-word.document.macroenabled.12",
+    "application/vnd.ms-word.template.macroenabled.12",
+    "application/vnd.ms-excel.sheet.macroenabled.12",
+    "application/vnd.ms-excel.template.macroenabled.12",
+    "application/vnd.ms-excel.addin.macroenabled.12",
+    "application/vnd.ms-excel.sheet.binary.macroenabled.12",
+    "application/vnd.ms-powerpoint.presentation.macroenabled.12",
+    "application/vnd.ms-powerpoint.slideshow.macroenabled.12",
+    "application/vnd.ms-powerpoint.template.macroenabled.12",
+    "application/vnd.ms-powerpoint.addin.macroenabled.12",
+})
+OFFICE_TYPES = frozenset({
+    "application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
+    "application/vnd.ms-office", "application/cdfv2", "application/x-ole-storage",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/zip", "application/octet-stream",
+})
+# filter_types may name a family instead of a MIME type: the family's types, whatever version of
+# libmagic names them.
+TYPE_FAMILIES = {"executable": EXECUTABLE_TYPES, "script": SCRIPT_TYPES,
+                 "archive": ARCHIVE_TYPES, "office-macro": MACRO_TYPES}
+# Declared types that say nothing about the content: an attachment sent as one of these never
+# disagrees with what it holds.
+GENERIC_TYPES = frozenset({"application/octet-stream", "application/x-download",
+                           "application/download", "application/force-download",
+                           "application/binary", "application/unknown", "binary/octet-stream"})
+
+
+def type_matches(pattern: str, real: str, data: bytes = b"") -> bool:
+    """Whether a filter_types entry (a family name or a MIME type pattern) matches a part whose
+    libmagic type is ``real``."""
+    family = TYPE_FAMILIES.get(pattern.lower())
+    if family is None:
+        return match_pattern(pattern, real)
+    if real.lower() in family:
+        return True
+    return family is MACRO_TYPES and real.lower() in OFFICE_TYPES and _has_macros(data)
+
+
+_VBA_OLE = "_VBA_PROJECT".encode("utf-16-le")
+
+
+def _has_macros(data: bytes) -> bool:
+    """An OLE2 document with a VBA project storage, or an OOXML one with vbaProject.bin."""
+    if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        return _VBA_OLE in data
+    if data[:4] == b"PK\x03\x04":
+        return b"vbaProject.bin" in data
+    return False
 
 
 @dataclass(frozen=True)
 class Filtered:
-    leaf: int  # the message leaf (1-based index, as in the child names "n:…")
+    leaf: int  # the message leaf (1-based, mimeedit.mail_leaves numbering); UNPLACED for none
     object: str  # the filtered object's path in container notation
     reason: str  # e.g. "name *.exe", "type application/x-dosexec", "size 31457280 > 10485760"
 
 
-def member_names(verdict: Verdict) -> dict[int, list[tuple[str, str]]]:
-    """Per leaf index, (object path, file name) of the leaf and every member found inside it."""
-    out: dict[int, list[tuple[str, str]]] = {}
-    root = verdict.root.path
-    for res in verdict.walk():
-        if not res.path.startswith(root + PATH_SEP):
-            continue
-        rel = res.path[len(root) + len(PATH_SEP):]
-        first = rel.split(PATH_SEP, 1)[0]
-        index = leaf_index(first)
-        if index is None:
-            continue
-        name = rel.rsplit(PATH_SEP, 1)[-1]
-        if PATH_SEP not in rel:
-            name = name.split(":", 1)[1] if ":" in name else name
-        out.setdefault(index, []).append((res.path, posixpath.basename(name)))
+UNPLACED = 0  # the leaf of what lies outside the parsed parts
+
+
+def part_of(child: ObjectResult) -> int | None:
+    """The message leaf a direct child of the message's result belongs to (``member``, the
+    number mimeedit's rebuild uses); None for what the raw reading of a doubtful message found."""
+    return child.member
+
+
+def parts_of(verdict: Verdict) -> dict[int, list[ObjectResult]]:
+    """The message's direct children per leaf: the part itself first, then the uuencoded
+    files found in its text."""
+    out: dict[int, list[ObjectResult]] = {}
+    for child in verdict.root.children:
+        index = part_of(child)
+        if index is not None:
+            out.setdefault(index, []).append(child)
     return out
 
 
-def leaf_index(child_name: str) -> int | None:
-    """The leaf number of a mail child name: "2:a.zip" → 2, "3.1:x.exe" (uuencoded) → 3."""
-    head = child_name.split(":", 1)[0]
-    number = head.split(".", 1)[0]
-    return int(number) if number.isdigit() and ":" in child_name else None
+def unplaced(verdict: Verdict) -> list[ObjectResult]:
+    """The message's direct children that belong to no leaf."""
+    return [c for c in verdict.root.children if part_of(c) is None]
+
+
+def object_name(res: ObjectResult, top: bool) -> str:
+    """The file name of an object: its last path element, without the "n:" a message's
+    handler puts before the names of its direct children."""
+    name = res.path.rsplit(PATH_SEP, 1)[-1]
+    if top:
+        name = name.split(":", 1)[1] if ":" in name else ""
+    return posixpath.basename(name)
+
+
+def _named(children: list[ObjectResult]) -> list[tuple[str, str]]:
+    """(path, file name) of ``children`` and of everything found inside them."""
+    return [(res.path, object_name(res, res is child))
+            for child in children for res in child.walk()]
 
 
 def find_filtered(policy, leaves, verdict: Verdict) -> list[Filtered]:
     """Every leaf (or member inside one) the group's content filter catches."""
     found: list[Filtered] = []
-    names = member_names(verdict)
+    parts = parts_of(verdict)
     root = verdict.root.path
     for leaf in leaves:
         leaf_path = f"{root}{PATH_SEP}{leaf.name}"
-        reason = _by_name(policy, names.get(leaf.index, []))
+        reason = _by_name(policy, _named(parts.get(leaf.index, [])))
         if reason:
             found.append(Filtered(leaf.index, reason[0], reason[1]))
             continue
@@ -76,40 +162,22 @@ def find_filtered(policy, leaves, verdict: Verdict) -> list[Filtered]:
             continue
         if not leaf.is_attachment or not (policy.filter_types or policy.filter_type_mismatch):
             continue
-        real = precise_type(leaf.decoded())
-        hit = next((p for p in policy.filter_types if match_pattern(p, real)), None)
+        data = leaf.decoded()
+        real = precise_type(data)
+        hit = next((p for p in policy.filter_types if type_matches(p, real, data)), None)
         if hit:
-            found.append(Filtered(leaf.index, leaf_path, f"type {real}"))
+            found.append(Filtered(leaf.index, leaf_path, f"type {real}" + (
+                f" ({hit})" if hit in TYPE_FAMILIES else "")))
         elif policy.filter_type_mismatch and _disguised(leaf, real):
             found.append(Filtered(leaf.index, leaf_path,
                                   f"type mismatch: declared {leaf.content_type or '?'}, "
                                   f"name {leaf.filename or '?'}, real {real}"))
     # Parts only the raw reading of a doubtful message found ("raw<k>:name"): filtered by name
     # as well, under leaf 0 (no part of the parsed structure to cut out).
-    reason = _by_name(policy, _unplaced_names(verdict))
+    reason = _by_name(policy, _named(unplaced(verdict)))
     if reason:
         found.append(Filtered(UNPLACED, reason[0], reason[1]))
     return found
-
-
-UNPLACED = 0  # the leaf of what lies outside the parsed parts
-
-
-def _unplaced_names(verdict: Verdict) -> list[tuple[str, str]]:
-    root = verdict.root.path
-    out = []
-    for res in verdict.walk():
-        if not res.path.startswith(root + PATH_SEP):
-            continue
-        rel = res.path[len(root) + len(PATH_SEP):]
-        first = rel.split(PATH_SEP, 1)[0]
-        if leaf_index(first) is not None:
-            continue
-        name = rel.rsplit(PATH_SEP, 1)[-1]
-        if PATH_SEP not in rel:
-            name = name.split(":", 1)[1] if ":" in name else ""
-        out.append((res.path, posixpath.basename(name)))
-    return out
 
 
 def _by_name(policy, named: list[tuple[str, str]]) -> tuple[str, str] | None:
@@ -126,6 +194,6 @@ def _disguised(leaf, real: str) -> bool:
     if real not in EXECUTABLE_TYPES:
         return False
     by_name = mimetypes.guess_type(leaf.filename)[0] if leaf.filename else None
-    claims = {t for t in (leaf.content_type, by_name) if t and t != "application/octet-stream"}
+    claims = {t for t in (leaf.content_type, by_name) if t and t not in GENERIC_TYPES}
     # A program sent as a program is not disguised; one dressed as anything else is.
     return bool(claims) and not (claims & EXECUTABLE_TYPES)

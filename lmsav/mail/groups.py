@@ -24,9 +24,10 @@ import difflib
 import fnmatch
 import functools
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..config import (
     BOOLEAN,
@@ -319,7 +320,7 @@ class GroupPolicy:
     no_sender_notice: tuple[str, ...] = setting(
         FORGING_THREATS, PATTERNS,
         "Threat names known to forge their sender: the sender gets no notice for them.")
-    templates_dir: Path | None = setting(
+    templates_dir: Path | None = setting(  # noqa: RUF009 - setting() returns a field
         None, OPTIONAL_PATH, 'Directory of notice templates; "" means the shipped templates.')
     backup: tuple[str, ...] = setting(
         ("infected", "suspicious"), STATUS_LIST,
@@ -366,8 +367,8 @@ MATCH_KEYS = ("priority", "senders", "recipients")
 TOP_LEVEL: dict[str, tuple[Kind, Any, str]] = {
     "protected_domains": (
         DOMAIN_PATTERNS, (),
-        "Mail neither from nor to one of these domains is not protected; empty means all mail "
-        "is."),
+        ("Mail neither from nor to one of these domains is not protected; empty means all mail "
+         "is.")),
     "unprotected": (
         UNPROTECTED, "skip",
         '"skip": mail that is not protected passes unscanned; "scan": it is scanned anyway.'),

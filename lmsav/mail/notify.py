@@ -3,14 +3,25 @@
 Each kind of notice has one template file, ``sender.txt``, ``recipients.txt`` and ``admin.txt``:
 a ``Subject:`` line, an empty line, then the body. Both the subject and the body may use the
 macros ``${sender} ${recipients} ${subject} ${message_id} ${status} ${action} ${threats}
-${objects} ${group} ${date} ${database_version} ${hostname} ${reject_reply}``
-(:class:`string.Template`, ``safe_substitute``: an unknown macro stays as written).
+${objects} ${findings} ${outcomes} ${advice} ${group} ${date} ${database_version} ${hostname}
+${reject_reply}`` (:class:`string.Template`, ``safe_substitute``: an unknown macro stays as
+written).
 
 - ``${status}`` and ``${action}`` are the localised words from ``strings.toml`` (``[status]``,
   ``[action]``); a word missing there is printed as its raw name.
 - ``${threats}`` is one line ``"  path: name"`` per threat; ``${objects}`` one line
   ``"  path: STATUS reason"`` per object that is not clean, STATUS being the raw status name in
   capitals as in the CLI and the logs. An empty list prints ``[text] none`` of the strings file.
+- ``${findings}`` is one line ``"  path: status (threat names, or why)"`` per object that is not
+  clean, in words: an infected file with its threats, a filtered file with the filter's reason.
+- ``${outcomes}`` is one line ``"  recipients: action"`` per group the notice is about: a
+  message split over several groups gives each person one notice, not one per group.
+- ``${action}`` reads after "was"; under the message policy a deleted message was not
+  delivered, which ``[action] delete_message`` says. When the groups of one notice acted
+  differently it is ``[text] mixed``.
+- ``${advice}`` is the closing paragraph for the notice's kind and status (``[advice]`` for the
+  sender and the administrator, ``[recipient_advice]`` for recipients): only an infected or
+  suspicious message suggests an infected computer.
 - ``${recipients}`` is the envelope recipients joined by ``", "``; an empty sender is ``<>``.
 
 The shipped files live in ``lmsav/data/templates/``. A group's ``templates_dir`` overrides them
@@ -29,16 +40,18 @@ converts them to CRLF.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.utils import format_datetime, formatdate, make_msgid, parsedate_to_datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .groups import match_pattern
 
@@ -46,8 +59,8 @@ SHIPPED_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "data" / "templ
 
 KINDS = ("sender", "recipients", "admin")
 STRINGS_FILE = "strings.toml"
-_STRING_TABLES = ("status", "action", "text")
-_DEFAULT_TEXT = {"none": "(none)", "no_subject": "(no subject)"}
+_STRING_TABLES = ("status", "action", "text", "advice", "recipient_advice")
+_DEFAULT_TEXT = {"none": "(none)", "no_subject": "(no subject)", "mixed": "handled as follows"}
 
 # Longest original header block attached to an admin notice; a message whose header never ends
 # must not make the notice as large as itself.
@@ -78,6 +91,12 @@ class NoticeInfo:
     database_version: str
     hostname: str
     reject_reply: str = ""
+    delivered: bool = True  # whether these recipients get the message (changed or not)
+    # (recipients, action, delivered) per group when one notice covers several groups
+    outcomes: tuple[tuple[tuple[str, ...], str, bool], ...] = ()
+
+    def group_outcomes(self) -> tuple[tuple[tuple[str, ...], str, bool], ...]:
+        return self.outcomes or ((self.recipients, self.action, self.delivered),)
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,7 @@ class Notice:
     envelope_from: str  # always "": the null sender, see the module docstring
     envelope_to: tuple[str, ...]
     message: bytes
+    groups: tuple[str, ...] = ()  # the groups whose outcome the notice reports
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,7 @@ class Templates:
     sources: tuple[Path, ...] = field(default=())  # every file read, in reading order
 
     @classmethod
-    def load(cls, override_dir: Path | None = None, language: str | None = None) -> "Templates":
+    def load(cls, override_dir: Path | None = None, language: str | None = None) -> Templates:
         """Read the shipped templates, replaced file by file by those in ``override_dir``."""
         if language is not None and not _LANGUAGE_RE.match(language):
             raise TemplateError(f"language {language!r}: expected a code such as 'de' or 'pt_BR'")
@@ -158,7 +178,12 @@ class Templates:
         """The localised word for a status or action; the key itself when there is none."""
         return self.words.get(table, {}).get(key, key)
 
-    def macros(self, info: NoticeInfo) -> dict[str, str]:
+    def action_word(self, action: str, delivered: bool) -> str:
+        if action == "delete" and not delivered:
+            return self.word("action", "delete_message")
+        return self.word("action", action)
+
+    def macros(self, info: NoticeInfo, kind: str = "sender") -> dict[str, str]:
         none = self.word("text", "none")
         threats = "\n".join(f"  {path}: {name}" for path, name in info.threats) or f"  {none}"
         objects = (
@@ -168,15 +193,23 @@ class Templates:
             )
             or f"  {none}"
         )
+        outcomes = info.group_outcomes()
+        actions = {self.action_word(a, d) for _, a, d in outcomes}
+        action = actions.pop() if len(actions) == 1 else self.word("text", "mixed")
+        advice_table = "recipient_advice" if kind == "recipients" else "advice"
         return {
             "sender": _address(info.sender) or "<>",
             "recipients": ", ".join(info.recipients),
             "subject": info.subject or self.word("text", "no_subject"),
             "message_id": info.message_id,
             "status": self.word("status", info.status),
-            "action": self.word("action", info.action),
+            "action": action,
             "threats": threats,
             "objects": objects,
+            "findings": self._findings(info) or f"  {none}",
+            "outcomes": "\n".join(f"  {', '.join(r) or none}: {self.action_word(a, d)}"
+                                  for r, a, d in outcomes),
+            "advice": self.words.get(advice_table, {}).get(info.status, ""),
             "group": info.group,
             "date": info.date,
             "database_version": info.database_version,
@@ -184,10 +217,19 @@ class Templates:
             "reject_reply": info.reject_reply,
         }
 
+    def _findings(self, info: NoticeInfo) -> str:
+        lines = []
+        for path, status, reason in info.objects:
+            names = ", ".join(dict.fromkeys(n for p, n in info.threats if p == path))
+            detail = names or reason
+            lines.append(f"  {path}: {self.word('status', status)}"
+                         + (f" ({detail})" if detail else ""))
+        return "\n".join(lines)
+
     def render(self, kind: str, info: NoticeInfo) -> tuple[str, str]:
         """(subject, body) of one kind of notice for ``info``; the subject is one line."""
         template = self.notices[kind]
-        values = self.macros(info)
+        values = self.macros(info, kind)
         subject = _one_line(template.subject.safe_substitute(values))
         body = template.body.safe_substitute(values)
         return subject, body if body.endswith("\n") else body + "\n"
@@ -207,31 +249,85 @@ def build_notices(
     ``original_headers`` (the message, or just its header block) is attached to the admin notice
     as ``text/rfc822-headers``.
     """
-    wanted = []
-    status = _name(info.status)
-    sender = _address(info.sender)
-    if status in _names(policy.notify_sender) and sender and not _forges_sender(policy, info):
-        wanted.append(("sender", (sender,)))
-    recipients = _unique(_address(r) for r in info.recipients)
-    if status in _names(policy.notify_recipients) and recipients:
-        wanted.append(("recipients", recipients))
-    admins = _unique(_address(a) for a in (policy.admin_addresses or ()))
-    if status in _names(policy.notify_admin) and admins:
-        wanted.append(("admin", admins))
-    if not wanted:
-        return []
+    return notices_for_groups([(policy, info)], lambda _policy: templates,
+                              original_headers=original_headers)
 
-    if templates is None:
-        templates = Templates.load(
-            getattr(policy, "templates_dir", None), getattr(policy, "language", None)
-        )
+
+def notices_for_groups(
+    items: list[tuple[Any, NoticeInfo]],
+    templates_for: Callable[[Any], Templates | None],
+    *,
+    original_headers: bytes | None = None,
+) -> list[Notice]:
+    """The notices about one message whose recipients fell into several groups, each person
+    getting one notice of a kind: a sender whose message three groups handled gets one notice
+    telling what each group did, an administrator of two groups one report. ``items`` are
+    (group, what it did) in the groups' order; the first group that asks for a person's notice
+    provides its template."""
     notices = []
-    for kind, envelope_to in wanted:
-        subject, body = templates.render(kind, info)
-        headers = original_headers if kind == "admin" else None
-        message = _compose(policy, info, envelope_to, subject, body, headers)
-        notices.append(Notice(kind, "", envelope_to, message))
+    for kind in KINDS:
+        # address (case-insensitive) → the items that want this kind of notice sent to it
+        wanted: dict[str, tuple[str, list[int]]] = {}
+        for i, (policy, info) in enumerate(items):
+            for address in _wanted(policy, info, kind):
+                wanted.setdefault(address.lower(), (address, []))[1].append(i)
+        audiences: dict[tuple[int, ...], list[str]] = {}
+        for address, indexes in wanted.values():
+            audiences.setdefault(tuple(indexes), []).append(address)
+        for indexes, envelope_to in audiences.items():
+            policy = items[indexes[0]][0]
+            info = _merged([items[i][1] for i in indexes])
+            templates = templates_for(policy)
+            if templates is None:
+                templates = Templates.load(
+                    getattr(policy, "templates_dir", None), getattr(policy, "language", None)
+                )
+            subject, body = templates.render(kind, info)
+            headers = original_headers if kind == "admin" else None
+            message = _compose(policy, info, tuple(envelope_to), subject, body, headers)
+            notices.append(Notice(kind, "", tuple(envelope_to), message,
+                                  tuple(items[i][1].group for i in indexes)))
     return notices
+
+
+def _wanted(policy: Any, info: NoticeInfo, kind: str) -> tuple[str, ...]:
+    """Who gets a notice of ``kind`` about ``info`` under ``policy``."""
+    status = _name(info.status)
+    if kind == "sender":
+        sender = _address(info.sender)
+        wants = status in _names(policy.notify_sender) and sender
+        return (sender,) if wants and not _forges_sender(policy, info) else ()
+    if kind == "recipients":
+        if status not in _names(policy.notify_recipients):
+            return ()
+        return _unique(_address(r) for r in info.recipients)
+    if status not in _names(policy.notify_admin):
+        return ()
+    return _unique(_address(a) for a in (policy.admin_addresses or ()))
+
+
+_STATUS_ORDER = ("clean", "unscanned", "error", "corrupted", "filtered", "protected",
+                 "suspicious", "infected")
+
+
+def _merged(infos: list[NoticeInfo]) -> NoticeInfo:
+    """One notice's facts about several groups' outcomes of the same message."""
+    if len(infos) == 1:
+        return infos[0]
+    first = infos[0]
+    worst = max((i.status for i in infos),
+                key=lambda s: _STATUS_ORDER.index(s) if s in _STATUS_ORDER else 0)
+    return dataclasses.replace(
+        first,
+        recipients=tuple(dict.fromkeys(r for i in infos for r in i.recipients)),
+        status=worst,
+        threats=tuple(dict.fromkeys(t for i in infos for t in i.threats)),
+        objects=tuple(dict.fromkeys(o for i in infos for o in i.objects)),
+        group=", ".join(i.group for i in infos),
+        reject_reply=next((i.reject_reply for i in infos if i.reject_reply), ""),
+        delivered=any(i.delivered for i in infos),
+        outcomes=tuple(o for i in infos for o in i.group_outcomes()),
+    )
 
 
 def _compose(

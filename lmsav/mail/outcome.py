@@ -35,7 +35,7 @@ class GroupOutcome:
     message: bytes | None  # what these recipients get; None when dropped, rejected or deleted
     reject_reply: str = ""
     objects: list[ObjectAction] = field(default_factory=list)
-    notices: list = field(default_factory=list)  # notify.Notice
+    notices: list = field(default_factory=list)  # notify.Notice: those about this group
     backup_id: str | None = None
 
     @property
@@ -71,6 +71,7 @@ class MessageOutcome:
     scan_seconds: float
     database_version: str
     started: float = field(default_factory=time.time)
+    notices: list = field(default_factory=list)  # notify.Notice, one per person and kind
 
     def to_json(self) -> dict:
         return {
@@ -84,6 +85,8 @@ class MessageOutcome:
             "scan_seconds": round(self.scan_seconds, 4),
             "database_version": self.database_version,
             "groups": [g.to_json() for g in self.groups],
+            "notices": [{"kind": n.kind, "to": list(n.envelope_to), "groups": list(n.groups)}
+                        for n in self.notices],
             "verdict": self.verdict,
         }
 

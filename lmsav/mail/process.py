@@ -1,8 +1,16 @@
 """Mail policy: one message and its envelope in, what happens to it per recipient group out.
 
 Knows nothing about any MTA. The message is scanned by the engine (once per distinct set of
-limits), recipients are split by group, and each group's actions, headers, content filter,
-notices and backup are applied to its own copy, so a lax group never weakens a strict one.
+limits), recipients are split by group, and each group's actions, headers and content filter
+are applied to its own copy, so a lax group never weakens a strict one. What concerns the
+message as a whole comes once, after every group: one backup entry recording every group, and
+one notice per person (``notify.notices_for_groups``).
+
+"cure" is the engine's one cure (``scanner.cure``): under ``scan_policy = "message"`` the object
+cured is the message (its infected parts, and infected members inside them, removed); under
+"combined" it is each part (an archive rebuilt without its infected members). An object that is
+itself infected — a plain infected attachment under "combined" — is not curable, and the
+group's ``uncurable_action`` applies to it.
 """
 
 from __future__ import annotations
@@ -14,21 +22,21 @@ import time
 from email.utils import formatdate
 
 from .. import __version__
+from ..scanner.containers import mimeedit
 from ..scanner.engine import Engine
 from ..scanner.limits import Limits
-from ..scanner.objects import PATH_SEP, ObjectResult, Status, Verdict
-from ..scanner.containers import rebuild
-from .filter import UNPLACED, find_filtered, leaf_index
+from ..scanner.objects import ObjectResult, Status, Verdict
+from .filter import UNPLACED, find_filtered, parts_of, unplaced
 from .groups import match_pattern
+from .notify import NoticeInfo, Templates, notices_for_groups
 from .outcome import GroupOutcome, MessageOutcome, ObjectAction
-from .raw import header_end
-from .notify import NoticeInfo, Templates, build_notices
 
 # Actions that decide for the whole message, and how strict each is when parts disagree.
 MESSAGE_ACTIONS = ("reject", "drop")
 _STRICTNESS = {"skip": 0, "warn": 1, "cure": 2, "delete": 3, "drop": 4, "reject": 5}
 HEADERS = ("X-AV-Checked", "X-AV-Status", "X-AV-Threats")
 FILTERED = "filtered"
+UNCURABLE = "uncurable"
 
 
 class MailProcessor:
@@ -69,19 +77,26 @@ class MailProcessor:
             split = [(self.groups.resolve(sender, ""), [])]
         scanned = self.groups.is_protected(sender, recipients) or self.groups.unprotected != "skip"
         outcomes: list[GroupOutcome] = []
+        noticed: list[tuple[object, NoticeInfo]] = []
+        backed_up: list[GroupOutcome] = []
         verdicts: dict[Limits, Verdict] = {}
         leaves = _leaves(raw)
-        ctx = _Shared(raw, sender, subject, message_id, started, None)
         for policy, rcpts in split:
             if not scanned:
                 outcomes.append(GroupOutcome(policy.name, rcpts, "unscanned", "skip",
                                              _strip_forged(raw)))
                 continue
-            limits = self._limits_for(policy)
+            limits = policy.limits(self.base_limits)
             if limits not in verdicts:
                 verdicts[limits] = self._engine(limits).scan_bytes(raw, "message")
             verdict = verdicts[limits]
-            outcomes.append(self._apply(policy, rcpts, verdict, leaves, ctx))
+            group, filtered = self._apply(policy, rcpts, verdict, leaves, raw)
+            outcomes.append(group)
+            if group.action != "skip" and group.status in policy.backup:
+                backed_up.append(group)
+            if group.status != "clean":
+                noticed.append((policy, self._notice_info(
+                    policy, group, verdict, filtered, sender, subject, message_id, started)))
         first = next(iter(verdicts.values()), None)
         threats = sorted({t.name for v in verdicts.values() for _, t in v.threats})
         worst = max((g.status for g in outcomes), key=_status_rank, default="clean")
@@ -91,14 +106,20 @@ class MailProcessor:
             verdict=first.to_json() if first is not None else None,
             scan_seconds=time.monotonic() - t0, database_version=self.db.version,
             started=started)
+        if backed_up and self.backup_store is not None:
+            backup_id = self._backup(raw, outcome)
+            for g in backed_up:
+                g.backup_id = backup_id
+        if noticed:
+            outcome.notices = notices_for_groups(
+                noticed, self._templates_for, original_headers=raw[:mimeedit.header_end(raw)])
+            for g in outcomes:
+                g.notices = [n for n in outcome.notices if g.group in n.groups]
         if self.stats_dir is not None:
             from .outcome import append_stats
 
             append_stats(self.stats_dir, outcome.stats_record())
         return outcome
-
-    def _limits_for(self, policy) -> Limits:
-        return policy.limits(self.base_limits)
 
     def _templates_for(self, policy):
         """Templates are read once per process per templates directory, not per message."""
@@ -113,206 +134,186 @@ class MailProcessor:
         return self._engines[limits]
 
     # -- one group ---------------------------------------------------------------------------
-    def _apply(self, policy, rcpts, verdict: Verdict, leaves, ctx: "_Shared") -> GroupOutcome:
+    def _apply(self, policy, rcpts, verdict: Verdict, leaves, raw: bytes):
+        """The group's outcome, and the filtered parts (for its notices)."""
         root = verdict.root
-        per_leaf = _leaf_results(root)
+        parts = parts_of(verdict)
         filtered = {}
         if _filters_on(policy) and leaves:
             for f in find_filtered(policy, leaves, verdict):
                 filtered.setdefault(f.leaf, f)
         objects: list[ObjectAction] = []
-        message_status = _label(root.worst())
-        if message_status == "clean" and filtered:
-            message_status = FILTERED
-        # Part by part only when every finding sits in a numbered part: what the raw reading
-        # of a doubtful message found (raw<k>:…, more-parts) has no part to cure or delete.
-        if (policy.scan_policy == "combined" and per_leaf and not _unplaced_findings(root)
-                and UNPLACED not in filtered):
-            action, changes = self._combined(policy, root, per_leaf, filtered, leaves, objects)
+        status = root.worst().label
+        if status == "clean" and filtered:
+            status = FILTERED
+        engine = self._engine(policy.limits(self.base_limits))
+        # Part by part only when every finding sits in a part of the parsed structure: what the
+        # raw reading of a doubtful message found (raw<k>:…, more-parts) has no part to cut out.
+        placed = not any(c.worst() != Status.CLEAN for c in unplaced(verdict))
+        if policy.scan_policy == "combined" and parts and placed and UNPLACED not in filtered:
+            action, out, reply = _Combined(self, policy, engine, raw, verdict, leaves, parts,
+                                           filtered, objects).run()
         else:
-            action, changes = self._whole(policy, message_status, verdict, filtered, objects)
-        out, reply = self._produce(policy, action, changes, ctx.raw, verdict, objects)
+            action, out, reply = self._whole(policy, engine, status, raw, verdict, filtered,
+                                             objects)
         if out is not None:
-            out = _stamp(out, policy, message_status, verdict, self.db.version)
-        group = GroupOutcome(policy.name, list(rcpts), message_status, action, out, reply, objects)
-        if action != "skip" and message_status in policy.backup and self.backup_store is not None:
-            group.backup_id = ctx.backup_id or self._backup(ctx, policy, message_status, verdict,
-                                                            rcpts, action)
-            ctx.backup_id = group.backup_id
-        if message_status != "clean":
-            group.notices = build_notices(policy, NoticeInfo(
-                sender=ctx.sender, recipients=tuple(rcpts), subject=ctx.subject,
-                message_id=ctx.message_id, status=message_status, action=action,
-                threats=tuple((p, t.name) for p, t in verdict.threats),
-                objects=tuple((r.path, r.status.label, r.reason) for r in root.walk()
-                              if r.status != Status.CLEAN)
-                + tuple((f.object, FILTERED, f.reason) for f in filtered.values()),
-                group=policy.name, date=formatdate(ctx.started, localtime=True),
-                database_version=self.db.version, hostname=self.hostname,
-                reject_reply=reply), self._templates_for(policy),
-                original_headers=ctx.raw[:header_end(ctx.raw)])
-        return group
+            out = _stamp(out, policy, status, verdict, self.db.version)
+        return GroupOutcome(policy.name, list(rcpts), status, action, out, reply,
+                            objects), filtered
 
-    def _whole(self, policy, status: str, verdict: Verdict, filtered, objects):
+    def _whole(self, policy, engine, status: str, raw: bytes, verdict: Verdict, filtered,
+               objects):
         """scan_policy = "message": the worst status decides for the message as one object."""
         if status == "clean":
-            return "skip", {}
-        action = _action_for(policy, status, [t.name for _, t in verdict.threats])
-        objects.append(ObjectAction(verdict.root.path, status, action,
-                                    [t.name for _, t in verdict.threats],
+            return "skip", _strip_forged(raw), ""
+        names = [t.name for _, t in verdict.threats]
+        action = _action_for(policy, status, names)
+        objects.append(ObjectAction(verdict.root.path, status, action, names,
                                     _first_reason(verdict.root, filtered)))
-        changes = {}
         if action == "cure":
-            changes = {"cure": [r for r in verdict.walk() if r.status == Status.INFECTED]}
-        return action, changes
+            try:
+                return "cure", _strip_forged(_cure(engine, raw, verdict.root)), ""
+            except _uncurable_errors() as err:
+                action = policy.uncurable_action
+                objects.append(ObjectAction(verdict.root.path, status, action, names,
+                                            f"{UNCURABLE}: {err}"))
+        extra = [(f.object, FILTERED, f.reason) for f in filtered.values()]
+        return action, *self._message_result(policy, action, raw, verdict, status, extra)
 
-    def _combined(self, policy, root: ObjectResult, per_leaf, filtered, leaves, objects):
-        """scan_policy = "combined": actions apply part by part; reject/drop take the message."""
-        decisive = "skip"
-        changes: dict = {"parts": {}, "cure": []}
-        bad_leaves = {i: r for i, r in per_leaf.items() if r.worst() != Status.CLEAN}
-        own = root.status  # found on the message as a whole (raw match, MIME damage, limit)
-        if not bad_leaves and not filtered:
-            if own == Status.CLEAN:
-                return "skip", changes
-            status = own.label
-            action = _action_for(policy, status, [t.name for t in root.threats])
-            objects.append(ObjectAction(root.path, status, action, [t.name for t in root.threats],
-                                        root.reason))
-            return action, {"cure": [root]} if action == "cure" else {}
-        too_deep = any(r.reason.startswith("limit: depth") for r in root.walk())
-        if too_deep and not filtered and own <= Status.ERROR and all(
-                r.worst() <= Status.ERROR for r in bad_leaves.values()):
-            # Too deep to know: the whole message gets the error action.
-            action = policy.error_action
-            objects.append(ObjectAction(root.path, "error", action, [], "limit: depth"))
-            return action, {}
-        for index in sorted(set(bad_leaves) | set(filtered)):
-            res = bad_leaves.get(index)
-            if res is not None:
-                status = res.worst().label
-                names = [t.name for r in res.walk() for t in r.threats]
-                reason = next((r.reason for r in res.walk() if r.reason), "")
-                path = res.path
-            else:
-                status, names, reason, path = FILTERED, [], filtered[index].reason, \
-                    filtered[index].object
-            action = _action_for(policy, status, names)
-            objects.append(ObjectAction(path, status, action, names, reason))
-            if action in MESSAGE_ACTIONS:
-                if _STRICTNESS[action] > _STRICTNESS[decisive]:
-                    decisive = action
-            elif action != "skip":
-                changes["parts"][index] = action
-                if action == "cure":
-                    changes["cure"] += [r for r in res.walk() if r.status == Status.INFECTED] \
-                        if res is not None else []
-                if _STRICTNESS[action] > _STRICTNESS[decisive]:
-                    decisive = action
-        return decisive, changes
-
-    def _produce(self, policy, action, changes, raw, verdict, objects):
-        """The message these recipients get (or None) and the rejection text."""
-        threats = ", ".join(sorted({t.name for _, t in verdict.threats})) or "policy"
+    def _message_result(self, policy, action: str, raw: bytes, verdict: Verdict,
+                        status: str = "", extra=()):
+        """(message, reply) of an action taken on the message as a whole."""
         if action == "reject":
-            reply = string.Template(policy.reject_reply).safe_substitute(threats=threats)
-            return None, reply
-        if action in ("drop",):
+            return None, _reject_reply(policy, verdict)
+        if action in ("drop", "delete"):
             return None, ""
-        if action == "skip":
-            return _strip_forged(raw), ""
-        parts = changes.get("parts") if isinstance(changes, dict) else None
-        if parts is None:  # scan_policy "message": the action concerns the whole message
-            if action == "delete":
-                return None, ""
-            if action == "warn":
-                return _warning_message(raw, verdict), ""
-            if action == "cure":
-                cured = self._cure(raw, changes.get("cure", []), verdict)
-                if cured is None:
-                    return self._uncurable(policy, raw, verdict, objects)
-                return cured, ""
-        try:
-            edits: dict[int, bytes | None] = {}
-            text_parts: dict[int, str] = {}
-            for index, act in parts.items():
-                if act == "delete":
-                    edits[index] = None
-                elif act == "warn":
-                    text_parts[index] = _warning_text(verdict, index)
-            out = raw
-            cure_targets = changes.get("cure", [])
-            if cure_targets:
-                cured = self._cure(raw, cure_targets, verdict)
-                if cured is None:
-                    return self._uncurable(policy, raw, verdict, objects)
-                out = cured
-            for index, text in text_parts.items():
-                out = rebuild.replace_with_text(out, index, text)
-            if edits:
-                out = rebuild.rebuild_mail(out, edits)
-            return _strip_forged(out), ""
-        except rebuild.RebuildError:
-            return self._uncurable(policy, raw, verdict, objects)
+        if action == "warn":
+            return _warning_message(raw, verdict, status or verdict.status.label, extra), ""
+        return _strip_forged(raw), ""
 
-    def _uncurable(self, policy, raw, verdict, objects):
-        action = policy.uncurable_action
-        objects.append(ObjectAction(verdict.root.path, "infected", action, [], "uncurable"))
-        if action in ("cure", "skip"):
-            # Never deliver an infected message because cure failed: reject instead.
-            action = "reject" if action == "cure" else "skip"
-        return self._produce(policy, action, {}, raw, verdict, objects) if action != "skip" \
-            else (_strip_forged(raw), "")
+    def _notice_info(self, policy, group: GroupOutcome, verdict: Verdict, filtered, sender,
+                     subject, message_id, started) -> NoticeInfo:
+        root = verdict.root
+        return NoticeInfo(
+            sender=sender, recipients=tuple(group.recipients), subject=subject,
+            message_id=message_id, status=group.status, action=group.action,
+            threats=tuple((p, t.name) for p, t in verdict.threats),
+            objects=tuple((r.path, r.status.label, r.reason) for r in root.walk()
+                          if r.status != Status.CLEAN)
+            + tuple((f.object, FILTERED, f.reason) for f in filtered.values()),
+            group=policy.name, date=formatdate(started, localtime=True),
+            database_version=self.db.version, hostname=self.hostname,
+            reject_reply=group.reject_reply, delivered=group.delivered)
 
-    def _cure(self, raw: bytes, targets: list[ObjectResult], verdict: Verdict) -> bytes | None:
-        """Remove infected parts and infected members of attached archives; None if impossible.
-
-        The cured message is scanned again: a cure that leaves anything infected is no cure."""
-        root = verdict.root.path
-        by_leaf: dict[int, set[str]] = {}
-        delete_leaves: set[int] = set()
-        for res in targets:
-            if not res.path.startswith(root + PATH_SEP):
-                return None  # the message itself matched: nothing to cut out
-            rel = res.path[len(root) + len(PATH_SEP):].split(PATH_SEP)
-            index = leaf_index(rel[0])
-            if index is None:
-                return None
-            if len(rel) == 1 or "." in rel[0].split(":", 1)[0]:
-                delete_leaves.add(index)  # the part itself (or a uuencoded file in it)
-            elif len(rel) == 2:
-                by_leaf.setdefault(index, set()).add(rel[1])
-            else:
-                return None  # inside a nested container: cannot rebuild that deep
-        try:
-            leaves = {leaf.index: leaf for leaf in rebuild.mail_leaves(raw)}
-            edits: dict[int, bytes | None] = {i: None for i in delete_leaves}
-            for index, members in by_leaf.items():
-                if index in delete_leaves or index not in leaves:
-                    continue
-                edits[index] = rebuild.rebuild_archive(leaves[index].decoded(), members)
-            out = rebuild.rebuild_mail(raw, edits)
-        except rebuild.RebuildError:
-            return None
-        check = self._engine(self.base_limits).scan_bytes(out, "message")
-        return out if check.status < Status.SUSPICIOUS else None
-
-    def _backup(self, ctx, policy, status, verdict, rcpts, action) -> str:
-        return self.backup_store.save(ctx.raw, {
-            "sender": ctx.sender, "recipients": list(rcpts), "group": policy.name,
-            "status": status, "subject": ctx.subject, "message_id": ctx.message_id,
-            "threats": sorted({t.name for _, t in verdict.threats}), "actions": [action],
-            "verdict": verdict.to_json(), "time": ctx.started,
-            "database_version": self.db.version,
+    def _backup(self, raw: bytes, outcome: MessageOutcome) -> str:
+        """One entry per message, recording what every group did."""
+        return self.backup_store.save(raw, {
+            "sender": outcome.sender, "recipients": list(outcome.recipients),
+            "group": ", ".join(g.group for g in outcome.groups),
+            "groups": [{"group": g.group, "recipients": list(g.recipients), "status": g.status,
+                        "action": g.action} for g in outcome.groups],
+            "status": outcome.status, "subject": outcome.subject,
+            "message_id": outcome.message_id, "threats": list(outcome.threats),
+            "actions": [g.action for g in outcome.groups], "verdict": outcome.verdict,
+            "time": outcome.started, "database_version": self.db.version,
         })
 
 
-class _Shared:
-    """Per-message facts every group's processing reads (and the one backup id they share)."""
+class _Combined:
+    """scan_policy = "combined": actions apply part by part; reject and drop take the message."""
 
-    def __init__(self, raw, sender, subject, message_id, started, backup_id):
-        self.raw, self.sender, self.subject = raw, sender, subject
-        self.message_id, self.started, self.backup_id = message_id, started, backup_id
+    def __init__(self, processor, policy, engine, raw, verdict, leaves, parts, filtered, objects):
+        self.processor, self.policy, self.engine = processor, policy, engine
+        self.raw, self.verdict, self.filtered, self.objects = raw, verdict, filtered, objects
+        self.leaves = {leaf.index: leaf for leaf in leaves}
+        self.parts = parts
+
+    def run(self):
+        policy, root, objects = self.policy, self.verdict.root, self.objects
+        bad = {i: c for i, c in self.parts.items()
+               if any(r.worst() != Status.CLEAN for r in c)}
+        own = root.status  # found on the message as a whole (raw match, MIME damage, limit)
+        if not bad and not self.filtered:
+            if own == Status.CLEAN:
+                return "skip", _strip_forged(self.raw), ""
+            names = [t.name for t in root.threats]
+            action = _action_for(policy, own.label, names)
+            objects.append(ObjectAction(root.path, own.label, action, names, root.reason))
+            if action == "cure":  # the message itself matched: nothing to cut out
+                action = policy.uncurable_action
+                objects.append(ObjectAction(root.path, own.label, action, names,
+                                            f"{UNCURABLE}: the message itself matched"))
+            return action, *self.processor._message_result(policy, action, self.raw,
+                                                           self.verdict)
+        too_deep = any(r.reason.startswith("limit: depth") for r in root.walk())
+        if too_deep and not self.filtered and own <= Status.ERROR and all(
+                r.worst() <= Status.ERROR for c in bad.values() for r in c):
+            # Too deep to know: the whole message gets the error action.
+            action = policy.error_action
+            objects.append(ObjectAction(root.path, "error", action, [], "limit: depth"))
+            return action, *self.processor._message_result(policy, action, self.raw,
+                                                           self.verdict)
+        decisive = "skip"
+        edits: dict[int, bytes | None] = {}
+        warnings: dict[int, str] = {}
+        for index in sorted(set(bad) | set(self.filtered)):
+            action = self._part(index, bad.get(index), edits, warnings)
+            if _STRICTNESS[action] > _STRICTNESS[decisive]:
+                decisive = action
+        if decisive in MESSAGE_ACTIONS:
+            return decisive, *self.processor._message_result(policy, decisive, self.raw,
+                                                             self.verdict)
+        try:
+            out = self.raw
+            for index, text in warnings.items():
+                out = mimeedit.replace_with_text(out, index, text)
+            if edits:
+                out = mimeedit.rebuild_mail(out, edits)
+        except mimeedit.RebuildError as err:
+            # The parts cannot be cut out of this message: it is handled whole.
+            action = policy.uncurable_action
+            objects.append(ObjectAction(root.path, self.verdict.status.label, action, [],
+                                        f"{UNCURABLE}: {err}"))
+            return action, *self.processor._message_result(policy, action, self.raw,
+                                                           self.verdict)
+        return decisive, _strip_forged(out), ""
+
+    def _part(self, index: int, children: list[ObjectResult] | None, edits, warnings) -> str:
+        """Decide for one part; record the edit it needs; return its action."""
+        policy = self.policy
+        if children is not None:
+            found = [r for c in children for r in c.walk() if r.status != Status.CLEAN]
+            status = max(r.status for r in found).label
+            names = [t.name for r in found for t in r.threats]
+            reason = next((r.reason for r in found if r.reason), "")
+            path = children[0].path
+        else:
+            f = self.filtered[index]
+            status, names, reason, path = FILTERED, [], f.reason, f.object
+        action = _action_for(policy, status, names)
+        if action == "cure":
+            try:
+                edits[index] = self._cure_part(index, children)
+            except _uncurable_errors() as err:
+                action, reason = policy.uncurable_action, f"{UNCURABLE}: {err}"
+        self.objects.append(ObjectAction(path, status, action, names, reason))
+        if action == "delete":
+            edits[index] = None
+        elif action == "warn":
+            extra = [] if children is not None else [(path, FILTERED, reason)]
+            warnings[index] = _warning_text(self.verdict, children or [], extra)
+        return action
+
+    def _cure_part(self, index: int, children: list[ObjectResult] | None) -> bytes:
+        """The part's new content with its infected members removed (the part is the object)."""
+        from ..scanner.cure import Uncurable
+
+        if not children or index not in self.leaves:
+            raise Uncurable("the part cannot be placed in the message")
+        leaf, *found_in_text = children
+        if any(c.worst() >= Status.SUSPICIOUS for c in found_in_text):
+            raise Uncurable("an encoded file inside the part's text is infected")
+        return _cure(self.engine, self.leaves[index].decoded(), leaf)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -325,8 +326,16 @@ def _status_rank(label: str) -> int:
     return _RANK.get(label, 0)
 
 
-def _label(status: Status) -> str:
-    return status.label
+def _uncurable_errors():
+    from ..scanner.cure import Uncurable
+
+    return (Uncurable, mimeedit.RebuildError)
+
+
+def _cure(engine: Engine, data: bytes, result: ObjectResult) -> bytes:
+    from ..scanner.cure import cure
+
+    return cure(engine, data, result)
 
 
 def _filters_on(policy) -> bool:
@@ -341,6 +350,11 @@ def _action_for(policy, status: str, threat_names: list[str]) -> str:
     return getattr(policy, f"{status}_action", policy.error_action)
 
 
+def _reject_reply(policy, verdict: Verdict) -> str:
+    threats = ", ".join(sorted({t.name for _, t in verdict.threats})) or "policy"
+    return string.Template(policy.reject_reply).safe_substitute(threats=threats)
+
+
 def _first_reason(root: ObjectResult, filtered) -> str:
     reason = next((r.reason for r in root.walk() if r.reason), "")
     if not reason and filtered:
@@ -348,56 +362,30 @@ def _first_reason(root: ObjectResult, filtered) -> str:
     return reason
 
 
-def _unplaced_findings(root: ObjectResult) -> bool:
-    """Whether a child of the message that is not a numbered part found something."""
-    for child in root.children:
-        name = child.path.rsplit(PATH_SEP, 1)[-1] if PATH_SEP in child.path else child.path
-        if leaf_index(name) is None and child.worst() != Status.CLEAN:
-            return True
-    return False
-
-
-def _leaf_results(root: ObjectResult) -> dict[int, ObjectResult]:
-    """The verdict's direct children by leaf index; uuencoded files ("3.1:x") join leaf 3."""
-    out: dict[int, ObjectResult] = {}
-    for child in root.children:
-        name = child.path.rsplit(PATH_SEP, 1)[-1] if PATH_SEP in child.path else child.path
-        index = leaf_index(name)
-        if index is None:
-            continue
-        if index in out:
-            holder = out[index]
-            if holder.worst() < child.worst():
-                out[index] = child
-        else:
-            out[index] = child
-    return out
-
-
 def _leaves(raw: bytes):
     try:
-        return rebuild.mail_leaves(raw)
-    except Exception:  # malformed beyond splitting: the message is handled as one object
+        return mimeedit.mail_leaves(raw)
+    except Exception:  # noqa: BLE001 - malformed beyond splitting: handled as one object
         return []
 
 
 def _safe_headers(raw: bytes) -> dict[str, str]:
     try:
-        return {k.lower(): v for k, v in rebuild.headers_of(raw)}
-    except Exception:
+        return {k.lower(): v for k, v in mimeedit.headers_of(raw)}
+    except Exception:  # noqa: BLE001 - unreadable headers: no subject, no message id
         return {}
 
 
 def _decoded(value: str) -> str:
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken encoded word stays as written
         return value
 
 
 def _strip_forged(raw: bytes) -> bytes:
     for name in HEADERS:
-        raw = rebuild.replace_header(raw, name, None)
+        raw = mimeedit.replace_header(raw, name, None)
     return raw
 
 
@@ -406,43 +394,45 @@ def _stamp(raw: bytes, policy, status: str, verdict: Verdict, db_version: str) -
     raw = _strip_forged(raw)
     if policy.add_headers:
         threats = ", ".join(sorted({t.name for _, t in verdict.threats}))
-        raw = rebuild.replace_header(raw, "X-AV-Checked",
-                                     f"lmsav {__version__}; database {db_version}")
-        raw = rebuild.replace_header(raw, "X-AV-Status", status)
+        raw = mimeedit.replace_header(raw, "X-AV-Checked",
+                                      f"lmsav {__version__}; database {db_version}")
+        raw = mimeedit.replace_header(raw, "X-AV-Status", status)
         if threats:
-            raw = rebuild.replace_header(raw, "X-AV-Threats", threats)
+            raw = mimeedit.replace_header(raw, "X-AV-Threats", threats)
     prefix = policy.subject_prefix.get(status) if policy.subject_prefix else None
     if prefix:
-        heads = dict((k.lower(), v) for k, v in rebuild.headers_of(raw))
+        heads = {k.lower(): v for k, v in mimeedit.headers_of(raw)}
         subject = _decoded(heads.get("subject", ""))
         if not subject.startswith(prefix):
-            raw = rebuild.replace_header(raw, "Subject", prefix + subject)
+            raw = mimeedit.replace_header(raw, "Subject", prefix + subject)
     return raw
 
 
-def _warning_text(verdict: Verdict, index: int | None = None) -> str:
+def _warning_text(verdict: Verdict, children: list[ObjectResult] | None = None,
+                  extra: list[tuple[str, str, str]] = ()) -> str:
+    """What replaces a part (``children``: the part's results) or, with None, the message;
+    ``extra`` adds (path, status, reason) lines, the content filter's findings."""
     lines = ["This part of the message was removed by lmsav, the mail anti-virus.", ""]
-    for res in verdict.walk():
+    results = verdict.walk() if children is None else (r for c in children for r in c.walk())
+    for res in results:
         if res.status == Status.CLEAN:
             continue
-        if index is not None:
-            rel = res.path.split(PATH_SEP, 2)
-            if len(rel) < 2 or leaf_index(rel[1]) != index:
-                continue
         names = ", ".join(t.name for t in res.threats)
         lines.append(f"  {res.path}: {res.status.label}"
                      + (f" ({names})" if names else f" ({res.reason})" if res.reason else ""))
+    lines += [f"  {path}: {status} ({reason})" for path, status, reason in extra]
     return "\n".join(lines) + "\n"
 
 
-def _warning_message(raw: bytes, verdict: Verdict) -> bytes:
+def _warning_message(raw: bytes, verdict: Verdict, status: str,
+                     extra: list[tuple[str, str, str]] = ()) -> bytes:
     """The message with its whole body replaced by a warning (headers kept, MIME reset)."""
     text = ("This message was replaced by lmsav, the mail anti-virus: it was found "
-            f"{verdict.status.label}.\n\n" + _warning_text(verdict).split("\n", 2)[2])
+            f"{status}.\n\n" + _warning_text(verdict, None, extra).split("\n", 2)[2])
     out = raw
     for name in ("Content-Type", "Content-Transfer-Encoding", "Content-Disposition"):
-        out = rebuild.replace_header(out, name, None)
-    head_end = header_end(out)
+        out = mimeedit.replace_header(out, name, None)
+    head_end = mimeedit.header_end(out)
     body = text.encode()
     head = out[:head_end].rstrip(b"\r\n") + b"\n"
     head += b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n"

@@ -1,1 +1,2 @@
-"""Reserved for a later part of lmsav (see DESIGN.md)."""
+"""lmsav-qmail-queue, the qmail-queue replacement (a front end of the mail service), and
+`lmsav setup qmail`."""

@@ -1,4 +1,4 @@
-"""The wrapper's side of the daemon's LMSAVMAIL command (see daemon/mailjob.py).
+"""The wrapper's side of the daemon's LMSAVMAIL command (see mail/transfer.py).
 
 Uses the C ``_socket`` module directly: ``import socket`` adds enum and selectors, several
 milliseconds of the per-message budget, for nothing this exchange needs.
@@ -12,7 +12,7 @@ try:
 except ImportError:  # not CPython
     import socket as _sock
 
-from ..daemon import mailjob
+from ..mail import transfer
 
 
 class DaemonUnavailable(Exception):
@@ -22,13 +22,13 @@ class DaemonUnavailable(Exception):
 def ask(path: str, message_fd: int, sender: bytes, recipients: list[bytes], group: str,
         client: str, timeout: float):
     """The plan for one message: (header, [(key, sender, recipients, body), ...])."""
-    from .queue import Defer
+    from .errors import Defer
 
     request = os.memfd_create("lmsav-request", os.MFD_CLOEXEC)
     plan = os.memfd_create("lmsav-plan", os.MFD_CLOEXEC)
     sock = _sock.socket(_sock.AF_UNIX, _sock.SOCK_STREAM)
     try:
-        data = mailjob.encode_request(sender, recipients, group, client)
+        data = transfer.encode_request(sender, recipients, group, client)
         os.pwrite(request, data, 0)
         sock.settimeout(timeout or None)
         try:
@@ -36,7 +36,7 @@ def ask(path: str, message_fd: int, sender: bytes, recipients: list[bytes], grou
         except OSError as err:
             raise DaemonUnavailable(err.strerror or str(err)) from None
         try:
-            sock.sendall(mailjob.COMMAND)
+            sock.sendall(transfer.COMMAND)
             rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True)
                               for fd in (request, message_fd, plan))
             sock.sendmsg([b"\0"], [(_sock.SOL_SOCKET, _sock.SCM_RIGHTS, rights)])
@@ -45,11 +45,11 @@ def ask(path: str, message_fd: int, sender: bytes, recipients: list[bytes], grou
             raise Defer(f"daemon at {path}: no answer within {timeout:g} s") from None
         except OSError as err:
             raise Defer(f"daemon at {path}: {err.strerror or err}") from None
-        if reply != mailjob.REPLY_OK:
+        if reply != transfer.REPLY_OK:
             raise Defer(f"daemon at {path}: {reply or 'closed the connection'}")
         try:
-            return mailjob.read_plan(plan)
-        except mailjob.PlanError as err:
+            return transfer.read_plan(plan)
+        except transfer.PlanError as err:
             raise Defer(f"daemon at {path}: {err}") from None
     finally:
         sock.close()

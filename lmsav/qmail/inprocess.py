@@ -1,28 +1,27 @@
-"""The wrapper without a daemon: load the configuration, groups and database here and apply
-the policy in this process (about a quarter of a second per message instead of milliseconds,
-but mail keeps flowing while the daemon is down)."""
+"""The wrapper without a daemon: build the mail service here and decide in this process (about a
+quarter of a second per message instead of milliseconds, but mail keeps flowing while the daemon
+is down). The plan goes through the same file format as the daemon's, so the rest of the wrapper
+cannot tell the two apart."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ..daemon import mailjob
-from . import envelope
+from ..mail import qmail_envelope as envelope
+from ..mail import transfer
 
 
 def plan_in_process(conf, message_fd: int, sender: bytes, recipients: list[bytes], group: str,
                     client: str):
-    """The same plan the daemon would make, as (header, deliveries)."""
+    """The same plan the daemon would make, as ``transfer.read_plan`` gives it."""
     import signal
 
     from .. import config as config_mod
     from .. import paths
-    from ..mail.backup import BackupStore
-    from ..mail.groups import groups_dir, load_groups
-    from ..mail.process import MailProcessor
-    from ..scanner.signatures.database import Database, DatabaseError
-    from ..scanner.signatures.errors import SignatureError
-    from .queue import Defer
+    from ..mail.envelope import Envelope
+    from ..mail.service import MailService, MailServiceError
+    from .errors import Defer
 
     def expired(_signum, _frame):
         raise Defer(f"no result within {conf.timeout:g} s")
@@ -33,29 +32,21 @@ def plan_in_process(conf, message_fd: int, sender: bytes, recipients: list[bytes
     config_file = Path(conf.config_file)
     paths.mark_started_by_mta()  # qmail's users get the system layout's state and cache
     try:
-        settings = config_mod.load_settings(config_file, None, {}, required=False)
-        groups = load_groups(groups_dir(config_file))
-    except config_mod.ConfigError as err:
-        raise Defer(str(err)) from None
-    try:
-        database = Database.load(Path(settings.database_dir()), build_in_child=True)
-    except (DatabaseError, SignatureError, OSError) as err:
-        raise Defer(f"signature database: {err}") from None
-    state = Path(settings.paths.state_dir)
-    processor = MailProcessor(
-        database, groups, settings.limits(), backup_store=BackupStore(state / "backup"),
-        stats_dir=state / "stats",
-        tmp_root=str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
-    raw = mailjob.read_fd(message_fd, mailjob.MAX_MESSAGE)
-    request = {"sender": envelope.text(sender), "recipients": [envelope.text(r) for r in recipients],
-               "group": group, "client": client}
-    try:
-        header, bodies = mailjob.make_plan(processor, groups, request, raw, processor.hostname)
-    except KeyError as err:  # an unknown group named by the connection's LMSAV_GROUP
-        raise Defer(str(err.args[0] if err.args else err)) from None
+        try:
+            settings = config_mod.load_settings(config_file, None, {}, required=False)
+            service = MailService.from_settings(settings, config_file)
+            raw = transfer.read_fd(message_fd, transfer.MAX_MESSAGE)
+            plan = service.decide(raw, Envelope(
+                envelope.text(sender), tuple(envelope.text(r) for r in recipients),
+                client=client, group=group))
+        except (config_mod.ConfigError, MailServiceError, transfer.PlanError) as err:
+            raise Defer(str(err)) from None
     finally:
         if conf.timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
-    deliveries = [(d["key"], envelope.raw(d["sender"]), [envelope.raw(r) for r in d["recipients"]],
-                   body) for d, body in zip(header["deliveries"], bodies)]
-    return header, deliveries
+    plan_fd = os.memfd_create("lmsav-plan", os.MFD_CLOEXEC)
+    try:
+        transfer.write_plan(plan_fd, plan)
+        return transfer.read_plan(plan_fd)
+    finally:
+        os.close(plan_fd)

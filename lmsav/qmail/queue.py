@@ -25,9 +25,10 @@ try:  # the C module: `import signal` pulls in enum for nothing needed here
 except ImportError:
     import signal as _signal
 
-from ..daemon.mailjob import MAX_MESSAGE
-from . import envelope
+from ..mail import qmail_envelope as envelope
+from ..mail.transfer import MAX_MESSAGE
 from . import settings as settings_mod
+from .errors import Defer, Refuse
 
 EXIT_OK = 0
 EXIT_REJECT = 31
@@ -37,18 +38,6 @@ EXIT_READ = 54
 EXIT_ENVELOPE = 91
 CUSTOM_ERROR_FD = 4
 PROG = "lmsav-qmail-queue"
-
-
-class Defer(Exception):
-    """A temporary failure: exit 71 with this reason on stderr."""
-
-
-class Refuse(Exception):
-    """A failure with its own exit code."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code = code
 
 
 USAGE = """usage: lmsav-qmail-queue   (run by qmail in place of qmail-queue; no arguments)
@@ -282,7 +271,7 @@ def _log(text: str) -> None:
     try:
         sys.stderr.write(f"{PROG}: {' '.join(text.split())}\n")
         sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - a closed stderr must not change the exit code
+    except BaseException:  # noqa: BLE001, S110 - a closed stderr must not change the exit code
         pass
 
 

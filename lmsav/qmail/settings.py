@@ -44,8 +44,8 @@ class SettingsError(Exception):
 
 
 class QmailSettings:
-    __slots__ = ("config_file", "qmail_queue", "use_daemon", "fallback", "custom_error",
-                 "timeout", "socket", "group", "bypass")
+    __slots__ = ("bypass", "config_file", "custom_error", "fallback", "group", "qmail_queue",
+                 "socket", "timeout", "use_daemon")
 
     def __repr__(self) -> str:
         return "QmailSettings(" + ", ".join(f"{k}={getattr(self, k)!r}"

@@ -200,7 +200,7 @@ def compile_rules(rules_file: Path, cdb: Path, tcprules: str | None = None) -> s
     tmp = cdb.with_name(cdb.name + ".tmp")
     with open(rules_file, "rb") as fp:
         proc = subprocess.run([program, str(cdb), str(tmp)], stdin=fp, capture_output=True,
-                              text=True)
+                              text=True, check=False)
     if proc.returncode != 0:
         raise SetupError(f"tcprules {cdb}: {' '.join(proc.stderr.split()) or proc.returncode}")
     return f"tcprules {cdb} {tmp} < {rules_file}"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
+from .. import paths
 from ..clitools import Fatal, load_settings
-
 from .store import FileStore, StoreError
 
 STORES = ("quarantine", "backup")
@@ -19,8 +19,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def store_roots(state_dir: Path | str) -> dict[str, Path]:
     """Where each store lives under the state directory (mail backups own ``backup/`` itself)."""
-    state = Path(state_dir)
-    return {"quarantine": state / "quarantine", "backup": state / "backup" / "files"}
+    return {"quarantine": paths.quarantine_dir(state_dir),
+            "backup": paths.backup_files_dir(state_dir)}
 
 
 def _store(ctx: click.Context, which: str) -> FileStore:

@@ -54,7 +54,7 @@ class StoreError(Exception):
 
 
 @dataclass(frozen=True)
-class Entry:
+class StoredFile:
     """One kept file, as ``lmsav quarantine list`` shows it."""
 
     id: str
@@ -167,7 +167,7 @@ class FileStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def list(self) -> list[Entry]:
+    def list(self) -> list[StoredFile]:
         """Every complete entry, newest first; a damaged one too, so it can be deleted."""
         entries = [self._entry(entry_id) for entry_id in self._ids()]
         entries.sort(key=lambda e: (e.created, e.id), reverse=True)
@@ -293,7 +293,7 @@ class FileStore:
                              f"{_reason(err)}") from None
         raise StoreError(f"no {self.kind} entry '{entry_id}' in {self.root}")
 
-    def _entry(self, entry_id: str) -> Entry:
+    def _entry(self, entry_id: str) -> StoredFile:
         try:
             record = self.info(entry_id)
         except StoreError:
@@ -301,10 +301,10 @@ class FileStore:
                 size = os.lstat(self.root / entry_id / CONTENT_FILE).st_size
             except OSError:
                 size = 0
-            return Entry(entry_id, id_time(entry_id), size, "", "damaged", (), "")
+            return StoredFile(entry_id, id_time(entry_id), size, "", "damaged", (), "")
         threats = record.get("threats") or ()
         created = record.get("created")
-        return Entry(
+        return StoredFile(
             id=entry_id,
             created=float(created) if isinstance(created, (int, float)) else id_time(entry_id),
             size=record.get("size") if isinstance(record.get("size"), int) else 0,

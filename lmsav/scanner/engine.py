@@ -1,7 +1,9 @@
 """The engine: one loaded database, ``scan(ScanObject) -> Verdict``, limits through one Context.
 
-Per object the work is, in this order: limits, sniff, size-gated hashes, one Hyperscan pass,
-YARA if rules exist, and — for containers — the handler's members, scanned recursively.
+Per object the work is, in this order: limits, sniff (once: handlers read ``obj.type``),
+size-gated hashes, one Hyperscan pass, YARA if rules exist, and — for containers — the
+handler's members, scanned recursively, each result carrying the member index its container's
+rebuild knows it by (``Child.member`` → ``ObjectResult.member``, for cure.py).
 
 A container with more members than ``max_files`` is marked with the limit, yet its further
 members are still matched — without unpacking them — while the byte and time budgets last:
@@ -69,7 +71,9 @@ class Engine:
             if obj.depth == 0:
                 ctx.account(size)
             data = obj.data
-            ftype = obj.type = res.type = filetype.sniff(data, size)
+            # The one sniff of this object: handlers read obj.type and obj.offset.
+            ftype, obj.offset = filetype.locate(data, size)
+            obj.type = res.type = ftype
             found = self._match(obj, data, ftype, size)
             if found:
                 res.status = Status.INFECTED
@@ -134,9 +138,12 @@ class Engine:
                     # stays small however many follow.
                     found = self._guarded_child(obj, child, ctx, ancestry, unpack=False)
                     if found.status != Status.CLEAN:
+                        found.member = child.member
                         res.children.append(found)
                 else:
-                    res.children.append(self._guarded_child(obj, child, ctx, ancestry))
+                    found = self._guarded_child(obj, child, ctx, ancestry)
+                    found.member = child.member
+                    res.children.append(found)
                 ctx.check_time()
         except Encrypted as err:
             self._mark(res, Status.PROTECTED, f"encrypted{': ' + str(err) if str(err) else ''}")
@@ -203,7 +210,7 @@ class Engine:
         found = self._meta_threats(parent, child, ancestry)
         if found:
             res.children.append(ObjectResult(join_path(parent.name, child.name), "directory",
-                                             0, Status.INFECTED, found))
+                                             0, Status.INFECTED, found, member=child.member))
 
     def _limit(self, res: ObjectResult, err: LimitExceeded, ctx: Context, depth: int) -> None:
         self._mark(res, ctx.limits.limit_status, err.reason)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .filetype import locate
 from .signatures.subject import MemberMeta
 
 # Separates a container from a member inside it: ``mail.eml//2:invoice.zip//clam.exe``.
@@ -52,6 +53,9 @@ class ObjectResult:
     threats: list[Threat] = field(default_factory=list)
     reason: str = ""
     children: list["ObjectResult"] = field(default_factory=list)
+    # The index of the member its container's rebuild removes or replaces to get rid of this
+    # object (Child.member); None when the container cannot place it.
+    member: int | None = None
 
     def walk(self) -> Iterator["ObjectResult"]:
         yield self
@@ -71,6 +75,8 @@ class ObjectResult:
         }
         if self.reason:
             out["reason"] = self.reason
+        if self.member is not None:
+            out["member"] = self.member
         if self.children:
             out["children"] = [c.to_json() for c in self.children]
         return out
@@ -115,8 +121,8 @@ class ScanObject:
     by the user and grows by one for each container level.
     """
 
-    __slots__ = ("name", "depth", "parents", "_data", "_path", "_mm", "_fh", "_size", "type",
-                 "ancestry", "clamav_ancestry", "member", "container_size")
+    __slots__ = ("name", "depth", "parents", "_data", "_path", "_mm", "_fh", "_size", "_type",
+                 "_offset", "ancestry", "clamav_ancestry", "member", "container_size")
 
     MMAP_THRESHOLD = 1 << 20
 
@@ -139,7 +145,8 @@ class ScanObject:
         self._mm = None
         self._fh = None
         self._size = len(data) if data is not None else size
-        self.type = ""
+        self._type: str | None = None
+        self._offset = 0
         # Sniffed types of the containers this object came out of, outermost first, and what
         # the innermost one records about it (signature kinds that look at containers).
         self.ancestry: tuple[str, ...] = ()
@@ -155,6 +162,32 @@ class ScanObject:
     def path(self) -> str | None:
         """The file on disk behind this object, if any (handlers may hand it to libraries)."""
         return self._path
+
+    @property
+    def type(self) -> str:
+        """The engine's type name, sniffed once (filetype.locate): the engine sets it on entry,
+        handlers read it and never sniff again."""
+        if self._type is None:
+            self._sniff()
+        return self._type
+
+    @type.setter
+    def type(self, value: str) -> None:
+        self._type = value
+
+    @property
+    def offset(self) -> int:
+        """Where content of that type starts: 0, but for an archive behind other bytes."""
+        if self._type is None:
+            self._sniff()
+        return self._offset
+
+    def _sniff(self) -> None:
+        self._type, self._offset = locate(self.data, self.size)
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        self._offset = value
 
     @property
     def size(self) -> int:
@@ -214,6 +247,10 @@ class Child:
     meta: MemberMeta | None = None
     # Only metadata to judge (a directory entry): reported only if a .cdb rule names it.
     meta_only: bool = False
+    # The index of the member the container's rebuild (containers.rebuilder_for) removes or
+    # replaces to get rid of this child; None when the handler cannot place it there. Several
+    # children may share one (a mail part and the uuencoded files found in its text).
+    member: int | None = None
 
 
 def join_path(parent: str, child: str) -> str:

@@ -13,9 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..paths import SYSTEM_STATE_DIR
+from ..paths import SYSTEM_STATE_DIR, setup_dir
 
-MANIFEST_DIR = SYSTEM_STATE_DIR / "setup"
+MANIFEST_DIR = setup_dir(SYSTEM_STATE_DIR)
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
 

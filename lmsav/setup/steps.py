@@ -17,22 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
-from ..spool.queue import DIR_MODE
+from ..mail.groups import groups_dir
+from ..spool.nqueue import DIR_MODE
 from . import mta as mta_mod
 from . import units
 from .answers import Answers
 from .manifest import MANIFEST_DIR, Manifest, file_hash
 
 CONFIG_FILE = paths.SYSTEM_CONFIG_FILE
-GROUPS_DEFAULT = paths.SYSTEM_CONFIG_DIR / "groups.d" / "default.toml"
-LOG_DIR = Path("/var/log/lmsav")
+GROUPS_DEFAULT = groups_dir(paths.SYSTEM_CONFIG_FILE) / "default.toml"
+LOG_DIR = paths.SYSTEM_LOG_DIR
 SPOOL_LOG = LOG_DIR / "spool.log"
 LOGROTATE_FILE = Path("/etc/logrotate.d/lmsav")
 CLAMAV_DIR = Path("/var/lib/clamav")
 ORIGINALS = MANIFEST_DIR / "originals"
 SWEEP_NAME = "setup-nightly"
 UPDATE_NAME = "setup-update"
-UPDATED_DATABASE = paths.SYSTEM_STATE_DIR / "bases" / "current"  # lmsav update's current link
+UPDATED_DATABASE = paths.bases_dir(paths.SYSTEM_STATE_DIR) / "current"  # lmsav update's current link
 TEMPLATE = Path(__file__).resolve().parent.parent / "data" / "lmsav.toml.example"
 CLAMAV_DATABASE_FILES = (".cvd", ".cld", ".cud")
 
@@ -101,8 +102,8 @@ def directories(ctx: Context, settings) -> None:
     state = Path(settings.paths.state_dir)
     for path in permissions.shared_dirs(settings):
         made += _ensure_dir(ctx, path, uid, gid, DIR_MODE,
-                            store=path in (state / "backup",))
-    made += _ensure_dir(ctx, state / "quarantine", uid, gid, DIR_MODE, store=True)
+                            store=path == paths.backup_dir(state))
+    made += _ensure_dir(ctx, paths.quarantine_dir(state), uid, gid, DIR_MODE, store=True)
     made += _ensure_dir(ctx, paths.SYSTEM_RUN_DIR, uid, gid, DIR_MODE)
     made += _ensure_dir(ctx, LOG_DIR, uid, gid, 0o2750)
     if not SPOOL_LOG.exists():

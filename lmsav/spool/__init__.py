@@ -1,1 +1,1 @@
-"""Reserved for a later part of lmsav (see DESIGN.md)."""
+"""The nqueue/ spool: `lmsav enqueue`, the watcher that reinjects what the mail service plans."""

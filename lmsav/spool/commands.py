@@ -14,8 +14,7 @@ import sys
 import click
 
 from ..clitools import Fatal, load_settings, root_options
-
-from .queue import Entry, Spool, SpoolError
+from .nqueue import Spool, SpoolEntry, SpoolError
 
 LOG_FORMAT = "%(asctime)s lmsav-spool[%(process)d]: %(message)s"
 
@@ -78,14 +77,14 @@ def _log_handler(log_file) -> logging.Handler:
         raise Fatal(f"log file {log_file}: {err.strerror or err}") from None
 
 
-def _entry_json(state: str, entry: Entry) -> dict:
+def _entry_json(state: str, entry: SpoolEntry) -> dict:
     env = entry.envelope
     return {
         "id": entry.id,
         "state": state,
         "sender": env.sender,
         "recipients": list(env.recipients),
-        "queue_id": env.queue_id,
+        "queue_id": entry.queue_id,
         "arrived": env.arrived,
         "attempts": entry.attempts,
         "not_before": entry.not_before,
@@ -171,7 +170,7 @@ def show_cmd(ctx, entry_id, as_json):
     env = entry.envelope
     click.echo(f"entry:      {entry.id} ({state})")
     click.echo(f"file:       {entry.path}")
-    click.echo(f"queue id:   {env.queue_id or '-'}")
+    click.echo(f"queue id:   {entry.queue_id or '-'}")
     click.echo(f"arrived:    {_when(env.arrived)}")
     click.echo(f"sender:     <{env.sender}>")
     for i, r in enumerate(env.recipients):

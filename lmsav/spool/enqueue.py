@@ -1,6 +1,6 @@
 """`lmsav enqueue`: the MTA's pipe target; makes one message durable in the spool.
 
-Runs once per message, so it imports the standard library and the spool module only (no
+Runs once per message, so it imports the standard library, the spool module and the envelope type only (no
 click, no configuration loader, no engine). Exit 0 means the entry is on disk; every failure,
 whatever its cause, exits 75 (EX_TEMPFAIL) so the MTA keeps the message and tries again.
 """
@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from .queue import Envelope, Spool, SpoolError
+from ..mail.envelope import Envelope
+from .nqueue import Spool, SpoolError
 
 EX_OK = 0
 EX_TEMPFAIL = 75  # sysexits.h: the MTA defers and retries; never 64 or 1, which would bounce
@@ -53,8 +54,8 @@ def main(argv: list[str]) -> int:
         sender, queue_id, spool_dir, recipients = options
         spool = Spool(_spool_dir(spool_dir))
         spool.ensure()
-        envelope = Envelope(sender=sender, recipients=tuple(recipients), queue_id=queue_id)
-        spool.enqueue(envelope, sys.stdin.buffer)
+        envelope = Envelope(sender=sender, recipients=tuple(recipients))
+        spool.enqueue(envelope, sys.stdin.buffer, queue_id)
     except (_Failure, SpoolError) as err:
         return _fail(str(err))
     except BaseException as err:  # noqa: BLE001 - whatever it is, the MTA must keep the mail
@@ -143,7 +144,7 @@ def _spool_dir(cli_value: str | None) -> Path:
     state_dir = _config_path(config_file, data.get("paths", {}), "paths", "state_dir")
     if state_dir is None:
         state_dir = paths.state_dir()
-    return state_dir / "nqueue"
+    return paths.nqueue_dir(state_dir)
 
 
 def _read_config(path: Path, required: bool) -> dict:

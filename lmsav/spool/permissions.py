@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
-from .queue import DIR_MODE, SUBDIRS
+from .nqueue import DIR_MODE, SUBDIRS
 
 DELIVERED_DIR = "delivered"
 
@@ -72,7 +72,7 @@ def shared_dirs(settings) -> list[Path]:
     state = Path(settings.paths.state_dir)
     spool = Path(settings.spool_dir())
     dirs = [state, spool, *(spool / sub for sub in SUBDIRS), spool / DELIVERED_DIR,
-            state / "stats", state / "backup", paths.cache_dir()]
+            paths.stats_dir(state), paths.backup_dir(state), paths.cache_dir()]
     seen, out = set(), []
     for path in dirs:
         if path not in seen:

@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from ..clitools import Fatal, root_options
-
 from . import setup_exim, setup_postfix
 
 DEFAULT_QMAIL_RULES = Path("/etc/tcp.smtp")

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
+
 DEFAULT_CONFIG_DIR = Path("/etc/exim4")
 DEFAULT_PORT = 10026
 DEFAULT_USER = "lmsav"
@@ -71,8 +73,8 @@ def router_lines(port: int) -> list[str]:
     any address; the routers after it still decide that.
     """
     return [
-        "# Every message goes through lmsav first, except what lmsav sends back to "
-        f"127.0.0.1:{port}.",
+        ("# Every message goes through lmsav first, except what lmsav sends back to "
+        f"127.0.0.1:{port}."),
         f"{ROUTER}:",
         '  debug_print = "R: lmsav_scan for $local_part@$domain"',
         "  driver = accept",
@@ -227,8 +229,8 @@ def plan_setup(layout: Layout, where: Path, options: Options) -> Plan:
     except KeyError:
         plan.problems.append(
             f"user {options.user} does not exist; create it first, e.g. `useradd --system "
-            f"--home-dir /var/lib/lmsav --shell /usr/sbin/nologin {options.user}`, or choose "
-            "another with --user")
+            f"--home-dir {paths.SYSTEM_STATE_DIR} --shell /usr/sbin/nologin {options.user}`, "
+            "or choose another with --user")
     if not Path(options.lmsav).is_absolute() or not os.access(options.lmsav, os.X_OK):
         plan.problems.append(f"{options.lmsav} is not an executable given by its absolute path; "
                              "give the lmsav executable with --lmsav")
@@ -302,7 +304,7 @@ def strip_lmsav(text: str) -> str:
         elif bare == END and inside:
             inside = False
         elif not inside:
-            out.append(line[len(WAS):] if line.startswith(WAS) else line)
+            out.append(line.removeprefix(WAS))
     if inside:
         raise SetupError(f'a "{BEGIN[:15]}" block has no "{END}" line; fix the file by hand')
     return "".join(out)
@@ -385,23 +387,23 @@ def _interface_notes(layout: Layout, where: Path) -> list[str]:
         for line in lines[:_first_begin(lines)]:
             match = _INTERFACES_RE.match(line)
             if match and "127.0.0.1" not in match[1] and "MAIN_LOCAL_INTERFACES" not in match[1]:
-                return [f"local_interfaces = {match[1]} does not include 127.0.0.1, where lmsav "
-                        "sends scanned mail back; add it"]
+                return [(f"local_interfaces = {match[1]} does not include 127.0.0.1, where lmsav "
+                        "sends scanned mail back; add it")]
         return []
     value = _debian_settings(where).get("dc_local_interfaces")
     if value and "127.0.0.1" not in value:
-        return [f"dc_local_interfaces='{value}' in update-exim4.conf.conf does not include "
-                "127.0.0.1, where lmsav sends scanned mail back; add it"]
+        return [(f"dc_local_interfaces='{value}' in update-exim4.conf.conf does not include "
+                "127.0.0.1, where lmsav sends scanned mail back; add it")]
     return []
 
 
 def _next_steps(layout: Layout, where: Path) -> list[str]:
     if layout is Layout.SINGLE:
-        return ["then restart Exim so that it listens on the new port (a SIGHUP to the daemon "
-                "is enough)"]
+        return [("then restart Exim so that it listens on the new port (a SIGHUP to the daemon "
+                "is enough)")]
     command = "update-exim4.conf" + ("" if where == DEFAULT_CONFIG_DIR else f" -d {where}")
-    return [f"then run `{command}` and restart Exim; check that SMTPLISTENEROPTIONS in "
-            "/etc/default/exim4 does not override the ports with -oX"]
+    return [(f"then run `{command}` and restart Exim; check that SMTPLISTENEROPTIONS in "
+            "/etc/default/exim4 does not override the ports with -oX")]
 
 
 # -- applying ------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
+
 DEFAULT_CONFIG_DIR = Path("/etc/postfix")
 DEFAULT_PORT = 10026
 DEFAULT_USER = "lmsav"
@@ -245,8 +247,8 @@ def plan_setup(postfix: Postfix, lmsav: str, user: str = DEFAULT_USER,
         pwd.getpwnam(user)
     except KeyError:
         problems.append(f"user {user} does not exist; create it first, e.g. `useradd --system "
-                        f"--home-dir /var/lib/lmsav --shell /usr/sbin/nologin {user}`, or "
-                        "choose another with --user")
+                        f"--home-dir {paths.SYSTEM_STATE_DIR} --shell /usr/sbin/nologin "
+                        f"{user}`, or choose another with --user")
     if not os.access(lmsav, os.X_OK) or not Path(lmsav).is_absolute():
         problems.append(f"{lmsav} is not an executable given by its absolute path; give the "
                         "lmsav executable with --lmsav")

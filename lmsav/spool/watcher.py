@@ -1,12 +1,12 @@
 """`lmsav spool watch`: take entries from nqueue/new/, apply mail policy, reinject the results.
 
-One parent process and N worker processes. The parent loads the configuration, the recipient
-groups and the signature database, then forks the workers, so they share the compiled database
-copy-on-write. It watches ``new/`` with inotify (watchdog), rescans it every ``rescan_interval``
-as a safety net, and hands out entry ids one at a time; it never touches a message itself. A
-worker claims the entry (the rename into ``work/`` succeeds for one worker only), runs
-``MailProcessor.process``, reinjects every resulting delivery through its own reinjector
-connection and only then completes the entry. Any failure counts an attempt (``Spool.retry``,
+One parent process and N worker processes (lmsav.workers). The parent loads the
+configuration and builds the mail service (recipient groups, signature database), then forks the
+workers, so they share the compiled database copy-on-write. It watches ``new/`` with inotify
+(watchdog), rescans it every ``rescan_interval`` as a safety net, and hands out entry ids one at
+a time; it never touches a message itself. A worker claims the entry (the rename into ``work/``
+succeeds for one worker only), asks ``MailService.decide`` for the plan, reinjects every
+delivery of the plan through its own reinjector connection and only then completes the entry. Any failure counts an attempt (``Spool.retry``,
 backoff doubling from ``retry_delay`` up to an hour) or holds the entry; nothing is dropped.
 
 Deliveries already made are remembered in ``<spool>/delivered/<id>.json`` when an entry is not
@@ -36,22 +36,20 @@ import os
 import re
 import selectors
 import signal
-import socket
-import sys
 import time
-import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable
 
 from ..durable import fsync_dir as _fsync_dir
-from ..mail.deliveries import Delivery, plan_deliveries
-from ..mail.raw import header_end
+from ..mail.deliveries import Delivery
+from ..mail.service import MailService, MailServiceError
+from ..scanner.containers.mimeedit import header_end
+from ..workers import Worker, WorkerPool
 from . import permissions
+from .nqueue import DIR_MODE, NAME_RE, Spool, SpoolEntry, SpoolError
 from .permissions import DELIVERED_DIR
-from .queue import DIR_MODE, NAME_RE, Entry, Spool, SpoolError
 from .reinject import ReinjectError, Reinjector, from_setting
 
 log = logging.getLogger("lmsav.spool")
@@ -71,10 +69,6 @@ class Result:
     entry_id: str
     result: str  # done | retry | held | gone | stuck
     delay: float = 0.0  # retry: seconds until the entry is due again
-
-
-# What to reinject (plan_deliveries, build_reject_notice) lives in mail/deliveries.py, shared
-# with lmsav-qmail-queue.
 
 
 # -- deliveries already made, across retries -----------------------------------------------------
@@ -132,15 +126,18 @@ def retry_delay(base: float, attempts: int) -> float:
 class EntryHandler:
     """Claims, processes, reinjects and finishes one entry at a time (a worker's whole job)."""
 
-    def __init__(self, spool: Spool, processor, reinjector: Reinjector, retry_base: float,
-                 max_attempts: int, groups=None):
+    def __init__(self, spool: Spool, service: MailService, reinjector: Reinjector,
+                 retry_base: float, max_attempts: int):
         self.spool = spool
-        self.processor = processor
+        self.service = service
         self.reinjector = reinjector
         self.retry_base = retry_base
         self.max_attempts = max_attempts
-        self.groups = groups
         self.delivered = DeliveredStore(spool.root)
+
+    def run_job(self, entry_id: str, _fds) -> Result:
+        """The worker pool's side: one entry id in, its Result out."""
+        return self.handle(entry_id)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -160,10 +157,9 @@ class EntryHandler:
         try:
             raw = self.spool.message(entry)
             line.message_id = _message_id(raw)
-            outcome = self.processor.process(raw, env.sender, list(env.recipients))
-            line.outcome(outcome)
-            deliveries = plan_deliveries(outcome, env, raw, self.groups,
-                                         getattr(self.processor, "hostname", "localhost"))
+            plan = self.service.decide(raw, env)
+            line.outcome(plan.outcome)
+            deliveries = plan.deliveries  # after the queue: a refusal is a notice, too
         except Exception as err:  # a bug or a resource problem: count an attempt, keep the mail
             log.debug("entry=%s processing failed", entry_id, exc_info=True)
             return self._fail(entry, line, f"processing failed: {_describe(err)}", False)
@@ -211,7 +207,7 @@ class EntryHandler:
             log.error("entry=%s cannot record the deliveries made (a retry may duplicate "
                       "them): %s", entry_id, err)
 
-    def _fail(self, entry: Entry, line: "_LogLine", reason: str, permanent: bool) -> Result:
+    def _fail(self, entry: SpoolEntry, line: _LogLine, reason: str, permanent: bool) -> Result:
         """Count a failed attempt, or hold at once when trying again cannot help."""
         delay = retry_delay(self.retry_base, entry.attempts)
         try:
@@ -233,7 +229,7 @@ class EntryHandler:
 class _LogLine:
     """The one log line per message: queue id, message id, envelope, groups, result, time."""
 
-    def __init__(self, entry: Entry, t0: float):
+    def __init__(self, entry: SpoolEntry, t0: float):
         self.entry = entry
         self.t0 = t0
         self.message_id = ""
@@ -253,7 +249,7 @@ class _LogLine:
             extra = f" attempt={self.entry.attempts + 1} next_in={delay:g}s" + extra
         log.log(level, "queue_id=%s message_id=%s from=<%s> to=<%s> group=%s status=%s "
                        "action=%s time=%.3fs entry=%s result=%s%s",
-                env.queue_id or "-", _token(self.message_id), env.sender,
+                self.entry.queue_id or "-", _token(self.message_id), env.sender,
                 ",".join(env.recipients), self.groups, self.status, self.action,
                 time.monotonic() - self.t0, self.entry.id, result, extra)
 
@@ -273,35 +269,6 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-# -- worker processes ----------------------------------------------------------------------------
-
-@dataclass
-class _Worker:
-    pid: int
-    conn: Connection
-    generation: int
-    busy: str | None = None
-    retiring: bool = False
-
-
-def _worker_loop(conn: Connection, handler: EntryHandler) -> int:
-    try:
-        while True:
-            try:
-                item = conn.recv()
-            except (EOFError, OSError):
-                return 0  # the parent is gone: whatever is left stays in new/
-            if item is None:
-                return 0
-            result = handler.handle(item)
-            try:
-                conn.send(result)
-            except OSError:
-                return 0
-    finally:
-        handler.close()
-
-
 # -- the watcher ---------------------------------------------------------------------------------
 
 @dataclass
@@ -309,10 +276,16 @@ class _Loaded:
     """What the parent loads before forking and reloads on SIGHUP."""
 
     settings: object
-    groups: object
-    database: object
-    processor: object
+    service: MailService
     workers: int
+
+    @property
+    def database(self):
+        return self.service.database
+
+    @property
+    def groups(self):
+        return self.service.groups
 
 
 class Watcher:
@@ -329,8 +302,7 @@ class Watcher:
         self.reinjector_factory = reinjector_factory or (
             lambda settings: from_setting(settings.spool.reinject))
         self.spool = Spool(settings.spool_dir())
-        self._workers: dict[int, _Worker] = {}
-        self._generation = 0
+        self._pool: WorkerPool | None = None
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
         self._inflight: dict[str, int] = {}  # entry id → worker pid
@@ -349,34 +321,13 @@ class Watcher:
 
     # -- loading ---------------------------------------------------------------------------------
     def _load(self, settings) -> _Loaded:
-        from .. import config as config_mod
-        from ..mail.backup import BackupStore
-        from ..mail.groups import groups_dir, load_groups
-        from ..mail.process import MailProcessor
-        from ..scanner.signatures.database import Database, DatabaseError
-        from ..scanner.signatures.errors import SignatureError
-
         try:
-            groups = load_groups(groups_dir(self.config_path)) if self.config_path else \
-                load_groups(None)
-        except config_mod.ConfigError as err:
+            service = MailService.from_settings(settings, self.config_path,
+                                                database_dir=self.database_dir)
+        except MailServiceError as err:
             raise WatcherError(str(err)) from None
-        # Resolved once: an update switching `current` mid-load must not mix two versions.
-        directory = Path(os.path.realpath(self.database_dir or settings.database_dir()))
-        try:
-            database = Database.load(directory, build_in_child=True)
-        except (DatabaseError, SignatureError, OSError) as err:
-            raise WatcherError(str(err)) from None
-        from ..scanner.containers import load_all
-
-        load_all()  # before the workers fork
-        state = Path(settings.paths.state_dir)
-        processor = MailProcessor(
-            database, groups, settings.limits(), backup_store=BackupStore(state / "backup"),
-            stats_dir=state / "stats",
-            tmp_root=str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
         workers = self.workers_override or settings.spool.workers or os.cpu_count() or 1
-        return _Loaded(settings, groups, database, processor, max(1, workers))
+        return _Loaded(settings, service, max(1, workers))
 
     def _reload_now(self) -> None:
         from .. import config as config_mod
@@ -391,12 +342,7 @@ class Watcher:
             log.warning("reload: the spool directory cannot change while running; still "
                         "watching %s", self.spool.root)
         self.settings, self._loaded = settings, loaded
-        self._generation += 1
-        for w in self._workers.values():
-            w.retiring = True
-            if w.busy is None:
-                self._retire(w)
-        self._spawn(loaded.workers)
+        self._pool.new_generation(loaded.workers)
         log.info("reloaded: database %s, groups %s, %d workers", loaded.database.version,
                  ",".join(loaded.groups.names()), loaded.workers)
 
@@ -460,7 +406,9 @@ class Watcher:
         if recovered:
             log.info("recovered %d entries from work/ of an earlier run", recovered)
         self._loaded = self._load(self.settings)
-        self._spawn(self._loaded.workers)
+        self._pool = WorkerPool(self._loaded.workers, self._make_handler, self._selector,
+                                child_setup=self._worker_setup, around_fork=self._observer_paused)
+        self._pool.start()
         if not once:
             self._start_observer()
         log.info("watching %s: %d workers, database %s, reinject %s", self.spool.root,
@@ -488,7 +436,8 @@ class Watcher:
                     self._next_rescan = now + interval
                     self._dirty = True
                     self._sweep_orphans()
-                if self._dirty and len(self._queue) < len(self._idle()) + 1:
+                self._pool.reap()
+                if self._dirty and len(self._queue) < len(self._pool.idle()) + 1:
                     self._refill(now)
                 self._dispatch()
                 if once and not self._queue and not self._inflight:
@@ -519,23 +468,18 @@ class Watcher:
             self._queue.append(entry_id)
             self._queued.add(entry_id)
 
-    def _idle(self) -> list[_Worker]:
-        return [w for w in self._workers.values()
-                if w.busy is None and not w.retiring and w.generation == self._generation]
-
     def _dispatch(self) -> None:
-        for w in self._idle():
+        for w in self._pool.idle():
             if not self._queue:
                 return
             entry_id = self._queue.popleft()
             self._queued.discard(entry_id)
             try:
-                w.conn.send(entry_id)
+                self._pool.send(w, entry_id, entry_id)
             except OSError:
                 self._queue.appendleft(entry_id)
                 self._queued.add(entry_id)
                 continue  # the worker died; its EOF is handled in _wait
-            w.busy = entry_id
             self._inflight[entry_id] = w.pid
 
     def _wait(self, timeout: float) -> None:
@@ -544,13 +488,13 @@ class Watcher:
                 self._drain_wake()
                 self._dirty = True
                 continue
-            w: _Worker = key.data
-            try:
-                result: Result = w.conn.recv()
-            except (EOFError, OSError):
+            w: Worker = key.data
+            answers = self._pool.read(w)
+            if answers is None:
                 self._worker_died(w)
                 continue
-            self._finished(w, result)
+            for _entry_id, result in answers:
+                self._finished(result)
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
@@ -561,8 +505,7 @@ class Watcher:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
 
-    def _finished(self, w: _Worker, result: Result) -> None:
-        w.busy = None
+    def _finished(self, result: Result) -> None:
         self._inflight.pop(result.entry_id, None)
         self.counts[result.result] = self.counts.get(result.result, 0) + 1
         if result.result == "retry":
@@ -570,22 +513,16 @@ class Watcher:
         elif result.result == "stuck":
             self._not_before[result.entry_id] = time.time() + result.delay
             heapq.heappush(self._timers, time.time() + result.delay)
-        if w.retiring or w.generation != self._generation:
-            self._retire(w)
 
-    def _worker_died(self, w: _Worker) -> None:
-        self._selector.unregister(w.conn)
-        w.conn.close()
-        self._workers.pop(w.pid, None)
-        status = _reap(w.pid)
-        if w.busy is not None:
-            self._inflight.pop(w.busy, None)
-            log.error("worker %d died (%s) while processing entry %s", w.pid, status, w.busy)
-            self._requeue(w.busy, f"worker died ({status})")
+    def _worker_died(self, w: Worker) -> None:
+        entry_id = self._pool.died(w)  # replaced by the pool if it was current
+        if entry_id is not None:
+            self._inflight.pop(entry_id, None)
+            log.error("worker %d died (%s) while processing entry %s", w.pid, w.exit_status,
+                      entry_id)
+            self._requeue(entry_id, f"worker died ({w.exit_status})")
         elif not w.retiring:
-            log.error("worker %d died (%s)", w.pid, status)
-        if not w.retiring and w.generation == self._generation and not self._stop:
-            self._spawn(1)
+            log.error("worker %d died (%s)", w.pid, w.exit_status)
 
     def _requeue(self, entry_id: str, reason: str) -> None:
         """An entry left in work/ by a worker that is gone: count the attempt, so a message
@@ -615,89 +552,46 @@ class Watcher:
             if match and match["id"] not in self._inflight:
                 self._requeue(match["id"], "left in work/ without a worker")
 
-    def _retire(self, w: _Worker) -> None:
-        w.retiring = True
-        with contextlib.suppress(OSError):
-            w.conn.send(None)
+    # -- workers ---------------------------------------------------------------------------------
+    def _make_handler(self) -> EntryHandler:
+        """A new worker's job handler, over what the parent has loaded now."""
+        loaded = self._loaded
+        return EntryHandler(Spool(self.spool.root), loaded.service,
+                            self.reinjector_factory(loaded.settings),
+                            float(loaded.settings.spool.retry_delay),
+                            loaded.settings.spool.max_attempts)
 
-    # -- forking ---------------------------------------------------------------------------------
-    def _spawn(self, count: int) -> None:
-        """Fork ``count`` workers with the currently loaded database and groups. No other
-        thread may run during fork(): the inotify observer is paused around it."""
-        if count <= 0:
-            return
+    def _worker_setup(self, _sock) -> None:
+        """In a new worker: the parent's selector and wake pipe are not its own."""
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    @contextlib.contextmanager
+    def _observer_paused(self):
+        """No other thread may run during fork(): the inotify observer stops around it."""
         observing = self._observer is not None
         if observing:
             self._stop_observer()
         try:
-            for _ in range(count):
-                self._fork_one()
+            yield
         finally:
             if observing:
                 self._start_observer()
                 self._dirty = True  # events may have been missed while paused
 
-    def _fork_one(self) -> None:
-        loaded = self._loaded
-        parent_sock, child_sock = socket.socketpair()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            code = 70
-            try:
-                parent_sock.close()
-                for other in self._workers.values():
-                    other.conn.close()  # else a sibling's EOF would never come
-                self._selector.close()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_IGN)  # the parent coordinates
-                signal.set_wakeup_fd(-1)
-                spool = Spool(self.spool.root)
-                handler = EntryHandler(
-                    spool, loaded.processor, self.reinjector_factory(loaded.settings),
-                    float(loaded.settings.spool.retry_delay), loaded.settings.spool.max_attempts,
-                    loaded.groups)
-                code = _worker_loop(Connection(child_sock.detach()), handler)
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                with contextlib.suppress(Exception):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(code)
-        child_sock.close()
-        conn = Connection(parent_sock.detach())
-        w = _Worker(pid, conn, self._generation)
-        self._workers[pid] = w
-        self._selector.register(conn, selectors.EVENT_READ, w)
-
     def _shutdown_workers(self) -> None:
-        for w in list(self._workers.values()):
-            with contextlib.suppress(OSError):
-                w.conn.send(None)
-        deadline = time.monotonic() + 30
-        for w in list(self._workers.values()):
-            with contextlib.suppress(Exception):
-                self._selector.unregister(w.conn)
-            # Wait for the worker's EOF (it exits after its current entry), then reap it.
-            while time.monotonic() < deadline:
-                try:
-                    if w.conn.poll(0.5):
-                        result = w.conn.recv()
-                        if isinstance(result, Result):
-                            self._finished(w, result)
-                except (EOFError, OSError):
-                    break
-            w.conn.close()
-            _reap(w.pid)
-        self._workers.clear()
+        if self._pool is not None:
+            # Each worker finishes its entry and answers; then it sees the end of its socket.
+            self._pool.stop(30, on_result=lambda _w, _job, result: self._finished(result))
 
     # -- inotify ---------------------------------------------------------------------------------
     def _start_observer(self) -> None:
-        from watchdog.events import FileCreatedEvent, FileMovedEvent, FileSystemEventHandler
+        from watchdog.events import (
+            FileCreatedEvent,
+            FileMovedEvent,
+            FileSystemEventHandler,
+        )
         from watchdog.observers import Observer
 
         watcher = self
@@ -734,6 +628,8 @@ class Watcher:
                 log.info("%s: finishing %d messages in flight, then stopping",
                          signal.Signals(signum).name, len(self._inflight))
             self._stop = True
+            if self._pool is not None:
+                self._pool.stopping = True  # a worker dying now is not replaced
 
         def reload(_signum, _frame):
             self._reload = True
@@ -785,13 +681,3 @@ class Watcher:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def _reap(pid: int) -> str:
-    try:
-        _pid, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return "already reaped"
-    if os.WIFSIGNALED(status):
-        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit {os.WEXITSTATUS(status)}"

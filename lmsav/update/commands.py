@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .. import paths
 from ..clitools import Fatal, load_settings
 
 EXIT_CURRENT, EXIT_NOT_CURRENT = 0, 1
@@ -50,7 +51,7 @@ def update(ctx, sources, database, as_json, allow_downgrade, rollback_to, show_s
     overrides = {"update.sources": list(sources) or None,
                  "update.dir": os.path.abspath(database) if database else None}
     settings = load_settings(ctx, overrides)
-    root = Path(settings.update.dir or Path(settings.paths.state_dir) / "bases")
+    root = Path(settings.update.dir or paths.bases_dir(settings.paths.state_dir))
     if show_status:
         ctx.exit(_show_status(settings, root, as_json))
     from .updater import NoSuchVersion, Options

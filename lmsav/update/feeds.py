@@ -16,50 +16,22 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+# Which feeds and how each is verified is configuration: lmsav.config reads it.
+from ..config import Feed, parse_feeds
 from .errors import NotFound, SourceError, UpdateError
 
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 YARA_SUFFIXES = (".yar", ".yara")
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<body")
 
 
 class FeedError(UpdateError):
     """A feed was refused or could not be fetched: nothing is installed."""
-
-
-@dataclass(frozen=True)
-class Feed:
-    url: str  # https://, http://, file:// or an absolute path
-    sha256: str = ""
-    signed: bool = False
-
-    @property
-    def kind(self) -> str:
-        path = urlsplit(self.url).path.lower() if "://" in self.url else self.url.lower()
-        if path.endswith(".bundle"):
-            return "bundle"
-        if path.endswith(ARCHIVE_SUFFIXES):
-            return "rule set"
-        from ..scanner.signatures import formats
-
-        if path.endswith(formats.SIGNATURE_EXTENSIONS):
-            return "file"
-        return "directory"
-
-    @property
-    def local(self) -> Path | None:
-        parts = urlsplit(self.url)
-        if parts.scheme == "file":
-            return Path(unquote(parts.path))
-        return None if parts.scheme else Path(os.path.expanduser(self.url))
 
 
 @dataclass
@@ -101,50 +73,6 @@ class Extras:
 
     def to_json(self) -> list[dict]:
         return [f.to_json() for f in self.fetched]
-
-
-# -- configuration ----------------------------------------------------------------------------
-
-def parse_feeds(value: Any) -> tuple[Feed, ...]:
-    """``[update] feeds``: URLs, or tables {url, sha256, signed}; ValueError with the reason."""
-    if not isinstance(value, (list, tuple)):
-        raise TypeError("not a list")
-    feeds = tuple(_parse_feed(item) for item in value)
-    if len({f.url for f in feeds}) != len(feeds):
-        raise ValueError("a feed is listed twice")
-    return feeds
-
-
-def _parse_feed(item: Any) -> Feed:
-    table = {"url": item} if isinstance(item, str) else item
-    if not isinstance(table, dict) or set(table) - {"url", "sha256", "signed"}:
-        raise ValueError(f"{item!r}: a URL or a table with url, sha256, signed")
-    url, pin, signed = table.get("url"), table.get("sha256", ""), table.get("signed", False)
-    if not isinstance(url, str) or not isinstance(pin, str) or not isinstance(signed, bool):
-        raise TypeError(f"{item!r}: url and sha256 are strings, signed is true or false")
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https"):
-        if not parts.hostname:
-            raise ValueError(f"{url}: no host")
-    elif parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError(f"{url}: a file:// URL names an absolute path")
-    elif parts.scheme or not os.path.isabs(os.path.expanduser(url)):
-        raise ValueError(f"{url}: an https://, http:// or file:// URL, or an absolute path")
-    pin = pin.lower()
-    if pin and not SHA256_RE.fullmatch(pin):
-        raise ValueError(f"{url}: sha256 is 64 hex digits")
-    feed = Feed(url, pin, signed)
-    if feed.kind == "directory" and (pin or signed):
-        raise ValueError(f"{url}: a directory takes no sha256 or signed (its files are read "
-                         f"as they are)")
-    if feed.kind == "directory" and feed.local is None:
-        raise ValueError(f"{url}: not a signature file, .bundle or .tar.gz")
-    if feed.kind == "bundle" and pin:
-        raise ValueError(f"{url}: a bundle is verified by its signature, not a sha256 pin")
-    if parts.scheme == "http" and feed.kind != "bundle" and not (pin or signed):
-        raise ValueError(f"{url}: plain http:// needs a sha256 pin or signed = true")
-    return feed
 
 
 # -- fetching ---------------------------------------------------------------------------------

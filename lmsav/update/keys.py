@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from .. import paths
 
-SYSTEM_KEY_DIR = Path("/etc/lmsav/keys")
+SYSTEM_KEY_DIR = paths.SYSTEM_CONFIG_DIR / "keys"
 KEY_SUFFIX = ".pub"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SIGNATURE_MAGIC = "lmsav-signature 1"

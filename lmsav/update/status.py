@@ -7,6 +7,7 @@ import datetime
 import os
 from pathlib import Path
 
+from .. import paths
 from . import state as state_mod
 from .notify import uses
 from .store import Store
@@ -104,7 +105,7 @@ def schedules_for(config_file: Path, required: bool, root: Path) -> Path | None:
         plain = load_settings(config_file, None, {}, required=required)
     except ConfigError:
         return None
-    scheduled = plain.update.dir or Path(plain.paths.state_dir) / "bases"
+    scheduled = plain.update.dir or paths.bases_dir(plain.paths.state_dir)
     if os.path.abspath(scheduled) != os.path.abspath(root):
         return None
     return schedules_dir(config_file)

@@ -1,1 +1,1 @@
-"""Reserved for a later part of lmsav (see DESIGN.md)."""
+"""The web console: nothing yet; the package holds the place of the coming front end."""

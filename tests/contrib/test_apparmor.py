@@ -21,7 +21,7 @@ from lmsav.scanner.signatures.database import Database
 from lmsav.setup import steps
 from lmsav.spool import permissions
 from lmsav.spool.enqueue import main as enqueue_main
-from lmsav.spool.queue import SUBDIRS
+from lmsav.spool.nqueue import SUBDIRS
 from lmsav.spool.watcher import LOCK_NAME
 from tests.contrib.profile import PROFILE, REPO, compile_profile, parser, run_parser
 
@@ -42,6 +42,7 @@ NEEDS: dict[str, list[tuple[str, str, str]]] = {
         ("certs/local.crt", "r", "the .sign check"),
     ],
     "SYSTEM_CONFIG_FILE": [("", "r", "every command")],
+    "SYSTEM_LOG_DIR": [("spool.log", "rw", "the watcher's [spool] log_file")],
     "SYSTEM_STATE_DIR": [
         *((f"nqueue/{sub}/1700000000.123456.M1P2", "rw", "enqueue and the watcher")
           for sub in SUBDIRS),

@@ -17,9 +17,10 @@ from lmsav.mail.notify import (
     SHIPPED_TEMPLATES_DIR,
     Notice,
     NoticeInfo,
-    Templates,
     TemplateError,
+    Templates,
     build_notices,
+    notices_for_groups,
 )
 
 
@@ -165,7 +166,7 @@ def test_with_the_real_group_policy():
 
 
 def test_macros_are_filled():
-    sender, recipients, admin = build_notices(Group(), INFO)
+    sender, _recipients, admin = build_notices(Group(), INFO)
     assert parse(sender)["Subject"] == 'Your message "Quarterly report" was rejected'
     text = body(sender)
     assert "found to be infected." in text
@@ -174,7 +175,11 @@ def test_macros_are_filled():
     assert "  Message-ID:  <abc123@example.com>\n" in text
     assert "  Checked:     Tue, 02 Jan 2024 10:11:12 +0100\n" in text
     assert "  Reply:       554 5.7.1 Message infected\n" in text
-    assert "\n  mail.eml//2:report.zip//report.exe: Eicar-Test-Signature\n" in text
+    assert "It was rejected:\n  bob@example.org, carol@example.org: rejected\n" in text
+    assert "\n  mail.eml//2:report.zip//report.exe: infected (Eicar-Test-Signature)\n" in text
+    assert "\n  mail.eml//3:secret.zip: encrypted or password-protected (encrypted archive)\n" \
+        in text
+    assert "Your computer may be infected." in text
     assert "${" not in text
 
     assert parse(admin)["Subject"] == (
@@ -313,7 +318,9 @@ def test_german_strings():
     assert parse(sender)["Subject"] == 'Your message "Quarterly report" was abgewiesen'
     text = body(sender)
     assert "found to be infiziert." in text
-    assert "Threats found:\n  (keine)\n" in text
+    assert "Found:\n  mail.eml//2:report.zip//report.exe: infiziert (Eicar-Test-Signature)\n" \
+        in text
+    assert "Ihr Computer ist möglicherweise infiziert." in text
     assert templates.word("status", "suspicious") == "verdächtig"
 
 
@@ -430,3 +437,35 @@ def test_every_notice_parses_back(status, action):
         assert message["Subject"].count("Ünïcödé") == 30
         assert all(len(line) <= 78 for line in notice.message.split(b"\n"))
         assert "${" not in body(notice)
+
+
+def test_filtered_notice_names_the_file_and_why_without_infection_wording():
+    info = dataclasses.replace(
+        INFO, status="filtered", action="delete", threats=(), delivered=False, reject_reply="",
+        objects=(("message//2:setup.exe", "filtered", "name *.exe"),))
+    group = Group(notify_sender=("filtered",))
+    sender = build_notices(group, info)[0]
+    assert parse(sender)["Subject"] == 'Your message "Quarterly report" was deleted and not delivered'
+    text = body(sender)
+    assert "  message//2:setup.exe: blocked by the content filter (name *.exe)\n" in text
+    assert "infected" not in text and "(none)" not in text
+    assert "does not accept files like the one named" in text
+
+
+def test_one_notice_per_person_for_several_groups():
+    strict = dataclasses.replace(INFO, recipients=("bob@example.org",), group="strict")
+    lax = dataclasses.replace(INFO, recipients=("carol@example.org",), group="lax",
+                              action="warn")
+    notices = notices_for_groups([(Group(), strict), (Group(name="lax"), lax)],
+                                 lambda _group: None)
+    assert [(n.kind, n.envelope_to, n.groups) for n in notices] == [
+        ("sender", ("alice@example.com",), ("strict", "lax")),
+        ("recipients", ("bob@example.org",), ("strict",)),
+        ("recipients", ("carol@example.org",), ("lax",)),
+        ("admin", ("postmaster@example.org",), ("strict", "lax")),
+    ]
+    sender = notices[0]
+    assert parse(sender)["Subject"] == 'Your message "Quarterly report" was handled as follows'
+    text = body(sender)
+    assert "  bob@example.org: rejected\n" in text
+    assert "  carol@example.org: delivered with the affected parts replaced by a warning\n" in text

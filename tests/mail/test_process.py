@@ -115,28 +115,35 @@ def test_forged_av_headers_are_replaced(processor):
     assert m.get_all("X-AV-Threats") == ["Eicar-Test-Signature"]
 
 
-def test_infected_attachment_is_cured_in_strict_and_warned_in_lax(processor, tmp_path):
+def test_plain_infected_attachment_is_not_curable_in_strict_and_warned_in_lax(processor, tmp_path):
+    """Under "combined" the object is the part: a part that is itself the threat is not
+    curable, so strict's uncurable_action (reject) applies, as `lmsav scan` calls it."""
     raw = message(("doc.txt", b"hello", "text/plain"),
                   ("e.com", EICAR, "application/octet-stream"))
     out = run(processor, raw, "bob@strict.example", "carol@lax.example")
     strict, lax = out.groups
-    assert (strict.group, strict.recipients, strict.action) == ("strict", ["bob@strict.example"], "cure")
-    assert attachment_names(strict.message) == ["doc.txt"]
-    assert parsed(strict.message)["Subject"] == "[VIRUS] report"
+    assert (strict.group, strict.recipients, strict.action) == ("strict", ["bob@strict.example"],
+                                                                "reject")
+    assert strict.message is None and "Eicar-Test-Signature" in strict.reject_reply
+    [obj] = strict.objects
+    assert (obj.object, obj.action) == ("message//3:e.com", "reject")
+    assert obj.reason == "uncurable: the whole file is the threat"
     assert (lax.group, lax.action) == ("lax", "warn")
     lax_msg = parsed(lax.message)
     assert lax_msg.get_content_type() == "text/plain"
     assert "Eicar-Test-Signature" in lax_msg.get_content()
     assert EICAR not in lax.message
     # One backup of the original, shared; admin notice for strict, none for lax.
-    assert strict.backup_id and BackupStore(tmp_path / "backup").extract(strict.backup_id) == raw
+    assert strict.backup_id and strict.backup_id == lax.backup_id
+    assert BackupStore(tmp_path / "backup").extract(strict.backup_id) == raw
     assert [n.kind for n in strict.notices] == ["recipients", "admin"]
     assert strict.notices[0].envelope_to == ("bob@strict.example",)
     assert strict.notices[1].envelope_to == ("postmaster@strict.example",)
     assert lax.notices == []
     stats = list((tmp_path / "stats").iterdir())
     record = json.loads(stats[0].read_text().splitlines()[-1])
-    assert record["status"] == "infected" and record["actions"] == {"strict": "cure", "lax": "warn"}
+    assert record["status"] == "infected" and record["actions"] == {"strict": "reject",
+                                                                    "lax": "warn"}
 
 
 def test_infected_inside_zip_inside_forwarded_message(processor):
@@ -152,18 +159,20 @@ def test_infected_inside_zip_inside_forwarded_message(processor):
     outer.set_content("see below")
     outer.add_attachment(inner)
     g = run(processor, outer.as_bytes(), "bob@strict.example").groups[0]
-    assert g.status == "infected"
-    # Too deep to cut out (zip inside an attached message): uncurable → reject.
-    assert g.message is None
-    assert [o.reason for o in g.objects][-1] == "uncurable"
-    assert g.reject_reply.startswith("550 5.7.1")
-    assert "Eicar-Test-Signature" in g.reject_reply
+    assert (g.status, g.action) == ("infected", "cure")
+    # The zip inside the attached message is rebuilt without its infected member.
+    [attached] = list(parsed(g.message).iter_attachments())
+    [inner_zip] = list(attached.get_content().iter_attachments())
+    with zipfile.ZipFile(io.BytesIO(inner_zip.get_content())) as zf:
+        assert zf.namelist() == ["clean.txt"]
+    assert EICAR not in g.message
 
 
 def test_infected_member_of_attached_zip_is_cut_out(processor):
     raw = message(("files.zip", zip_of({"clean.txt": b"ok", "bad.com": EICAR}), "application/zip"))
     g = run(processor, raw, "bob@strict.example").groups[0]
     assert g.action == "cure" and g.message is not None
+    assert parsed(g.message)["Subject"] == "[VIRUS] report"
     [att] = list(parsed(g.message).iter_attachments())
     with zipfile.ZipFile(io.BytesIO(att.get_content())) as zf:
         assert zf.namelist() == ["clean.txt"]
@@ -223,7 +232,6 @@ def test_non_ascii_subject_and_names(processor):
     out = run(processor, raw, "bob@strict.example")
     g = out.groups[0]
     assert out.subject == "Grüße – Rechnung"
-    assert parsed(g.message)["Subject"] == "[VIRUS] Grüße – Rechnung"
     assert g.objects[0].object == "message//2:résumé €.com"
     notice = parsed(g.notices[-1].message)
     assert "résumé €.com" in notice.get_body(preferencelist=("plain",)).get_content()
@@ -380,3 +388,16 @@ def test_name_filter_sees_parts_only_the_raw_reading_finds(processor):
     [g] = out.groups
     assert out.status == "filtered", [(o.object, o.status) for o in g.objects]
     assert g.action != "skip"
+
+
+def test_warning_of_an_lf_message_with_crlf_in_its_body_keeps_headers_apart(processor):
+    """The headers end at the first empty line whatever the line ends: a CRLF CRLF later in
+    the body of an LF message must not pull the new Content-Type into the body."""
+    raw = (b"From: a@b.example\nSubject: lf\nContent-Type: application/octet-stream\n"
+           b"Content-Transfer-Encoding: 8bit\n\n" + EICAR + b"\nmore\r\n\r\ntext\n")
+    g = run(processor, raw, "x@lax.example").groups[0]
+    assert g.action == "warn"
+    m = parsed(g.message)
+    assert m.get_content_type() == "text/plain" and m["Subject"] == "lf"
+    assert "Eicar-Test-Signature" in m.get_content()
+    assert EICAR not in g.message

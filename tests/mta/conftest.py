@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lmsav.spool.queue import SUBDIRS
+from lmsav.spool.nqueue import SUBDIRS
 from tests.conftest import EICAR
 
 REPO = Path(__file__).resolve().parents[2]

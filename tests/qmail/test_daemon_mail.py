@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import socket
 
-from lmsav.daemon import mailjob
+from lmsav.mail import transfer
 
 
 def _exchange(path, fds):
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(30)
         s.connect(str(path))
-        s.sendall(mailjob.COMMAND)
+        s.sendall(transfer.COMMAND)
         socket.send_fds(s, [b"\0"], fds)
         out = b""
         while not out.endswith(b"\0"):
@@ -40,12 +40,12 @@ def test_garbage_request_is_an_error_not_a_crash(served):
         assert os.fstat(fds[2]).st_size == 0
         # The daemon is still there.
         os.ftruncate(fds[0], 0)
-        os.pwrite(fds[0], mailjob.encode_request(b"a@b.example", [b"c@d.example"]), 0)
+        os.pwrite(fds[0], transfer.encode_request(b"a@b.example", [b"c@d.example"]), 0)
         os.pwrite(fds[1], b"Subject: x\n\nhello\n", 0)
-        assert _exchange(served.sock, fds) == mailjob.REPLY_OK
-        header, deliveries = mailjob.read_plan(fds[2])
+        assert _exchange(served.sock, fds) == transfer.REPLY_OK
+        header, deliveries = transfer.read_plan(fds[2])
         assert header["result"] == "accept" and header["status"] == "clean"
-        [(key, sender, rcpts, body)] = deliveries
+        [(_key, sender, rcpts, body)] = deliveries
         assert (sender, rcpts) == (b"a@b.example", [b"c@d.example"])
         assert body.endswith(b"\n\nhello\n")
     finally:

@@ -1,4 +1,4 @@
-"""Engine behaviour: detections, in-container paths, limits, handler failures, allow/ignore lists."""
+"""The engine: detections, in-container paths, limits, handler failures, allow/ignore lists."""
 
 from __future__ import annotations
 
@@ -217,3 +217,21 @@ def test_scan_path_reads_large_file_by_mmap(engine, tmp_path):
 def test_scan_object_needs_one_source():
     with pytest.raises(ValueError):
         ScanObject("x")
+
+
+def test_each_object_is_sniffed_once_and_handlers_read_its_type(engine, monkeypatch):
+    from lmsav.scanner import filetype
+
+    seen: list[bytes] = []
+    real = filetype.locate
+
+    def locate(data, size=None):
+        seen.append(bytes(data[:4]))
+        return real(data, size)
+
+    monkeypatch.setattr(filetype, "locate", locate)
+    monkeypatch.setattr("lmsav.scanner.objects.locate", locate)
+    data = tar_gz_bytes({"a.txt": b"a", "b.txt": b"b"})
+    verdict = engine.scan_bytes(data, "t.tar.gz")
+    assert [r.type for r in verdict.walk()] == ["gzip", "tar", "text", "text"]
+    assert len(seen) == 4  # gzip, tar, a.txt, b.txt: once each

@@ -26,14 +26,14 @@ def test_member_bug_does_not_hide_its_siblings(tmp_path, monkeypatch):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("a-poison.bin", POISON)
         zf.writestr("b-sample.txt", SAMPLE)
-    real_sniff = engine_mod.filetype.sniff
+    real_locate = engine_mod.filetype.locate
 
-    def sniff(data, size):
+    def locate(data, size):
         if bytes(data[:len(POISON)]) == POISON:
             raise IndexError("a bug in a sniffer")
-        return real_sniff(data, size)
+        return real_locate(data, size)
 
-    monkeypatch.setattr(engine_mod.filetype, "sniff", sniff)
+    monkeypatch.setattr(engine_mod.filetype, "locate", locate)
     (tmp_path / "t").mkdir()
     verdict = Engine(database, Limits(), tmp_root=str(tmp_path / "t")).scan_bytes(
         buf.getvalue(), "x.zip")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from lmsav.spool.queue import Envelope, Spool
+from lmsav.mail.envelope import Envelope
+from lmsav.spool.nqueue import Spool
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +30,9 @@ def lmsav_command() -> list[str]:
     """`lmsav`, or the same CLI with the spool commands added while cli.py lacks them."""
     if subprocess.run(["lmsav", "spool", "--help"], capture_output=True).returncode == 0:
         return ["lmsav"]
-    return [sys.executable, "-c", "import sys; from lmsav.cli import main; "
+    return [sys.executable, "-c", ("import sys; from lmsav.cli import main; "
             "from lmsav.spool.commands import spool; main.add_command(spool); "
-            "sys.argv[0] = 'lmsav'; main()"]
+            "sys.argv[0] = 'lmsav'; main()")]
 
 
 def message(n: int) -> bytes:
@@ -105,8 +106,8 @@ rescan_interval = 1
         # kills land; the other half through the real `lmsav enqueue`, as the MTA runs it.
         try:
             for n in range(MESSAGES // 2, MESSAGES):
-                spool.enqueue(Envelope("alice@example.org", ("bob@example.net",), f"Q{n}"),
-                              message(n))
+                spool.enqueue(Envelope("alice@example.org", ("bob@example.net",)),
+                              message(n), f"Q{n}")
                 time.sleep(1 / 150)
         except Exception as err:  # noqa: BLE001 - reported by the test below
             errors.append(err)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from lmsav import config as config_mod
-from lmsav.spool import queue as queue_mod
+from lmsav.spool import nqueue as queue_mod
 from lmsav.spool.enqueue import main
-from lmsav.spool.queue import Spool
+from lmsav.spool.nqueue import Spool
 
 MESSAGE = b"From: ann@example.org\r\nSubject: hello\r\n\r\nline 1\r\n\x00binary\xff"
 LMSAV = Path(sys.executable).parent / "lmsav"
@@ -36,7 +36,7 @@ def feed(monkeypatch, data: bytes | io.RawIOBase) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream))
 
 
-def entries(root: Path) -> list[queue_mod.Entry]:
+def entries(root: Path) -> list[queue_mod.SpoolEntry]:
     return [entry for _state, entry in Spool(root).list()]
 
 
@@ -53,7 +53,7 @@ def test_a_message_is_accepted_with_its_envelope(monkeypatch, tmp_path):
     [entry] = entries(root)
     assert entry.envelope.sender == "ann@example.org"
     assert entry.envelope.recipients == ("bob@example.org", "cy@example.net")
-    assert entry.envelope.queue_id == "4XyZ1"
+    assert entry.queue_id == "4XyZ1"
     assert Spool(root).message(entry) == MESSAGE
 
 
@@ -216,7 +216,7 @@ def test_the_installed_command_accepts_a_message(tmp_path):
         input=data, capture_output=True, env=_env(LMSAV_SPOOL=str(root)), timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
     [entry] = entries(root)
-    assert entry.envelope.queue_id == "ABC123" and entry.envelope.sender == ""
+    assert entry.queue_id == "ABC123" and entry.envelope.sender == ""
     assert Spool(root).message(entry) == data
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from lmsav.spool import queue as queue_mod
-from lmsav.spool.queue import SUBDIRS, Entry, Envelope, Spool, SpoolError
+from lmsav.mail.envelope import Envelope
+from lmsav.spool import nqueue as queue_mod
+from lmsav.spool.nqueue import SUBDIRS, Spool, SpoolEntry, SpoolError
 
 ENV = Envelope(sender="ann@example.org", recipients=("bob@example.org", "cy@example.net"),
-               queue_id="4XyZ1")
+               arrived=0.0)
+QUEUE_ID = "4XyZ1"
 
 MESSAGES = {
     "crlf": b"From: ann@example.org\r\nSubject: hi\r\n\r\nbody\r\n",
@@ -65,13 +67,13 @@ def test_ensure_under_a_regular_file_is_a_spool_error(tmp_path):
 @pytest.mark.parametrize("name", MESSAGES)
 def test_message_and_envelope_come_back_byte_exact(spool, name):
     data = MESSAGES[name]
-    entry_id = spool.enqueue(ENV, data)
+    entry_id = spool.enqueue(ENV, data, QUEUE_ID)
     entry = spool.claim(entry_id)
     assert entry is not None
     assert spool.message(entry) == data
     assert entry.envelope.sender == ENV.sender
     assert entry.envelope.recipients == ENV.recipients
-    assert entry.envelope.queue_id == ENV.queue_id
+    assert entry.queue_id == QUEUE_ID
     assert entry.envelope.arrived == pytest.approx(time.time(), abs=60)
     assert (entry.attempts, entry.not_before, entry.reason) == (0, 0.0, "")
 
@@ -113,11 +115,16 @@ def test_ids_sort_by_arrival(spool):
     Envelope("a\nb@c", ("x@y",)),
     Envelope("a@b", ("x@y\x00",)),
     Envelope("a@b", ("x" * 999,)),
-    Envelope("a@b", ("x@y",), queue_id="Q\n1"),
 ])
 def test_bad_envelopes_are_refused_before_touching_the_disk(spool, env):
     with pytest.raises(SpoolError):
         spool.enqueue(env, b"x")
+    assert files(spool, "new") == [] and files(spool, "tmp") == []
+
+
+def test_a_queue_id_with_a_newline_is_refused(spool):
+    with pytest.raises(SpoolError):
+        spool.enqueue(Envelope("a@b", ("x@y",)), b"x", "Q\n1")
     assert files(spool, "new") == [] and files(spool, "tmp") == []
 
 
@@ -218,7 +225,7 @@ def test_only_one_of_two_claims_wins(spool, tmp_path):
     entry_id = spool.enqueue(ENV, b"x")
     other = Spool(spool.root)  # another worker process
     first, second = spool.claim(entry_id), other.claim(entry_id)
-    assert isinstance(first, Entry) and second is None
+    assert isinstance(first, SpoolEntry) and second is None
     assert files(spool, "work") == [entry_id] and files(spool, "new") == []
 
 

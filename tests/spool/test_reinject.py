@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from lmsav.spool.reinject import (DirReinjector, ReinjectError, SendmailReinjector,
-                                  SmtpReinjector, from_setting)
+from lmsav.spool.reinject import (
+    DirReinjector,
+    ReinjectError,
+    SendmailReinjector,
+    SmtpReinjector,
+    from_setting,
+)
 
 MESSAGE = (b"From: a@example.org\nTo: b@example.net\nSubject: hi\nMessage-ID: <r1@example.org>\n\n"
            b"line one\n.\n..two dots\nlast line\n")

@@ -1,20 +1,21 @@
-"""Registry of container handlers: the sniffed type picks the handler from this one table."""
+"""Registry of container handlers: the sniffed type picks the handler from this one table, and
+the handler's rebuilder (``rebuilder_for``) where it can rebuild its format."""
 
 from __future__ import annotations
 
 import importlib
 
-from .base import Corrupted, Encrypted, Handler, Unsupported
+from .base import Corrupted, Encrypted, Handler, Rebuilder, RebuildError, Unsupported
 
-__all__ = ["Corrupted", "Encrypted", "Handler", "Unsupported", "handler_for", "load_all",
-           "HANDLERS"]
+__all__ = ["Corrupted", "Encrypted", "Handler", "Rebuilder", "RebuildError", "Unsupported",
+           "handler_for", "load_all", "rebuilder_for", "HANDLERS"]
 
 
 # One line per family: (module, handler class). The sniffed type picks the handler.
 _REGISTRY = (
     ("archive", "ArchiveHandler"),        # zip 7z rar tar cpio cab iso9660 ar (libarchive)
     ("compressed", "CompressedHandler"),  # gzip bzip2 xz lzma zstd
-    ("mail", "MailHandler"),              # RFC 822 messages
+    ("message", "MailHandler"),           # RFC 822 messages
     ("mbox", "MboxHandler"),
     ("ole2", "Ole2Handler"),              # doc xls ppt msi: streams, packages, VBA
     ("rtf", "RtfHandler"),                # objdata, bin
@@ -59,3 +60,12 @@ def load_all() -> dict[str, Handler]:
 
 def handler_for(file_type: str) -> Handler | None:
     return (HANDLERS if _loaded else load_all()).get(file_type)
+
+
+def rebuilder_for(file_type: str) -> Rebuilder | None:
+    """How to rebuild a ``file_type`` container with members removed or replaced —
+    ``rebuild(data, edits)``, ``edits`` mapping a member index (``Child.member``) to its new
+    content or to None — or None when its handler cannot. A rebuild that cannot be done
+    raises RebuildError."""
+    offer = getattr(handler_for(file_type), "rebuilder", None)
+    return offer(file_type) if offer is not None else None

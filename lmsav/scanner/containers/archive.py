@@ -1,4 +1,7 @@
-"""Explodes archives libarchive reads (zip, 7z, rar, tar, cpio, cab, iso9660, ar) into members."""
+"""Explodes archives libarchive reads (zip, 7z, rar, tar, cpio, cab, iso9660, ar) into members.
+
+Zip and tar members carry the number their rebuilders (zipedit, taredit) know them by.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,15 @@ from libarchive import ffi
 from libarchive.entry import ArchiveEntry
 from libarchive.exception import ArchiveError
 
-from ..filetype import EMBEDDED_WINDOW, locate
+from ..filetype import EMBEDDED_WINDOW
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject, Status
 from ..signatures.subject import MemberMeta
-from .base import Corrupted, Encrypted, Unsupported
+from .base import Corrupted, Encrypted, Rebuilder, Unsupported
 from .sevenzip import explode_7z, zip_members, zip_needs_7z
 from .sfx import explode_embedded
+from .taredit import rebuild_tar
+from .zipedit import rebuild_zip
 
 # Each sniffed type opens with its own libarchive readers only. Never "all": the mtree reader
 # would accept arbitrary text and open the files its lines name, outside the scan.
@@ -72,8 +77,11 @@ class ArchiveHandler:
 
     types = frozenset(_FORMATS)
 
+    def rebuilder(self, file_type: str) -> Rebuilder | None:
+        return _REBUILDERS.get(file_type)
+
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
-        ftype, offset = locate(obj.data, obj.size)
+        ftype, offset = obj.type, obj.offset
         if ftype not in _FORMATS:
             raise Corrupted(f"not a readable archive (looks like {ftype})")
         if offset:
@@ -89,13 +97,17 @@ class ArchiveHandler:
         try:
             damage = yield from read_members(
                 obj, ctx, _FORMATS[ftype], packed=listing.packed, describe=listing.describe,
-                unextracted=listing.zip_data if ftype == "zip" else None, read=read)
+                unextracted=listing.zip_data if ftype == "zip" else None, read=read,
+                place=listing.place)
             if damage:
                 damage = yield from _recover(obj, ctx, ftype, listing, read, damage)
             yield from listing.unread()
         finally:
             listing.close()
         _raise_for(damage)
+
+
+_REBUILDERS: dict[str, Rebuilder] = {"zip": rebuild_zip, "tar": rebuild_tar}
 
 
 def _recover(obj: ScanObject, ctx: Context, ftype: str, listing: _Listing, read: set[str],
@@ -186,6 +198,7 @@ def read_members(
     describe=None,
     unextracted=None,
     read: set[str] | None = None,
+    place=None,
 ) -> Iterator[Child]:
     """Yield every member libarchive reads with exactly these filters and formats.
 
@@ -194,7 +207,9 @@ def read_members(
     every entry in order, gives a member's MemberMeta; ``unextracted(ctx, label)`` reads the
     data of an entry libarchive gives none for although the archive stores some (a zip member
     its external attributes call a directory, link or device): None, or the member and what
-    damage reading it found.
+    damage reading it found; ``place(number, meta)`` gives the member of the ``number``-th entry
+    (from 0, every header read counted) its number for the format's rebuilder
+    (``Child.member``), None when it has none.
 
     Damage never ends the reading early: what was read of a damaged member is yielded, the
     next member is tried, and what libarchive reported comes back as the generator's value
@@ -206,11 +221,11 @@ def read_members(
     """
     damage = _Damage()
     read = set() if read is None else read
-    members = _Members(obj, ctx, name, packed or {}, describe, unextracted, damage)
+    members = _Members(obj, ctx, name, packed or {}, describe, unextracted, damage, place)
     try:
         with _reader(obj, filters, formats) as archive_p:
-            for entry in _entries(archive_p, damage.header, ctx):
-                child = members.read(archive_p, entry)
+            for number, entry in enumerate(_entries(archive_p, damage.header, ctx)):
+                child = members.read(archive_p, entry, number)
                 if child is not None:
                     read.add(child.name)
                     yield child
@@ -223,7 +238,7 @@ class _Members:
     """Turns each entry libarchive reads into the member it gives (see read_members)."""
 
     def __init__(self, obj: ScanObject, ctx: Context, name: str | None, packed: dict[str, int],
-                 describe, unextracted, damage: _Damage):
+                 describe, unextracted, damage: _Damage, place=None):
         self.ctx = ctx
         self.name = name
         self.packed = packed
@@ -233,8 +248,16 @@ class _Members:
         self.describe = describe
         self.unextracted = unextracted
         self.damage = damage
+        self.place = place
 
-    def read(self, archive_p, entry) -> Child | None:
+    def read(self, archive_p, entry, number: int) -> Child | None:
+        """The member entry ``number`` (counting every header read, from 0) gives."""
+        child = self._read(archive_p, entry)
+        if child is not None and child.member is None and self.place is not None:
+            child.member = self.place(number, child.meta)
+        return child
+
+    def _read(self, archive_p, entry) -> Child | None:
         member = self.name or _entry_name(entry)
         mode = entry.filetype & _AE_IFMT
         kind = _NO_DATA.get(mode)
@@ -454,6 +477,8 @@ class _Listing:
     CRCs, encryption flags), matched to libarchive's entries by name. For the others the
     entries libarchive reads in order are counted the way ClamAV counts them: 7z, cpio and cab
     count every entry, tar only regular files. ar is no container ClamAV reads.
+
+    It also numbers zip and tar members for their rebuilders (``place``).
     """
 
     def __init__(self, ftype: str, obj: ScanObject):
@@ -474,13 +499,26 @@ class _Listing:
             None if ftype == "ar" else self._by_order
         self._zip: zipfile.ZipFile | None = None
         self._zip_infos: dict[str, list[zipfile.ZipInfo]] | None = None
+        self._zip_numbers: dict[int, int] = {}  # id(ZipInfo) → its number
+
+    def place(self, number: int, meta: MemberMeta | None) -> int | None:
+        """The member's number for its format's rebuilder: its position in the central
+        directory of a zip (from 0); for a tar, ``number``, the entry's position in
+        libarchive's reading (taredit reads the same way); None for other formats and for a
+        zip member the directory does not list."""
+        if self.ftype == "zip":
+            return meta.index - 1 if meta is not None else None
+        if self.ftype == "tar":
+            return number
+        return None
 
     def unread(self) -> Iterator[Child]:
         """Directory records (and members libarchive never reached): metadata only, which
         ClamAV checks against .cdb rules like any member's."""
         for metas in self.recorded.values():
             for meta in reversed(metas):
-                yield Child(meta.name, meta=meta, meta_only=True)
+                number = meta.index - 1 if self.ftype == "zip" else None
+                yield Child(meta.name, meta=meta, meta_only=True, member=number)
         self.recorded = {}
 
     def zip_data(self, ctx: Context, label: str) -> tuple[Child, str | None] | None:
@@ -516,11 +554,13 @@ class _Listing:
 
     def _read_zip(self, ctx: Context, info: zipfile.ZipInfo) -> tuple[Child, str | None]:
         label = _zip_label(info)
+        number = self._zip_numbers.get(id(info))
         if info.flag_bits & _ZIP_ENCRYPTED:
-            return Child(label, status=Status.PROTECTED, reason="encrypted"), None
+            return Child(label, status=Status.PROTECTED, reason="encrypted", member=number), None
         problem: list[str] = []
         child = ctx.member(label, _zip_blocks(self._zip, info, problem),
                            declared_size=info.file_size, packed_size=info.compress_size)
+        child.member = number
         return child, (problem[0] if problem else None)
 
     def _open_zip(self) -> None:
@@ -530,7 +570,9 @@ class _Listing:
             self._zip = zipfile.ZipFile(source)
         except Exception:  # an unreadable directory: libarchive's reading stands alone
             return
-        for info in reversed(self._zip.infolist()):
+        infos = self._zip.infolist()
+        self._zip_numbers = {id(info): number for number, info in enumerate(infos)}
+        for info in reversed(infos):
             self._zip_infos.setdefault(_zip_label(info), []).append(info)
 
     def close(self) -> None:

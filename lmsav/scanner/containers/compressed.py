@@ -1,8 +1,10 @@
-"""Decompresses single-stream compressors (gzip, bzip2, xz, lzma, zstd) into their one member."""
+"""Decompresses single-stream compressors (gzip, bzip2, xz, lzma, zstd) into their one member,
+and compresses a new content for it (the rebuilder: member 0, replaced, never removed)."""
 
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
 import lzma
@@ -12,10 +14,9 @@ from typing import BinaryIO, Callable, Iterator
 
 import zstandard
 
-from ..filetype import sniff
 from ..limits import Context
 from ..objects import PATH_SEP, Child, ScanObject
-from .base import Corrupted
+from .base import Corrupted, Rebuilder, RebuildError, check_indexes, rebuild_errors
 
 # Suffix → what the decompressed file is called ("x.tgz" holds "x.tar").
 _SUFFIXES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -38,14 +39,18 @@ class CompressedHandler:
 
     types = frozenset(_SUFFIXES)
 
+    def rebuilder(self, file_type: str) -> Rebuilder | None:
+        return functools.partial(recompress, file_type) if file_type in _SUFFIXES else None
+
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
-        ftype = sniff(obj.data, obj.size)
+        ftype = obj.type
         if ftype not in _SUFFIXES:
             raise Corrupted(f"not a compressed stream (looks like {ftype})")
         name = _member_name(obj, ftype)
         with _open_raw(obj) as raw:
             reader = _Reader(_read_function(ftype, raw))
             child = ctx.member(name, reader.read, packed_size=obj.size)
+        child.member = 0
         if reader.error is None:
             yield child
             return
@@ -154,6 +159,41 @@ def _gzip_fname(head: bytes) -> str | None:
     if end <= pos:
         return None
     return head[pos:end].decode("latin-1")
+
+
+def recompress(ftype: str, data: bytes, edits: dict[int, bytes | None]) -> bytes:
+    """The ``ftype`` stream ``data`` holding ``edits[0]`` instead (one stream, however many
+    members the original had); a gzip stream keeps its file name and time. The only member
+    cannot be removed: that would leave no file."""
+    check_indexes(edits, 1, f"{ftype} stream")
+    if not edits:
+        return bytes(data)
+    new = edits[0]
+    if new is None:
+        raise RebuildError(f"cannot remove the only member of a {ftype} stream")
+    with rebuild_errors(f"cannot compress a new {ftype} stream"):
+        return _compress(ftype, bytes(new), data)
+
+
+def _compress(ftype: str, content: bytes, original: bytes) -> bytes:
+    if ftype == "gzip":
+        name, mtime = _gzip_header(original)
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename=name, mode="wb", fileobj=buf, mtime=mtime) as gz:
+            gz.write(content)
+        return buf.getvalue()
+    if ftype == "bzip2":
+        return bz2.compress(content)
+    if ftype in ("xz", "lzma"):
+        return lzma.compress(content, format=lzma.FORMAT_XZ if ftype == "xz"
+                             else lzma.FORMAT_ALONE)
+    return zstandard.ZstdCompressor().compress(content)
+
+
+def _gzip_header(data: bytes) -> tuple[str, int]:
+    """The gzip header's file name (FNAME, "" when none) and time, for the new stream."""
+    mtime = int.from_bytes(data[4:8], "little") if len(data) >= 8 else 0
+    return _gzip_fname(bytes(data[:4096])) or "", mtime
 
 
 def _describe(err: Exception) -> str:

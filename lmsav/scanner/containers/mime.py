@@ -4,8 +4,9 @@ raw reading of a message that can be read more than one way.
 Header lines are parsed by the stdlib ``email`` package, at most MAX_HEADER_SIZE bytes of them
 per entity; their parameters by a linear parser of this module (``email``'s own is quadratic in
 the number of parameters). Bodies are located with ``bytes.find`` on the one message buffer and
-decoded with ``binascii``, so the mail handler, the cure code (rebuild.py) and the ClamAV reading
-(mail_clamav.py) share one view of where each part lies in the raw message.
+decoded with ``binascii``, so the mail handler, the editing code (mimeedit.py) and the ClamAV
+reading (mail_clamav.py) share one view of where each part lies in the raw message, and where
+its header ends (``split_head``).
 
 A message is split into at most MAX_MIME_PARTS entities; the parts past that are left as
 *overflow* regions, read by the raw reading. The raw reading (``raw_parts``) cuts a region at
@@ -200,13 +201,28 @@ def _repeated_mime_header(part: Message) -> bool:
     return False
 
 
+def split_head(raw: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """Where the header lines of the entity ``raw[start:end]`` end and where its body starts.
+
+    The header ends at the first empty line, whatever each line's ending (LF or CRLF, mixed):
+    the first value is where the line break of the last header line starts, the second just
+    past the empty line. An entity starting with an empty line has no headers (``start``);
+    one without an empty line is all headers (``end``, ``end``). The one definition every
+    reader of a message's header block uses (the parser here, mimeedit.header_end).
+    """
+    end = len(raw) if end is None else end
+    if raw[start:start + 1] in (b"\n", b"\r"):  # no headers at all: the whole entity is body
+        return start, min(end, _LEADING_CR.match(raw, start, end).end() + 1)
+    m = _HEADER_END.search(raw, start, end)
+    return (m.start(), m.end()) if m else (end, end)
+
+
 def _split_headers(raw: bytes, start: int, end: int, state: _Parse) -> tuple[Message, int, int]:
     """The entity's headers parsed by ``email`` (at most MAX_HEADER_SIZE bytes of them), where
     they end, and where its body starts."""
-    if raw[start:start + 1] in (b"\n", b"\r"):  # no headers at all: the whole entity is body
-        return Message(), start, min(end, _LEADING_CR.match(raw, start, end).end() + 1)
-    m = _HEADER_END.search(raw, start, end)
-    header_end, body_start = (m.start(), m.end()) if m else (end, end)
+    header_end, body_start = split_head(raw, start, end)
+    if header_end == start and body_start > start:
+        return Message(), header_end, body_start
     cut = header_end
     if cut - start > MAX_HEADER_SIZE:
         state.doubts.add("header size")
@@ -480,8 +496,7 @@ def _raw_part(raw: bytes, start: int, end: int, headers: bool) -> RawPart | None
         return None
     if not headers or _HEADER_LINE.match(raw, start) is None:
         return RawPart(start, end, [], "", "plain")
-    m = _HEADER_END.search(raw, start, end)
-    header_end, body_start = (m.start(), m.end()) if m else (end, end)
+    header_end, body_start = split_head(raw, start, end)
     if body_start >= end:
         return None  # headers only: nothing to scan
     header_end = min(header_end, start + MAX_HEADER_SIZE)

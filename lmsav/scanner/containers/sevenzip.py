@@ -17,7 +17,6 @@ import zipfile
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..filetype import locate
 from ..limits import Context, LimitExceeded
 from ..objects import Child, ScanObject, Status
 from ..signatures.subject import MemberMeta
@@ -46,7 +45,7 @@ class SevenZipHandler:
     types = frozenset({"arj", "chm"})
 
     def explode(self, obj: ScanObject, ctx: Context) -> Iterator[Child]:
-        ftype, offset = locate(obj.data, obj.size)
+        ftype, offset = obj.type, obj.offset
         if offset:
             # Behind other bytes: the archive is read on its own, from its first byte.
             yield from explode_embedded(obj, ctx, ftype, offset)

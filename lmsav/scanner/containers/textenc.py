@@ -8,8 +8,8 @@ faster than Python's ``re`` on the same text; only a file passing it is searched
 precise pattern.
 
 HTML that starts after the first kilobyte of a text file is still HTML to ClamAV, which then
-decodes its ``data:`` URIs; the text handler does the same (the HTML handler, in turn, decodes
-the blocks this module finds in a page).
+decodes its ``data:`` URIs; the text handler does the same (html_encoded.py; the HTML handler,
+in turn, decodes the blocks this module finds in a page).
 
 uuencoded blocks in a text part of a mail are already decoded by the mail handler (its members
 sit next to the part, ``mail.eml//1.1:name``); a text member that is a mail part (named
@@ -29,6 +29,7 @@ import hyperscan
 from ..limits import Context
 from ..objects import PATH_SEP, Child, ScanObject
 from . import uu
+from .html_encoded import html_files
 
 # The first line of a payload: after a newline, or at offset 0 (the second pattern).
 _START = (
@@ -69,8 +70,6 @@ class TextEncodedHandler:
         if found & _ENCODED_IDS:
             yield from _encoded_files(obj, ctx)
         if found & _HTML_IDS:
-            from .html import html_files  # the HTML handler imports this module
-
             yield from html_files(bytes(data), ctx)
 
 

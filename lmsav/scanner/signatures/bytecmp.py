@@ -35,7 +35,7 @@ class ByteCompare:
         return [self.ref, self.offset, self.options, self.length, comparisons]
 
     @classmethod
-    def from_row(cls, row) -> "ByteCompare":
+    def from_row(cls, row) -> ByteCompare:
         return cls(row[0], row[1], row[2], row[3], tuple((c[0], c[1]) for c in row[4]))
 
 

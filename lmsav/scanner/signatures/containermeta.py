@@ -23,8 +23,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from .clamav_types import KNOWN_TYPES
 from .errors import SignatureError
-from .filetypes import KNOWN_TYPES
 from .levels import skip_reason
 from .subject import MAIL_LINKS_ONLY, MAIL_UNREAD
 
@@ -503,7 +503,7 @@ class ContainerMetaMatcher:
                 self._by_type = {}
                 for order, line in enumerate(bytes(self._blob).splitlines()):
                     name, source, ctype, csize, regex, packed, size, enc, pos = json.loads(line)
-                    compiled = re.compile(regex.encode("latin-1"), re.S) if regex else None
+                    compiled = re.compile(regex.encode("latin-1"), re.DOTALL) if regex else None
                     self._by_type.setdefault(ctype, []).append(
                         (order, name, source, csize, compiled, packed, size, enc, pos))
             merged = self._by_type.get(container, []) + (

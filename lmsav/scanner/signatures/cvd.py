@@ -82,7 +82,7 @@ _DIGITS = {c: i for i, c in enumerate(
 _MAX_DSIG_CHARS = 1024
 _PSS_BYTES = 256  # the block ClamAV decodes .info/.cdiff signatures into (2048 bits)
 _SALT_BYTES = 32
-_CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.S)
+_CERT_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 class ContainerError(Exception):
@@ -533,7 +533,8 @@ def _openssl_verify(data: bytes, der: bytes, certificates: list[bytes],
         if check_time is not None:
             command += ["-attime", str(int(check_time))]
         try:
-            result = subprocess.run(command, input=data, capture_output=True, timeout=300)
+            result = subprocess.run(command, input=data, capture_output=True, timeout=300,
+                                    check=False)
         except (OSError, subprocess.TimeoutExpired):
             return None
         if result.returncode == 4:  # openssl smime: "error verifying the message"
@@ -557,10 +558,10 @@ def _common_name(openssl: str, signer_pem: str) -> str | None:
         result = subprocess.run(
             [openssl, "x509", "-in", signer_pem, "-noout", "-subject",
              "-nameopt", "multiline,utf8,-esc_msb"],
-            capture_output=True, timeout=60)
+            capture_output=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    found = re.search(r"^\s*commonName\s*=\s*(.+)$", result.stdout.decode("utf-8", "replace"), re.M)
+    found = re.search(r"^\s*commonName\s*=\s*(.+)$", result.stdout.decode("utf-8", "replace"), re.MULTILINE)
     return found.group(1).strip() if found else None
 
 

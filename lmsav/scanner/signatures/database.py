@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import filetypes, formats
+from . import clamav_types, formats
 from .errors import SignatureError
 from .kinds import NOT_DETECTING, adapter
 from .levels import FUNCTIONALITY_LEVEL
@@ -99,14 +99,14 @@ class Database:
     def clamav_type(self, data, ftype: str) -> str:
         """ClamAV's type for an object, under the database's .ftm entries if it has any."""
         ftm = self.matchers.get("filetype")
-        return ftm.type_of(data, ftype) if ftm is not None else filetypes.clamav_type(ftype)
+        return ftm.type_of(data, ftype) if ftm is not None else clamav_types.clamav_type(ftype)
 
     def container_type(self, data, ftype: str) -> str:
         """ClamAV's type for a container (what .cdb rules and ``Container:`` name)."""
         ftm = self.matchers.get("filetype")
         if ftm is not None:
             return ftm.container_type(ftype, data)
-        return filetypes.container_type(ftype, data)
+        return clamav_types.container_type(ftype, data)
 
     def match_member_meta(self, subject) -> list[tuple[str, str]]:
         """.cdb rules only: for a member that could not be extracted (encrypted, damaged)."""
@@ -163,7 +163,7 @@ class Database:
 
     @classmethod
     def load(cls, directory, cache_path=None, rebuild: bool = False,
-             build_in_child: bool = False) -> "Database":
+             build_in_child: bool = False) -> Database:
         """Load ``directory``, compiling it first if no up-to-date cache exists.
 
         ``build_in_child`` compiles in a short-lived child process: a long-running process
@@ -538,8 +538,7 @@ def _write_atomic(cache: Path, header: dict, blobs: list[bytes]) -> None:
     try:
         with open(tmp, "wb") as fh:
             fh.write(_encode_header(header))
-            for blob in blobs:
-                fh.write(blob)
+            fh.writelines(blobs)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, cache)

@@ -152,7 +152,7 @@ def unescape(text: bytes) -> bytes:
 
 
 class Token:
-    __slots__ = ("type", "text", "value", "scope")
+    __slots__ = ("scope", "text", "type", "value")
 
     def __init__(self, type_: int, text: bytes | None = None, value=None, scope=None):
         self.type = type_
@@ -162,9 +162,9 @@ class Token:
 
 
 class Scope:
-    __slots__ = ("names", "parent", "state", "last_token", "brackets", "blocks")
+    __slots__ = ("blocks", "brackets", "last_token", "names", "parent", "state")
 
-    def __init__(self, parent: "Scope | None"):
+    def __init__(self, parent: Scope | None):
         self.names: dict[bytes, int] = {}
         self.parent = parent
         self.state = BASE
@@ -735,7 +735,7 @@ def _write(token: Token, scope: Scope, out: bytearray, last: int) -> int:
         return 0x30
     if kind == T_FLOAT:
         space(0x30)
-        text(("%g" % token.value).encode())
+        text(f"{token.value:g}".encode())
         return 0x30
     if kind == T_IDENT:
         space(0x61)

@@ -209,7 +209,7 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
     IgnoreAdapter(),
     ModuleAdapter("container", "containermeta", "parse_cdb", "compile_cdb",
                   "ContainerMetaMatcher"),                      # .cdb
-    ModuleAdapter("filetype", "filetypes", "parse_ftm", "compile_ftm", "FtmMatcher"),  # .ftm
+    ModuleAdapter("filetype", "clamav_types", "parse_ftm", "compile_ftm", "FtmMatcher"),  # .ftm
     ModuleAdapter("phishing", "phishing",
                   {".pdb": "parse_pdb", ".gdb": "parse_gdb", ".wdb": "parse_wdb"},
                   "compile_phishing", "PhishingChecker"),

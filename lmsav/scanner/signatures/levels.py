@@ -15,8 +15,8 @@ def skip_reason(levels: list[str], source: str, lineno: int) -> str:
     ClamAV refuses it.
     """
     for level in levels:
-        if level and not level.isdigit():
-            raise SignatureError(source, lineno, f"bad functionality level {level!r}")
+        if level and not (level.isdigit() and level.isascii()):
+            raise SignatureError(source, lineno, f"bad functionality level {level!r}: need a number")
     if levels and int(levels[0] or 0) > FUNCTIONALITY_LEVEL:
         return f"needs engine level {levels[0]} (lmsav: {FUNCTIONALITY_LEVEL})"
     if len(levels) > 1 and levels[1] and int(levels[1]) < FUNCTIONALITY_LEVEL:

@@ -41,66 +41,29 @@ from dataclasses import dataclass, field
 
 import hyperscan
 
-from . import body, bytecmp, executable, logical_expr, pcre
+from . import body, bytecmp, exe_headers, hexpattern, logical_expr, logical_hex, pcre
+from .clamav_types import KNOWN_TYPES
 from .errors import SignatureError
-from .filetypes import KNOWN_TYPES
+from .hexpattern import MIN_DEPTH
+from .hyperscan_rejects import first_rejected
+from .levels import FUNCTIONALITY_LEVEL
+from .logical_hex import Bad, Part, Skip, atoi, isnumber
 from .rowtable import RowTable, pack_rows
 
-ENGINE_LEVEL = body.ENGINE_LEVEL
 MAX_SUBSIGS = logical_expr.MAX_SUBSIGS
 TRACKLEN = 8  # starts of each part ClamAV remembers for a split pattern
-MIN_DEPTH = body.MIN_DEPTH  # ClamAV's shortest Aho-Corasick pattern
-MAX_DEPTH = 3  # bytes of a pattern in ClamAV's trie: a match is reported after them
 MACRO_GROUPS = 32
 _OFF_NONE = 0xFFFFFFFE  # ClamAV's "no offset" (CLI_OFF_NONE)
 _M32 = 0xFFFFFFFF
 _NEW_ATTRIBUTES_LEVEL = 51  # attributes beyond Target need Engine:51 or later
-_EXE_TARGETS = frozenset({1, 6, 9})
-_EXE_KIND = {1: "pe", 6: "elf", 9: "macho"}  # ClamAV's executable targets
 
 TABLE, SIGS, EXPRS, DATABASE, META = "ldb.table", "ldb.sigs", "ldb.exprs", "ldb.hs", "ldb.meta"
 
 # How a Hyperscan hit is used.
 PRESENCE, ENDS, CONFIRM = 0, 1, 2
 
-_HEXPAIR = re.compile(r"[0-9a-fA-F?]{2}")
-_BOUNDARY = re.compile(r"\((B|L|W)\)")
-_SMALL_GAP = re.compile(r"\{\s*\+?(\d+)\}")
-
-
-class _Skip(Exception):
-    """A valid signature lmsav does not use; the message is the reason."""
-
-
-class _Bad(Exception):
-    """Not a valid .ldb line (ClamAV refuses the whole database)."""
-
 
 # -- parsed form -------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class Part:
-    """One Aho-Corasick pattern of a hex subsignature (split at * and {n-m} gaps)."""
-
-    regex: str  # exact Python regex of the part's bytes
-    hs: str  # what Hyperscan compiles (the same or a superset)
-    length: int  # fixed length, or -1 when it varies
-    mindist: int = 0  # gap from the previous part's end (0: none)
-    maxdist: int = 0  # 0: unbounded
-    left: list | None = None  # anchored byte before: [allowed bytes, n, m]
-    right: list | None = None  # anchored byte after: [allowed bytes, n, m]
-    word_left: bool = False  # fullword boundary markers
-    word_right: bool = False
-    prefix: list | None = None  # [reversed regex, widest length]: matched backwards (see
-    # _trie_start) because it holds alternatives of different lengths
-    lead: int = 0  # bytes from the match start to ClamAV's trie start; -1: where ``regex``
-    # starts (after a prefix matched backwards)
-    depth: int = MIN_DEPTH  # fixed bytes at the trie start: ClamAV reports a match after them
-
-    def row(self) -> list:
-        return [self.regex, self.length, self.mindist, self.maxdist, self.left, self.right,
-                self.word_left, self.word_right, self.prefix, self.lead, self.depth]
-
 
 @dataclass(slots=True)
 class Subsig:
@@ -141,10 +104,10 @@ def parse_ldb(text: str, source: str) -> tuple[list[LogicalSig], list[str]]:
             continue
         try:
             sigs.append(_parse_line(line, source, lineno))
-        except _Skip as why:
+        except Skip as why:
             name = line.split(";", 1)[0]
             skipped.append(f"{source}:{lineno}: {name}: {why}")
-        except _Bad as err:
+        except Bad as err:
             raise SignatureError(source, lineno, str(err)) from None
     return sigs, skipped
 
@@ -169,28 +132,28 @@ def _tokenize(line: str, limit: int, pcre_from: int) -> list[str]:
 def _parse_line(line: str, source: str, lineno: int) -> LogicalSig:
     tokens = _tokenize(line, MAX_SUBSIGS + 4, 2)
     if len(tokens) < 4:
-        raise _Bad("expected Name;TargetDescription;Expression;Subsig0[;Subsig1…]")
+        raise Bad("expected Name;TargetDescription;Expression;Subsig0[;Subsig1…]")
     name = tokens[0].split(" (Clam)")[0]
     if not name:
-        raise _Bad("empty signature name")
+        raise Bad("empty signature name")
     try:
         expression = logical_expr.parse(tokens[2])
     except logical_expr.ExprError as err:
-        raise _Bad(f"bad logical expression {tokens[2]!r}: {err}") from None
+        raise Bad(f"bad logical expression {tokens[2]!r}: {err}") from None
     count = logical_expr.max_id(expression) + 1
     if count != len(tokens) - 3:
-        raise _Bad(f"{len(tokens) - 3} subsignatures, but the expression names {count}")
+        raise Bad(f"{len(tokens) - 3} subsignatures, but the expression names {count}")
     tdb = _parse_target(tokens[1])  # may skip the signature before its subsignatures are read
     subsigs = []
     reasons = []
     for index, text in enumerate(tokens[3:]):
         try:
             subsigs.append(_parse_subsig(text, index, tdb["Target"]))
-        except _Skip as why:
+        except Skip as why:
             reasons.append(f"subsignature {index}: {why}")
             subsigs.append(Subsig("hex"))
     if reasons:
-        raise _Skip("; ".join(reasons))
+        raise Skip("; ".join(reasons))
     return LogicalSig(name, source, lineno, tdb["Target"], expression, subsigs,
                       tdb.get("FileSize"), tdb.get("EntryPoint"), tdb.get("NumberOfSections"),
                       tdb.get("Container"), tdb.get("Intermediates"))
@@ -201,15 +164,6 @@ _KNOWN_ATTRIBUTES = _RANGES + ("Target", "Container", "Intermediates", "IconGrou
                                "IconGroup2", "HandlerType")
 
 
-def _isnumber(text: str) -> bool:
-    return all(c in "0123456789" for c in text)  # ClamAV's test: "" counts as a number
-
-
-def _atoi(text: str) -> int:
-    found = re.match(r"\s*[+-]?\d+", text)
-    return int(found[0]) if found else 0
-
-
 def _parse_target(text: str) -> dict:
     """The target description block, checked in ClamAV's order."""
     tdb: dict = {}
@@ -217,63 +171,63 @@ def _parse_target(text: str) -> dict:
     new_attributes = False
     for i, token in enumerate(tokens):
         if ":" not in token:
-            raise _Bad(f"bad attribute {token!r} in the target description: need Name:Value")
+            raise Bad(f"bad attribute {token!r} in the target description: need Name:Value")
         key, value = token.split(":", 1)
         if key not in _KNOWN_ATTRIBUTES:
-            raise _Skip(f"unknown target description attribute {key!r}")
+            raise Skip(f"unknown target description attribute {key!r}")
         if key == "Engine" and i:
-            raise _Bad("Engine must be the first attribute of the target description")
+            raise Bad("Engine must be the first attribute of the target description")
         if key not in ("Engine", "Target"):
             new_attributes = True
         if key == "Target":
-            if not _isnumber(value):
-                raise _Bad(f"bad Target {value!r}: need a number")
-            tdb[key] = _atoi(value)
+            if not isnumber(value):
+                raise Bad(f"bad Target {value!r}: need a number")
+            tdb[key] = atoi(value)
         elif key in _RANGES:
             if "-" not in value:
-                raise _Bad(f"bad {key} {value!r}: need min-max")
+                raise Bad(f"bad {key} {value!r}: need min-max")
             lo, hi = value.split("-", 1)
-            if not _isnumber(lo) or not _isnumber(hi):
-                raise _Bad(f"bad {key} {value!r}: need min-max")
-            tdb[key] = (_atoi(lo), _atoi(hi))
+            if not isnumber(lo) or not isnumber(hi):
+                raise Bad(f"bad {key} {value!r}: need min-max")
+            tdb[key] = (atoi(lo), atoi(hi))
         elif key in ("Container", "HandlerType"):
             if value not in KNOWN_TYPES:
-                raise _Skip(f"unknown file type {value!r} in {key}")
+                raise Skip(f"unknown file type {value!r} in {key}")
             tdb[key] = value
         elif key == "Intermediates":
             layers = [t for t in value.split(">")[:16]]
             for t in layers:
                 if t not in KNOWN_TYPES:
-                    raise _Skip(f"unknown file type {t!r} in Intermediates")
+                    raise Skip(f"unknown file type {t!r} in Intermediates")
             tdb[key] = tuple(layers)
         else:
             tdb[key] = value
     if not tokens or not text:
-        raise _Bad("empty target description")
+        raise Bad("empty target description")
     if new_attributes and ("Engine" not in tdb or tdb["Engine"][0] < _NEW_ATTRIBUTES_LEVEL):
-        raise _Bad(f"attributes other than Target need Engine:{_NEW_ATTRIBUTES_LEVEL} or later "
+        raise Bad(f"attributes other than Target need Engine:{_NEW_ATTRIBUTES_LEVEL} or later "
                    "as the first attribute")
     if "Engine" in tdb:
         lo, hi = tdb["Engine"]
-        if lo > ENGINE_LEVEL:
-            raise _Skip(f"needs engine level {lo} (lmsav: {ENGINE_LEVEL})")
-        if hi < ENGINE_LEVEL:
-            raise _Skip(f"retired at engine level {hi}")
+        if lo > FUNCTIONALITY_LEVEL:
+            raise Skip(f"needs engine level {lo} (lmsav: {FUNCTIONALITY_LEVEL})")
+        if hi < FUNCTIONALITY_LEVEL:
+            raise Skip(f"retired at engine level {hi}")
     if "Target" not in tdb:
-        raise _Bad("the target description has no Target")
+        raise Bad("the target description has no Target")
     target = tdb["Target"]
-    if target >= 15:
-        raise _Skip(f"target type {target} is unknown to ClamAV")
+    if target >= body.CLAMAV_TARGETS:
+        raise Skip(f"target type {target} is unknown to ClamAV")
     if ("IconGroup1" in tdb or "IconGroup2" in tdb) and target != 1:
-        raise _Bad("IconGroup is only valid for target 1 (PE)")
-    if ("EntryPoint" in tdb or "NumberOfSections" in tdb) and target not in _EXE_TARGETS:
-        raise _Bad("EntryPoint and NumberOfSections are only valid for PE, ELF and Mach-O")
+        raise Bad("IconGroup is only valid for target 1 (PE)")
+    if ("EntryPoint" in tdb or "NumberOfSections" in tdb) and target not in exe_headers.EXE_TARGETS:
+        raise Bad("EntryPoint and NumberOfSections are only valid for PE, ELF and Mach-O")
     if body.TARGETS.get(target, frozenset()) == frozenset():
-        raise _Skip(f"target type {target} is never sniffed by lmsav")
+        raise Skip(f"target type {target} is never sniffed by lmsav")
     if "IconGroup1" in tdb or "IconGroup2" in tdb:
-        raise _Skip("icon groups (.idb icon matching) are not supported")
+        raise Skip("icon groups (.idb icon matching) are not supported")
     if "HandlerType" in tdb:
-        raise _Skip("HandlerType (re-scan as another type) is not supported")
+        raise Skip("HandlerType (re-scan as another type) is not supported")
     return tdb
 
 
@@ -284,35 +238,36 @@ def _parse_subsig(text: str, index: int, target: int) -> Subsig:
         try:
             sub = pcre.parse(text, index)
         except pcre.PcreError as err:
-            raise _Bad(f"subsignature {index}: {err}") from None
+            raise Bad(f"subsignature {index}: {err}") from None
         if pcre.unavailable():
-            raise _Skip(pcre.unavailable())
-        if _offset(sub.offset, target).kind == executable.VERSION:
-            raise _Skip("a PCRE anchored at version information (VI) is not supported")
+            raise Skip(pcre.unavailable())
+        if logical_hex.parse_offset(sub.offset, target).kind == exe_headers.VERSION:
+            raise Skip("a PCRE anchored at version information (VI) is not supported")
         return Subsig("pcre", sub.offset, pcre=sub)
     if bytecmp.looks_like(text):
         try:
             return Subsig("bcomp", bcomp=bytecmp.parse(text))
         except bytecmp.ByteCompareError as err:
-            raise _Bad(f"subsignature {index}: {err}") from None
+            raise Bad(f"subsignature {index}: {err}") from None
     if text.startswith("fuzzy_img#"):
         if not re.fullmatch(r"fuzzy_img#[0-9a-fA-F]{16}(#\d+)?", text):
-            raise _Bad(f"subsignature {index}: bad image fuzzy hash {text!r}")
-        raise _Skip("image fuzzy hashes are not supported")
+            raise Bad(f"subsignature {index}: bad image fuzzy hash {text!r}")
+        raise Skip("image fuzzy hashes are not supported")
     try:
-        return _parse_hex_subsig(text, target)
-    except _Bad as err:
-        raise _Bad(f"subsignature {index}: {err}") from None
+        offset, variants = logical_hex.parse(text, target)
+    except Bad as err:
+        raise Bad(f"subsignature {index}: {err}") from None
+    return Subsig("hex", offset, variants)
 
 
 def _parse_macro(text: str) -> tuple[int, int, int]:
     """``${min-max}group$`` as ClamAV reads it (sscanf, distances kept in 16 bits)."""
     if not text.endswith("$"):
-        raise _Bad(f"macro subsignature {text!r} lacks its closing '$'")
+        raise Bad(f"macro subsignature {text!r} lacks its closing '$'")
     values, i = [], 2
     if text.startswith("${"):
         for after in "-}$":
-            found = body.scan_uint(text, i)
+            found = hexpattern.scan_uint(text, i)
             if found is None:
                 break
             values.append(found[0])
@@ -320,340 +275,12 @@ def _parse_macro(text: str) -> tuple[int, int, int]:
                 break
             i = found[1] + 1
     if len(values) < 3:
-        raise _Bad(f"bad macro subsignature {text!r}: need ${{min-max}}group$")
+        raise Bad(f"bad macro subsignature {text!r}: need ${{min-max}}group$")
     smin, smax, group = values
     if group >= MACRO_GROUPS:
-        raise _Bad(f"macro group {group} is out of range (0-{MACRO_GROUPS - 1})")
+        raise Bad(f"macro group {group} is out of range (0-{MACRO_GROUPS - 1})")
     return smin & 0xFFFF, smax & 0xFFFF, group
 
-
-def macro_pattern_problem(hexsig: str, target: int) -> str:
-    """Why an .ndb macro group member (matched here, its first sub-pattern on its own) cannot
-    be used, or "" when it can; ValueError where ClamAV refuses the pattern."""
-    try:
-        _parse_hex_subsig(hexsig, target)
-    except _Skip as why:
-        return str(why)
-    except _Bad as err:
-        raise ValueError(str(err)) from None
-    return ""
-
-
-def _offset(text: str, target: int) -> executable.Offset:
-    try:
-        found = executable.parse_offset(text, target)
-    except ValueError as err:
-        raise _Bad(str(err)) from None
-    if found.kind == executable.MACRO:  # a subsignature starting with '$' is a macro one
-        raise _Bad(f"macro offset {text!r} in a logical subsignature")
-    return found
-
-
-_OPTIONS = {"i": "nocase", "f": "fullword", "w": "wide", "a": "ascii"}
-
-
-def _parse_hex_subsig(text: str, target: int) -> Subsig:
-    tokens = text.split(":")
-    if len(tokens) > 4:
-        tokens = tokens[:1]  # ClamAV then reads only the first field, without offset or options
-    offset = tokens[0] if len(tokens) % 2 == 0 else "*"
-    hexsig = tokens[1] if len(tokens) % 2 == 0 else tokens[0]
-    options = tokens[-1] if len(tokens) >= 3 else ""
-    for ch in options:
-        if ch not in _OPTIONS:
-            raise _Bad(f"unknown subsignature modifier {ch!r}")
-    _offset(offset, target)
-    variants = []
-    for variant, wide in _variants(hexsig, set(options)):
-        if "!" in variant and options:
-            raise _Bad("negated alternatives cannot take modifiers")
-        variants.append((wide, _parts(variant, "i" in options, wide, target, not options)))
-    return Subsig("hex", offset, variants)
-
-
-def _variants(hexsig: str, options: set[str]) -> list[tuple[str, bool]]:
-    """The hex strings ClamAV adds for one subsignature, after fullword and wide rewriting."""
-    if "f" in options:
-        if hexsig.count("[") != hexsig.count("]"):
-            raise _Bad("unmatched '['")
-        hexsig = "(W)" + hexsig.replace("[", "{").replace("]", "}") + "(W)"
-    if "w" not in options:
-        return [(hexsig, False)]
-    out = [(_widen(hexsig), True)]
-    if "a" in options:
-        out.append((hexsig, False))
-    return out
-
-
-def _widen(hexsig: str) -> str:
-    """Each byte followed by 00; gaps, alternatives and markers kept (ClamAV's wide rewrite)."""
-    out, i, n = [], 0, len(hexsig)
-    while i < n:
-        ch = hexsig[i]
-        if ch in "*|)":
-            out.append(ch)
-        elif ch in "[{":
-            close = "]" if ch == "[" else "}"
-            end = hexsig.find(close, i)
-            end = n if end < 0 else end
-            out.append("{" + hexsig[i + 1:end] + "}")
-            i = end
-        elif ch in "!(":
-            if ch == "!":
-                out.append("!")
-                i += 1
-            out.append(hexsig[i:i + 1])
-            if i + 2 >= n:
-                raise _Bad("truncated alternative")
-            if hexsig[i + 1] in "BLW":
-                if hexsig[i + 2] != ")":
-                    raise _Bad(f"bad marker in {hexsig!r}")
-                out.append(hexsig[i + 1:i + 3])
-                i += 2
-        else:
-            out.append(hexsig[i:i + 2] + "00")
-            i += 1
-        i += 1
-    return "".join(out)
-
-
-def _parts(hexsig: str, nocase: bool, wide: bool, target: int, plain: bool) -> list[Part]:
-    """Split like ClamAV: small {n} become ??; other {…} and * separate Aho-Corasick parts."""
-    while True:
-        brace = hexsig.find("{")
-        if brace < 0:
-            break
-        small = _SMALL_GAP.match(hexsig, brace)
-        if not small or not 0 < int(small[1]) < 128:
-            break
-        close = hexsig.find("}", brace)
-        hexsig = hexsig[:brace] + "??" * int(small[1]) + hexsig[close + 1:]
-    if "{" not in hexsig and "*" not in hexsig:
-        return [_part(hexsig, nocase, wide, 0, 0, target, plain)]
-    depth = 0
-    for ch in hexsig:
-        depth += (ch == "(") - (ch == ")")
-        if depth and ch in "{*":
-            raise _Bad("an alternative cannot contain a gap")
-    if hexsig.count("{") != hexsig.count("}"):
-        raise _Bad("unmatched '{'")
-    # An empty piece (leading, trailing or doubled gap) is refused as too short below.
-    pieces = re.split(r"(\{[^}]*\}|\*)", hexsig)
-    texts, gaps = pieces[0::2], pieces[1::2]
-    parts, lo, hi = [], 0, 0
-    for k, text in enumerate(texts):
-        parts.append(_part(text, nocase, wide, lo, hi, target, plain))
-        if k < len(gaps):
-            lo, hi = _gap(gaps[k])
-    return parts
-
-
-def _gap(text: str) -> tuple[int, int]:
-    """(mindist, maxdist) of a part gap; 0 means no bound, as in ClamAV."""
-    if text == "*":
-        return 0, 0
-    inner = text[1:-1]
-    if "-" not in inner:
-        if not _isnumber(inner):
-            raise _Bad(f"bad gap {text}")
-        return _atoi(inner), _atoi(inner)
-    if _strtok(inner, 2) is not None:
-        raise _Bad(f"bad gap {text}")
-    first, second = _strtok(inner, 0), _strtok(inner, 1)
-    return (_num(first, text) if first else 0), (_num(second, text) if second else 0)
-
-
-def _strtok(line: str, fieldno: int, delim: str = "-") -> str | None:
-    """ClamAV's cli_strtok: field ``fieldno`` (runs of delimiters count once), None if empty."""
-    i, counter = 0, 0
-    while i < len(line) and counter != fieldno:
-        if line[i] in delim:
-            counter += 1
-            while i + 1 < len(line) and line[i + 1] in delim:
-                i += 1
-        i += 1
-    if i >= len(line):
-        return None
-    j = i
-    while j < len(line) and line[j] not in delim:
-        j += 1
-    return line[i:j] or None
-
-
-def _num(text: str, gap: str) -> int:
-    if not _isnumber(text):
-        raise _Bad(f"bad gap {gap}")
-    return int(text)
-
-
-def _part(text: str, nocase: bool, wide: bool, mindist: int, maxdist: int, target: int,
-          plain: bool) -> Part:
-    """One Aho-Corasick pattern; ``plain``: the subsignature has no ::i/w/f/a modifiers."""
-    try:
-        body.check_subpattern(text, target, plain)
-        left, begin, end, right = body.anchor_layout(text)
-    except body._Invalid as err:
-        raise _Bad(str(err)) from None
-    core = text[begin:end]
-    word_left = core.startswith("(W)")
-    word_right = core.endswith("(W)") and len(core) > 3
-    core = core[3 if word_left else 0:len(core) - (3 if word_right else 0)]
-    if _BOUNDARY.search(core):
-        raise _Skip(f"boundary markers (B)/(L)/(W) inside {text!r} are not supported")
-    elements = _elements(core)
-    try:
-        _, hs, min_len, max_len, _ = body._parse_hex(core)
-        split = _trie_start(elements, nocase)
-        forward = "".join(_element_regex(e, core, False) for e in elements[split:])
-        prefix = [_element_regex(e, core, True) for e in reversed(elements[:split])]
-    except body._Unsupported as why:
-        raise _Skip(str(why)) from None
-    except body._Invalid as err:
-        raise _Bad(str(err)) from None
-    backward = any(e[0].endswith(")") and _generic(e) for e in elements[:split])
-    if not backward:
-        forward = "".join(_element_regex(e, core, False) for e in elements)
-        prefix = []
-    if nocase:
-        hs, forward = _nocase(hs), _nocase(forward)
-        prefix = [_nocase(x) for x in prefix]
-    length = min_len if max_len == min_len else -1
-    depth = 0
-    while split + depth < len(elements) and depth < MAX_DEPTH and elements[split + depth][1]:
-        depth += 1
-    part = Part(forward, hs, length, mindist, maxdist, _anchor(left, nocase),
-                _anchor(right, nocase), word_left, word_right,
-                lead=-1 if backward else _max_width(elements[:split]), depth=depth)
-    if prefix:
-        part.prefix = ["".join(prefix), _max_width(elements[:split])]
-    return part
-
-
-def _elements(core: str) -> list[tuple[str, bool, int]]:
-    """(text, static, value) per Aho-Corasick element: a hex pair or one (…) group.
-
-    ClamAV needs two consecutive plain bytes in each part to put it in its trie.
-    """
-    elements, i = [], 0
-    while i < len(core):
-        if core[i] == "!" or core[i] == "(":
-            end = core.find(")", i)
-            if end < 0:
-                raise _Bad(f"unterminated '(' in {core!r}")
-            elements.append((core[i:end + 1], False, -1))
-            i = end + 1
-        elif _HEXPAIR.match(core, i):
-            pair = core[i:i + 2]
-            static = "?" not in pair
-            elements.append((pair, static, int(pair, 16) if static else -1))
-            i += 2
-        else:
-            raise _Bad(f"unexpected character {core[i]!r} in {core!r}")
-    if len(elements) < MIN_DEPTH:
-        raise _Bad(f"pattern {core!r} is shorter than {MIN_DEPTH} bytes")
-    if not any(a[1] and b[1] for a, b in zip(elements, elements[1:])):
-        raise _Bad(f"pattern {core!r} has no two consecutive fixed bytes")
-    return elements
-
-
-def _trie_start(elements: list, nocase: bool) -> int:
-    """Where ClamAV starts the trie part of a pattern; the elements before it (its "prefix")
-    are matched backwards from there. Shifted when the first three elements hold a wildcard
-    or are all zero bytes, to the last run of plain bytes found within the first ones."""
-    n = len(elements)
-    # Under ::i every plain byte carries a flag, so none counts as zero.
-    value = [(e[2] if e[1] and not nocase else 1) for e in elements]
-    head = elements[:3]
-    if all(e[1] for e in head) and any(v != 0 for v in value[:3]):
-        return 0
-    plen = ppos = nzplen = nzpos = 0
-    for i in range(n - MIN_DEPTH + 1):
-        for j in range(i, min(i + 3, n)):
-            if not elements[j][1]:
-                break
-            if j - i + 1 >= plen:
-                plen, ppos = j - i + 1, i
-            if value[ppos] != 0 or (ppos + 1 < n and value[ppos + 1] != 0):
-                if plen >= 3:
-                    break
-                if plen >= MIN_DEPTH and plen > nzplen:
-                    nzplen, nzpos = plen, ppos
-        if plen >= 3 and (value[ppos] != 0 or (ppos + 1 < n and value[ppos + 1] != 0)):
-            break
-    if nzplen and ppos + 1 < n and value[ppos] == 0 and value[ppos + 1] == 0:
-        ppos = nzpos
-    return ppos
-
-
-def _generic(element: tuple) -> bool:
-    """A (…) group ClamAV matches by trying its alternatives in order: different lengths."""
-    text = element[0]
-    if text.startswith("!"):
-        return False
-    lengths = {len(a) for a in text[1:-1].split("|")}
-    return len(lengths) > 1
-
-
-def _element_regex(element: tuple, core: str, reverse: bool) -> str:
-    """The regex of one element; ``reverse`` for matching the prefix backwards (reversed)."""
-    text = element[0]
-    if not text.endswith(")"):
-        return body._render(body._pair_values(text, core))
-    negate = text[0] == "!"
-    written = text[2 if negate else 1:-1].split("|")
-    # ClamAV commits to the first alternative that matches unless one alternative begins
-    # another as written (then it backtracks): an atomic group does the same.
-    atomic = not any(a != b and (a.startswith(b) or b.startswith(a))
-                     for a in written for b in written)
-    options = written
-    if reverse:
-        options = ["".join(reversed([o[i:i + 2] for i in range(0, len(o), 2)])) for o in written]
-    if not _generic(element):
-        return body._alternatives("|".join(options), negate, core)[0]
-    rendered = ["".join(body._render(v) for v in body._pairs(o, core)) for o in options]
-    return ("(?>" if atomic else "(?:") + "|".join(rendered) + ")"
-
-
-def _max_width(elements: list) -> int:
-    width = 0
-    for text, _, _ in elements:
-        width += max(len(a) for a in text.strip("!()").split("|")) // 2 if text.endswith(
-            ")") else 1
-    return width
-
-
-def _anchor(anchor: tuple | None, nocase: bool) -> list | None:
-    """[allowed bytes, n, m] of an anchored byte (body.anchor_layout), or None when there is
-    none or ClamAV does not check it."""
-    if anchor is None or not body.anchor_checked(anchor[0]):
-        return None
-    pair, n, m = anchor
-    values = set(body._pair_values(pair, pair))
-    if nocase and len(values) == 1:
-        only = next(iter(values))
-        if chr(only).isascii() and chr(only).isalpha():
-            values.add(only ^ 0x20)
-    return [sorted(values), n, m]
-
-
-_LITERAL = re.compile(r"\\x([0-9a-f]{2})|\[(?:\\.|[^\]\\])*\]|\\.|.", re.S)
-
-
-def _nocase(regex: str) -> str:
-    """Letters written as single bytes match either case; classes and wildcards do not change
-    (ClamAV folds only plain bytes under ``::i``)."""
-    out = []
-    for token in _LITERAL.finditer(regex):
-        hexbyte = token[1]
-        if hexbyte and chr(int(hexbyte, 16)).isascii() and chr(int(hexbyte, 16)).isalpha():
-            v = int(hexbyte, 16)
-            out.append(f"[\\x{v | 0x20:02x}\\x{v & ~0x20:02x}]")
-        else:
-            out.append(token[0])
-    return "".join(out)
-
-
-# -- compiling ---------------------------------------------------------------------------------
 
 def compile_ldb(sigs: list[LogicalSig]) -> dict[str, bytes]:
     """Sections "ldb.table" (sources, index), "ldb.sigs" and "ldb.exprs" (row tables),
@@ -740,7 +367,8 @@ def _expression(sig_id: int, j: int, sub: Subsig, parts: list[Part], sensitive: 
     pieces = []
     for k, p in enumerate(parts):
         if k:
-            pieces.append(f".{{{p.mindist},}}" if 0 < p.mindist <= body.REPEAT_LIMIT else ".*")
+            near = 0 < p.mindist <= hexpattern.REPEAT_LIMIT
+            pieces.append(f".{{{p.mindist},}}" if near else ".*")
         pieces.append(f"(?:{p.hs})")
     return ["".join(pieces), _FLAGS | hyperscan.HS_FLAG_SINGLEMATCH, _NO_EXT,
             [sig_id, j, CONFIRM, -1, 0]]
@@ -754,7 +382,8 @@ def _compile_hyperscan(expressions: list[list], sigs: list[LogicalSig]) -> tuple
         try:
             return hyperscan.dumpb(_build(expressions, flags)), []
         except hyperscan.error:
-            bad = _find_rejected(expressions, flags)
+            bad = first_rejected(list(range(len(expressions))),
+                                 lambda ids: _build(expressions, flags, ids))
             if bad is None:
                 raise SignatureError(sigs[0].source, 0,
                                      "Hyperscan cannot compile the logical signatures together")
@@ -775,22 +404,6 @@ def _build(expressions: list[list], flags: list[int], only: list[int] | None = N
                elements=len(ids), flags=[flags[i] for i in ids],
                ext=[expressions[i][2] for i in ids])
     return db
-
-
-def _find_rejected(expressions: list[list], flags: list[int]) -> int | None:
-    ids = list(range(len(expressions)))
-    while len(ids) > 1:
-        left = ids[:len(ids) // 2]
-        try:
-            _build(expressions, flags, left)
-            ids = ids[len(ids) // 2:]
-        except hyperscan.error:
-            ids = left
-    try:
-        _build(expressions, flags, ids)
-    except hyperscan.error:
-        return ids[0]
-    return None
 
 
 # -- matching ----------------------------------------------------------------------------------
@@ -850,8 +463,8 @@ class LogicalMatcher:
             wanted = body.TARGETS.get(target, frozenset())
             if wanted is not None and subject.ftype not in wanted:
                 continue
-            if target in _EXE_KIND and executable.exe_kind(
-                    subject.data, subject.ftype) != _EXE_KIND[target]:
+            if target in exe_headers.EXE_TARGETS and exe_headers.exe_kind(
+                    subject.data, subject.ftype) != exe_headers.EXE_TARGETS[target]:
                 continue  # e.g. a Java class, which shares the universal binary's magic
             if not _context_ok(row, subject):
                 continue
@@ -920,7 +533,8 @@ class LogicalMatcher:
             for target, group, hexsig in body.macro_patterns(self._section(body.SECTION)):
                 # A member's later sub-patterns count only after other signatures' partial
                 # matches (ClamAV's min_partno); the first one always does.
-                first = _parse_hex_subsig(hexsig, target).variants[0][1][0]
+                _offset, variants = logical_hex.parse(hexsig, target)
+                first = variants[0][1][0]
                 self._macros.setdefault((target, group), []).append(first)
         return self._macros
 
@@ -1196,16 +810,16 @@ def _window(offset: str, target: int, subject):
     (e.g. EOF-n in a shorter file, EP+n in a file that is no executable)."""
     if offset == "*":
         return _ANY
-    parsed = executable.parse_offset(offset, target)
+    parsed = exe_headers.parse_offset(offset, target)
     exe, failed = None, False
-    if parsed.kind not in (executable.ANY, executable.ABSOLUTE):
-        # EOF- and executable-relative offsets fail in an executable ClamAV cannot parse.
-        if executable.exe_kind(subject.data, subject.ftype) is not None:
-            exe = subject.exe
-            failed = exe is None
-    if parsed.kind == executable.VERSION:
+    # EOF- and executable-relative offsets fail in an executable ClamAV cannot parse.
+    if (parsed.kind not in (exe_headers.ANY, exe_headers.ABSOLUTE)
+            and exe_headers.exe_kind(subject.data, subject.ftype) is not None):
+        exe = subject.exe
+        failed = exe is None
+    if parsed.kind == exe_headers.VERSION:
         return exe.version_info if exe is not None else _NEVER
-    found = executable.resolve_offset(parsed, subject.size, exe, failed)
+    found = exe_headers.resolve_offset(parsed, subject.size, exe, failed)
     if found is None:
         return _NEVER
     return found[0], found[0] + found[1]

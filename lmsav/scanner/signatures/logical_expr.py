@@ -64,7 +64,7 @@ def _evaluate(node: list, counts) -> tuple[bool, int, int]:
     total, seen = (lcnt + rcnt, lids | rids) if ok else (0, 0)
     if not _compare(blkmod, total, x):
         return False, 0, 0
-    if y and bin(seen).count("1") < y:
+    if y and seen.bit_count() < y:
         return False, 0, 0
     return True, total, 0  # ClamAV does not pass a counted block's subsignatures upward
 

@@ -47,7 +47,7 @@ class PcreSub:
         return [self.trigger, self.pattern.decode("latin-1"), self.options, self.flags, self.offset]
 
     @classmethod
-    def from_row(cls, row) -> "PcreSub":
+    def from_row(cls, row) -> PcreSub:
         return cls(row[0], row[1].encode("latin-1"), row[2], row[3], row[4])
 
 

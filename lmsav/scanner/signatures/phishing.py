@@ -505,7 +505,17 @@ def text_links(data: bytes) -> list[htmlnorm.Link]:
 
 
 __all__ = [
-    "CLOAKED_NULL", "HASH_DEFAULT", "HASH_NAMES", "PhishSig", "PhishingChecker", "SPOOFED",
-    "SSL_SPOOF", "compile_phishing", "parse_gdb", "parse_pdb", "parse_wdb", "posix_to_python",
+    "CLOAKED_NULL",
+    "HASH_DEFAULT",
+    "HASH_NAMES",
+    "SPOOFED",
+    "SSL_SPOOF",
+    "PhishSig",
+    "PhishingChecker",
+    "compile_phishing",
+    "parse_gdb",
+    "parse_pdb",
+    "parse_wdb",
+    "posix_to_python",
     "text_links",
 ]

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from . import hashes
 from .errors import SignatureError
-from .executable import parse_pe_scan
+from .exe_headers import parse_pe_scan
 from .levels import FUNCTIONALITY_LEVEL
 
 SECTION_EXTENSIONS = (".mdb", ".msb", ".mdu", ".msu")  # .mdu/.msu: only when PUA is wanted
@@ -55,7 +55,7 @@ def parse(text: str, source: str, ext: str) -> tuple[list[SectionSig], list[str]
     return sigs, _read_lines(text, source, table, plain, sigs.append)
 
 
-def parse_columns(text: str, source: str, ext: str) -> tuple[list["SectionColumns"], list[str]]:
+def parse_columns(text: str, source: str, ext: str) -> tuple[list[SectionColumns], list[str]]:
     """The same as ``parse`` with the signatures in hashes.HashTableBuilder columns, never an
     object per line: ClamAV's database has millions of section hashes."""
     table = _table_of(source, ext)

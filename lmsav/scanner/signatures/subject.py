@@ -36,7 +36,7 @@ class Subject:
     data: object  # bytes or mmap
     size: int
     ftype: str  # lmsav's sniffed type ("pe", "zip", "html" …)
-    clamav_type: str = "CL_TYPE_ANY"  # ClamAV's name for the same type (filetypes.clamav_type)
+    clamav_type: str = "CL_TYPE_ANY"  # ClamAV's name for the same type (clamav_types.clamav_type)
     # ClamAV types of the containers this object came out of, outermost first; () at top level.
     ancestry: tuple[str, ...] = ()
     in_mail: bool = False  # some ancestor is a mail message (phishing checks apply)
@@ -52,9 +52,9 @@ class Subject:
 
     @property
     def exe(self):
-        """The parsed executable (executable.ExeInfo) or None; parsed once, on first use."""
+        """The parsed executable (exe_headers.ExeInfo) or None; parsed once, on first use."""
         if "exe" not in self._cache:
-            from .executable import parse
+            from .exe_headers import parse
 
             self._cache["exe"] = parse(self.data, self.ftype)
         return self._cache["exe"]

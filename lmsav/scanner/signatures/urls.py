@@ -186,8 +186,7 @@ def is_url(url: CString, accept_anyproto: bool) -> bool:
         p = q + 1
     if p == start:
         return False
-    if end < p:
-        end = p
+    end = max(end, p)
     while url[end] == 0x20 and end > p:
         end -= 1
     if in_tld_set(bytes(url.buf[p:end])):
@@ -219,7 +218,7 @@ def clear_msb(s: CString, begin: int) -> None:
     i = begin
     while s[i]:
         c = s[i] & 0x7F
-        s[i] = c if c >= 32 else 32
+        s[i] = max(c, 32)
         i += 1
 
 
@@ -483,6 +482,15 @@ def sha256(data: bytes) -> bytes:
 
 
 __all__ = [
-    "CCTLDS", "CString", "TLDS", "cleanup", "get_domain", "get_host", "hex_to_char", "is_url",
-    "sha256", "strip", "url_hash_candidates",
+    "CCTLDS",
+    "TLDS",
+    "CString",
+    "cleanup",
+    "get_domain",
+    "get_host",
+    "hex_to_char",
+    "is_url",
+    "sha256",
+    "strip",
+    "url_hash_candidates",
 ]

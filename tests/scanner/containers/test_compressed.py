@@ -12,7 +12,7 @@ import tarfile
 import pytest
 import zstandard
 
-from lmsav.scanner.containers import Corrupted, handler_for
+from lmsav.scanner.containers import Corrupted, RebuildError, handler_for, rebuilder_for
 from lmsav.scanner.containers.compressed import CompressedHandler
 from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status
@@ -175,3 +175,48 @@ def test_engine_corrupt_gzip_is_corrupted(engine):
     verdict = engine.scan_bytes(data[:-40], "e.gz")
     assert verdict.root.status == Status.CORRUPTED
     assert verdict.status == Status.INFECTED
+
+
+# -- the rebuilder: member 0 replaced, never removed -------------------------------------------
+
+DECOMPRESS = {
+    "gzip": gzip.decompress,
+    "bzip2": bz2.decompress,
+    "xz": lzma.decompress,
+    "lzma": lzma.decompress,
+    "zstd": lambda d: zstandard.ZstdDecompressor().decompressobj().decompress(d),
+}
+COMPRESS = {
+    "gzip": gzip.compress,
+    "bzip2": bz2.compress,
+    "xz": lzma.compress,
+    "lzma": lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE),
+    "zstd": lambda d: zstandard.ZstdCompressor().compress(d),
+}
+
+
+@pytest.mark.parametrize("ftype", sorted(COMPRESS))
+def test_rebuilder_replaces_the_one_member_in_the_same_format(ftype):
+    original = COMPRESS[ftype](PAYLOAD)
+    obj = ScanObject("x", data=original)
+    assert obj.type == ftype
+    assert [c.member for c in explode(obj)] == [0]
+    rebuild = rebuilder_for(ftype)
+    out = rebuild(original, {0: b"new content\n"})
+    assert ScanObject("y", data=out).type == ftype
+    assert DECOMPRESS[ftype](out) == b"new content\n"
+    assert rebuild(original, {}) == original
+    with pytest.raises(RebuildError, match=f"cannot remove the only member of a {ftype} stream"):
+        rebuild(original, {0: None})
+    with pytest.raises(RebuildError, match="has no member 1"):
+        rebuild(original, {1: b"x"})
+
+
+def test_rebuilt_gzip_keeps_the_stored_name_and_time():
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="report.tar", mode="wb", fileobj=buf, mtime=1_234_567) as gz:
+        gz.write(PAYLOAD)
+    out = rebuilder_for("gzip")(buf.getvalue(), {0: b"cured"})
+    assert out[4:8] == (1_234_567).to_bytes(4, "little")
+    assert [c.name for c in explode(ScanObject("x.gz", data=out))] == ["report.tar"]
+    assert gzip.decompress(out) == b"cured"

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from lmsav.scanner.containers import handler_for
-from lmsav.scanner.containers.mail import LINKS_MAX_SIZE, MailHandler
+from lmsav.scanner.containers.message import LINKS_MAX_SIZE, MailHandler
 from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Limits
 from lmsav.scanner.objects import ScanObject, Status

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from lmsav.scanner import filetype
-from lmsav.scanner.containers.mail import MailHandler
+from lmsav.scanner.containers.message import MailHandler
 from lmsav.scanner.containers.mime import read_message
 from lmsav.scanner.engine import Engine
 from lmsav.scanner.limits import MAX_MIME_PARTS, Context, LimitExceeded, Limits

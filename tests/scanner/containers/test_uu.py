@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lmsav.scanner.containers import uu
-from lmsav.scanner.containers.mail import MailHandler
+from lmsav.scanner.containers.message import MailHandler
 from lmsav.scanner.containers.textenc import TextEncodedHandler
 from lmsav.scanner.engine import Engine
 from lmsav.scanner.objects import ScanObject, Status

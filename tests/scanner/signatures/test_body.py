@@ -131,6 +131,7 @@ def test_parse_hex_constructs(hexsig, pattern, lengths):
     ("S:0:*:??{4}*", "has no fixed bytes"),
     ("S:0:*:", "empty hex signature"),
     ("S:0:*:414243:abc", "bad functionality level 'abc'"),
+    ("S:0:*:414243:\u00b2", "bad functionality level '\u00b2': need a number"),  # not ASCII
     # ClamAV refuses these databases too.
     ("S:0:EP+10:41424344", "needs target type 1 (PE), 6 (ELF) or 9 (Mach-O), not 0"),
     ("S:0:SE1:41424344", "needs target type 1 (PE), 6 (ELF) or 9 (Mach-O), not 0"),

@@ -10,10 +10,10 @@ import struct
 import pytest
 
 from lmsav.scanner import filetype
-from lmsav.scanner.signatures import body, executable
+from lmsav.scanner.signatures import body, exe_headers
 from lmsav.scanner.signatures.subject import Subject
 
-from .test_executable import elf32_big_endian, macho_ppc, macho_x86_64, needs_mingw, sample
+from .test_exe_headers import elf32_big_endian, macho_ppc, macho_x86_64, needs_mingw, sample
 
 
 def build(text: str) -> body.BodyMatcher:
@@ -35,7 +35,7 @@ def at(data: bytes, pos: int, length: int = 8) -> str:
 @pytest.mark.parametrize("name", ["pe32", "pe64"])
 def test_entry_point_offsets_on_real_pe(name):
     data = sample(name)
-    ep = executable.parse(data, "pe").entry_point
+    ep = exe_headers.parse(data, "pe").entry_point
     matcher = build("\n".join([
         f"At:1:EP+0:{at(data, ep)}",
         f"Later:1:EP+16:{at(data, ep + 16)}",
@@ -51,7 +51,7 @@ def test_entry_point_offsets_on_real_pe(name):
 @needs_mingw
 def test_section_offsets_on_real_pe():
     data = sample("pe64")
-    exe = executable.parse(data, "pe")
+    exe = exe_headers.parse(data, "pe")
     first, last = exe.sections[0], exe.sections[-1]
     mid = first.raw + first.rsz // 2
     matcher = build("\n".join([
@@ -69,7 +69,7 @@ def test_section_offsets_on_real_pe():
 @needs_mingw
 def test_version_information_offsets():
     data = sample("pe64_version")
-    keys = sorted(executable.parse(data, "pe").version_info)
+    keys = sorted(exe_headers.parse(data, "pe").version_info)
     matcher = build(f"Key:1:VI:{at(data, keys[0], 12)}\nInside:1:VI:{at(data, keys[0] + 2, 12)}\n")
     assert hits(matcher, data) == {"Key"}
 

@@ -26,8 +26,12 @@ from lmsav.scanner.containers import handler_for
 from lmsav.scanner.filetype import sniff
 from lmsav.scanner.limits import Context, Limits
 from lmsav.scanner.objects import ScanObject
-from lmsav.scanner.signatures.containermeta import ContainerMetaMatcher, compile_cdb, parse_cdb
-from lmsav.scanner.signatures.filetypes import container_type
+from lmsav.scanner.signatures.clamav_types import container_type
+from lmsav.scanner.signatures.containermeta import (
+    ContainerMetaMatcher,
+    compile_cdb,
+    parse_cdb,
+)
 from lmsav.scanner.signatures.subject import MemberMeta
 
 pytestmark = [

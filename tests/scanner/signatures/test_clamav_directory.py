@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from .test_cvd import DATA, members_of, sigtool_cud, write_cld
-from .test_executable import sample as exe_sample
+from .test_exe_headers import sample as exe_sample
 
 pytestmark = [
     pytest.mark.integration,

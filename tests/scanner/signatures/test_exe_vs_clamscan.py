@@ -18,10 +18,10 @@ import subprocess
 import pytest
 
 from lmsav.scanner import filetype
-from lmsav.scanner.signatures import body, executable, sections
+from lmsav.scanner.signatures import body, exe_headers, sections
 from lmsav.scanner.signatures.subject import Subject
 
-from .test_executable import samples
+from .test_exe_headers import samples
 
 pytestmark = [
     pytest.mark.integration,
@@ -112,12 +112,12 @@ def _body_sigs(rnd: random.Random, files: dict[str, bytes]) -> list[str]:
     lines = []
     for fname, data in files.items():
         ftype = filetype.sniff(data, len(data))
-        kind = executable.exe_kind(data, ftype)
-        exe = executable.parse(data, ftype)
+        kind = exe_headers.exe_kind(data, ftype)
+        exe = exe_headers.parse(data, ftype)
         target = TARGETS.get(kind, 0)
         if not target:
             continue
-        view = exe if exe is not None else executable.ExeInfo(kind, 0, [])
+        view = exe if exe is not None else exe_headers.ExeInfo(kind, 0, [])
         kinds = ["EOF", "EP", "EP", "S", "SL"] if view.sections else ["EOF", "EP"]
         made = 0
         for _ in range(400):
@@ -177,7 +177,7 @@ def _hash_sigs(rnd: random.Random, files: dict[str, bytes]) -> tuple[list[str], 
         return True
 
     for fname, data in files.items():
-        pe = executable.parse_pe_scan(data)
+        pe = exe_headers.parse_pe_scan(data)
         if pe is None:
             continue
         for index, size in pe.hashed_sizes():
@@ -271,7 +271,7 @@ def test_pua_section_hashes_need_detect_pua(tmp_path):
     data = samples().get("pe32")
     if data is None:
         pytest.skip("MinGW not installed")
-    pe = executable.parse_pe_scan(data)
+    pe = exe_headers.parse_pe_scan(data)
     index, size = pe.hashed_sizes()[0]
     db = tmp_path / "db"
     db.mkdir()

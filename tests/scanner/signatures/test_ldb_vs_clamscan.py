@@ -356,11 +356,11 @@ def _build_pe(tmp_path, flags: list[str]) -> bytes:
 
 @pytest.mark.skipif(shutil.which("x86_64-w64-mingw32-gcc") is None, reason="no mingw-w64")
 def test_pe_targets_offsets_and_attributes_agree_with_clamscan(tmp_path):
-    from lmsav.scanner.signatures import executable
+    from lmsav.scanner.signatures import exe_headers
 
     pe_plain = _build_pe(tmp_path, ["-O0"])
     pe_small = _build_pe(tmp_path, ["-O2", "-s"])
-    exe = executable.parse(pe_plain, "pe")
+    exe = exe_headers.parse(pe_plain, "pe")
     assert exe is not None and exe.sections
     ep = pe_plain[exe.entry_point:exe.entry_point + 4].hex()
     s0 = pe_plain[exe.sections[0].raw + 16:exe.sections[0].raw + 20].hex()

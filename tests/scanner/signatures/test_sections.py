@@ -7,12 +7,12 @@ import hashlib
 
 import pytest
 
-from lmsav.scanner.signatures import executable, sections
+from lmsav.scanner.signatures import exe_headers, sections
 from lmsav.scanner.signatures.errors import SignatureError
 from lmsav.scanner.signatures.levels import FUNCTIONALITY_LEVEL
 from lmsav.scanner.signatures.subject import Subject
 
-from .test_executable import needs_mingw, sample
+from .test_exe_headers import needs_mingw, sample
 
 MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 SHA1 = "da39a3ee5e6b4b0d3255bfef95601890afd80709"
@@ -111,7 +111,7 @@ def test_a_level_skip_comes_before_validation():
 @needs_mingw
 def test_section_hashes_of_each_algorithm_match():
     data = sample("pe32")
-    pe = executable.parse_pe_scan(data)
+    pe = exe_headers.parse_pe_scan(data)
     (i, a), (j, b), (k, c) = pe.hashed_sizes()[:3]
     m = matcher(mdb=f"{a}:{pe.section_digest(i, 'md5').hex()}:Sect.Md5\n"
                     f"{b}:{pe.section_digest(j, 'sha1').hex()}:Sect.Sha1\n"
@@ -126,18 +126,18 @@ def test_section_hashes_of_each_algorithm_match():
 @needs_mingw
 def test_only_sections_of_a_signed_size_are_hashed(monkeypatch):
     data = sample("pe64")
-    pe = executable.parse_pe_scan(data)
+    pe = exe_headers.parse_pe_scan(data)
     index, size = pe.hashed_sizes()[0]
     others = [s for _, s in pe.hashed_sizes() if s != size]
     assert others  # the sample has sections of other sizes
     hashed = []
-    real = executable.PeScan.section_digest
+    real = exe_headers.PeScan.section_digest
 
     def counting(self, i, algo):
         hashed.append(i)
         return real(self, i, algo)
 
-    monkeypatch.setattr(executable.PeScan, "section_digest", counting)
+    monkeypatch.setattr(exe_headers.PeScan, "section_digest", counting)
     m = matcher(mdb=f"{size}:{pe.section_digest(index, 'md5').hex()}:One\n")
     assert names(m, data) == ["One"]
     assert set(hashed) == {i for i, s in pe.hashed_sizes() if s == size}
@@ -146,7 +146,7 @@ def test_only_sections_of_a_signed_size_are_hashed(monkeypatch):
 @needs_mingw
 def test_exact_and_wildcard_size_both_report():
     data = sample("pe32")
-    pe = executable.parse_pe_scan(data)
+    pe = exe_headers.parse_pe_scan(data)
     index, size = pe.hashed_sizes()[0]
     digest = pe.section_digest(index, "sha256").hex()
     m = matcher(mdb=f"{size}:{digest}:Exact\n*:{digest}:Anywhere:73\n")
@@ -156,7 +156,7 @@ def test_exact_and_wildcard_size_both_report():
 @needs_mingw
 def test_import_hash_matches_a_pe32_only():
     data = sample("pe32")
-    table = executable.parse_pe_scan(data).import_table()
+    table = exe_headers.parse_pe_scan(data).import_table()
     m = matcher(imp=f"{hashlib.md5(table).hexdigest()}:{len(table)}:Imp.Md5\n"
                     f"{hashlib.sha256(table).hexdigest()}:*:Imp.Any\n"
                     f"{hashlib.md5(table).hexdigest()}:{len(table) + 1}:Imp.WrongSize\n")
@@ -166,8 +166,8 @@ def test_import_hash_matches_a_pe32_only():
 
 @needs_mingw
 def test_import_by_ordinal_changes_the_hash():
-    plain = executable.parse_pe_scan(sample("pe32")).import_table()
-    ordinals = executable.parse_pe_scan(sample("pe32_ordinals")).import_table()
+    plain = exe_headers.parse_pe_scan(sample("pe32")).import_table()
+    ordinals = exe_headers.parse_pe_scan(sample("pe32_ordinals")).import_table()
     assert plain != ordinals
     m = matcher(imp=f"{hashlib.md5(ordinals).hexdigest()}:{len(ordinals)}:Imp.Ord\n")
     assert names(m, sample("pe32_ordinals")) == ["Imp.Ord"]

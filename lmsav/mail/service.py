@@ -1,0 +1,126 @@
+"""The mail service: every front end (spool watcher, qmail wrapper, daemon, ``lmsav mail check``)
+builds one ``MailService`` from the settings and asks it ``decide(message, envelope) -> Plan``.
+
+The plan is what the policy decided (``plan.outcome``: per group its recipients, status, action
+and message) and what the MTA must be handed, in order (``plan.deliveries``: notices first,
+messages last, so a failure half-way can never leave a message queued while its notices were
+lost). A front end translates the plan into its own protocol and decides nothing itself.
+
+Before and after the queue differ in one case only, when every addressed group rejects:
+
+- after the queue (the spool watcher) the MTA has already said yes, so the sender learns of the
+  refusal by a delivery status notice: it is in ``plan.deliveries``, like every other delivery;
+- before the queue (qmail wrapper, daemon's LMSAVMAIL, a milter) the SMTP reply carries the
+  refusal (``plan.result == "reject"``, ``plan.reply``): ``plan.before_queue_deliveries()`` is
+  ``plan.deliveries`` without that notice (the groups' own notices still go).
+
+When only some groups reject, both queue what the others accept and tell the sender about the
+refused recipients with a delivery status notice: one SMTP transaction has one answer for all
+recipients.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .deliveries import REJECT_NOTICE_KEY, Delivery, plan_deliveries
+from .envelope import Envelope
+from .outcome import MessageOutcome
+
+
+class MailServiceError(Exception):
+    """The service cannot be built or cannot decide for this message (one line; front ends
+    defer, exit 2 or log it)."""
+
+
+@dataclass
+class Plan:
+    """What to do with one message."""
+
+    outcome: MessageOutcome  # per group: recipients, status, action, the message they get
+    deliveries: list[Delivery]  # after the queue: every delivery, notices first, messages last
+    result: str  # "accept" | "reject" (every addressed group rejected)
+    reply: str  # the SMTP reply when rejected, else ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.result == "reject"
+
+    def before_queue_deliveries(self) -> list[Delivery]:
+        """The deliveries of a front end that answers the SMTP transaction itself: when the
+        message is refused, the sender hears it in the reply and gets no status notice."""
+        if not self.rejected:
+            return list(self.deliveries)
+        return [d for d in self.deliveries if d.key != REJECT_NOTICE_KEY]
+
+
+class MailService:
+    """Groups, database and policy, built once per process; ``decide`` per message."""
+
+    def __init__(self, database, groups, limits, *, backup_store=None, stats_dir: Path | None = None,
+                 tmp_root: str | None = None, hostname: str | None = None):
+        from .process import MailProcessor
+
+        self.database = database
+        self.groups = groups
+        self.processor = MailProcessor(database, groups, limits, backup_store=backup_store,
+                                       stats_dir=stats_dir, hostname=hostname, tmp_root=tmp_root)
+        self.hostname = self.processor.hostname
+
+    @classmethod
+    def from_settings(cls, settings, config_path: Path | None, *, database=None,
+                      database_dir: Path | None = None, backup: bool = True,
+                      stats: bool = True) -> MailService:
+        """Groups from ``groups.d`` beside ``config_path`` (the shipped default group when None)
+        and, unless ``database`` is given, the database of ``database_dir`` or the settings."""
+        from .. import paths
+        from ..config import ConfigError
+        from ..scanner.containers import load_all
+        from .backup import BackupStore
+        from .groups import groups_dir, load_groups
+
+        try:
+            groups = load_groups(groups_dir(Path(config_path)) if config_path else None)
+        except ConfigError as err:
+            raise MailServiceError(str(err)) from None
+        if database is None:
+            database = load_database(database_dir or settings.database_dir())
+        load_all()  # every handler imported once, before a daemon or watcher forks
+        state = Path(settings.paths.state_dir)
+        tmp = settings.paths.tmp_dir
+        return cls(database, groups, settings.limits(),
+                   backup_store=BackupStore(paths.backup_dir(state)) if backup else None,
+                   stats_dir=paths.stats_dir(state) if stats else None,
+                   tmp_root=str(tmp) if tmp else None)
+
+    def decide(self, message: bytes, envelope: Envelope) -> Plan:
+        """Scan ``message``, apply each recipient group's policy, and plan the deliveries."""
+        from .backup import BackupError
+
+        if envelope.group and self.groups.get(envelope.group) is None:
+            raise MailServiceError(f"no recipient group named {envelope.group!r}")
+        try:
+            outcome = self.processor.process(message, envelope.sender, list(envelope.recipients),
+                                             group=envelope.group or None)
+        except (OSError, BackupError) as err:
+            raise MailServiceError(f"cannot record the outcome: {err}") from None
+        deliveries = plan_deliveries(outcome, envelope, message, self.groups, self.hostname)
+        addressed = [g for g in outcome.groups if g.recipients]
+        rejected = bool(addressed) and all(g.action == "reject" for g in addressed)
+        reply = next((g.reject_reply for g in addressed if g.reject_reply), "") if rejected else ""
+        return Plan(outcome, deliveries, "reject" if rejected else "accept", reply)
+
+
+def load_database(directory):
+    """The compiled database of ``directory``, resolved once (an update switching ``current``
+    while it loads must not mix two versions); built in a child when it must be compiled."""
+    from ..scanner.signatures.database import Database, DatabaseError
+    from ..scanner.signatures.errors import SignatureError
+
+    resolved = Path(os.path.realpath(directory))
+    try:
+        return Database.load(resolved, build_in_child=True)
+    except (DatabaseError, SignatureError, OSError) as err:
+        raise MailServiceError(f"signature database: {err}") from None

@@ -1,0 +1,146 @@
+"""One local ``lmsav scan``: the engine from the settings, a sweep (or a watch) of the targets,
+actions, printed reports and the exit code. The command line itself is lmsav.cli's."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import paths as paths_mod
+from ..clitools import EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, Fatal
+from ..scanner.engine import Engine
+from ..scanner.objects import Status
+from .options import ScanParameters
+from .report import ReportPrinter, progress_bar
+from .run import SweepOptions, Tally, summarize, sweep
+
+
+def run_scan(settings, db, params: ScanParameters) -> int:
+    """Scan ``params.targets`` ('-' is standard input) as configured; the exit code."""
+    sc = settings.scan
+    engine = Engine(db, settings.limits(), sc.scan_archives, sc.scan_mail,
+                    str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
+    as_json, verbose = params.as_json, params.verbose
+    # Actions look at each detected file again in this process (and get its tree then), so
+    # the workers need not send every clean file's tree back.
+    opts = SweepOptions(tuple(sc.exclude), tuple(sc.include), sc.max_dir_depth,
+                        sc.one_file_system, sc.follow_symlinks,
+                        sc.workers or os.cpu_count() or 1, want_tree=as_json,
+                        incremental=sc.incremental,
+                        cache_path=str(paths_mod.scan_cache_file(settings.paths.state_dir)),
+                        database_version=db.version, report_unchanged=verbose or as_json)
+    runner = action_runner(settings, engine, db)
+    report_file = _open_report(params.report_path, params.report_format)
+    printer = ReportPrinter(verbose, params.infected, as_json, set(runner.policy.found),
+                            runner.policy.active, sc.incremental and not params.watch)
+    tally = Tally()
+    progress = params.progress
+    show_bar = progress if progress is not None else sys.stderr.isatty() and not as_json
+    bar = progress_bar() if show_bar and not params.watch else None
+
+    def on_report(report, act=True, scanned=None):
+        result = runner.apply(report, scanned) if act else runner.apply_nothing(report)
+        if report_file is not None and result is not None:
+            report_file.write(result)
+        if bar is not None and (verbose or report.status != Status.CLEAN or report.skipped):
+            with bar.external_write_mode(file=sys.stderr):  # keep lines and the bar apart
+                printer.emit(report, result)
+        else:
+            printer.emit(report, result)
+        if bar is not None:
+            bar.update(1)
+
+    targets = params.targets
+    if params.watch:
+        try:
+            _watch(targets, engine, sc, tally, on_report, as_json)
+        finally:
+            if report_file is not None:
+                report_file.close()
+        if not params.no_summary:
+            printer.summary(tally, db)
+        return (EXIT_ERROR if printer.action_errors else EXIT_FOUND if printer.found
+                else EXIT_CLEAN)
+    try:
+        file_targets = [t for t in targets if t != "-"]
+        if "-" in targets:
+            verdict = engine.scan_bytes(sys.stdin.buffer.read(), "stdin")
+            report = summarize("stdin", verdict, as_json)
+            tally.add(report)
+            on_report(report, act=False)  # nothing on disk to act on
+        if file_targets:
+            sweep(engine, file_targets, opts, tally, on_report)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        click.echo("lmsav: interrupted", err=True)
+        return EXIT_ERROR
+    finally:
+        if report_file is not None:
+            report_file.close()
+    if bar is not None:
+        bar.close()
+    if not params.no_summary:
+        printer.summary(tally, db)
+    return printer.exit_code(tally)
+
+
+def action_runner(settings, engine, db):
+    """The ActionRunner of the configured [scan] actions, with the stores under the state
+    directory; it never acts inside them, nor inside the database directory."""
+    from ..quarantine.store import FileStore
+    from .actions import ActionPolicy, ActionRunner
+
+    state = settings.paths.state_dir
+    return ActionRunner(engine, ActionPolicy.from_settings(settings.scan),
+                        FileStore(paths_mod.quarantine_dir(state), "quarantine"),
+                        FileStore(paths_mod.backup_files_dir(state), "backup"), db.version,
+                        keep_out=(str(state), str(settings.database_dir())))
+
+
+def _open_report(path: str | None, fmt: str | None):
+    if not path:
+        return None
+    from .report import ReportFile
+
+    try:
+        return ReportFile(path, fmt)
+    except OSError as err:
+        raise Fatal(f"cannot open the report file {path}: {err.strerror or err}") from None
+
+
+def _watch(targets, engine, sc, tally, on_report, as_json) -> None:
+    """``scan --watch``: scan each file finished under the directories until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from .watch import FileWatcher, WatchError
+
+    if "-" in targets:
+        raise Fatal("--watch takes directories; standard input cannot be watched")
+    stop = threading.Event()
+
+    def on_file(path: str) -> None:
+        try:
+            st = os.stat(path) if sc.follow_symlinks else os.lstat(path)
+            verdict = engine.scan_path(path)
+        except OSError:
+            return  # gone, or replaced by something else: a new event brings it back
+        report = summarize(path, verdict, as_json)
+        tally.add(report)
+        on_report(report, scanned=st)
+
+    watcher = FileWatcher(list(targets), on_file, exclude=tuple(sc.exclude),
+                          include=tuple(sc.include), follow_symlinks=sc.follow_symlinks)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watcher.run(stop, ready=lambda: click.echo(
+            f"lmsav: watching {', '.join(watcher.roots)}", err=True))
+    except WatchError as err:
+        raise Fatal(str(err)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

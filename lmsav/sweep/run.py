@@ -1,0 +1,490 @@
+"""The sweep of ``lmsav scan`` and ``lmsav cron run``: walk, scan in parallel workers, tally.
+
+The per-file loop is deliberately plain: the walker (``walk.regular_files``) yields paths with
+their stat, workers open and scan them with the engine loaded once before forking, and only a
+compact record travels back to the parent for each file.
+
+Incremental sweeps (``SweepOptions.incremental``) look each file's stat up in the scan cache
+(``cache.py``) in the parent: a file unchanged since a clean verdict is never read, never sent
+to a worker, and only counted. The parent records the clean verdicts that come back, so workers
+never touch the cache.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .. import __version__
+from ..scanner.engine import Engine
+from ..scanner.objects import ObjectResult, Status, Verdict
+from .walk import WalkError, regular_files
+
+if TYPE_CHECKING:
+    from .cache import ScanCache  # imported at run time by incremental sweeps only
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    max_dir_depth: int = 0  # 0 = unlimited
+    one_file_system: bool = False
+    follow_symlinks: bool = False
+    workers: int = 1
+    want_tree: bool = False  # return the whole verdict tree (for --json), not only findings
+    incremental: bool = False  # skip files unchanged since a clean verdict (the scan cache)
+    cache_path: str | None = None  # the scan cache file; None: <state dir>/scancache.sqlite
+    database_version: str = ""  # the database verdicts are valid for; "": the engine's
+    report_unchanged: bool = False  # on_report for unchanged files too (-v, --json); else counted
+
+
+@dataclass(slots=True)
+class FileReport:
+    """What one scanned input amounts to, small enough to send between processes."""
+
+    path: str
+    status: Status
+    size: int = 0
+    findings: list[tuple[str, Status, list[str], str]] = field(default_factory=list)
+    tree: dict | None = None  # the verdict as JSON when asked for
+    skipped: bool = False  # not scanned on purpose (special file): not counted as scanned
+    unchanged: bool = False  # clean as the scan cache knows it, not read: not counted as scanned
+
+
+@dataclass
+class Tally:
+    directories: int = 0
+    files: int = 0
+    bytes: int = 0
+    by_status: dict[Status, int] = field(default_factory=lambda: {s: 0 for s in Status})
+    skipped: int = 0
+    unchanged: int = 0  # skipped by an incremental sweep as unchanged since a clean verdict
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, report: FileReport) -> None:
+        if report.skipped:
+            self.skipped += 1
+            return
+        if report.unchanged:
+            self.unchanged += 1
+            return
+        self.files += 1
+        self.bytes += report.size
+        self.by_status[report.status] += 1
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+# -- walking -----------------------------------------------------------------------------------
+
+_WHY = {"open": "cannot open", "link": "broken symlink", "list": "cannot read directory",
+        "stat": "cannot stat"}
+
+
+def inputs(paths: Iterable[str], opts: SweepOptions, tally: Tally,
+           descend: Callable[[str], bool] | None = None
+           ) -> Iterator[FileReport | tuple[str, os.stat_result]]:
+    """Walk order: ``(path, stat)`` of a file to scan, or the report of what cannot be scanned
+    (an entry the walk could not look at, a special file). Counts directories in ``tally``."""
+    pending: deque[FileReport] = deque()
+    want_tree = opts.want_tree
+
+    def on_error(path: str, err: OSError) -> None:
+        why = _WHY[err.step] if isinstance(err, WalkError) else "cannot open"
+        pending.append(problem_report(path, Status.ERROR, f"{why}: {err.strerror}", want_tree))
+
+    def on_special(path: str) -> None:
+        pending.append(problem_report(path, Status.CLEAN, "special file", want_tree,
+                                      skipped=True))
+
+    def on_directory(_path: str) -> None:
+        tally.directories += 1
+
+    for item in regular_files(paths, follow_symlinks=opts.follow_symlinks, on_error=on_error,
+                              exclude=opts.exclude, include=opts.include,
+                              max_depth=opts.max_dir_depth,
+                              one_file_system=opts.one_file_system, on_special=on_special,
+                              on_directory=on_directory, descend=descend):
+        while pending:  # the callbacks ran while looking for this file: they come first
+            yield pending.popleft()
+        yield item
+    yield from pending
+
+
+# -- scanning ----------------------------------------------------------------------------------
+
+_engine: Engine | None = None
+_want_tree = False
+
+
+def summarize(path: str, verdict: Verdict, want_tree: bool) -> FileReport:
+    """What a verdict amounts to for the output, the actions and the exit code."""
+    root = verdict.root
+    status = verdict.status
+    report = FileReport(path, status, root.size)
+    if status != Status.CLEAN:
+        report.findings = [
+            (r.path, r.status, [t.name for t in r.threats], r.reason)
+            for r in root.walk()
+            if r.status != Status.CLEAN
+        ]
+    if want_tree:
+        report.tree = verdict.to_json()
+    return report
+
+
+def scan_one(path: str) -> FileReport:
+    """Scan one file with this process's engine (set before the workers fork)."""
+    try:
+        verdict = _engine.scan_path(path)
+    except FileNotFoundError:
+        verdict = Verdict(ObjectResult(path, "", 0, Status.ERROR, reason="vanished during scan"))
+    except OSError as err:
+        verdict = Verdict(
+            ObjectResult(path, "", 0, Status.ERROR, reason=f"cannot open: {err.strerror}")
+        )
+    return summarize(path, verdict, _want_tree)
+
+
+def problem_report(path: str, status: Status, reason: str, want_tree: bool,
+                   skipped: bool = False) -> FileReport:
+    """The report of a path the walk could not descend into or must not scan (not fatal)."""
+    verdict = Verdict(ObjectResult(path, "", 0, status, reason=reason))
+    report = summarize(path, verdict, want_tree)
+    report.skipped = skipped
+    if skipped:
+        report.findings = [(path, Status.CLEAN, [], reason)]
+    return report
+
+
+def unchanged_report(path: str, size: int, want_tree: bool) -> FileReport:
+    report = FileReport(path, Status.CLEAN, size, unchanged=True)
+    if want_tree:
+        result = ObjectResult(path, "", size, reason="unchanged since a clean scan")
+        report.tree = Verdict(result).to_json()
+    return report
+
+
+def cache_version(engine: Engine, opts: SweepOptions) -> str:
+    """Everything a cached clean verdict depends on besides the file itself.
+
+    The database's build time is part of it, so signatures changed under an unchanged version
+    string still invalidate the cache. Limits are not: hitting one never yields CLEAN.
+    """
+    db = engine.db
+    return (f"lmsav {__version__}; database {opts.database_version or db.version} built "
+            f"{db.built_at!r}; archives {engine.scan_archives}; mail {engine.scan_mail}")
+
+
+def open_cache(engine: Engine, opts: SweepOptions) -> ScanCache:
+    from ..paths import scan_cache_file, state_dir
+    from .cache import ScanCache
+
+    path = opts.cache_path or str(scan_cache_file(state_dir()))
+    return ScanCache(path, cache_version(engine, opts))
+
+
+def sweep(
+    engine: Engine,
+    paths: Iterable[str],
+    opts: SweepOptions,
+    tally: Tally,
+    on_report: Callable[[FileReport], None],
+) -> None:
+    """Scan everything under ``paths``, calling ``on_report`` in walk order for each input.
+
+    Files an incremental sweep skips as unchanged are counted in ``tally.unchanged`` and reach
+    ``on_report`` (as ``FileReport.unchanged``) only when ``opts.report_unchanged`` is set.
+    """
+    global _engine, _want_tree
+    _engine, _want_tree = engine, opts.want_tree
+    cache = open_cache(engine, opts) if opts.incremental else None
+    try:
+        if opts.workers <= 1:
+            _sweep_here(paths, opts, tally, on_report, cache)
+        else:
+            _sweep_forked(paths, opts, tally, on_report, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _plan(paths: Iterable[str], opts: SweepOptions, tally: Tally, cache: ScanCache | None
+          ) -> Iterator[FileReport | tuple[str, os.stat_result | None]]:
+    """Walk order: a report that needs no scan, or ``(path, stat or None)`` to scan (the stat
+    only for the scan cache)."""
+    if cache is None:
+        for item in inputs(paths, opts, tally):
+            yield item if isinstance(item, FileReport) else (item[0], None)
+        return
+    if _can_split(opts, cache):
+        yield from _plan_split(paths, opts, tally, cache)
+        return
+    for item in inputs(paths, opts, tally):
+        planned = _plan_one(item, opts, tally, cache)
+        if planned is not None:
+            yield planned
+
+
+def _plan_one(item, opts: SweepOptions, tally: Tally, cache: ScanCache):
+    """What one walk item of an incremental sweep becomes: a report, a file to scan, or None
+    (unchanged, only counted)."""
+    if isinstance(item, FileReport):
+        return item
+    if not cache.is_unchanged(item[1]):
+        return item
+    if opts.report_unchanged:
+        return unchanged_report(item[0], item[1].st_size, opts.want_tree)
+    tally.unchanged += 1
+    return None
+
+
+# -- the walk of a repeated incremental sweep, split over processes ------------------------------
+#
+# When most files are known clean, a sweep is its directory walk: one stat per file. The stat
+# calls and the per-file work then go to ``workers`` forked processes, each walking whole
+# subtrees of a top directory; the parent hands their results on in walk order. Only for
+# repeated sweeps (a first one would buffer every path) and only without the options whose
+# bookkeeping spans subtrees (followed links, depth limit, one file system).
+
+def _can_split(opts: SweepOptions, cache: ScanCache) -> bool:
+    return (opts.workers > 1 and cache.known > 0 and not opts.follow_symlinks
+            and not opts.max_dir_depth and not opts.one_file_system)
+
+
+def _plan_split(paths: Iterable[str], opts: SweepOptions, tally: Tally, cache: ScanCache):
+    for top in paths:
+        try:
+            st = os.lstat(top)
+        except OSError:
+            st = None
+        subdirs: list[str] = []
+
+        def walk_elsewhere(path: str, subdirs: list[str] = subdirs) -> bool:
+            subdirs.append(path)
+            return False
+
+        # Errors, links and files as a whole sweep has them; of a directory, its own entries
+        # here and its subdirectories' trees in walkers.
+        split = st is not None and stat.S_ISDIR(st.st_mode)
+        for item in inputs([top], opts, tally, walk_elsewhere if split else None):
+            planned = _plan_one(item, opts, tally, cache)
+            if planned is not None:
+                yield planned
+        yield from _walk_subtrees(subdirs, opts, tally, cache)
+
+
+def _plan_subtree(directory: str, opts: SweepOptions, cache: ScanCache) -> tuple[list, int, int]:
+    """(planned items, directories, unchanged files) of one subtree."""
+    tally = Tally()
+    out = []
+    for item in inputs([directory], opts, tally):
+        planned = _plan_one(item, opts, tally, cache)
+        if planned is not None:
+            out.append(planned)
+    return out, tally.directories, tally.unchanged
+
+
+def _walk_subtrees(subdirs: list[str], opts: SweepOptions, tally: Tally, cache: ScanCache):
+    import pickle
+    import selectors
+
+    def take(result) -> Iterator:
+        items, directories, unchanged = result
+        tally.directories += directories
+        tally.unchanged += unchanged
+        yield from items
+
+    count = min(opts.workers, len(subdirs))
+    if count < 2:
+        for directory in subdirs:
+            yield from take(_plan_subtree(directory, opts, cache))
+        return
+    children: dict[int, tuple[int, bytearray]] = {}  # read end -> (pid, buffer)
+    for n in range(count):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a walker: its share of the subtrees, one framed result each
+            code = 0
+            try:
+                os.close(r)
+                for i in range(n, len(subdirs), count):
+                    data = pickle.dumps((i, _plan_subtree(subdirs[i], opts, cache)),
+                                        pickle.HIGHEST_PROTOCOL)
+                    frame = len(data).to_bytes(8, "little") + data
+                    while frame:
+                        frame = frame[os.write(w, frame):]
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        children[r] = (pid, bytearray())
+    done: dict[int, tuple] = {}
+    sel = selectors.DefaultSelector()
+    for r in children:
+        sel.register(r, selectors.EVENT_READ)
+    try:
+        for i in range(len(subdirs)):
+            while i not in done and children:
+                for key, _ in sel.select():
+                    r = key.fd
+                    pid, buf = children[r]
+                    chunk = os.read(r, 1 << 20)
+                    if not chunk:  # finished (or died: what it did not send is walked here)
+                        sel.unregister(r)
+                        os.close(r)
+                        os.waitpid(pid, 0)
+                        del children[r]
+                        continue
+                    buf += chunk
+                    while len(buf) >= 8 and len(buf) >= 8 + int.from_bytes(buf[:8], "little"):
+                        size = int.from_bytes(buf[:8], "little")
+                        index, result = pickle.loads(bytes(buf[8:8 + size]))
+                        del buf[:8 + size]
+                        done[index] = result
+            result = done.pop(i, None)
+            if result is None:
+                result = _plan_subtree(subdirs[i], opts, cache)
+            yield from take(result)
+    finally:
+        for r, (pid, _buf) in children.items():
+            sel.unregister(r)
+            os.close(r)
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
+def _remember(cache: ScanCache, report: FileReport, st: os.stat_result) -> None:
+    if report.status == Status.CLEAN:
+        cache.record_clean(st)
+    else:
+        cache.forget(st)
+
+
+def _sweep_here(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> None:
+    for item in _plan(paths, opts, tally, cache):
+        if isinstance(item, FileReport):
+            report = item
+        else:
+            path, st = item
+            report = scan_one(path)
+            if st is not None:
+                _remember(cache, report, st)
+        tally.add(report)
+        on_report(report)
+
+
+BATCH = 32  # paths per task sent to a worker
+MAX_IN_FLIGHT_PER_WORKER = 8  # batches sent and not yet passed on, per worker
+MAX_WAITING = 4096  # reports queued in walk order before the walker waits
+
+
+class _Batch:
+    """A stretch of walk order: the paths one worker task scans, and the reports that need no
+    scan in between (``None`` in ``slots`` stands for the next worker result)."""
+
+    __slots__ = ("paths", "result", "slots", "stats")
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self.stats: list[os.stat_result | None] = []
+        self.slots: list[FileReport | None] = []
+        self.result = None  # the worker task, once sent
+
+
+def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> None:
+    """The parent walks and keeps walk order; forked workers scan batches of paths.
+
+    Workers are forked (after the database is loaded: they share its pages copy-on-write) only
+    when a first batch needs scanning, so a sweep of an unchanged tree forks none.
+    """
+    mp = multiprocessing.get_context("fork")
+    pool = None
+    waiting: deque[FileReport | _Batch] = deque()  # walk order
+    open_batch: _Batch | None = None  # the last batch, still taking paths; not sent yet
+    in_flight = 0
+    max_in_flight = MAX_IN_FLIGHT_PER_WORKER * opts.workers
+
+    def send(batch: _Batch) -> None:
+        nonlocal pool, in_flight
+        if pool is None:
+            from ..scanner.containers import load_all
+
+            load_all()  # before forking: the workers share the handlers' modules
+            pool = mp.Pool(opts.workers)
+        batch.result = pool.apply_async(_scan_batch, (batch.paths,))
+        in_flight += 1
+
+    def pass_on(entry: FileReport | _Batch) -> None:
+        nonlocal in_flight
+        if isinstance(entry, FileReport):
+            tally.add(entry)
+            on_report(entry)
+            return
+        in_flight -= 1
+        scanned = zip(entry.result.get(), entry.stats)
+        for report in entry.slots:
+            if report is None:
+                report, st = next(scanned)
+                if st is not None:
+                    _remember(cache, report, st)
+            tally.add(report)
+            on_report(report)
+
+    try:
+        for item in _plan(paths, opts, tally, cache):
+            if isinstance(item, FileReport):
+                if open_batch is None:
+                    waiting.append(item)
+                else:
+                    open_batch.slots.append(item)
+                    if len(open_batch.slots) >= MAX_WAITING:
+                        send(open_batch)
+                        open_batch = None
+            else:
+                if open_batch is None:
+                    open_batch = _Batch()
+                    waiting.append(open_batch)
+                open_batch.paths.append(item[0])
+                open_batch.stats.append(item[1])
+                open_batch.slots.append(None)
+                if len(open_batch.paths) >= BATCH:
+                    send(open_batch)
+                    open_batch = None
+            # Pass on what is ready; wait for the oldest batch only when too much is queued.
+            while waiting:
+                head = waiting[0]
+                if isinstance(head, _Batch):
+                    crowded = in_flight >= max_in_flight or len(waiting) >= MAX_WAITING
+                    if head.result is None:  # the open batch
+                        if not crowded:
+                            break
+                        send(head)
+                        open_batch = None
+                    elif not crowded and not head.result.ready():
+                        break
+                pass_on(waiting.popleft())
+        if open_batch is not None:
+            send(open_batch)
+        while waiting:
+            pass_on(waiting.popleft())
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+def _scan_batch(paths: list[str]) -> list[FileReport]:
+    return [scan_one(path) for path in paths]

@@ -1,0 +1,95 @@
+"""Sweeps for `lmsav scan`: what the walk finds becomes reports (files, special files, problems),
+in walk order, also from parallel workers."""
+
+import os
+
+import pytest
+
+from lmsav.scanner.engine import Engine
+from lmsav.scanner.objects import Status
+from lmsav.scanner.signatures.database import Database
+from lmsav.sweep.run import SweepOptions, Tally, inputs, sweep
+from tests.conftest import EICAR
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "t"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "top.txt").write_text("top")
+    (root / "a" / "one.log").write_text("one")
+    (root / "a" / "b" / "two.txt").write_text("two")
+    (root / "a" / "b" / "c" / "eicar.com").write_bytes(EICAR)
+    return root
+
+
+def paths(root, **kw):
+    items = inputs([str(root)], SweepOptions(**kw), Tally())
+    return [os.path.relpath(i[0], root) if isinstance(i, tuple) else ("problem", i.findings[0][3])
+            for i in items]
+
+
+def test_walk_is_depth_first_in_name_order(tree):
+    assert paths(tree) == ["top.txt", "a/one.log", "a/b/two.txt", "a/b/c/eicar.com"]
+
+
+def test_exclude_by_name_or_path_and_include(tree):
+    assert paths(tree, exclude=("*.log",)) == ["top.txt", "a/b/two.txt", "a/b/c/eicar.com"]
+    assert paths(tree, exclude=(str(tree / "a" / "b"),)) == ["top.txt", "a/one.log"]
+    assert paths(tree, include=("*.txt",)) == ["top.txt", "a/b/two.txt"]
+
+
+def test_max_dir_depth(tree):
+    assert paths(tree, max_dir_depth=1) == ["top.txt", "a/one.log"]
+
+
+def test_symlinks_skipped_by_default_and_loops_cut_when_followed(tree):
+    os.symlink(tree, tree / "a" / "loop")
+    os.symlink(tree / "top.txt", tree / "link.txt")
+    assert paths(tree) == ["top.txt", "a/one.log", "a/b/two.txt", "a/b/c/eicar.com"]
+    followed = paths(tree, follow_symlinks=True)
+    assert "link.txt" in followed
+    assert not any(str(p).startswith("a/loop") for p in followed)
+
+
+def test_special_files_and_broken_links_are_reported(tree):
+    os.mkfifo(tree / "fifo")
+    os.symlink(tree / "missing", tree / "dangling")
+    got = paths(tree, follow_symlinks=True)
+    assert ("problem", "special file") in got
+    assert ("problem", "broken symlink: No such file or directory") in got
+
+
+def test_missing_top_is_a_problem_not_an_exception(tmp_path):
+    assert paths(tmp_path / "nope") == [("problem", "cannot open: No such file or directory")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sweep_reports_in_walk_order_and_tallies(tree, bundled_db_dir, workers):
+    os.mkfifo(tree / "fifo")
+    engine = Engine(Database.load(bundled_db_dir))
+    tally, seen = Tally(), []
+    sweep(engine, [str(tree)], SweepOptions(workers=workers), tally, seen.append)
+    assert [os.path.relpath(r.path, tree) for r in seen] == [
+        "fifo", "top.txt", "a/one.log", "a/b/two.txt", "a/b/c/eicar.com"]
+    assert tally.files == 4 and tally.skipped == 1 and tally.directories == 4
+    assert tally.by_status[Status.INFECTED] == 1
+    assert seen[-1].findings[0][2] == ["Eicar-Test-Signature"]
+
+
+def test_vanished_file_is_an_error_and_scan_goes_on(tree, bundled_db_dir, monkeypatch):
+    engine = Engine(Database.load(bundled_db_dir))
+    real = engine.scan_path
+
+    def vanish(path, name=None):
+        if path.endswith("one.log"):
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(path, name)
+
+    monkeypatch.setattr(engine, "scan_path", vanish)
+    tally, seen = Tally(), []
+    sweep(engine, [str(tree)], SweepOptions(), tally, seen.append)
+    by_name = {os.path.basename(r.path): r for r in seen}
+    assert by_name["one.log"].status == Status.ERROR
+    assert by_name["one.log"].findings[0][3] == "vanished during scan"
+    assert by_name["eicar.com"].status == Status.INFECTED
