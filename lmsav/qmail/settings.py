@@ -15,6 +15,8 @@ import os
 from .. import plaintoml
 
 ENV_CONFIG = "LMSAV_CONFIG"
+# paths.SYSTEM_CONFIG_FILE and SYSTEM_RUN_DIR, repeated: importing lmsav.paths costs every
+# message more than the rest of this module (tests/qmail/test_settings.py keeps them equal).
 SYSTEM_CONFIG = "/etc/lmsav/lmsav.toml"
 SYSTEM_RUN_DIR = "/run/lmsav"
 WANTED = ("qmail", "daemon", "paths")

@@ -127,3 +127,9 @@ def test_explicit_missing_file_and_bad_flags_are_errors(tmp_path):
     conf.write_text("")
     with pytest.raises(settings.SettingsError, match="LMSAV_BYPASS"):
         settings.load({"LMSAV_CONFIG": str(conf), "LMSAV_BYPASS": "perhaps"})
+
+
+def test_the_wrapper_looks_where_lmsav_paths_says():
+    """settings.py repeats the system locations so the wrapper need not import lmsav.paths."""
+    assert settings.SYSTEM_CONFIG == str(paths.SYSTEM_CONFIG_FILE)
+    assert settings.SYSTEM_RUN_DIR == str(paths.SYSTEM_RUN_DIR)
