@@ -133,17 +133,25 @@ def _scan_through_daemon(ctx, params: ScanParameters) -> int:
                 results = [client.instream(sys.stdin.buffer)]
             elif params.stream:
                 # Regular files only: streaming a fifo or a device would block or never end.
-                # What cannot be looked at is an error, worded as the daemon words it.
+                # Links to files are followed, as clamdscan does. What cannot be looked at or
+                # opened is an error line, worded as the daemon words it, and the run goes on.
                 results = []
 
-                def unreadable(path: str, err: OSError, results=results) -> None:
-                    why = f"lstat() failed: {err.strerror}."
+                def unreadable(path: str, err: OSError, why="lstat() failed",
+                               results=results) -> None:
+                    why = f"{why}: {err.strerror}."
                     results.append(Result(path, "ERROR", why, f"{path}: {why} ERROR"))
 
                 for path, _st in regular_files([target],
                                                follow_symlinks=settings.scan.follow_symlinks,
+                                               follow_file_links=True, want_stat=False,
                                                on_error=unreadable):
-                    with open(path, "rb") as fh:
+                    try:
+                        fh = open(path, "rb")  # noqa: SIM115 - only open() may fail quietly
+                    except OSError as err:
+                        unreadable(path, err, "Can't open file")
+                        continue
+                    with fh:
                         r = client.instream(fh)
                     results.append(Result(path, r.status, r.detail,
                                           r.line.replace("stream", path, 1)))

@@ -303,12 +303,12 @@ class SpoolSection:
         "--log-file")
 
 
-_LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):(\d{1,5})")
+LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):(\d{1,5})")
 
 
 def _listeners(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(
-            isinstance(v, str) and _LISTEN_RE.fullmatch(v) for v in value):
+            isinstance(v, str) and LISTEN_RE.fullmatch(v) for v in value):
         raise ValueError(value)
     return tuple(value)
 

@@ -1,5 +1,5 @@
-"""The one pool of pre-forked workers, with reload generations; used by the daemon and the
-spool watcher.
+"""The one pool of pre-forked workers, with reload generations; used by the daemon, the spool
+watcher and sweeps.
 
 The parent loads what the workers need (database, groups, policy), then forks them, so they
 share it copy-on-write and load nothing themselves. Each worker is joined to the parent by a
@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import pickle
+import selectors
 import signal
 import socket
 import struct
@@ -165,7 +166,7 @@ class WorkerPool:
         self.on_exit = on_exit
         self.generation = 0
         self.workers: dict[int, Worker] = {}  # by pid: the ones with an open socket
-        self.pids: set[int] = set()  # every child not reaped yet, retired ones too
+        self.pids: dict[int, Worker] = {}  # every child not reaped yet, retired ones too
         self.stopping = False
 
     # -- starting --------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class WorkerPool:
                 os._exit(code)
         child_sock.close()
         worker = Worker(pid, parent_sock, self.generation)
-        self.pids.add(pid)
+        self.pids[pid] = worker
         self.workers[pid] = worker
         self.selector.register(parent_sock, 1, worker)  # selectors.EVENT_READ
 
@@ -236,11 +237,13 @@ class WorkerPool:
 
     def read(self, worker: Worker) -> list[tuple[Any, Any]] | None:
         """Answers a readable worker sent, as (job, result); None when it died (the caller
-        gets its job back from ``died``)."""
+        gets its job back from ``died``). Nothing to read yet is no answer, not a death."""
         if self.workers.get(worker.pid) is not worker:
             return []  # retired earlier in the same round of events: its socket is closed
         try:
-            data = worker.sock.recv(RECV_SIZE)
+            data = worker.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return []
         except OSError:
             data = b""
         if not data:
@@ -256,9 +259,13 @@ class WorkerPool:
 
     def died(self, worker: Worker) -> Any:
         """Forget a worker whose socket closed, reap it, replace it if it was current; return
-        the job it held (None if idle)."""
+        the job it held (None if idle). Its exit status is on ``worker.exit_status``, also
+        when an earlier ``reap()`` collected it."""
         self._forget(worker)
-        worker.exit_status = self.reap(worker.pid, wait=True) or "already reaped"
+        if worker.pid in self.pids:
+            self.reap(worker.pid, wait=True)
+        if not worker.exit_status:
+            worker.exit_status = "status unknown"  # collected by someone else's wait
         if not self.stopping and not worker.retiring and worker.generation == self.generation:
             self.spawn(1)
         return worker.job
@@ -298,19 +305,21 @@ class WorkerPool:
 
     def reap(self, pid: int | None = None, wait: bool = False) -> str:
         """Collect the exit status of finished workers (only ours: a reload's child or a 7z
-        the parent runs is someone else's); ``wait`` blocks for ``pid``. Returns the status
-        of the last one reaped ("" if none)."""
+        the parent runs is someone else's) onto their Worker's ``exit_status``; ``wait``
+        blocks for ``pid``. Returns the status of the last one reaped ("" if none)."""
         described = ""
         for child in [pid] if pid is not None else list(self.pids):
             try:
                 got, status = os.waitpid(child, 0 if wait else os.WNOHANG)
             except ChildProcessError:
-                self.pids.discard(child)
+                self.pids.pop(child, None)
                 continue
             if got == 0:
                 continue
-            self.pids.discard(child)
             described = describe_status(status)
+            worker = self.pids.pop(child, None)
+            if worker is not None:
+                worker.exit_status = described
             if os.WIFSIGNALED(status) and pid is None:
                 log.warning("worker %d killed by %s", child, described)
             if self.on_exit is not None:
@@ -330,18 +339,8 @@ class WorkerPool:
                 self.selector.unregister(worker.sock)
             with contextlib.suppress(OSError):
                 worker.sock.shutdown(socket.SHUT_WR)  # EOF for the worker after its job
+        self._collect(deadline, on_result)
         for worker in list(self.workers.values()):
-            while worker.job is not None and time.monotonic() < deadline:
-                worker.sock.settimeout(max(0.01, min(0.5, deadline - time.monotonic())))
-                try:
-                    answers = self.read(worker)
-                except (TimeoutError, BlockingIOError):
-                    continue
-                if answers is None:
-                    break
-                for job, result in answers:
-                    if on_result is not None:
-                        on_result(worker, job, result)
             self.workers.pop(worker.pid, None)
             worker.sock.close()
         while self.pids and time.monotonic() < deadline:
@@ -355,6 +354,24 @@ class WorkerPool:
                     os.kill(pid, signal.SIGKILL)
             for pid in list(self.pids):
                 self.reap(pid, wait=True)
+
+    def _collect(self, deadline: float,
+                 on_result: Callable[[Worker, Any, Any], None] | None) -> None:
+        """Wait for the answers of the jobs in hand until each is in or ``deadline``; a
+        worker whose socket closes without answering is given up (its job is lost)."""
+        with selectors.DefaultSelector() as waiting:
+            for worker in self.workers.values():
+                if worker.job is not None:
+                    waiting.register(worker.sock, selectors.EVENT_READ, worker)
+            while waiting.get_map() and (left := deadline - time.monotonic()) > 0:
+                for key, _events in waiting.select(left):
+                    worker = key.data
+                    answers = self.read(worker)
+                    if answers is None or worker.job is None:
+                        waiting.unregister(key.fd)  # by number: a retired worker's is closed
+                    for job, result in answers or ():
+                        if on_result is not None:
+                            on_result(worker, job, result)
 
 
 def describe_status(status: int) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -243,10 +244,11 @@ def test_profile_changes_limits(run, tmp_path):
 def test_real_process_exit_codes_and_no_progress_bar_when_piped(tree):
     exe = Path(sys.executable).with_name("lmsav")
     env = dict(os.environ, LMSAV_CONFIG=os.devnull)
-    proc = subprocess.run([exe, "scan", str(tree)], capture_output=True, text=True, env=env)
+    proc = subprocess.run([exe, "scan", str(tree)], check=False, capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert "scanning" not in proc.stderr  # no tqdm bar without a terminal
-    proc = subprocess.run([exe, "scan", "--progress", str(tree)], capture_output=True,
+    proc = subprocess.run([exe, "scan", "--progress", str(tree)], check=False,
+                          capture_output=True,
                           text=True, env=env)
     assert "files" in proc.stderr
 
@@ -294,7 +296,8 @@ def test_progress_bar_on_a_terminal(tree):
 
     reader = threading.Thread(target=drain)
     reader.start()
-    proc = subprocess.run([exe, "scan", "--no-summary", str(tree)], stdout=subprocess.PIPE,
+    proc = subprocess.run([exe, "scan", "--no-summary", str(tree)], check=False,
+                          stdout=subprocess.PIPE,
                           stderr=slave, env=env, timeout=60)
     os.close(slave)
     reader.join(5)
@@ -326,3 +329,72 @@ def test_incremental_skips_unchanged_clean_files_and_says_so(run, tree, tmp_path
     assert "Scanned files: 4" in full.output and "Unchanged files" not in full.output
     config.write_text(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n[scan]\nincremental = true\n')
     assert "Unchanged files skipped: 1" in run("scan", "-j", "1", tree).output
+
+
+class _StreamingDaemon:
+    """Stands in for the daemon's client: what `scan --daemon --stream` sends, and a reply as
+    the daemon words it (EICAR found, anything else OK)."""
+
+    streamed: ClassVar[list[bytes]] = []
+
+    def __init__(self, path=None, **_kw):
+        pass
+
+    def instream(self, fh):
+        from lmsav.daemon.client import Result
+
+        data = fh.read()
+        self.streamed.append(data)
+        if EICAR in data:
+            return Result("stream", "FOUND", "Eicar-Test-Signature",
+                          "stream: Eicar-Test-Signature FOUND")
+        return Result("stream", "OK", "", "stream: OK")
+
+
+@pytest.fixture
+def streaming(monkeypatch):
+    _StreamingDaemon.streamed = []
+    monkeypatch.setattr("lmsav.daemon.client.Client", _StreamingDaemon)
+    return _StreamingDaemon
+
+
+def test_daemon_stream_follows_links_to_files_but_not_to_directories(run, tmp_path, streaming):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "eicar.com").write_bytes(EICAR)
+    (outside / "deep").mkdir()
+    (outside / "deep" / "also.com").write_bytes(EICAR)
+    box = tmp_path / "box"
+    box.mkdir()
+    (box / "plain.txt").write_text("hello\n")
+    (box / "file-link").symlink_to(outside / "eicar.com")
+    (box / "dir-link").symlink_to(outside / "deep")
+    result = run("scan", "--daemon", "--stream", "--socket", tmp_path / "s", box)
+    assert result.output.splitlines() == [f"{box}/file-link: Eicar-Test-Signature FOUND"]
+    assert result.exit_code == 1
+    assert sorted(streaming.streamed) == sorted([EICAR, b"hello\n"])  # not also.com
+
+
+def test_daemon_stream_reports_a_file_it_cannot_open_and_goes_on(run, tmp_path, monkeypatch,
+                                                                   streaming):
+    import builtins
+
+    box = tmp_path / "box"
+    box.mkdir()
+    (box / "a-locked.txt").write_text("secret\n")
+    (box / "b-clean.txt").write_text("hello\n")
+    real_open = builtins.open
+
+    def deny(path, *args, **kw):
+        if str(path).endswith("a-locked.txt"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    result = run("scan", "--daemon", "--stream", "-v", "--socket", tmp_path / "s", box)
+    assert result.output.splitlines() == [
+        f"{box}/a-locked.txt: Can't open file: Permission denied. ERROR",
+        f"{box}/b-clean.txt: OK",
+    ]
+    assert result.exit_code == 2
+    assert streaming.streamed == [b"hello\n"]

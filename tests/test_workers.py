@@ -20,6 +20,8 @@ class Echo:
     def run_job(self, job, fds):
         if job == "die":
             os._exit(3)
+        if isinstance(job, tuple) and job[0] == "sleep":
+            time.sleep(job[1])
         data = os.pread(fds[0], 100, 0) if fds else b""
         return (os.getpid(), self.tag, job, data)
 
@@ -98,6 +100,72 @@ def test_stop_collects_the_answer_of_a_job_in_flight():
     pool.stop(10, on_result=lambda w, job, result: collected.append((job, result[2])))
     assert collected == [("in flight", "last")]
     assert not pool.pids
+
+
+def test_died_reports_the_exit_status_an_earlier_reap_collected():
+    """The daemon reaps on SIGCHLD and every half second, often before it reads the EOF of
+    the dead worker's socket: died() still says how the worker ended."""
+    sel = selectors.DefaultSelector()
+    pool = WorkerPool(1, lambda: Echo("x"), sel)
+    pool.start()
+    try:
+        victim = pool.idle()[0]
+        pool.send(victim, "the job", "die")
+        deadline = time.monotonic() + 10
+        while victim.pid in pool.pids and time.monotonic() < deadline:
+            pool.reap()
+            time.sleep(0.02)
+        assert victim.pid not in pool.pids and victim.exit_status == "exit 3"
+        assert pool.read(victim) is None
+        assert pool.died(victim) == "the job" and victim.exit_status == "exit 3"
+        assert len(pool.idle()) == 1 and victim.pid not in pool.workers
+    finally:
+        pool.stop(10)
+
+
+def test_stop_waits_for_a_slow_job_and_collects_its_answer():
+    """stop() waits up to its timeout for a job in hand: an answer that comes after the first
+    poll is still collected, not taken for a dead worker."""
+    sel = selectors.DefaultSelector()
+    pool = WorkerPool(2, lambda: Echo("x"), sel)
+    pool.start()
+    slow, quick = pool.idle()
+    pool.send(slow, "slow", ("sleep", 2))
+    pool.send(quick, "quick", ("sleep", 0.7))
+    collected = []
+    pool.stop(10, on_result=lambda w, job, result: collected.append((w, job, result[2])))
+    assert sorted(collected, key=lambda c: c[1]) == [
+        (quick, "quick", ("sleep", 0.7)), (slow, "slow", ("sleep", 2))]
+    assert slow.exit_status == "exit 0" and quick.exit_status == "exit 0"
+    assert not pool.pids and not pool.workers
+
+
+def test_stop_collects_the_answer_of_a_retiring_worker():
+    sel = selectors.DefaultSelector()
+    pool = WorkerPool(1, lambda: Echo("x"), sel)
+    pool.start()
+    old = pool.idle()[0]
+    pool.send(old, "before reload", ("sleep", 0.7))
+    pool.new_generation()
+    assert old.retiring and old.pid in pool.workers
+    collected = []
+    pool.stop(10, on_result=lambda w, job, result: collected.append((w, job)))
+    assert collected == [(old, "before reload")] and old.exit_status == "exit 0"
+    assert not pool.pids and not pool.workers
+
+
+def test_stop_kills_what_outlasts_the_timeout():
+    sel = selectors.DefaultSelector()
+    pool = WorkerPool(1, lambda: Echo("x"), sel)
+    pool.start()
+    worker = pool.idle()[0]
+    pool.send(worker, "endless", ("sleep", 60))
+    collected = []
+    started = time.monotonic()
+    pool.stop(1, on_result=lambda w, job, result: collected.append(job))
+    assert time.monotonic() - started < 10
+    assert collected == [] and worker.exit_status == "signal SIGKILL"
+    assert not pool.pids and not pool.workers
 
 
 def test_ignores_the_signals_the_parent_handles():

@@ -53,7 +53,7 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
     loads and self-tests the database and the recipient groups, and swaps them in; SIGTERM
     finishes the requests in flight and exits 0.
     """
-    from ..config import _LISTEN_RE, ConfigError
+    from ..config import LISTEN_RE, ConfigError
     from ..config import load_settings as read_settings
     from .options import DaemonError, options_from_settings
     from .process import detach as do_detach
@@ -64,7 +64,7 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
                  if v is not None}
     settings = load_settings(ctx, overrides)
     for addr in tcp:
-        if not _LISTEN_RE.fullmatch(addr):
+        if not LISTEN_RE.fullmatch(addr):
             raise Fatal(f"--tcp {addr}: expected HOST:PORT like 127.0.0.1:3310 or [::1]:3310")
     root = root_options(ctx)
 
@@ -209,7 +209,8 @@ def ctl_status(ctx, socket_path, as_json):
               help="How long to wait for the outcome.")
 @click.pass_context
 def ctl_reload(ctx, socket_path, no_wait, timeout):
-    """Load and self-test the database again; the daemon keeps the old one if that fails."""
+    """Reload the configuration, the database and the groups; exit 2 if the database was
+    refused (the daemon keeps the old one)."""
     client = _client(ctx, socket_path)
     before = _call(client.status)
     if not _call(client.reload):
@@ -225,6 +226,8 @@ def ctl_reload(ctx, socket_path, no_wait, timeout):
         if not st.get("reloading") and last and last != before.get("last_reload"):
             if last["result"] == "ok":
                 click.echo(f"reloaded: database {last['version']}")
+                if last.get("error"):  # the configuration or the groups were kept
+                    click.echo(f"lmsav: warning: {last['error']}", err=True)
                 return
             raise Fatal(f"reload refused, still using database "
                          f"{st['database']['version']}: {last.get('error')}")

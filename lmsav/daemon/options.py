@@ -16,6 +16,8 @@ class DaemonError(Exception):
 # changes one of these keeps the running value and says a restart is needed.
 RESTART_ONLY = ("socket", "tcp", "socket_mode", "socket_group", "user", "pid_file")
 
+UNLIMITED = 1 << 20  # what 0 ("no limit") in max_connections and max_queue becomes
+
 
 @dataclass
 class Options:
@@ -41,7 +43,6 @@ class Options:
     scan_archives: bool = True
     scan_mail: bool = True
     config_path: Path | None = None  # groups.d/ beside it, for LMSAVMAIL
-    state_dir: Path | None = None  # backup/ and stats/ of LMSAVMAIL
     settings: Any = None  # the config.Settings these came from (the mail service's)
 
 
@@ -69,8 +70,8 @@ def options_from_settings(settings, socket_path: str | None, tcp: tuple[str, ...
         stream_max_length=d.stream_max_length,
         read_timeout=d.read_timeout,
         idle_timeout=d.idle_timeout,
-        max_connections=d.max_connections or 1 << 20,
-        max_queue=d.max_queue or 1 << 20,
+        max_connections=d.max_connections or UNLIMITED,
+        max_queue=d.max_queue or UNLIMITED,
         heuristic_names=d.heuristic_names,
         follow_symlinks=settings.scan.follow_symlinks,
         tmp_dir=str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None,
@@ -78,7 +79,6 @@ def options_from_settings(settings, socket_path: str | None, tcp: tuple[str, ...
         scan_archives=settings.scan.scan_archives,
         scan_mail=settings.scan.scan_mail,
         config_path=Path(config_path) if config_path else None,
-        state_dir=Path(settings.paths.state_dir),
         settings=settings,
     )
 

@@ -64,8 +64,9 @@ def drop_privileges(user: str, socket_path: Path | None, socket_group: str) -> N
     log.info("running as user %s", user)
 
 
-def raise_nofile(wanted: int) -> None:
-    """Raise the soft descriptor limit towards ``wanted`` (one per connection, and some)."""
+def raise_nofile(wanted: int) -> int:
+    """Raise the soft descriptor limit towards ``wanted`` (one per connection, and some); the
+    soft limit now (the hard limit caps it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard == resource.RLIM_INFINITY else max(soft, min(hard, max(wanted, 4096)))
     if target != soft and target != resource.RLIM_INFINITY:
@@ -73,6 +74,8 @@ def raise_nofile(wanted: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             pass
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 62
 
 
 def close_descriptors_from(first: int) -> None:

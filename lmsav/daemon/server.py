@@ -10,11 +10,12 @@ lines (lmsav.daemon.service) go back to the client. So a slow scan only ever occ
 worker: PING is answered by the parent at any time, and a client that stalls mid-chunk costs a
 buffer in the parent, never a worker. Commands are dispatched from one table (``_commands``).
 
-Reload (RELOAD, SIGHUP, SIGUSR2) reads the configuration file again (validated; on error the
-running configuration stays), then loads and self-tests the database and the recipient groups
-in a thread; on success the parent forks a new generation of workers from them and retires the
-old workers as they finish their current job, so no request fails or waits for a worker that is
-loading. Listeners, pid file and user are fixed at start: changing them needs a restart.
+Reload (RELOAD, SIGHUP, SIGUSR2) reads the configuration file again, then loads and self-tests
+the database and reads the recipient groups, in a thread. Each of the three is taken or refused
+on its own (a refused one stays as it runs, and the log says which and why); when anything new
+was taken, the parent forks a new generation of workers from it and retires the old workers as
+they finish their current job, so no request fails or waits for a worker that is loading.
+Listeners, pid file and user are fixed at start: changing them needs a restart.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..mail import transfer
 from ..workers import Worker, WorkerPool
 from . import listeners
 from . import protocol as proto
-from .options import DaemonError, Options, merge_reloaded
+from .options import UNLIMITED, DaemonError, Options, merge_reloaded
 from .process import (
     close_descriptors_from,
     drop_privileges,
@@ -65,6 +66,23 @@ class Job:
     fds: list[int] = field(default_factory=list)
     fanout: Fanout | None = None
     label: str = ""
+
+
+@dataclass
+class Reloaded:
+    """What the reload thread loaded: each part new, or the running one and why it was kept."""
+
+    options: Options
+    db: object
+    mail: object  # the mail service over ``db`` (the running groups when ``groups_problem``)
+    config_problem: str = ""
+    db_problem: str = ""
+    groups_problem: str = ""
+
+    def problems(self) -> list[str]:
+        return [f"{part} not reloaded: {why}" for part, why in (
+            ("database", self.db_problem), ("configuration", self.config_problem),
+            ("recipient groups", self.groups_problem)) if why]
 
 
 @dataclass
@@ -169,7 +187,7 @@ class Server:
 
     def run(self) -> int:
         """Serve until SIGTERM or SHUTDOWN; finish in-flight requests; return the exit code."""
-        raise_nofile(self.opt.max_connections + 64)
+        self._raise_descriptor_limit()
         self._install_signals()
         for sock, _unix in self.listeners:
             self.sel.register(sock, selectors.EVENT_READ, ("listen", sock))
@@ -204,6 +222,15 @@ class Server:
         self._close_listeners()
         log.info("lmsav daemon stopped")
         return 0
+
+    def _raise_descriptor_limit(self) -> None:
+        """One descriptor per connection, and some for workers, spools and listeners."""
+        wanted = self.opt.max_connections + 64
+        limit = raise_nofile(wanted)
+        if limit < wanted and self.opt.max_connections < UNLIMITED:
+            log.warning("descriptor limit %d is below the %d that [daemon] max_connections = %d "
+                        "needs; raise the hard limit (LimitNOFILE=) and restart the daemon",
+                        limit, wanted, self.opt.max_connections)
 
     def _listener_names(self) -> list[str]:
         return [listeners.name_of(sock, unix) for sock, unix in self.listeners]
@@ -799,21 +826,31 @@ class Server:
         self._reload_thread.start()
 
     def _load_new(self) -> None:
-        """The reload thread: configuration, then database and groups. Everything it made
-        that is bound to this thread (yara-x's scanner, by the self-test) is dropped here."""
+        """The reload thread: configuration, database, groups, each refused on its own.
+        Everything it made that is bound to this thread (yara-x's scanner, by the self-test)
+        is dropped here."""
         options, config_problem = self._reread_options()
         try:
-            db, mail = load_everything(options)
-            result = (options, config_problem, db, mail, None)
-        except DaemonError as err:  # any failure keeps the old database
-            result = (options, config_problem, None, None, str(err))
-        except Exception as err:  # noqa: BLE001 - whatever fails, the old database stays
-            result = (options, config_problem, None, None, str(err) or type(err).__name__)
+            result = self._load_parts(options, config_problem)
+        except Exception as err:  # noqa: BLE001 - whatever fails, everything running stays
+            result = _why(err)
         self._reload_result = result
         try:
             self._wake_w.send(b"r")
         except OSError:
             pass
+
+    def _load_parts(self, options: Options, config_problem: str) -> Reloaded:
+        try:
+            db, db_problem = load_database(options), ""
+        except Exception as err:  # noqa: BLE001 - whatever fails, the running database stays
+            db, db_problem = self.db, _why(err)
+        try:
+            mail, groups_problem = load_mail_service(options, db), ""
+        except Exception as err:  # noqa: BLE001 - whatever fails, the running groups stay
+            groups_problem = _why(err)
+            mail = load_mail_service(options, db, self.mail.groups) if self.mail else None
+        return Reloaded(options, db, mail, config_problem, db_problem, groups_problem)
 
     def _reread_options(self) -> tuple[Options, str]:
         """The new options (restart-only ones kept), or the running ones and why."""
@@ -831,38 +868,65 @@ class Server:
         if self._reload_thread is not None:
             self._reload_thread.join()
             self._reload_thread = None
-        (options, config_problem, db, mail, problem), self._reload_result = \
-            self._reload_result, None
+        result, self._reload_result = self._reload_result, None
         self.reloading = False
-        if config_problem:
-            log.error("configuration not reloaded, keeping the running one: %s", config_problem)
-        if db is None:
-            log.error("reload refused, keeping database %s: %s", self.db.version, problem)
-            self.last_reload = {"result": "refused", "error": problem, "at": time.time()}
+        if isinstance(result, str):
+            log.error("reload failed, keeping the running configuration, database and groups: "
+                      "%s", result)
+            self.last_reload = {"result": "refused", "error": result, "at": time.time(),
+                                "version": self.db.version}
         else:
-            if options is not self.opt:
-                options, restart = merge_reloaded(self.opt, options)
-                if restart:
-                    log.warning("reload: %s changed; restart the daemon to apply %s",
-                                ", ".join(f"[daemon] {name}" for name in restart),
-                                "it" if len(restart) == 1 else "them")
-                self.opt = options
-            old_version = self.db.version
-            self.db, self.mail = db, mail
+            self._apply(result)
+        if self.reload_again:
+            self.reload_again = False
+            self.request_reload()
+
+    def _apply(self, new: Reloaded) -> None:
+        """Take what the reload thread loaded, keep what it refused, and say which is which."""
+        old_version = self.db.version
+        if new.config_problem:
+            log.error("configuration not reloaded, keeping the running one: %s",
+                      new.config_problem)
+        if new.db_problem:
+            log.error("reload refused, keeping database %s: %s", old_version, new.db_problem)
+        if new.groups_problem:
+            log.error("recipient groups not reloaded, keeping the running ones: %s",
+                      new.groups_problem)
+        took_options = not new.config_problem and new.options is not self.opt
+        if took_options:
+            options, restart = merge_reloaded(self.opt, new.options)
+            if restart:
+                log.warning("reload: %s changed; restart the daemon to apply %s",
+                            ", ".join(f"[daemon] {name}" for name in restart),
+                            "it" if len(restart) == 1 else "them")
+            grew = options.max_connections > self.opt.max_connections
+            self.opt = options
+            if grew:
+                self._raise_descriptor_limit()
+        if took_options or not new.db_problem or not new.groups_problem:
+            self.db, self.mail = new.db, new.mail
             self.reloads += 1
             # The old workers keep their own copy of the old database until they exit; the
             # parent's is released and its heap handed back before forking, so the new
             # workers do not start out carrying the old database's pages as well.
             self.pool.new_generation(self.opt.workers, before_spawn=release_free_memory)
-            log.info("database reloaded: %s -> %s (%d signatures)", old_version, db.version,
-                     db.total)
-            self.last_reload = {"result": "ok", "version": db.version, "at": time.time()}
-            if config_problem:
-                self.last_reload["error"] = f"configuration not reloaded: {config_problem}"
+            taken = [part for part, took in (("configuration", took_options),
+                                             ("recipient groups", not new.groups_problem))
+                     if took]
+            if not new.db_problem:
+                log.info("database reloaded: %s -> %s (%d signatures)%s", old_version,
+                         self.db.version, self.db.total,
+                         f"; {' and '.join(taken)} reloaded" if taken else "")
+            else:
+                log.info("%s reloaded; database %s kept", " and ".join(taken), old_version)
             self._dispatch()
-        if self.reload_again:
-            self.reload_again = False
-            self.request_reload()
+        self.last_reload = {
+            "result": "refused" if new.db_problem else "ok", "version": self.db.version,
+            "at": time.time(),
+            "configuration": "kept" if new.config_problem else "reloaded",
+            "groups": "kept" if new.groups_problem else "reloaded"}
+        if new.problems():
+            self.last_reload["error"] = "; ".join(new.problems())
 
     # -- shutdown ---------------------------------------------------------------------------
     def begin_shutdown(self) -> None:
@@ -934,15 +998,27 @@ class Server:
         }
 
 
+def _why(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def load_everything(opt: Options, reloading: bool = True):
     """The database of ``opt`` (loaded, self-tested) and the mail service over it; raises
-    DaemonError. Runs on the main thread at start, on the reload thread after: a reload
-    whose new sources were refused (the last good cache loaded instead) is refused too, as
-    the database in use is already that one; at start that cache is what is served."""
-    from ..mail.service import MailServiceError, load_database
+    DaemonError."""
+    db = load_database(opt, reloading)
+    return db, load_mail_service(opt, db)
+
+
+def load_database(opt: Options, reloading: bool = True):
+    """The database of ``opt``, loaded and self-tested; raises DaemonError. Runs on the main
+    thread at start, on the reload thread after: a reload whose new sources were refused (the
+    last good cache loaded instead) is refused too, as the database in use is already that
+    one; at start that cache is what is served."""
+    from ..mail.service import MailServiceError
+    from ..mail.service import load_database as load_compiled
 
     try:
-        db = load_database(opt.database)
+        db = load_compiled(opt.database)
     except MailServiceError as err:
         raise DaemonError(str(err).removeprefix("signature database: ")) from None
     failures = self_test(db, opt.limits)
@@ -950,16 +1026,18 @@ def load_everything(opt: Options, reloading: bool = True):
         raise DaemonError(f"{opt.database}: self-test failed: {'; '.join(failures)}")
     if db.refused and reloading:  # the new sources were refused; what loaded is the old cache
         raise DaemonError(db.refused)
-    return db, load_mail_service(opt, db)
+    return db
 
 
-def load_mail_service(opt: Options, db):
-    """The mail policy for LMSAVMAIL over ``db``; None without settings (a bare Options)."""
+def load_mail_service(opt: Options, db, groups=None):
+    """The mail policy for LMSAVMAIL over ``db`` (with ``groups`` when given, else those of
+    groups.d); None without settings (a bare Options)."""
     if opt.settings is None:
         return None
     from ..mail.service import MailService, MailServiceError
 
     try:
-        return MailService.from_settings(opt.settings, opt.config_path, database=db)
+        return MailService.from_settings(opt.settings, opt.config_path, database=db,
+                                         groups=groups)
     except MailServiceError as err:
         raise DaemonError(str(err)) from None

@@ -14,7 +14,6 @@ from ..clitools import (
     EXIT_FOUND,
     Fatal,
     database_dir,
-    load_database,
     load_settings,
     root_options,
 )
@@ -49,16 +48,19 @@ def mail_group():
 @click.option("--rcpt", "-r", "recipients", multiple=True, required=True, metavar="ADDR",
               help="Envelope recipient; repeatable.")
 @click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome and the plan as one JSON object.")
 @click.option("--output", "-o", "output_dir", metavar="DIR",
-              help="Write each group's resulting message and every notice as files into DIR.")
+              help="Write every delivery of the plan (notices, status notice, messages) as "
+                   "files into DIR.")
 @click.option("--no-stats", is_flag=True, help="Do not append the statistics record.")
 @click.option("--no-backup", is_flag=True, help="Do not keep originals in the backup store.")
 @click.pass_context
 def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, no_stats,
                no_backup):
     """Decide what happens to one message: scan it, apply each recipient group's policy, and
-    print the outcome. Exit 0 when clean, 1 when something was found or filtered, 2 on error."""
+    print the outcome and the plan: the SMTP result and every delivery the MTA is handed.
+    Exit 0 when clean, 1 when something was found or filtered, 2 on error."""
     from .envelope import Envelope
     from .service import MailService, MailServiceError
 
@@ -67,10 +69,12 @@ def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, 
     try:
         service = MailService.from_settings(
             settings, Path(config) if config else None,
-            database=load_database(database_dir(settings, database)),
+            database_dir=database_dir(settings, database),
             backup=not no_backup, stats=not no_stats)
     except MailServiceError as err:
         raise Fatal(str(err))
+    for warning in service.database.warnings:
+        click.echo(f"lmsav: warning: {warning}", err=True)
     try:
         raw = sys.stdin.buffer.read() if message == "-" else Path(message).read_bytes()
     except OSError as err:
@@ -81,11 +85,13 @@ def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, 
         raise Fatal(str(err))
     outcome = plan.outcome
     if output_dir:
-        _write_outcome_files(Path(output_dir), outcome)
+        _write_deliveries(Path(output_dir), plan)
     if as_json:
-        click.echo(json.dumps(outcome.to_json(), indent=2, ensure_ascii=False))
+        click.echo(json.dumps({**outcome.to_json(), "plan": _plan_json(plan)}, indent=2,
+                              ensure_ascii=False))
     else:
         _print_outcome(outcome)
+        _print_plan(plan)
     found = outcome.status not in ("clean", "unscanned")
     ctx.exit(EXIT_FOUND if found else EXIT_CLEAN)
 
@@ -104,17 +110,40 @@ def _print_outcome(outcome) -> None:
             click.echo(f"    {o.object}: {o.status} -> {o.action}" + (f" ({what})" if what else ""))
         if g.backup_id:
             click.echo(f"    original kept in backup {g.backup_id}")
-    for n in outcome.notices:
-        click.echo(f"  notice to {n.kind}: {', '.join(n.envelope_to)}")
 
 
-def _write_outcome_files(directory: Path, outcome) -> None:
+def _print_plan(plan) -> None:
+    """What the MTA is told and handed: the SMTP result (a front end answering the
+    transaction itself) and every delivery after the queue, notices first."""
+    click.echo(f"plan: {plan.result}" + (f" ({plan.reply})" if plan.reply else ""))
+    for d in plan.deliveries:
+        click.echo(f"  {d.key}: from <{d.sender}> to {', '.join(d.recipients)}, "
+                   f"{len(d.message)} bytes -> {_delivery_file(d.key)}")
+
+
+def _plan_json(plan) -> dict:
+    return {"result": plan.result, "reply": plan.reply,
+            "deliveries": [{"key": d.key, "from": d.sender, "to": list(d.recipients),
+                            "size": len(d.message), "file": _delivery_file(d.key)}
+                           for d in plan.deliveries]}
+
+
+def _delivery_file(key: str) -> str:
+    """The file ``-o`` writes a delivery to: GROUP.eml for a group's message,
+    notice<i>-<kind>.eml for a notice, reject-notice.eml for the sender's status notice."""
+    from .deliveries import REJECT_NOTICE_KEY
+
+    if key == REJECT_NOTICE_KEY:
+        return "reject-notice.eml"
+    if key.endswith(":message"):
+        return key[:-len(":message")] + ".eml"
+    return key.replace(":", "-") + ".eml"
+
+
+def _write_deliveries(directory: Path, plan) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for g in outcome.groups:
-        if g.message is not None:
-            (directory / f"{g.group}.eml").write_bytes(g.message)
-    for i, n in enumerate(outcome.notices, 1):
-        (directory / f"notice{i}-{n.kind}.eml").write_bytes(n.message)
+    for d in plan.deliveries:
+        (directory / _delivery_file(d.key)).write_bytes(d.message)
 
 
 @click.group("groups")

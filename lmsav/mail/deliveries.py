@@ -62,16 +62,11 @@ def _wants_reject_notice(g, outcome, envelope: Envelope, groups) -> bool:
 _STATUS_IN_REPLY = re.compile(r"^\s*[245]\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")
 
 
-def build_reject_notice(envelope: Envelope, recipients, reply: str, raw: bytes,
-                        hostname: str, now: float | None = None) -> bytes:
-    """A delivery status notification (RFC 3464) telling the sender that ``recipients`` did not
-    get the message, with the rejection text and the original headers. LF line ends."""
-    return build_refusal_notice(envelope, [(r, reply) for r in recipients], raw, hostname, now)
-
-
 def build_refusal_notice(envelope: Envelope, refused: list[tuple[str, str]], raw: bytes,
                          hostname: str, now: float | None = None) -> bytes:
-    """The status notification for several recipients, each with its group's reject reply."""
+    """A delivery status notification (RFC 3464) telling the sender that the ``refused``
+    recipients did not get the message, each with its group's reject reply, and the original
+    headers. LF line ends."""
     rcpts = [(" ".join(r.split()), _reply(reply)) for r, reply in refused]
     boundary = f"=_lmsav_{os.urandom(8).hex()}"
     when = formatdate(now, localtime=True)

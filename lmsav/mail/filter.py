@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mimetypes
 import posixpath
+import re
 from dataclasses import dataclass
 
 from ..scanner.filetype import precise_type
@@ -108,41 +109,44 @@ class Filtered:
 UNPLACED = 0  # the leaf of what lies outside the parsed parts
 
 
-def part_of(child: ObjectResult) -> int | None:
-    """The message leaf a direct child of the message's result belongs to (``member``, the
-    number mimeedit's rebuild uses); None for what the raw reading of a doubtful message found."""
-    return child.member
-
-
 def parts_of(verdict: Verdict) -> dict[int, list[ObjectResult]]:
-    """The message's direct children per leaf: the part itself first, then the uuencoded
-    files found in its text."""
+    """The message's direct children per leaf (``member``, the number mimeedit's rebuild
+    uses): the part itself first, then the uuencoded files found in its text."""
     out: dict[int, list[ObjectResult]] = {}
     for child in verdict.root.children:
-        index = part_of(child)
-        if index is not None:
-            out.setdefault(index, []).append(child)
+        if child.member is not None:
+            out.setdefault(child.member, []).append(child)
     return out
 
 
 def unplaced(verdict: Verdict) -> list[ObjectResult]:
-    """The message's direct children that belong to no leaf."""
-    return [c for c in verdict.root.children if part_of(c) is None]
+    """The message's direct children that belong to no leaf (what the raw reading of a
+    doubtful message found)."""
+    return [c for c in verdict.root.children if c.member is None]
 
 
-def object_name(res: ObjectResult, top: bool) -> str:
-    """The file name of an object: its last path element, without the "n:" a message's
-    handler puts before the names of its direct children."""
-    name = res.path.rsplit(PATH_SEP, 1)[-1]
-    if top:
-        name = name.split(":", 1)[1] if ":" in name else ""
-    return posixpath.basename(name)
+# The message handler names the children that are not a leaf itself "<leaf>.<n>:<file name>"
+# (uuencoded files in a part's text) and "raw<n>:<file name>" (the raw reading).
+_FOUND_IN_MESSAGE = re.compile(r"(?:\d+\.\d+|raw\d+):(.*)\Z", re.DOTALL)
 
 
-def _named(children: list[ObjectResult]) -> list[tuple[str, str]]:
-    """(path, file name) of ``children`` and of everything found inside them."""
-    return [(res.path, object_name(res, res is child))
-            for child in children for res in child.walk()]
+def _named(children: list[ObjectResult], leaf=None) -> list[tuple[str, str]]:
+    """(path, file name) of ``children`` — the message's direct children of one leaf, or
+    those of none — and of everything found inside them. The part itself is named by its
+    attachment's file name (``leaf.filename``); members by the last element of their path."""
+    named = []
+    for child in children:
+        for res in child.walk():
+            last = res.path.rsplit(PATH_SEP, 1)[-1]
+            if res is not child:
+                name = last
+            elif leaf is not None and child is children[0]:
+                name = leaf.filename
+            else:
+                found = _FOUND_IN_MESSAGE.match(last)
+                name = found.group(1) if found else ""
+            named.append((res.path, posixpath.basename(name)))
+    return named
 
 
 def find_filtered(policy, leaves, verdict: Verdict) -> list[Filtered]:
@@ -152,7 +156,7 @@ def find_filtered(policy, leaves, verdict: Verdict) -> list[Filtered]:
     root = verdict.root.path
     for leaf in leaves:
         leaf_path = f"{root}{PATH_SEP}{leaf.name}"
-        reason = _by_name(policy, _named(parts.get(leaf.index, [])))
+        reason = _by_name(policy, _named(parts.get(leaf.index, []), leaf))
         if reason:
             found.append(Filtered(leaf.index, reason[0], reason[1]))
             continue

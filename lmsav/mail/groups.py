@@ -288,8 +288,9 @@ class GroupPolicy:
     virus_name_action: str = setting(
         "drop", ACTION, "What is done with objects whose threat matches virus_name_list.")
     reject_reply: str = setting(
-        "550 5.7.1 Message rejected: it contains a virus ($threats)", REPLY,
-        "The SMTP reply of a rejection; $threats stands for the threat names.")
+        "550 5.7.1 Message rejected by the anti-virus policy ($threats)", REPLY,
+        "The SMTP reply of a rejection; $threats stands for the threat names or, when no "
+        'threat was found, for what was (such as "filtered: setup.exe (name *.exe)").')
     add_headers: bool = setting(
         True, BOOLEAN, "Add X-AV-Checked, X-AV-Status and X-AV-Threats to delivered messages.")
     subject_prefix: Mapping[str, str] = _unhashed(

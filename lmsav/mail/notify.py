@@ -19,9 +19,15 @@ written).
 - ``${action}`` reads after "was"; under the message policy a deleted message was not
   delivered, which ``[action] delete_message`` says. When the groups of one notice acted
   differently it is ``[text] mixed``.
-- ``${advice}`` is the closing paragraph for the notice's kind and status (``[advice]`` for the
-  sender and the administrator, ``[recipient_advice]`` for recipients): only an infected or
-  suspicious message suggests an infected computer.
+- ``${advice}`` is the closing paragraph for the notice's kind and status: ``[advice]``, which
+  speaks to the sender, for the sender's notice, ``[recipient_advice]`` for the recipients'. The
+  shipped administrator's notice has none (an ``admin.txt`` that uses it gets ``[advice]``).
+  Only an infected or suspicious message suggests an infected computer.
+- ``${reject_reply}`` is the SMTP reply of the groups that rejected the message, empty when
+  nothing was rejected. A template line whose macros are all empty is left out: no "Reply:"
+  line without a rejection, no "Message-ID:" line for a message without one.
+- ``${findings}`` and ``${objects}`` list each object once: when several groups of one notice
+  found the same object for different reasons, its line gives every reason.
 - ``${recipients}`` is the envelope recipients joined by ``", "``; an empty sender is ``<>``.
 
 The shipped files live in ``lmsav/data/templates/``. A group's ``templates_dir`` overrides them
@@ -66,6 +72,7 @@ _DEFAULT_TEXT = {"none": "(none)", "no_subject": "(no subject)", "mixed": "handl
 # must not make the notice as large as itself.
 MAX_ATTACHED_HEADERS = 64 * 1024
 
+_MACRO = re.compile(r"\$(?:\{([_a-z][_a-z0-9]*)\}|([_a-z][_a-z0-9]*))", re.IGNORECASE)
 _LANGUAGE_RE = re.compile(r"[A-Za-z]{2,8}(?:[_-][A-Za-z0-9]{1,8})*\Z")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
 
@@ -185,7 +192,8 @@ class Templates:
 
     def macros(self, info: NoticeInfo, kind: str = "sender") -> dict[str, str]:
         none = self.word("text", "none")
-        threats = "\n".join(f"  {path}: {name}" for path, name in info.threats) or f"  {none}"
+        threats = "\n".join(f"  {path}: {name}" for path, name in dict.fromkeys(info.threats))
+        threats = threats or f"  {none}"
         objects = (
             "\n".join(
                 f"  {path}: {status.upper()} {reason}".rstrip()
@@ -231,26 +239,12 @@ class Templates:
         template = self.notices[kind]
         values = self.macros(info, kind)
         subject = _one_line(template.subject.safe_substitute(values))
-        body = template.body.safe_substitute(values)
+        # A line whose macros are all empty ("Reply:" when nothing was rejected, "Message-ID:"
+        # of a message without one) is left out rather than printed with nothing after it.
+        body = string.Template("".join(
+            line for line in template.body.template.splitlines(keepends=True)
+            if not _all_empty(line, values))).safe_substitute(values)
         return subject, body if body.endswith("\n") else body + "\n"
-
-
-def build_notices(
-    policy: Any,
-    info: NoticeInfo,
-    templates: Templates | None = None,
-    *,
-    original_headers: bytes | None = None,
-) -> list[Notice]:
-    """The notices ``policy`` asks for about one message: sender, recipients, admin, in that order.
-
-    ``policy`` is a group (see :mod:`lmsav.mail.groups`). ``templates`` are used as given; when
-    None they are loaded from the group's ``templates_dir`` (and ``language``, if it has one).
-    ``original_headers`` (the message, or just its header block) is attached to the admin notice
-    as ``text/rfc822-headers``.
-    """
-    return notices_for_groups([(policy, info)], lambda _policy: templates,
-                              original_headers=original_headers)
 
 
 def notices_for_groups(
@@ -263,7 +257,11 @@ def notices_for_groups(
     getting one notice of a kind: a sender whose message three groups handled gets one notice
     telling what each group did, an administrator of two groups one report. ``items`` are
     (group, what it did) in the groups' order; the first group that asks for a person's notice
-    provides its template."""
+    provides its template.
+
+    A sender who gets a notice also reads in it what the groups that rejected the message did
+    (with their reply), whether or not those groups send notices: one notice per person, so
+    the delivery status notice of a rejection is not sent beside it (``deliveries``)."""
     notices = []
     for kind in KINDS:
         # address (case-insensitive) → the items that want this kind of notice sent to it
@@ -276,6 +274,8 @@ def notices_for_groups(
             audiences.setdefault(tuple(indexes), []).append(address)
         for indexes, envelope_to in audiences.items():
             policy = items[indexes[0]][0]
+            if kind == "sender":
+                indexes = tuple(sorted({*indexes, *_refusals(items)}))
             info = _merged([items[i][1] for i in indexes])
             templates = templates_for(policy)
             if templates is None:
@@ -306,6 +306,13 @@ def _wanted(policy: Any, info: NoticeInfo, kind: str) -> tuple[str, ...]:
     return _unique(_address(a) for a in (policy.admin_addresses or ()))
 
 
+def _refusals(items: list[tuple[Any, NoticeInfo]]) -> list[int]:
+    """The items whose group rejected the message and would tell the sender so by a delivery
+    status notice (not when the threat forges its sender)."""
+    return [i for i, (policy, info) in enumerate(items)
+            if info.action == "reject" and not _forges_sender(policy, info)]
+
+
 _STATUS_ORDER = ("clean", "unscanned", "error", "corrupted", "filtered", "protected",
                  "suspicious", "infected")
 
@@ -322,12 +329,29 @@ def _merged(infos: list[NoticeInfo]) -> NoticeInfo:
         recipients=tuple(dict.fromkeys(r for i in infos for r in i.recipients)),
         status=worst,
         threats=tuple(dict.fromkeys(t for i in infos for t in i.threats)),
-        objects=tuple(dict.fromkeys(o for i in infos for o in i.objects)),
+        objects=_merged_objects(o for i in infos for o in i.objects),
         group=", ".join(i.group for i in infos),
         reject_reply=next((i.reject_reply for i in infos if i.reject_reply), ""),
         delivered=any(i.delivered for i in infos),
         outcomes=tuple(o for i in infos for o in i.group_outcomes()),
     )
+
+
+def _all_empty(line: str, values: Mapping[str, str]) -> bool:
+    """Whether ``line`` uses macros and every one of them is known and empty."""
+    names = [a or b for a, b in _MACRO.findall(line.replace("$$", ""))]
+    return bool(names) and all(n in values and not values[n].strip() for n in names)
+
+
+def _merged_objects(objects: Iterable[tuple[str, str, str]]) -> tuple[tuple[str, str, str], ...]:
+    """Each object once, with every reason the groups found (two groups filtering the same
+    attachment by name and by type list it once, with both reasons)."""
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for path, status, reason in objects:
+        found = reasons.setdefault((path, status), [])
+        if reason and reason not in found:
+            found.append(reason)
+    return tuple((path, status, ", ".join(found)) for (path, status), found in reasons.items())
 
 
 def _compose(

@@ -6,11 +6,13 @@ are applied to its own copy, so a lax group never weakens a strict one. What con
 message as a whole comes once, after every group: one backup entry recording every group, and
 one notice per person (``notify.notices_for_groups``).
 
-"cure" is the engine's one cure (``scanner.cure``): under ``scan_policy = "message"`` the object
-cured is the message (its infected parts, and infected members inside them, removed); under
-"combined" it is each part (an archive rebuilt without its infected members). An object that is
-itself infected — a plain infected attachment under "combined" — is not curable, and the
-group's ``uncurable_action`` applies to it.
+"cure" is the engine's one cure (``scanner.cure``), removing what the group acts on: a status
+is bad when the group's action for it is not "skip", as the sweep decides with its policy.
+Under ``scan_policy = "message"`` the object cured is the message (its bad parts, bad members
+inside them, and the attachments the content filter caught removed); under "combined" it is
+each part (an archive rebuilt without its bad members). An object that is itself what was
+found — a plain infected attachment, an attachment the content filter caught — is not curable
+under "combined", and the group's ``uncurable_action`` applies to it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .. import __version__
 from ..scanner.containers import mimeedit
 from ..scanner.engine import Engine
 from ..scanner.limits import Limits
-from ..scanner.objects import ObjectResult, Status, Verdict
+from ..scanner.objects import PATH_SEP, ObjectResult, Status, Verdict
 from .filter import UNPLACED, find_filtered, parts_of, unplaced
 from .groups import match_pattern
 from .notify import NoticeInfo, Templates, notices_for_groups
@@ -37,6 +39,8 @@ _STRICTNESS = {"skip": 0, "warn": 1, "cure": 2, "delete": 3, "drop": 4, "reject"
 HEADERS = ("X-AV-Checked", "X-AV-Status", "X-AV-Threats")
 FILTERED = "filtered"
 UNCURABLE = "uncurable"
+# Longest SMTP reply text sent (RFC 5321 allows 512 octets per reply line, code included).
+MAX_REPLY = 400
 
 
 class MailProcessor:
@@ -156,6 +160,8 @@ class MailProcessor:
         else:
             action, out, reply = self._whole(policy, engine, status, raw, verdict, filtered,
                                              objects)
+        if action == "reject":
+            reply = _reject_reply(policy, verdict, filtered, leaves)
         if out is not None:
             out = _stamp(out, policy, status, verdict, self.db.version)
         return GroupOutcome(policy.name, list(rcpts), status, action, out, reply,
@@ -166,13 +172,14 @@ class MailProcessor:
         """scan_policy = "message": the worst status decides for the message as one object."""
         if status == "clean":
             return "skip", _strip_forged(raw), ""
-        names = [t.name for _, t in verdict.threats]
+        names = _unique(t.name for _, t in verdict.threats)
         action = _action_for(policy, status, names)
         objects.append(ObjectAction(verdict.root.path, status, action, names,
                                     _first_reason(verdict.root, filtered)))
         if action == "cure":
             try:
-                return "cure", _strip_forged(_cure(engine, raw, verdict.root)), ""
+                return "cure", _strip_forged(self._cure_message(policy, engine, raw, verdict,
+                                                                filtered)), ""
             except _uncurable_errors() as err:
                 action = policy.uncurable_action
                 objects.append(ObjectAction(verdict.root.path, status, action, names,
@@ -180,12 +187,22 @@ class MailProcessor:
         extra = [(f.object, FILTERED, f.reason) for f in filtered.values()]
         return action, *self._message_result(policy, action, raw, verdict, status, extra)
 
+    def _cure_message(self, policy, engine, raw: bytes, verdict: Verdict, filtered) -> bytes:
+        """The message without its bad parts (by the group's statuses) and without the parts
+        its content filter caught: a filtered attachment is itself what is blocked."""
+        from ..scanner.cure import Uncurable
+
+        if filtered and policy.filtered_action != "skip":
+            if UNPLACED in filtered:
+                raise Uncurable("a filtered part cannot be placed in the message")
+            raw = mimeedit.rebuild_mail(raw, {index: None for index in filtered})
+            verdict = engine.scan_bytes(raw, verdict.root.path)
+        return _cure(engine, raw, verdict.root, policy)
+
     def _message_result(self, policy, action: str, raw: bytes, verdict: Verdict,
                         status: str = "", extra=()):
         """(message, reply) of an action taken on the message as a whole."""
-        if action == "reject":
-            return None, _reject_reply(policy, verdict)
-        if action in ("drop", "delete"):
+        if action in ("reject", "drop", "delete"):  # the reply of a rejection: see _apply
             return None, ""
         if action == "warn":
             return _warning_message(raw, verdict, status or verdict.status.label, extra), ""
@@ -236,7 +253,7 @@ class _Combined:
         if not bad and not self.filtered:
             if own == Status.CLEAN:
                 return "skip", _strip_forged(self.raw), ""
-            names = [t.name for t in root.threats]
+            names = _unique(t.name for t in root.threats)
             action = _action_for(policy, own.label, names)
             objects.append(ObjectAction(root.path, own.label, action, names, root.reason))
             if action == "cure":  # the message itself matched: nothing to cut out
@@ -284,7 +301,7 @@ class _Combined:
         if children is not None:
             found = [r for c in children for r in c.walk() if r.status != Status.CLEAN]
             status = max(r.status for r in found).label
-            names = [t.name for r in found for t in r.threats]
+            names = _unique(t.name for r in found for t in r.threats)
             reason = next((r.reason for r in found if r.reason), "")
             path = children[0].path
         else:
@@ -300,20 +317,26 @@ class _Combined:
         if action == "delete":
             edits[index] = None
         elif action == "warn":
-            extra = [] if children is not None else [(path, FILTERED, reason)]
+            f = self.filtered.get(index)
+            extra = [(f.object, FILTERED, f.reason)] if f is not None else []
             warnings[index] = _warning_text(self.verdict, children or [], extra)
         return action
 
     def _cure_part(self, index: int, children: list[ObjectResult] | None) -> bytes:
-        """The part's new content with its infected members removed (the part is the object)."""
+        """The part's new content without the members the group acts on (the part is the
+        object): a part the content filter caught is itself what is blocked, never curable."""
         from ..scanner.cure import Uncurable
 
+        if index in self.filtered and self.policy.filtered_action != "skip":
+            f = self.filtered[index]
+            raise Uncurable(f"the content filter blocks the part itself ({f.reason}); "
+                            "cure cannot keep it")
         if not children or index not in self.leaves:
             raise Uncurable("the part cannot be placed in the message")
         leaf, *found_in_text = children
-        if any(c.worst() >= Status.SUSPICIOUS for c in found_in_text):
-            raise Uncurable("an encoded file inside the part's text is infected")
-        return _cure(self.engine, self.leaves[index].decoded(), leaf)
+        if any(_acts_on(self.policy, r.status) for c in found_in_text for r in c.walk()):
+            raise Uncurable("an encoded file inside the part's text is itself what was found")
+        return _cure(self.engine, self.leaves[index].decoded(), leaf, self.policy)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -326,16 +349,28 @@ def _status_rank(label: str) -> int:
     return _RANK.get(label, 0)
 
 
+def _unique(names) -> list[str]:
+    """Names in their first order, each once: a threat found by several signatures or in
+    several places is shown once."""
+    return list(dict.fromkeys(names))
+
+
 def _uncurable_errors():
     from ..scanner.cure import Uncurable
 
     return (Uncurable, mimeedit.RebuildError)
 
 
-def _cure(engine: Engine, data: bytes, result: ObjectResult) -> bytes:
+def _cure(engine: Engine, data: bytes, result: ObjectResult, policy) -> bytes:
+    """The engine's one cure, removing what the group acts on: a status is bad when the
+    group's action for it is not "skip" (the rule the sweep follows with its policy)."""
     from ..scanner.cure import cure
 
-    return cure(engine, data, result)
+    return cure(engine, data, result, bad=lambda status: _acts_on(policy, status))
+
+
+def _acts_on(policy, status: Status) -> bool:
+    return status != Status.CLEAN and policy.action(status.label) != "skip"
 
 
 def _filters_on(policy) -> bool:
@@ -350,9 +385,36 @@ def _action_for(policy, status: str, threat_names: list[str]) -> str:
     return getattr(policy, f"{status}_action", policy.error_action)
 
 
-def _reject_reply(policy, verdict: Verdict) -> str:
-    threats = ", ".join(sorted({t.name for _, t in verdict.threats})) or "policy"
-    return string.Template(policy.reject_reply).safe_substitute(threats=threats)
+def _reject_reply(policy, verdict: Verdict, filtered, leaves) -> str:
+    """The group's reply with ``$threats``: the threat names, or — when no threat was found —
+    what was: each finding as "status: object (reason)", e.g. "filtered: setup.exe (name
+    *.exe)" or "error: limit: depth 3". One line of printable ASCII."""
+    names = _unique(t.name for _, t in verdict.threats)
+    if not names:
+        root = verdict.root
+        named = {f"{root.path}{PATH_SEP}{leaf.name}": leaf.filename or leaf.name
+                 for leaf in leaves}
+        found = [(r.status.label, r.path, r.reason) for r in root.walk()
+                 if r.status != Status.CLEAN]
+        if policy.filtered_action != "skip":
+            found += [(FILTERED, f.object, f.reason) for f in filtered.values()]
+        for status, path, reason in found:
+            what = "" if path == root.path else _shown_name(path, root.path, named)
+            detail = f"{what} ({reason})" if what and reason else what or reason
+            names.append(f"{status}: {detail}" if detail else status)
+        names = _unique(names)
+    threats = ", ".join(names) or "policy"
+    reply = string.Template(policy.reject_reply).safe_substitute(threats=threats)
+    reply = "".join(c if " " <= c <= "~" else "?" for c in " ".join(reply.split()))
+    return reply if len(reply) <= MAX_REPLY else reply[:MAX_REPLY - 3] + "..."
+
+
+def _shown_name(path: str, root: str, named: dict[str, str]) -> str:
+    """An object's path as a reader knows it: from the attachment's file name on."""
+    for prefix, name in named.items():
+        if path == prefix or path.startswith(prefix + PATH_SEP):
+            return name + path[len(prefix):]
+    return path[len(root) + len(PATH_SEP):] if path.startswith(root + PATH_SEP) else path
 
 
 def _first_reason(root: ObjectResult, filtered) -> str:
@@ -417,7 +479,7 @@ def _warning_text(verdict: Verdict, children: list[ObjectResult] | None = None,
     for res in results:
         if res.status == Status.CLEAN:
             continue
-        names = ", ".join(t.name for t in res.threats)
+        names = ", ".join(_unique(t.name for t in res.threats))
         lines.append(f"  {res.path}: {res.status.label}"
                      + (f" ({names})" if names else f" ({res.reason})" if res.reason else ""))
     lines += [f"  {path}: {status} ({reason})" for path, status, reason in extra]

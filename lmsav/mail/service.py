@@ -71,20 +71,23 @@ class MailService:
 
     @classmethod
     def from_settings(cls, settings, config_path: Path | None, *, database=None,
-                      database_dir: Path | None = None, backup: bool = True,
+                      database_dir: Path | None = None, groups=None, backup: bool = True,
                       stats: bool = True) -> MailService:
         """Groups from ``groups.d`` beside ``config_path`` (the shipped default group when None)
-        and, unless ``database`` is given, the database of ``database_dir`` or the settings."""
+        unless ``groups`` is given (a daemon keeping its running groups when groups.d was
+        refused) and, unless ``database`` is given, the database of ``database_dir`` or the
+        settings."""
         from .. import paths
         from ..config import ConfigError
         from ..scanner.containers import load_all
         from .backup import BackupStore
         from .groups import groups_dir, load_groups
 
-        try:
-            groups = load_groups(groups_dir(Path(config_path)) if config_path else None)
-        except ConfigError as err:
-            raise MailServiceError(str(err)) from None
+        if groups is None:
+            try:
+                groups = load_groups(groups_dir(Path(config_path)) if config_path else None)
+            except ConfigError as err:
+                raise MailServiceError(str(err)) from None
         if database is None:
             database = load_database(database_dir or settings.database_dir())
         load_all()  # every handler imported once, before a daemon or watcher forks

@@ -12,6 +12,7 @@ scanned again and must no longer be bad. A file that is the threat itself is nev
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Callable
 
 from . import filetype
@@ -71,10 +72,12 @@ class _Cure:
             if child.member is None:
                 raise Uncurable(f"cannot tell which member of the {node.type} holds "
                                 f"{_name_in(node, child)}")
+        # The members cured in place are read out of the container in one pass.
+        contents = self._contents(data, node, self._in_place(node, bad_children))
         edits: dict[int, bytes | None] = {}
         for child in bad_children:
             if child.member not in edits:
-                edits[child.member] = self._member(data, node, child)
+                edits[child.member] = self._member(contents.get(child.member), child)
         try:
             return rebuild(data, edits)
         except RebuildError as err:
@@ -87,14 +90,18 @@ class _Cure:
         except RebuildError:
             raise Uncurable(str(refused)) from None
 
-    def _member(self, data: bytes, node: ObjectResult, child: ObjectResult) -> bytes | None:
-        """The new content of ``child``'s member: the member cured in place when it alone
-        holds the member's content and it is a container that is not bad itself; None (the
-        member goes) otherwise."""
-        sharing = [c for c in node.children if c.member == child.member]
-        if len(sharing) > 1 or self.bad(child.status) or rebuilder_for(child.type) is None:
-            return None
-        content = self._content(data, node, child)
+    def _in_place(self, node: ObjectResult, bad_children: list[ObjectResult]
+                  ) -> dict[int, ObjectResult]:
+        """The members cured in place rather than removed (member -> its child): those a
+        single child alone holds the content of, a container that is not bad itself."""
+        holders = Counter(c.member for c in node.children)
+        return {c.member: c for c in bad_children
+                if holders[c.member] == 1 and not self.bad(c.status)
+                and rebuilder_for(c.type) is not None}
+
+    def _member(self, content: bytes | None, child: ObjectResult) -> bytes | None:
+        """The new content of ``child``'s member: ``content`` (its bytes, None when it goes
+        whole) cured in place; None (the member goes) when that cannot be done."""
         if content is None:
             return None
         try:
@@ -102,29 +109,37 @@ class _Cure:
         except Uncurable:
             return None  # it cannot be cured in place: the whole member goes
 
-    def _content(self, data: bytes, node: ObjectResult, child: ObjectResult) -> bytes | None:
-        """``child``'s bytes, read again by its container's handler (None when they cannot
-        be told apart from another member's)."""
+    def _contents(self, data: bytes, node: ObjectResult,
+                  wanted: dict[int, ObjectResult]) -> dict[int, bytes]:
+        """The bytes of each member in ``wanted`` (member -> its child), read again by the
+        container's handler in a single pass; a member whose bytes cannot be told apart from
+        another member's is left out."""
+        if not wanted:
+            return {}
         handler = handler_for(node.type)
         ftype, offset = filetype.locate(data, len(data))
         if handler is None or ftype != node.type:
-            return None
+            return {}
         ctx = Context(self.engine.limits, self.engine.tmp_root)
         obj = ScanObject(node.path, data=data)
         obj.type, obj.offset = ftype, offset
-        found = []
+        found: dict[int, list[tuple[str, bytes | None]]] = {}
         # Damage or a limit met on the way: what was read stands; a member not found goes whole.
         damage = (Corrupted, Encrypted, Unsupported, LimitExceeded)
         try:
             with running(ctx), contextlib.suppress(*damage):
                 for member in handler.explode(obj, ctx):
-                    if member.member == child.member and not member.meta_only:
-                        found.append((member.name, _read(member)))
+                    if member.member in wanted and not member.meta_only:
+                        found.setdefault(member.member, []).append((member.name, _read(member)))
         finally:
             ctx.cleanup()
-        if len(found) != 1 or found[0][0] != _name_in(node, child) or found[0][1] is None:
-            return None
-        return found[0][1]
+        contents = {}
+        for index, copies in found.items():
+            if len(copies) == 1:
+                name, content = copies[0]
+                if name == _name_in(node, wanted[index]) and content is not None:
+                    contents[index] = content
+        return contents
 
     def _holds_bad(self, node: ObjectResult) -> bool:
         return any(self.bad(r.status) for r in node.walk())

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import struct
 import time
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class ScanCache:
             self._con.close()
         self._con = None
 
-    def __enter__(self) -> ScanCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

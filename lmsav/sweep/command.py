@@ -116,7 +116,7 @@ def _watch(targets, engine, sc, tally, on_report, as_json) -> None:
     import signal
     import threading
 
-    from .watch import FileWatcher, WatchError
+    from .realtime import FileWatcher, WatchError
 
     if "-" in targets:
         raise Fatal("--watch takes directories; standard input cannot be watched")

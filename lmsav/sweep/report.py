@@ -152,7 +152,9 @@ class ReportFile:
     def __init__(self, path: str, fmt: str | None = None):
         self.format = fmt or ("jsonl" if path.endswith((".jsonl", ".json", ".ndjson"))
                               else "text")
-        self._fh = open(path, "a", encoding="utf-8", errors="surrogateescape", buffering=1)
+        # Held open for the whole run, closed by close().
+        self._fh = open(path, "a", encoding="utf-8", errors="surrogateescape",  # noqa: SIM115
+                        buffering=1)
 
     def write(self, result: ActionResult) -> None:
         if self.format == "jsonl":

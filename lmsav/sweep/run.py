@@ -1,8 +1,11 @@
 """The sweep of ``lmsav scan`` and ``lmsav cron run``: walk, scan in parallel workers, tally.
 
-The per-file loop is deliberately plain: the walker (``walk.regular_files``) yields paths with
-their stat, workers open and scan them with the engine loaded once before forking, and only a
-compact record travels back to the parent for each file.
+The per-file loop is deliberately plain: the walker (``walk.regular_files``) yields paths (with
+their stat only when the scan cache needs it), workers open and scan them with the engine loaded
+once before forking, and only a compact record travels back to the parent for each file. The
+workers are ``lmsav.workers.WorkerPool``'s, as the daemon's: a job is a batch of paths, the parent
+keeps every worker busy and hands the reports on in walk order; a worker that dies costs its
+batch an ERROR report each and is replaced.
 
 Incremental sweeps (``SweepOptions.incremental``) look each file's stat up in the scan cache
 (``cache.py``) in the parent: a file unchanged since a clean verdict is never read, never sent
@@ -12,7 +15,6 @@ never touch the cache.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import stat
 import time
@@ -92,9 +94,11 @@ _WHY = {"open": "cannot open", "link": "broken symlink", "list": "cannot read di
 
 def inputs(paths: Iterable[str], opts: SweepOptions, tally: Tally,
            descend: Callable[[str], bool] | None = None
-           ) -> Iterator[FileReport | tuple[str, os.stat_result]]:
+           ) -> Iterator[FileReport | tuple[str, os.stat_result | None]]:
     """Walk order: ``(path, stat)`` of a file to scan, or the report of what cannot be scanned
-    (an entry the walk could not look at, a special file). Counts directories in ``tally``."""
+    (an entry the walk could not look at, a special file). Counts directories in ``tally``.
+    Files are stat'ed only for an incremental sweep (the scan cache keys on the stat): the
+    stat is None otherwise, which saves a system call per file."""
     pending: deque[FileReport] = deque()
     want_tree = opts.want_tree
 
@@ -113,7 +117,8 @@ def inputs(paths: Iterable[str], opts: SweepOptions, tally: Tally,
                               exclude=opts.exclude, include=opts.include,
                               max_depth=opts.max_dir_depth,
                               one_file_system=opts.one_file_system, on_special=on_special,
-                              on_directory=on_directory, descend=descend):
+                              on_directory=on_directory, descend=descend,
+                              want_stat=opts.incremental):
         while pending:  # the callbacks ran while looking for this file: they come first
             yield pending.popleft()
         yield item
@@ -295,8 +300,10 @@ def _plan_subtree(directory: str, opts: SweepOptions, cache: ScanCache) -> tuple
 
 
 def _walk_subtrees(subdirs: list[str], opts: SweepOptions, tally: Tally, cache: ScanCache):
-    import pickle
     import selectors
+    import socket
+
+    from ..workers import RECV_SIZE, frames_in, send_frame
 
     def take(result) -> Iterator:
         items, directories, unchanged = result
@@ -309,57 +316,55 @@ def _walk_subtrees(subdirs: list[str], opts: SweepOptions, tally: Tally, cache: 
         for directory in subdirs:
             yield from take(_plan_subtree(directory, opts, cache))
         return
-    children: dict[int, tuple[int, bytearray]] = {}  # read end -> (pid, buffer)
+    children: dict[socket.socket, tuple[int, bytearray]] = {}  # -> (pid, read buffer)
     for n in range(count):
-        r, w = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
-        if pid == 0:  # a walker: its share of the subtrees, one framed result each
+        if pid == 0:  # a walker: its share of the subtrees, one frame (index, result) each
             code = 0
             try:
-                os.close(r)
+                ours.close()
+                for other in children:
+                    other.close()
                 for i in range(n, len(subdirs), count):
-                    data = pickle.dumps((i, _plan_subtree(subdirs[i], opts, cache)),
-                                        pickle.HIGHEST_PROTOCOL)
-                    frame = len(data).to_bytes(8, "little") + data
-                    while frame:
-                        frame = frame[os.write(w, frame):]
-            except BaseException:
+                    send_frame(theirs, (i, _plan_subtree(subdirs[i], opts, cache)))
+            except BaseException:  # noqa: BLE001 - a forked walker must reach os._exit
                 code = 1
             finally:
                 os._exit(code)
-        os.close(w)
-        children[r] = (pid, bytearray())
+        theirs.close()
+        children[ours] = (pid, bytearray())
     done: dict[int, tuple] = {}
     sel = selectors.DefaultSelector()
-    for r in children:
-        sel.register(r, selectors.EVENT_READ)
+    for sock in children:
+        sel.register(sock, selectors.EVENT_READ)
     try:
         for i in range(len(subdirs)):
             while i not in done and children:
                 for key, _ in sel.select():
-                    r = key.fd
-                    pid, buf = children[r]
-                    chunk = os.read(r, 1 << 20)
+                    sock = key.fileobj
+                    pid, buf = children[sock]
+                    try:
+                        chunk = sock.recv(RECV_SIZE)
+                    except OSError:
+                        chunk = b""
                     if not chunk:  # finished (or died: what it did not send is walked here)
-                        sel.unregister(r)
-                        os.close(r)
+                        sel.unregister(sock)
+                        sock.close()
                         os.waitpid(pid, 0)
-                        del children[r]
+                        del children[sock]
                         continue
                     buf += chunk
-                    while len(buf) >= 8 and len(buf) >= 8 + int.from_bytes(buf[:8], "little"):
-                        size = int.from_bytes(buf[:8], "little")
-                        index, result = pickle.loads(bytes(buf[8:8 + size]))
-                        del buf[:8 + size]
+                    for index, result in frames_in(buf):
                         done[index] = result
             result = done.pop(i, None)
             if result is None:
                 result = _plan_subtree(subdirs[i], opts, cache)
             yield from take(result)
     finally:
-        for r, (pid, _buf) in children.items():
-            sel.unregister(r)
-            os.close(r)
+        sel.close()
+        for sock, (pid, _buf) in children.items():
+            sock.close()
             try:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
@@ -387,45 +392,122 @@ def _sweep_here(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> No
         on_report(report)
 
 
-BATCH = 32  # paths per task sent to a worker
+BATCH = 32  # paths per job sent to a worker
 MAX_IN_FLIGHT_PER_WORKER = 8  # batches sent and not yet passed on, per worker
 MAX_WAITING = 4096  # reports queued in walk order before the walker waits
+STOP_TIMEOUT = 5.0  # seconds idle workers get to exit once the sweep is done
 
 
 class _Batch:
-    """A stretch of walk order: the paths one worker task scans, and the reports that need no
-    scan in between (``None`` in ``slots`` stands for the next worker result)."""
+    """A stretch of walk order: the paths one worker job scans, and the reports that need no
+    scan in between (``None`` in ``slots`` stands for the next scanned report)."""
 
-    __slots__ = ("paths", "result", "slots", "stats")
+    __slots__ = ("paths", "result", "sent", "slots", "stats")
 
     def __init__(self):
         self.paths: list[str] = []
         self.stats: list[os.stat_result | None] = []
         self.slots: list[FileReport | None] = []
-        self.result = None  # the worker task, once sent
+        self.sent = False
+        self.result: list[FileReport] | None = None  # the scanned reports, once answered
+
+
+class _BatchScanner:
+    """A worker's job handler: a job is a list of paths, the answer their reports."""
+
+    def run_job(self, job: list[str], fds: list[int]) -> list[FileReport]:
+        return [scan_one(path) for path in job]
+
+    def close(self) -> None:
+        pass
+
+
+class _Scanners:
+    """The sweep's workers (``lmsav.workers.WorkerPool``) and the batches waiting for one.
+
+    Workers are forked (after the database is loaded: they share its pages copy-on-write)
+    only when a first batch needs scanning, so a sweep of an unchanged tree forks none.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.pool = None
+        self.selector = None
+        self.queued: deque[_Batch] = deque()  # sent by the sweep, not given to a worker yet
+
+    def send(self, batch: _Batch) -> None:
+        if self.pool is None:
+            import selectors
+
+            from ..scanner.containers import load_all
+            from ..workers import WorkerPool
+
+            load_all()  # before forking: the workers share the handlers' modules
+            self.selector = selectors.DefaultSelector()
+            self.pool = WorkerPool(self.size, _BatchScanner, self.selector)
+            self.pool.start()
+        batch.sent = True
+        self.queued.append(batch)
+        self.poll(0)
+
+    def poll(self, timeout: float | None) -> None:
+        """Take the answers that are in (waiting up to ``timeout``), give idle workers work."""
+        if self.pool is None:
+            return
+        for key, _events in self.selector.select(timeout):
+            worker = key.data
+            answers = self.pool.read(worker)
+            if answers is None:  # it died: its batch is an error, a new worker takes its place
+                batch = self.pool.died(worker)
+                if batch is not None:
+                    batch.result = _died_reports(batch.paths, worker.exit_status)
+                continue
+            for batch, reports in answers:
+                batch.result = reports
+        for worker in self.pool.idle():
+            if not self.queued:
+                break
+            batch = self.queued.popleft()
+            try:
+                self.pool.send(worker, batch, batch.paths)
+            except OSError:
+                self.queued.appendleft(batch)  # the worker is gone: its death comes next
+
+    def wait_for(self, batch: _Batch) -> list[FileReport]:
+        while batch.result is None:
+            self.poll(None)
+        return batch.result
+
+    def close(self, finished: bool) -> None:
+        """Let idle workers exit after a finished sweep; kill them when it ended early."""
+        if self.pool is None:
+            return
+        if finished:
+            self.pool.stop(STOP_TIMEOUT)  # every batch is answered: they exit at once
+        else:
+            for worker in list(self.pool.workers.values()):
+                self.pool.retire(worker, kill=True)
+            for pid in list(self.pool.pids):
+                self.pool.reap(pid, wait=True)
+        self.selector.close()
+
+
+def _died_reports(paths: list[str], status: str) -> list[FileReport]:
+    reason = f"scanning process died ({status})"
+    return [problem_report(path, Status.ERROR, reason, _want_tree) for path in paths]
 
 
 def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> None:
-    """The parent walks and keeps walk order; forked workers scan batches of paths.
-
-    Workers are forked (after the database is loaded: they share its pages copy-on-write) only
-    when a first batch needs scanning, so a sweep of an unchanged tree forks none.
-    """
-    mp = multiprocessing.get_context("fork")
-    pool = None
+    """The parent walks and keeps walk order; forked workers scan batches of paths."""
+    scanners = _Scanners(opts.workers)
     waiting: deque[FileReport | _Batch] = deque()  # walk order
     open_batch: _Batch | None = None  # the last batch, still taking paths; not sent yet
     in_flight = 0
     max_in_flight = MAX_IN_FLIGHT_PER_WORKER * opts.workers
 
     def send(batch: _Batch) -> None:
-        nonlocal pool, in_flight
-        if pool is None:
-            from ..scanner.containers import load_all
-
-            load_all()  # before forking: the workers share the handlers' modules
-            pool = mp.Pool(opts.workers)
-        batch.result = pool.apply_async(_scan_batch, (batch.paths,))
+        nonlocal in_flight
+        scanners.send(batch)
         in_flight += 1
 
     def pass_on(entry: FileReport | _Batch) -> None:
@@ -435,7 +517,7 @@ def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> 
             on_report(entry)
             return
         in_flight -= 1
-        scanned = zip(entry.result.get(), entry.stats)
+        scanned = zip(scanners.wait_for(entry), entry.stats)
         for report in entry.slots:
             if report is None:
                 report, st = next(scanned)
@@ -444,6 +526,7 @@ def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> 
             tally.add(report)
             on_report(report)
 
+    finished = False
     try:
         for item in _plan(paths, opts, tally, cache):
             if isinstance(item, FileReport):
@@ -469,22 +552,18 @@ def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> 
                 head = waiting[0]
                 if isinstance(head, _Batch):
                     crowded = in_flight >= max_in_flight or len(waiting) >= MAX_WAITING
-                    if head.result is None:  # the open batch
+                    if not head.sent:  # the open batch
                         if not crowded:
                             break
                         send(head)
                         open_batch = None
-                    elif not crowded and not head.result.ready():
+                    elif not crowded and head.result is None:
                         break
                 pass_on(waiting.popleft())
         if open_batch is not None:
             send(open_batch)
         while waiting:
             pass_on(waiting.popleft())
+        finished = True
     finally:
-        if pool is not None:
-            pool.terminate()
-
-
-def _scan_batch(paths: list[str]) -> list[FileReport]:
-    return [scan_one(path) for path in paths]
+        scanners.close(finished)

@@ -39,6 +39,7 @@ def regular_files(
     targets: Iterable[str],
     *,
     follow_symlinks: bool = False,
+    follow_file_links: bool = False,
     on_error: Callable[[str, OSError], None] | None = None,
     exclude: tuple[str, ...] = (),
     include: tuple[str, ...] = (),
@@ -47,13 +48,20 @@ def regular_files(
     on_special: Callable[[str], None] | None = None,
     on_directory: Callable[[str], None] | None = None,
     descend: Callable[[str], bool] | None = None,
-) -> Iterator[tuple[str, os.stat_result]]:
+    want_stat: bool = True,
+) -> Iterator[tuple[str, os.stat_result | None]]:
     """Yield ``(path, stat)`` for every regular file under ``targets``, stat'ed as it will be
     opened (links followed only with ``follow_symlinks``).
 
+    ``want_stat=False`` yields ``(path, None)`` for files inside directories: the file type
+    then comes from the directory entry itself, without a stat call per file (a walk of /usr
+    takes about half the time). Targets named directly are stat'ed either way.
+
     A target that is a file is yielded itself (``include`` selects files inside directories
     only); a symbolic link named as a target is followed once, as the user asked for it.
-    Inside directories links are skipped unless ``follow_symlinks`` (loops are cut).
+    Inside directories links are skipped unless ``follow_symlinks`` (loops are cut);
+    ``follow_file_links`` follows the links that point to regular files, and only those
+    (clamd's FollowFileSymlinks without FollowDirectorySymlinks).
     ``exclude`` hides files and whole subtrees; ``max_depth`` (0 = unlimited) limits how many
     directory levels are descended; ``one_file_system`` stays on each target's file system.
 
@@ -75,9 +83,9 @@ def regular_files(
                 _report(on_error, WalkError("link", top, err))
                 continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _directory_tree(top, st, follow_symlinks, on_error, exclude, include,
-                                       max_depth, one_file_system, on_special, on_directory,
-                                       descend)
+            yield from _directory_tree(top, st, follow_symlinks, follow_file_links, on_error,
+                                       exclude, include, max_depth, one_file_system,
+                                       on_special, on_directory, descend, want_stat)
         elif stat.S_ISREG(st.st_mode):
             if not exclude or not matches(top, exclude):
                 yield top, st
@@ -90,8 +98,8 @@ def _report(on_error, err: WalkError) -> None:
         on_error(err.filename, err)
 
 
-def _directory_tree(top, top_st, follow, on_error, exclude, include, max_depth, one_fs,
-                    on_special, on_directory, descend):
+def _directory_tree(top, top_st, follow, follow_files, on_error, exclude, include, max_depth,
+                    one_fs, on_special, on_directory, descend, want_stat):
     # Options as locals: this loop runs once per directory entry.
     top_dev = top_st.st_dev
     seen_dirs = {(top_dev, top_st.st_ino)}
@@ -114,6 +122,8 @@ def _directory_tree(top, top_st, follow, on_error, exclude, include, max_depth, 
             try:
                 is_link = entry.is_symlink()
                 if is_link and not follow:
+                    if follow_files:
+                        yield from _file_link(entry, include, one_fs, top_dev, on_error)
                     continue  # clamscan's default too: links are not followed
                 if entry.is_dir(follow_symlinks=follow):
                     if max_depth and depth + 1 > max_depth:
@@ -130,11 +140,17 @@ def _directory_tree(top, top_st, follow, on_error, exclude, include, max_depth, 
                 elif entry.is_file(follow_symlinks=follow):
                     if include and not matches(path, include):
                         continue
-                    # One call: what a link points to when following, the entry otherwise.
-                    st = entry.stat(follow_symlinks=follow)
-                    if one_fs and is_link and st.st_dev != top_dev:
-                        continue
-                    yield path, st
+                    if one_fs and is_link:
+                        # The followed link's stat is cached by is_file() already.
+                        st = entry.stat(follow_symlinks=True)
+                        if st.st_dev != top_dev:
+                            continue
+                        yield path, st if want_stat else None
+                    elif want_stat:
+                        # One call: what a link points to when following, the entry otherwise.
+                        yield path, entry.stat(follow_symlinks=follow)
+                    else:
+                        yield path, None  # the type came from the entry: no stat call
                 elif is_link:  # followed: it points nowhere, or to a special file
                     try:
                         os.stat(path)
@@ -148,3 +164,17 @@ def _directory_tree(top, top_st, follow, on_error, exclude, include, max_depth, 
             except OSError as err:
                 _report(on_error, WalkError("stat", path, err))
         stack.extend(reversed(subdirs))
+
+
+def _file_link(entry, include, one_fs, top_dev, on_error):
+    """The file a link inside a directory points to, when it is a regular file; nothing for a
+    link to a directory or a special file; a "link" error when it points nowhere."""
+    try:
+        st = entry.stat(follow_symlinks=True)
+    except OSError as err:
+        _report(on_error, WalkError("link", entry.path, err))
+        return
+    if not stat.S_ISREG(st.st_mode) or (one_fs and st.st_dev != top_dev):
+        return
+    if not include or matches(entry.path, include):
+        yield entry.path, st

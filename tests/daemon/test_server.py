@@ -19,6 +19,8 @@ from lmsav import paths
 from lmsav.daemon.client import Client
 from tests.conftest import EICAR
 
+pytestmark = pytest.mark.integration
+
 READ_TIMEOUT = 2
 
 

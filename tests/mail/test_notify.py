@@ -19,9 +19,13 @@ from lmsav.mail.notify import (
     NoticeInfo,
     TemplateError,
     Templates,
-    build_notices,
     notices_for_groups,
 )
+
+
+def one_group(group, info, templates=None, **kwargs):
+    """The notices of a message whose recipients all fell into ``group``."""
+    return notices_for_groups([(group, info)], lambda _group: templates, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def kinds(notices: list[Notice]) -> list[str]:
 
 
 def test_all_three_kinds_with_their_envelopes():
-    notices = build_notices(Group(), INFO)
+    notices = one_group(Group(), INFO)
     assert kinds(notices) == ["sender", "recipients", "admin"]
     sender, recipients, admin = notices
     assert sender.envelope_to == ("alice@example.com",)
@@ -109,17 +113,17 @@ def test_each_kind_only_for_its_statuses():
     group = Group(
         notify_sender=("infected",), notify_recipients=("filtered",), notify_admin=("error",)
     )
-    assert kinds(build_notices(group, INFO)) == ["sender"]
-    assert kinds(build_notices(group, dataclasses.replace(INFO, status="filtered"))) == [
+    assert kinds(one_group(group, INFO)) == ["sender"]
+    assert kinds(one_group(group, dataclasses.replace(INFO, status="filtered"))) == [
         "recipients"
     ]
-    assert kinds(build_notices(group, dataclasses.replace(INFO, status="error"))) == ["admin"]
-    assert build_notices(group, dataclasses.replace(INFO, status="suspicious")) == []
-    assert build_notices(Group(notify_sender=(), notify_recipients=(), notify_admin=()), INFO) == []
+    assert kinds(one_group(group, dataclasses.replace(INFO, status="error"))) == ["admin"]
+    assert one_group(group, dataclasses.replace(INFO, status="suspicious")) == []
+    assert one_group(Group(notify_sender=(), notify_recipients=(), notify_admin=()), INFO) == []
 
 
 def test_no_admin_notice_without_admin_addresses():
-    assert kinds(build_notices(Group(admin_addresses=()), INFO)) == ["sender", "recipients"]
+    assert kinds(one_group(Group(admin_addresses=()), INFO)) == ["sender", "recipients"]
 
 
 @pytest.mark.parametrize("threat", ["W32.Worm.Mydoom", "trojan.fakesender.a", "NET-WORM-X"])
@@ -128,24 +132,24 @@ def test_threats_known_to_forge_senders_get_no_sender_notice(threat):
         INFO,
         threats=(("mail.eml//2:a.zip//a.exe", "Eicar-Test-Signature"), ("mail.eml//3", threat)),
     )
-    assert kinds(build_notices(Group(), info)) == ["recipients", "admin"]
+    assert kinds(one_group(Group(), info)) == ["recipients", "admin"]
 
 
 def test_other_threats_still_notify_the_sender():
     info = dataclasses.replace(INFO, threats=(("mail.eml//2", "Trojan.Other.A"),))
-    assert kinds(build_notices(Group(), info))[0] == "sender"
+    assert kinds(one_group(Group(), info))[0] == "sender"
 
 
 @pytest.mark.parametrize("sender", ["", "<>", " <> ", "  "])
 def test_null_sender_never_gets_a_notice(sender):
-    assert kinds(build_notices(Group(), dataclasses.replace(INFO, sender=sender))) == [
+    assert kinds(one_group(Group(), dataclasses.replace(INFO, sender=sender))) == [
         "recipients",
         "admin",
     ]
 
 
 def test_sender_in_angle_brackets_is_unwrapped():
-    notices = build_notices(Group(), dataclasses.replace(INFO, sender="<alice@example.com>"))
+    notices = one_group(Group(), dataclasses.replace(INFO, sender="<alice@example.com>"))
     assert notices[0].envelope_to == ("alice@example.com",)
 
 
@@ -156,20 +160,20 @@ def test_with_the_real_group_policy():
         name="default", notify_sender=("infected",), admin_addresses=("postmaster@example.org",)
     )
     # The shipped list of sender-forging threats includes the EICAR test file.
-    assert kinds(build_notices(group, INFO)) == ["recipients", "admin"]
+    assert kinds(one_group(group, INFO)) == ["recipients", "admin"]
     info = dataclasses.replace(INFO, threats=(("mail.eml//2", "Win.Trojan.Agent-1"),))
-    assert kinds(build_notices(group, info)) == ["sender", "recipients", "admin"]
-    assert kinds(build_notices(group, dataclasses.replace(INFO, status="filtered"))) == []
+    assert kinds(one_group(group, info)) == ["sender", "recipients", "admin"]
+    assert kinds(one_group(group, dataclasses.replace(INFO, status="filtered"))) == []
 
 
 # Content
 
 
 def test_macros_are_filled():
-    sender, _recipients, admin = build_notices(Group(), INFO)
+    sender, _recipients, admin = one_group(Group(), INFO)
     assert parse(sender)["Subject"] == 'Your message "Quarterly report" was rejected'
     text = body(sender)
-    assert "found to be infected." in text
+    assert "Result: infected. It was rejected" in text
     assert "  From:        alice@example.com\n" in text
     assert "  To:          bob@example.org, carol@example.org\n" in text
     assert "  Message-ID:  <abc123@example.com>\n" in text
@@ -196,7 +200,7 @@ def test_macros_are_filled():
 
 def test_empty_lists_and_subject_have_placeholders():
     info = dataclasses.replace(INFO, status="filtered", threats=(), subject="")
-    admin = build_notices(Group(), info)[-1]
+    admin = one_group(Group(), info)[-1]
     assert parse(admin)["Subject"].startswith(
         '[lmsav] blocked by the content filter: "(no subject)"'
     )
@@ -205,7 +209,7 @@ def test_empty_lists_and_subject_have_placeholders():
 
 def test_subject_cannot_inject_headers():
     info = dataclasses.replace(INFO, subject="hi\r\nBcc: victim@example.net\n\tmore")
-    for notice in build_notices(Group(), info):
+    for notice in one_group(Group(), info):
         message = parse(notice)
         assert message["Bcc"] is None
         assert "hi Bcc: victim@example.net more" in message["Subject"]
@@ -214,7 +218,7 @@ def test_subject_cannot_inject_headers():
 def test_unknown_macros_are_left_as_written(tmp_path):
     template = "Subject: ${status} $nothing ${unknown}\n\n$$ ${group} ${x\n"
     (tmp_path / "admin.txt").write_text(template)
-    admin = build_notices(Group(templates_dir=tmp_path), INFO)[-1]
+    admin = one_group(Group(templates_dir=tmp_path), INFO)[-1]
     assert parse(admin)["Subject"] == "infected $nothing ${unknown}"
     assert body(admin) == "$ default ${x\n"
 
@@ -227,7 +231,7 @@ def test_non_ascii_subject_and_names_are_encoded_and_decode_back():
     info = dataclasses.replace(
         INFO, subject="Grüße aus Köln — 報告", sender="jörg@example.com"
     )
-    notices = build_notices(group, info)
+    notices = one_group(group, info)
     assert len(notices) == 3
     for notice in notices[1:]:  # ASCII envelopes: RFC 2047 encoded words, 7-bit clean
         assert notice.message.isascii()
@@ -245,7 +249,7 @@ def test_non_ascii_subject_and_names_are_encoded_and_decode_back():
 
 def test_non_ascii_address_notice_is_utf8_message():
     info = dataclasses.replace(INFO, sender="jörg@exämple.de", subject="Grüße")
-    sender = build_notices(Group(), info)[0]
+    sender = one_group(Group(), info)[0]
     assert sender.envelope_to == ("jörg@exämple.de",)
     header = sender.message.split(b"\n\n", 1)[0].decode("utf-8")  # raw UTF-8, not encoded words
     assert "To: jörg@exämple.de\n" in header and "=?" not in header
@@ -256,7 +260,7 @@ def test_non_ascii_address_notice_is_utf8_message():
 
 def test_admin_notice_attaches_original_headers():
     original = b"From: alice@example.com\r\nSubject: Quarterly report\r\n\r\nbody text\r\n"
-    notices = build_notices(Group(), INFO, original_headers=original)
+    notices = one_group(Group(), INFO, original_headers=original)
     message = parse(notices[-1])
     assert message.get_content_type() == "multipart/mixed"
     parts = list(message.iter_parts())
@@ -268,7 +272,7 @@ def test_admin_notice_attaches_original_headers():
 
 def test_huge_header_block_is_cut():
     original = b"".join(b"X-Filler-%d: %s\n" % (i, b"a" * 60) for i in range(10_000))
-    admin = build_notices(Group(), INFO, original_headers=original)[-1]
+    admin = one_group(Group(), INFO, original_headers=original)[-1]
     assert len(admin.message) < 120_000
     headers = list(parse(admin).iter_parts())[1].get_content()
     assert headers.startswith("X-Filler-0: ") and headers.endswith("a\n")
@@ -292,13 +296,13 @@ def test_group_override_replaces_one_template_only(tmp_path):
         "Subject: Blocked: ${subject}\n\n"
         "Dear ${sender}, your mail to ${recipients} was ${action}.\n"
     )
-    notices = build_notices(Group(templates_dir=tmp_path), INFO)
+    notices = one_group(Group(templates_dir=tmp_path), INFO)
     sender, recipients, admin = notices
     assert parse(sender)["Subject"] == "Blocked: Quarterly report"
     assert body(sender) == (
         "Dear alice@example.com, your mail to bob@example.org, carol@example.org was rejected.\n"
     )
-    default = build_notices(Group(), INFO)
+    default = one_group(Group(), INFO)
     assert body(recipients) == body(default[1])
     assert body(admin) == body(default[2])
 
@@ -314,10 +318,10 @@ def test_override_strings_replace_words_key_by_key(tmp_path):
 def test_german_strings():
     info = dataclasses.replace(INFO, threats=())
     templates = Templates.load(language="de")
-    sender = build_notices(Group(), info, templates)[0]
+    sender = one_group(Group(), info, templates)[0]
     assert parse(sender)["Subject"] == 'Your message "Quarterly report" was abgewiesen'
     text = body(sender)
-    assert "found to be infiziert." in text
+    assert "Result: infiziert. It was abgewiesen" in text
     assert "Found:\n  mail.eml//2:report.zip//report.exe: infiziert (Eicar-Test-Signature)\n" \
         in text
     assert "Ihr Computer ist möglicherweise infiziert." in text
@@ -334,10 +338,10 @@ def test_language_templates_and_group_language(tmp_path):
     class GermanGroup(Group):
         language: str = "de"
 
-    sender, recipients, _ = build_notices(GermanGroup(templates_dir=tmp_path), INFO)
+    sender, recipients, _ = one_group(GermanGroup(templates_dir=tmp_path), INFO)
     assert parse(sender)["Subject"] == "Ihre Nachricht „Quarterly report“ wurde abgewiesen"
     assert body(sender) == "Status: infiziert\n"
-    assert "found to be infiziert." in body(recipients)  # no recipients.de.txt: shipped one
+    assert "Result: infiziert." in body(recipients)  # no recipients.de.txt: shipped one
 
 
 def test_unknown_language_is_an_error():
@@ -430,7 +434,7 @@ def test_every_notice_parses_back(status, action):
     everything = (status,)
     group = Group(notify_sender=everything, notify_recipients=everything, notify_admin=everything)
     info = dataclasses.replace(INFO, status=status, action=action, subject="Ünïcödé " * 30)
-    notices = build_notices(group, info, original_headers=b"Subject: x\n\n")
+    notices = one_group(group, info, original_headers=b"Subject: x\n\n")
     assert kinds(notices) == ["sender", "recipients", "admin"]
     for notice in notices:
         message = parse(notice)
@@ -444,7 +448,7 @@ def test_filtered_notice_names_the_file_and_why_without_infection_wording():
         INFO, status="filtered", action="delete", threats=(), delivered=False, reject_reply="",
         objects=(("message//2:setup.exe", "filtered", "name *.exe"),))
     group = Group(notify_sender=("filtered",))
-    sender = build_notices(group, info)[0]
+    sender = one_group(group, info)[0]
     assert parse(sender)["Subject"] == 'Your message "Quarterly report" was deleted and not delivered'
     text = body(sender)
     assert "  message//2:setup.exe: blocked by the content filter (name *.exe)\n" in text
@@ -469,3 +473,33 @@ def test_one_notice_per_person_for_several_groups():
     text = body(sender)
     assert "  bob@example.org: rejected\n" in text
     assert "  carol@example.org: delivered with the affected parts replaced by a warning\n" in text
+
+
+def test_lines_whose_macros_are_all_empty_are_left_out():
+    info = dataclasses.replace(INFO, reject_reply="", message_id="", action="cure")
+    sender, recipients, admin = one_group(Group(), info)
+    for notice in (sender, recipients, admin):
+        text = body(notice)
+        assert "Reply:" not in text and "Message-ID:" not in text
+        assert "=20" not in notice.message.decode()
+        assert "  From:        alice@example.com\n" in text
+    assert "Reply:       554 5.7.1 Message infected\n" in body(one_group(Group(), INFO)[0])
+
+
+def test_admin_notice_has_no_advice_to_the_sender():
+    _sender, _recipients, admin = one_group(Group(), INFO)
+    assert "Your computer may be infected" not in body(admin)
+
+
+def test_same_object_of_two_groups_is_found_once_with_both_reasons():
+    obj = "m//2:setup.exe"
+    names = dataclasses.replace(INFO, status="filtered", threats=(), group="names",
+                                objects=((obj, "filtered", "name *.exe"),))
+    types = dataclasses.replace(names, group="types",
+                                objects=((obj, "filtered", "type application/x-dosexec"),))
+    [sender, *_] = notices_for_groups([(Group(notify_sender=("filtered",)), names),
+                                       (Group(name="t", notify_sender=("filtered",)), types)],
+                                      lambda _group: None)
+    found = [ln for ln in body(sender).splitlines() if obj in ln]
+    expected = f"  {obj}: blocked by the content filter (name *.exe, type application/x-dosexec)"
+    assert found == [expected]

@@ -20,6 +20,11 @@ from lmsav.scanner.objects import Status
 from lmsav.scanner.signatures.database import Database
 from tests.conftest import EICAR
 from tests.scanner.containers.helpers import run, zip_bytes
+from tests.scanner.containers.test_archive_rebuild import (
+    deflated,
+    hidden_entries,
+    tar_with_hidden_bytes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +100,29 @@ def test_zip_keeps_its_clean_member(engine):
     assert zip_members(out) == {"clean.txt": b"hello\n", "more.txt": b"more\n"}
 
 
+def test_zip_entries_the_directory_does_not_list_do_not_survive(engine):
+    # Deflated EICAR in local entries only: no reader that goes by the directory sees them.
+    data = hidden_entries(b"hello\n", EICAR, EICAR)
+    assert [r.path for r in engine.scan_bytes(data, "a.zip").walk()] == [
+        "a.zip", "a.zip//clean.txt", "a.zip//eicar.com"]
+    out = cured(engine, data, "a.zip")
+    assert deflated(EICAR) not in out and b"hidden" not in out
+    assert zip_members(out) == {"clean.txt": b"hello\n"}
+    outer = cured(engine, zip_bytes({"x.txt": b"x", "inner.zip": data}), "outer.zip")
+    inner = zip_members(outer)["inner.zip"]
+    assert deflated(EICAR) not in inner and b"hidden" not in inner
+    assert zip_members(inner) == {"clean.txt": b"hello\n"}
+
+
+def test_tar_padding_and_what_follows_the_end_do_not_survive(engine):
+    hidden = b"hidden " + deflated(EICAR)
+    data = gzip.compress(tar_with_hidden_bytes(hidden, EICAR))
+    out = gzip.decompress(cured(engine, data, "a.tar.gz"))
+    assert hidden not in out and b"hidden" not in out
+    with tarfile.open(fileobj=io.BytesIO(out)) as tf:
+        assert tf.getnames() == ["ok.txt"] and tf.extractfile("ok.txt").read() == b"k"
+
+
 def test_zip_in_zip_is_cured_in_place(engine):
     inner = zip_bytes({"c.txt": b"inner clean\n", "e.com": EICAR})
     data = zip_bytes({"x.txt": b"outer clean\n", "inner.zip": inner})
@@ -102,6 +130,31 @@ def test_zip_in_zip_is_cured_in_place(engine):
     members = zip_members(out)
     assert members["x.txt"] == b"outer clean\n"
     assert zip_members(members["inner.zip"]) == {"c.txt": b"inner clean\n"}
+
+
+def test_each_container_is_read_once_however_many_members_are_cured_in_place(
+        engine, monkeypatch):
+    from lmsav.scanner import cure as cure_module
+
+    reads = []
+
+    class Counting:
+        def __init__(self, handler):
+            self.handler = handler
+
+        def explode(self, obj, ctx):
+            reads.append(obj.name)
+            return self.handler.explode(obj, ctx)
+
+    real = cure_module.handler_for
+    monkeypatch.setattr(cure_module, "handler_for", lambda ftype: Counting(real(ftype)))
+    inner = {f"in{i}.zip": zip_bytes({"ok.txt": b"ok %d\n" % i, "e.com": EICAR})
+             for i in range(5)}
+    out = cured(engine, zip_bytes({"x.txt": b"x", **inner}), "outer.zip")
+    assert reads == ["outer.zip"]
+    members = zip_members(out)
+    assert all(zip_members(members[f"in{i}.zip"]) == {"ok.txt": b"ok %d\n" % i}
+               for i in range(5))
 
 
 def test_zip_attached_to_a_message_is_cured_and_stays_attached(engine):

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from lmsav import config as config_mod
-from lmsav.mail.deliveries import build_reject_notice
+from lmsav.mail.deliveries import build_refusal_notice
 from lmsav.mail.envelope import Envelope
 from lmsav.spool.commands import spool as spool_group
 from lmsav.spool.nqueue import Spool
@@ -150,7 +150,7 @@ def test_clean_and_infected_messages_are_split_notified_and_reinjected(setup, sp
     warned = by_rcpt[("carol@warned.example",)]
     assert BODY_SAMPLE not in warned and parsed(warned)["X-AV-Status"] == "infected"
     dsn = by_rcpt[("alice@example.org",)]
-    assert b"<bob@example.net>: 550 5.7.1 Message rejected: it contains a virus " \
+    assert b"<bob@example.net>: 550 5.7.1 Message rejected by the anti-virus policy " \
            b"(Lmsav.Test.Body)" in dsn
     assert b"Message-ID: <m2@example.org>" in dsn  # the original headers go back
     assert b"carol" not in dsn.split(b"text/rfc822-headers")[0]  # only the rejected recipient
@@ -322,8 +322,9 @@ def test_entries_left_in_work_are_recovered(setup):
 
 def test_reject_notice_format():
     raw = b"Subject: x\r\nMessage-ID: <q@x>\r\n\r\nbody EICAR\r\n"
-    dsn = build_reject_notice(Envelope("a@x.org", ("b@y.org",), 1.7e9), ["b@y.org"],
-                              "550 5.7.1 Message rejected: virus (X)", raw, "mx.test", 1.7e9)
+    dsn = build_refusal_notice(Envelope("a@x.org", ("b@y.org",), 1.7e9),
+                               [("b@y.org", "550 5.7.1 Message rejected: virus (X)")], raw,
+                               "mx.test", 1.7e9)
     m = parsed(dsn)
     assert m.get_content_type() == "multipart/report"
     assert m["From"] == "Mail Delivery System <MAILER-DAEMON@mx.test>"

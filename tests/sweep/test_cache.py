@@ -296,8 +296,8 @@ def test_corrupt_cache_file_is_moved_aside_and_rebuilt(engine, tree, cache_file,
         tally, _ = run(engine, tree, cache_file)
     assert tally.files == 4
     assert [r.getMessage() for r in caplog.records] == [
-        f"scan cache {cache_file}: unreadable (file is not a database); moved to "
-        f"{cache_file}.corrupt, starting afresh"]
+        (f"scan cache {cache_file}: unreadable (file is not a database); moved to "
+         f"{cache_file}.corrupt, starting afresh")]
     assert (cache_file.parent / "scancache.sqlite.corrupt").exists()
     assert run(engine, tree, cache_file)[0].unchanged == 4
 
@@ -412,7 +412,7 @@ def test_split_walk_reports_an_unreadable_subtree(engine, tmp_path, cache_file):
     run(engine, root, cache_file, workers=2)
     (root / "d1" / "e1").chmod(0)
     try:
-        tally, reports = run(engine, root, cache_file, workers=2)
+        _tally, reports = run(engine, root, cache_file, workers=2)
     finally:
         (root / "d1" / "e1").chmod(0o755)
     assert [r.status for r in reports] == [Status.ERROR]

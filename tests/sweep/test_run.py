@@ -93,3 +93,33 @@ def test_vanished_file_is_an_error_and_scan_goes_on(tree, bundled_db_dir, monkey
     assert by_name["one.log"].status == Status.ERROR
     assert by_name["one.log"].findings[0][3] == "vanished during scan"
     assert by_name["eicar.com"].status == Status.INFECTED
+
+
+def test_a_worker_that_dies_costs_its_batch_an_error_and_the_sweep_goes_on(tmp_path,
+                                                                           bundled_db_dir,
+                                                                           monkeypatch):
+    from lmsav.sweep import run as run_mod
+
+    root = tmp_path / "many"
+    root.mkdir()
+    names = [f"f{n:03d}.txt" for n in range(3 * run_mod.BATCH)]
+    for name in names:
+        (root / name).write_text(name)
+    (root / names[-1]).write_bytes(EICAR)
+    engine = Engine(Database.load(bundled_db_dir))
+    real = engine.scan_path
+
+    def crash(path, name=None):
+        if path.endswith("f040.txt"):  # in the second batch, in a worker
+            os._exit(3)
+        return real(path, name)
+
+    monkeypatch.setattr(engine, "scan_path", crash)
+    tally, seen = Tally(), []
+    sweep(engine, [str(root)], SweepOptions(workers=2), tally, seen.append)
+    assert [os.path.basename(r.path) for r in seen] == names
+    died = {os.path.basename(r.path) for r in seen if r.status == Status.ERROR}
+    assert died == set(names[run_mod.BATCH:2 * run_mod.BATCH])
+    assert seen[run_mod.BATCH].findings[0][3].startswith("scanning process died")
+    assert seen[-1].status == Status.INFECTED  # scanned by the worker that took its place
+    assert tally.files == len(names)

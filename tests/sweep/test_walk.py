@@ -136,3 +136,65 @@ def test_a_directory_the_kernel_refuses_to_list_goes_to_on_error(tree, monkeypat
     got = names(tree, on_error=lambda p, e: errors.append((p, e.step, e.strerror)))
     assert got == ["m.txt", "z.txt", "a/one.log"]
     assert errors == [(str(tree / "b"), "list", "Permission denied")]
+
+
+def test_without_want_stat_files_inside_come_without_a_stat_call(tree, monkeypatch):
+    # The regular-file test then comes from the directory entry: no stat per file, the same
+    # files in the same order; a target named directly still has its stat.
+    calls = []
+    real_stat = os.DirEntry.stat
+
+    class CountingEntry:  # DirEntry cannot be patched: count through scandir's entries
+        def __init__(self, entry):
+            self._entry = entry
+
+        def __getattr__(self, name):
+            return getattr(self._entry, name)
+
+        def stat(self, **kw):
+            calls.append(self._entry.path)
+            return real_stat(self._entry, **kw)
+
+    import lmsav.sweep.walk as walk_mod
+
+    real_scandir = os.scandir
+
+    class Listing:
+        def __init__(self, path):
+            self._it = real_scandir(path)
+
+        def __enter__(self):
+            return [CountingEntry(e) for e in self._it]
+
+        def __exit__(self, *exc):
+            self._it.close()
+
+    monkeypatch.setattr(walk_mod.os, "scandir", Listing)
+    got = list(regular_files([str(tree), str(tree / "z.txt")], want_stat=False))
+    assert [os.path.relpath(p, tree) for p, _ in got] == [
+        "m.txt", "z.txt", "a/one.log", "b/two.txt", "b/c/three.txt", "z.txt"]
+    assert all(st is None for _, st in got[:-1]) and stat.S_ISREG(got[-1][1].st_mode)
+    assert not any(path.endswith((".txt", ".log")) for path in calls)
+    calls.clear()
+    assert all(st is not None for _, st in regular_files([str(tree)]))
+    assert str(tree / "m.txt") in calls
+
+
+def test_follow_file_links_follows_links_to_files_only(tree, tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "target.txt").write_text("x")
+    (outside / "deep" / "inner.txt").write_text("y")
+    os.symlink(outside / "target.txt", tree / "a" / "to-file")
+    os.symlink(outside / "deep", tree / "a" / "to-dir")
+    os.symlink(tree / "missing", tree / "a" / "dangling")
+    os.mkfifo(outside / "fifo")
+    os.symlink(outside / "fifo", tree / "a" / "to-fifo")
+    errors = []
+    got = dict(regular_files([str(tree)], follow_file_links=True, want_stat=False,
+                             on_error=lambda p, e: errors.append((p, e.step))))
+    assert [os.path.relpath(p, tree) for p in got] == [
+        "m.txt", "z.txt", "a/one.log", "a/to-file", "b/two.txt", "b/c/three.txt"]
+    assert got[str(tree / "a" / "to-file")].st_ino == os.stat(outside / "target.txt").st_ino
+    assert errors == [(str(tree / "a" / "dangling"), "link")]
+    assert "a/to-file" not in names(tree)

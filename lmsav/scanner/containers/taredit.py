@@ -4,9 +4,14 @@ Members are numbered from 0 in the order libarchive reads their headers — ever
 directories and links included; long-name and pax records belong to the entry they describe —
 the number the archive handler gives each member it reads (``Child.member``): both read the
 same bytes with the same reader, so the numbers agree. Where each entry lies comes from
-libarchive too (where its header starts, where its data starts). Every member kept is copied
-block for block, so the format (ustar, GNU, pax) stays as it was; a replaced one keeps its
-header blocks with the new size and checksum. A tar libarchive reports damage in is refused.
+libarchive too (where its header starts, where its data starts and ends). Every member kept is
+copied block for block, so the format (ustar, GNU, pax) stays as it was; a replaced one keeps
+its header blocks with the new size and checksum. A tar libarchive reports damage in is refused.
+
+The rebuilt tar holds nothing but the members' header blocks and the data libarchive reads:
+the padding after each member's data is written as zeros and a fresh end-of-archive follows,
+so bytes the scan never read as a member (in the padding, after the end-of-archive blocks)
+do not survive. A member followed by more than its padding before the next header is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .base import RebuildError, check_indexes, rebuild_errors
 __all__ = ["rebuild_tar"]
 
 _BLOCK = 512
+_RECORD = 20 * _BLOCK  # what tar programs pad an archive to
 _SIZE = slice(124, 136)
 _CHECKSUM = slice(148, 156)
 _MAX_OCTAL_SIZE = 8 ** 11  # what the 12-byte size field holds in octal
@@ -45,6 +51,7 @@ _sparse_count.restype = ctypes.c_int
 class _Entry:
     start: int  # its first header block (a long-name or pax record, or its own header)
     data: int  # just past its own header block
+    data_end: int  # just past the last byte of data libarchive reads for it
     name: bytes
     hardlink: bytes | None  # the name a hard link points to
     regular: bool
@@ -64,6 +71,9 @@ def rebuild_tar(data: bytes, edits: dict[int, bytes | None]) -> bytes:
         out = []
         for k, entry in enumerate(entries):
             stop = entries[k + 1].start if k + 1 < len(entries) else end
+            if not 0 <= stop - entry.data_end < _BLOCK:
+                name = entry.name.decode("utf-8", "replace")
+                raise RebuildError(f"damaged tar: bytes no reader shows after {name!r}")
             if k in edits and edits[k] is None:
                 continue
             if entry.hardlink is not None and entry.hardlink in gone:
@@ -71,8 +81,9 @@ def rebuild_tar(data: bytes, edits: dict[int, bytes | None]) -> bytes:
             if edits.get(k) is not None:
                 out.append(_replaced(data, entry, bytes(edits[k])))
             else:
-                out.append(data[entry.start:stop])
-        out.append(data[end:])  # the end-of-archive blocks and record padding, as they were
+                out.append(data[entry.start:entry.data_end] + bytes(stop - entry.data_end))
+        size = sum(map(len, out)) + 2 * _BLOCK
+        out.append(bytes(2 * _BLOCK + -size % _RECORD))  # end-of-archive, record padding
         return b"".join(out)
 
 
@@ -82,7 +93,8 @@ def _entries(data: bytes) -> tuple[list[_Entry], int]:
     try:
         ffi.get_read_filter_function("none")(archive_p)
         ffi.get_read_format_function("tar")(archive_p)
-        ffi.read_open_memory(archive_p, ctypes.cast(data, ctypes.c_void_p), len(data))
+        base = ctypes.cast(data, ctypes.c_void_p).value
+        ffi.read_open_memory(archive_p, base, len(data))
         out = []
         while True:
             entry = ArchiveEntry(archive_p)
@@ -93,9 +105,11 @@ def _entries(data: bytes) -> tuple[list[_Entry], int]:
             if done:
                 return out, _header_position(archive_p)
             entry_p = entry._entry_p
+            start, data_start = _header_position(archive_p), _filter_bytes(archive_p, 0)
             out.append(_Entry(
-                start=_header_position(archive_p),
-                data=_filter_bytes(archive_p, 0),
+                start=start,
+                data=data_start,
+                data_end=_data_end(archive_p, base, len(data), data_start),
                 name=ffi.entry_pathname(entry_p) or b"",
                 hardlink=ffi.entry_hardlink(entry_p),
                 regular=(entry.filetype & _AE_IFMT) == _AE_IFREG and not _sparse_count(entry_p),
@@ -103,6 +117,26 @@ def _entries(data: bytes) -> tuple[list[_Entry], int]:
             ))
     finally:
         ffi.read_free(archive_p)
+
+
+def _data_end(archive_p, base: int, size: int, data_start: int) -> int:
+    """Just past the last byte of the current entry's data, read through libarchive: read from
+    memory with no filter, each block it hands out lies in the archive's own bytes."""
+    block, length, offset = ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_longlong()
+    end = data_start
+    while True:
+        try:
+            done = ffi.read_data_block(archive_p, ctypes.byref(block), ctypes.byref(length),
+                                       ctypes.byref(offset)) == ffi.ARCHIVE_EOF
+        except ArchiveError as err:
+            raise RebuildError(f"damaged tar: {_message(err)}") from None
+        if done:
+            return end
+        if length.value:
+            at = (block.value or 0) - base
+            if not data_start <= at <= size - length.value:
+                raise RebuildError("cannot tell where a tar member's data lies")
+            end = at + length.value
 
 
 def _replaced(data: bytes, entry: _Entry, content: bytes) -> bytes:

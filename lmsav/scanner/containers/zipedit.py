@@ -5,6 +5,12 @@ the archive handler gives each member it reads (``Child.member``). Every member 
 as stored — nothing is recompressed, so methods, dates, comments, attributes and encryption
 stay as they were — and only offsets are rewritten. A replaced member keeps its name, dates,
 attributes and comment, and is deflated (stored if it was stored).
+
+The rebuilt zip holds nothing but the listed members — each one's local header, stored data
+and data descriptor — then a fresh central directory and the archive comment. Whatever else
+the original held (bytes before the first member, an entry the central directory does not
+list hidden between members, data before the directory or after its end) is dropped: the scan
+never read it as a member, so a cure must not let it through.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ _LOCAL = b"PK\x03\x04"
 _EOCD = b"PK\x05\x06"
 _EOCD64 = b"PK\x06\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
+_DESCRIPTOR = b"PK\x07\x08"
 
 _DATA_DESCRIPTOR = 0x08
 _ENCRYPTED = 0x01
@@ -58,28 +65,28 @@ class _Zip:
             raise RebuildError("cannot rebuild multi-volume zips")
         self.comment = data[eocd + 22:eocd + 22 + struct.unpack_from("<H", data, eocd + 20)[0]]
         self.zip64 = eocd >= 20 and data[eocd - 20:eocd - 16] == _EOCD64_LOCATOR
-        # Offsets in the file may count from the start of the zip rather than of the file.
-        self.shift = self.start_dir - _recorded_cd_offset(data, eocd, self.zip64)
         self.centrals = _central_records(data, self.start_dir, len(self.infos))
         offsets = sorted(info.header_offset for info in self.infos)
         if len(set(offsets)) != len(offsets) or any(o >= self.start_dir for o in offsets):
             raise RebuildError("damaged zip: members overlap or follow the central directory")
-        self.ends = dict(zip(offsets, offsets[1:] + [self.start_dir], strict=True))
-        self.prefix_end = offsets[0] if offsets else self.start_dir
+        limits = dict(zip(offsets, offsets[1:] + [self.start_dir], strict=True))
+        # Where each member's own bytes end: nothing after that is copied.
+        self.ends = {}
         for info in self.infos:
-            if data[info.header_offset:info.header_offset + 4] != _LOCAL:
-                raise RebuildError(f"damaged zip: no local header for {info.filename!r}")
+            end = _member_end(data, info)
+            if end > limits[info.header_offset]:
+                raise RebuildError(f"damaged zip: {info.filename!r} overlaps what follows it")
+            self.ends[info.header_offset] = end
 
     def rebuild(self, edits: dict[int, bytes | None]) -> bytes:
         check_indexes(edits, len(self.infos), "zip")
         data = self.data
         kept = [k for k in range(len(self.infos)) if not (k in edits and edits[k] is None)]
         out = io.BytesIO()
-        out.write(data[:self.prefix_end])  # a self-extractor's stub, if any
         centrals: dict[int, bytes] = {}
         for k in sorted(kept, key=lambda k: self.infos[k].header_offset):
             info = self.infos[k]
-            offset = out.tell() - self.shift
+            offset = out.tell()
             record, _ = self.centrals[k]
             if edits.get(k) is not None:
                 local, central = _replaced(data, info, record, bytes(edits[k]), offset)
@@ -95,16 +102,17 @@ class _Zip:
         return out.getvalue()
 
     def _write_end(self, out: io.BytesIO, count: int, cd_start: int, cd_size: int) -> None:
-        shift = self.shift
+        # Nothing precedes the first member any more: offsets count from the file's start
+        # (zipfile's header_offset already counts from there whatever the original recorded).
         if self.zip64:
             end64 = out.tell()
             out.write(struct.pack("<4sQ2H2L4Q", _EOCD64, 44, 45, 45, 0, 0, count, count,
-                                  cd_size, cd_start - shift))
-            out.write(struct.pack("<4sLQL", _EOCD64_LOCATOR, 0, end64 - shift, 1))
-        elif count > 0xFFFF or cd_size >= _MAX32 or cd_start - shift >= _MAX32:
+                                  cd_size, cd_start))
+            out.write(struct.pack("<4sLQL", _EOCD64_LOCATOR, 0, end64, 1))
+        elif count > 0xFFFF or cd_size >= _MAX32 or cd_start >= _MAX32:
             raise RebuildError("the rebuilt zip would need zip64 records")
         out.write(struct.pack("<4s4H2LH", _EOCD, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
-                              min(cd_size, _MAX32), min(cd_start - shift, _MAX32),
+                              min(cd_size, _MAX32), min(cd_start, _MAX32),
                               len(self.comment)))
         out.write(self.comment)
 
@@ -123,14 +131,43 @@ def _central_records(data: bytes, start: int, count: int) -> list[tuple[bytes, b
     return out
 
 
-def _recorded_cd_offset(data: bytes, eocd: int, zip64: bool) -> int:
-    offset = struct.unpack_from("<L", data, eocd + 16)[0]
-    if zip64:
-        end64 = struct.unpack_from("<Q", data, eocd - 20 + 8)[0]
-        for at in (end64, data.rfind(_EOCD64, 0, eocd - 20)):
-            if 0 <= at and data[at:at + 4] == _EOCD64:
-                return struct.unpack_from("<Q", data, at + 48)[0]
-    return offset
+def _member_end(data: bytes, info: zipfile.ZipInfo) -> int:
+    """Just past member ``info``'s bytes: its local header, stored data and data descriptor."""
+    at = info.header_offset
+    if data[at:at + 4] != _LOCAL or len(data) < at + 30:
+        raise RebuildError(f"damaged zip: no local header for {info.filename!r}")
+    flags = struct.unpack_from("<H", data, at + 6)[0]
+    n, m = struct.unpack_from("<2H", data, at + 26)
+    end = at + 30 + n + m + info.compress_size
+    if not (flags | info.flag_bits) & _DATA_DESCRIPTOR:
+        return end
+    # The descriptor may start with a signature and hold 4- or 8-byte sizes (zip64); the one
+    # kept is the one that says what the central directory says.
+    extra = data[at + 30 + n:at + 30 + n + m]
+    wide = [True, False] if _has_record(extra, _ZIP64_EXTRA) else [False, True]
+    for signed in (True, False):
+        for is_wide in wide:
+            size = 8 if is_wide else 4
+            pos = end + 4 * signed
+            if signed and data[end:end + 4] != _DESCRIPTOR:
+                continue
+            if len(data) < pos + 4 + 2 * size:
+                continue
+            fmt = "<LQQ" if is_wide else "<LLL"
+            if struct.unpack_from(fmt, data, pos) == (info.CRC, info.compress_size,
+                                                      info.file_size):
+                return pos + 4 + 2 * size
+    raise RebuildError(f"damaged zip: no data descriptor matching {info.filename!r}")
+
+
+def _has_record(extra: bytes, wanted: int) -> bool:
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<2H", extra, pos)
+        if tag == wanted:
+            return True
+        pos += 4 + size
+    return False
 
 
 def _move_central(record: bytes, offset: int) -> bytes:

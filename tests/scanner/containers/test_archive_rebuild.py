@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 import zipfile
+import zlib
 
 import pytest
 
@@ -14,7 +16,7 @@ from lmsav.scanner.containers.taredit import rebuild_tar
 from lmsav.scanner.containers.zipedit import rebuild_zip
 from lmsav.scanner.objects import ScanObject
 from tests.conftest import EICAR
-from tests.scanner.containers.helpers import explode_with, run
+from tests.scanner.containers.helpers import explode_with, run, zip_bytes
 
 
 def archive_names(data: bytes) -> list[str]:
@@ -260,3 +262,122 @@ def test_tar_link_to_a_removed_file_goes_with_it():
         assert tf.getnames() == ["keep"]
     with pytest.raises(RebuildError, match="not a plain file"):
         rebuild_tar(buf.getvalue(), {1: b"x"})
+
+
+# -- only the listed members survive a rebuild ----------------------------------------------
+
+
+def unlisted(data: bytes, *names: str) -> bytes:
+    """``data`` with the central records of ``names`` dropped: their local entries stay where
+    they are, hidden from every reader that goes by the central directory."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        start = zf.start_dir
+    records, pos = [], start
+    for info in infos:
+        n, m, k = struct.unpack_from("<3H", data, pos + 28)
+        end = pos + 46 + n + m + k
+        if info.filename not in names:
+            records.append(data[pos:end])
+        pos = end
+    directory = b"".join(records)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(records), len(records),
+                      len(directory), start, 0)
+    return data[:start] + directory + end
+
+
+def hidden_entries(clean: bytes, infected: bytes, hidden: bytes) -> bytes:
+    """A zip listing clean.txt and eicar.com, with two deflated local entries the central
+    directory does not list: hidden1.com before eicar.com, hidden2.com after it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("clean.txt", clean)
+        zf.writestr("hidden1.com", hidden)
+        zf.writestr("eicar.com", infected, compress_type=zipfile.ZIP_STORED)
+        zf.writestr("hidden2.com", hidden)
+    return unlisted(buf.getvalue(), "hidden1.com", "hidden2.com")
+
+
+def deflated(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return packer.compress(data) + packer.flush()
+
+
+def test_zip_rebuild_drops_entries_the_central_directory_does_not_list():
+    data = hidden_entries(b"hello\n" * 20, EICAR, EICAR)
+    assert data.count(deflated(EICAR)) == 2 and data.count(b"hidden") == 2
+    assert numbers(data) == {"clean.txt": 0, "eicar.com": 1}
+    for edits in ({1: None}, {1: b"replaced"}, {}):
+        out = rebuild_zip(data, edits)
+        assert deflated(EICAR) not in out and b"hidden" not in out
+        with zipfile.ZipFile(io.BytesIO(out)) as zf:
+            assert zf.testzip() is None and zf.read("clean.txt") == b"hello\n" * 20
+        # The local entries, read one after another, are the listed ones and nothing else.
+        assert out.count(b"PK\x03\x04") == 2 - (1 in edits and edits[1] is None)
+
+
+def test_zip_rebuild_drops_bytes_before_the_first_member_and_around_the_directory():
+    inner = zip_bytes({"a.txt": b"a\n", "b.txt": b"b\n"})
+    with zipfile.ZipFile(io.BytesIO(inner)) as zf:
+        start = zf.start_dir
+    junk = b"junk " + deflated(EICAR)
+    eocd = inner.rindex(b"PK\x05\x06")
+    end = inner[eocd:eocd + 16] + struct.pack("<L", start + len(junk)) + inner[eocd + 20:]
+    # Recorded offsets count from the zip's start, as after a stub was put in front.
+    data = junk + inner[:start] + junk + inner[start:eocd] + end + junk
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.read("b.txt") == b"b\n"
+    out = rebuild_zip(data, {0: None})
+    assert b"junk" not in out and deflated(EICAR) not in out
+    with zipfile.ZipFile(io.BytesIO(out)) as zf:
+        assert zf.testzip() is None and zf.namelist() == ["b.txt"]
+        assert zf.getinfo("b.txt").header_offset == 0
+
+
+def test_zip_data_descriptors_are_kept_with_their_member(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"plain text\n" * 30)
+    (tmp_path / "b.txt").write_bytes(b"other\n" * 30)
+    run("zip", "-q", "-fd", "x.zip", "a.txt", "b.txt", cwd=tmp_path)
+    data = (tmp_path / "x.zip").read_bytes()
+    assert data.count(b"PK\x07\x08") == 2
+    out = rebuild_zip(data, {})
+    assert out.count(b"PK\x07\x08") == 2 and len(out) == len(data)
+    # A descriptor that disagrees with the central directory: the zip is refused.
+    at = data.index(b"PK\x07\x08")
+    broken = data[:at + 4] + bytes(4) + data[at + 8:]
+    with pytest.raises(RebuildError, match="no data descriptor matching 'a.txt'"):
+        rebuild_zip(broken, {})
+
+
+def tar_with_hidden_bytes(hidden: bytes, infected: bytes) -> bytes:
+    """A tar of ok.txt (one byte) and eicar.com with ``hidden`` in ok.txt's padding and
+    after the end-of-archive blocks, where no tar reader shows it."""
+    data = bytearray(tar_of([("ok.txt", b"k"), ("eicar.com", infected)]))
+    assert len(hidden) < 511 and data[513:1024] == bytes(511)
+    data[513:513 + len(hidden)] = hidden
+    return bytes(data) + hidden
+
+
+def test_tar_rebuild_keeps_only_the_members_headers_and_data():
+    hidden = b"hidden " + deflated(EICAR)
+    data = tar_with_hidden_bytes(hidden, EICAR)
+    assert numbers(data) == {"ok.txt": 0, "eicar.com": 1}
+    for edits in ({1: None}, {1: b"replaced"}, {}):
+        out = rebuild_tar(data, edits)
+        assert hidden not in out and b"hidden" not in out and len(out) % 10240 == 0
+        with tarfile.open(fileobj=io.BytesIO(out)) as tf:
+            assert tf.extractfile("ok.txt").read() == b"k"
+            assert tf.getnames() == ["ok.txt"] + (["eicar.com"] if edits.get(1, 1) else [])
+        # ok.txt's padding is zeros again; after the last member's data come zeros only.
+        assert out[512:1024] == b"k" + bytes(511)
+        assert out.rstrip(b"\0").endswith(edits.get(1, EICAR) or b"k")
+
+
+def test_tar_rebuild_with_no_edits_gives_back_a_plain_tar_unchanged(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a" * 1000)
+    (src / "b.txt").write_bytes(b"b" * 10)
+    run("tar", "--format=pax", "-cf", str(tmp_path / "x.tar"), "a.txt", "b.txt", cwd=src)
+    data = (tmp_path / "x.tar").read_bytes()
+    assert rebuild_tar(data, {}) == data

@@ -12,7 +12,7 @@ import time
 import pytest
 from watchdog.observers import inotify_c
 
-from lmsav.sweep.watch import FileWatcher, WatchError, WatchLimitError
+from lmsav.sweep.realtime import FileWatcher, WatchError, WatchLimitError
 
 # watchdog warns when `mkdir -p` makes it add a watch twice; the module silences it outside pytest.
 pytestmark = pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
