@@ -47,7 +47,8 @@ from .process import (
     release_free_memory,
 )
 from .protocol import Cmd
-from .service import ScanService, finish, self_test
+from .loading import Reloaded, load_everything, load_parts, why
+from .service import ScanService, finish
 
 log = logging.getLogger("lmsav.daemon")
 
@@ -66,23 +67,6 @@ class Job:
     fds: list[int] = field(default_factory=list)
     fanout: Fanout | None = None
     label: str = ""
-
-
-@dataclass
-class Reloaded:
-    """What the reload thread loaded: each part new, or the running one and why it was kept."""
-
-    options: Options
-    db: object
-    mail: object  # the mail service over ``db`` (the running groups when ``groups_problem``)
-    config_problem: str = ""
-    db_problem: str = ""
-    groups_problem: str = ""
-
-    def problems(self) -> list[str]:
-        return [f"{part} not reloaded: {why}" for part, why in (
-            ("database", self.db_problem), ("configuration", self.config_problem),
-            ("recipient groups", self.groups_problem)) if why]
 
 
 @dataclass
@@ -831,26 +815,14 @@ class Server:
         is dropped here."""
         options, config_problem = self._reread_options()
         try:
-            result = self._load_parts(options, config_problem)
+            result = load_parts(options, config_problem, self.db, self.mail)
         except Exception as err:  # noqa: BLE001 - whatever fails, everything running stays
-            result = _why(err)
+            result = why(err)
         self._reload_result = result
         try:
             self._wake_w.send(b"r")
         except OSError:
             pass
-
-    def _load_parts(self, options: Options, config_problem: str) -> Reloaded:
-        try:
-            db, db_problem = load_database(options), ""
-        except Exception as err:  # noqa: BLE001 - whatever fails, the running database stays
-            db, db_problem = self.db, _why(err)
-        try:
-            mail, groups_problem = load_mail_service(options, db), ""
-        except Exception as err:  # noqa: BLE001 - whatever fails, the running groups stay
-            groups_problem = _why(err)
-            mail = load_mail_service(options, db, self.mail.groups) if self.mail else None
-        return Reloaded(options, db, mail, config_problem, db_problem, groups_problem)
 
     def _reread_options(self) -> tuple[Options, str]:
         """The new options (restart-only ones kept), or the running ones and why."""
@@ -996,48 +968,3 @@ class Server:
             "last_reload": self.last_reload,
             "listeners": self._listener_names(),
         }
-
-
-def _why(err: Exception) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def load_everything(opt: Options, reloading: bool = True):
-    """The database of ``opt`` (loaded, self-tested) and the mail service over it; raises
-    DaemonError."""
-    db = load_database(opt, reloading)
-    return db, load_mail_service(opt, db)
-
-
-def load_database(opt: Options, reloading: bool = True):
-    """The database of ``opt``, loaded and self-tested; raises DaemonError. Runs on the main
-    thread at start, on the reload thread after: a reload whose new sources were refused (the
-    last good cache loaded instead) is refused too, as the database in use is already that
-    one; at start that cache is what is served."""
-    from ..mail.service import MailServiceError
-    from ..mail.service import load_database as load_compiled
-
-    try:
-        db = load_compiled(opt.database)
-    except MailServiceError as err:
-        raise DaemonError(str(err).removeprefix("signature database: ")) from None
-    failures = self_test(db, opt.limits)
-    if failures:
-        raise DaemonError(f"{opt.database}: self-test failed: {'; '.join(failures)}")
-    if db.refused and reloading:  # the new sources were refused; what loaded is the old cache
-        raise DaemonError(db.refused)
-    return db
-
-
-def load_mail_service(opt: Options, db, groups=None):
-    """The mail policy for LMSAVMAIL over ``db`` (with ``groups`` when given, else those of
-    groups.d); None without settings (a bare Options)."""
-    if opt.settings is None:
-        return None
-    from ..mail.service import MailService, MailServiceError
-
-    try:
-        return MailService.from_settings(opt.settings, opt.config_path, database=db,
-                                         groups=groups)
-    except MailServiceError as err:
-        raise DaemonError(str(err)) from None
