@@ -160,3 +160,13 @@ def test_page_renders_without_warnings(page, tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert shown.stderr == ""
     assert shown.stdout.startswith(f"{topic(page).upper()}({section(page)})")
+
+
+def test_the_readme_opens_with_its_title_a_sentence_and_the_two_commands():
+    """A reader sees what lmsav is, then the two commands, before anything else."""
+    blocks = (ROOT / "README.md").read_text().split("\n\n")
+    assert blocks[0] == "# lmsav"
+    assert blocks[1].startswith("lmsav is ") and blocks[1].count(". ") == 0
+    commands = blocks[2].splitlines()
+    assert commands[0] == "```sh" and commands[-1] == "```"
+    assert [line.split()[0] for line in commands[1:-1]] == ["scripts/run-scan", "scripts/run-tests"]
