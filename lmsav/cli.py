@@ -80,7 +80,7 @@ class LazyGroup(click.Group):
 @click.option("--profile", metavar="NAME",
               help="Preset to start from: default_recommended, high_overall_security, "
                    "high_scan_speed.")
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_version, help="Show program and database versions and exit.")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, profile: str | None) -> None:
@@ -92,6 +92,33 @@ def main(ctx: click.Context, config_path: str | None, profile: str | None) -> No
     explicit = config_path is not None
     path = paths_mod.config_file_from(config_path, os.environ)
     ctx.obj = {"config": path, "config_explicit": explicit, "profile": profile}
+
+
+# -- lmsav enqueue -----------------------------------------------------------------------------
+
+class _OwnWordsCommand(click.Command):
+    """A command that parses its words itself: they reach it untouched, `--`, -h and words
+    starting with '-' included."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.args = list(args)
+        return []
+
+
+@main.command("enqueue", cls=_OwnWordsCommand,
+              short_help="Spool one message piped in by an MTA (lmsav-enqueue(8)).")
+@click.pass_context
+def enqueue_cmd(ctx: click.Context) -> None:
+    """The MTA's pipe command. The lmsav executable runs it before this parser is loaded
+    (lmsav.launcher), to start fast once per message; it is here for `lmsav --help` and for
+    `lmsav --config FILE enqueue …`."""
+    from .spool.enqueue import ENV_CONFIG
+    from .spool.enqueue import main as enqueue_main
+
+    obj = ctx.find_root().obj
+    if obj["config_explicit"]:
+        os.environ[ENV_CONFIG] = str(obj["config"])
+    ctx.exit(enqueue_main(ctx.args))
 
 
 # -- lmsav scan --------------------------------------------------------------------------------

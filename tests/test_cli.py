@@ -92,12 +92,16 @@ def test_parallel_and_serial_agree(run, tree):
     assert serial == parallel and len(serial) == 3
 
 
-def test_infected_only_hides_errors(run, tree):
+def test_infected_only_hides_clean_files_but_not_errors(run, tree):
+    """As clamscan's -i: what was found and what could not be scanned, never an OK line."""
     (tree / "big.bin").write_bytes(b"\0" * 5000)
-    full = run("scan", "--max-filesize", "1K", "--no-summary", tree)
+    full = run("scan", "-v", "--max-filesize", "1K", "--no-summary", tree)
     assert f"{tree}/big.bin: limit: filesize 1024 ERROR" in full.output.splitlines()
+    assert f"{tree}/clean.txt: OK" in full.output.splitlines()
     only = run("scan", "-i", "--max-filesize", "1K", "--no-summary", tree)
-    assert "ERROR" not in only.output
+    assert f"{tree}/big.bin: limit: filesize 1024 ERROR" in only.output.splitlines()
+    assert f"{tree}/eicar.com: Eicar-Test-Signature FOUND" in only.output.splitlines()
+    assert ": OK" not in only.output
     assert only.exit_code == 1
 
 
@@ -197,6 +201,58 @@ def test_version_shows_database(run):
     result = run("--version")
     assert result.output.splitlines()[0].startswith("lmsav ")
     assert "database 2026112401" in result.output
+
+
+def test_dash_V_is_version_as_in_clamscan(run):
+    version = run("--version")
+    short = run("-V")
+    assert short.exit_code == 0 and short.output == version.output
+    assert short.output.startswith("lmsav ")
+    assert "-V, --version" in run("--help").output
+
+
+LMSAV_EXE = Path(sys.executable).parent / "lmsav"  # the installed executable, its launcher
+
+
+def test_help_lists_enqueue_and_enqueue_help_works_from_the_executable(tmp_path):
+    env = {**os.environ, "LMSAV_CONFIG": str(tmp_path / "none.toml")}
+    listing = subprocess.run([LMSAV_EXE, "--help"], capture_output=True, text=True, env=env,
+                             check=False)
+    assert listing.returncode == 0, listing.stderr
+    commands = listing.stdout.split("Commands:\n", 1)[1]
+    [line] = [line for line in commands.splitlines() if line.split()[:1] == ["enqueue"]]
+    assert "spool" in line.lower() and "lmsav-enqueue(8)" in line
+    helped = subprocess.run([LMSAV_EXE, "enqueue", "--help"], capture_output=True, text=True,
+                            env=env, check=False)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: lmsav enqueue ")
+    short = subprocess.run([LMSAV_EXE, "-V"], capture_output=True, text=True, env=env,
+                           check=False)
+    assert short.returncode == 0 and short.stdout.startswith("lmsav ")
+
+
+def test_enqueue_behind_global_options_takes_its_words_as_given(run, tmp_path, monkeypatch):
+    """`lmsav --config FILE enqueue …` reaches the command through the option parser: `--`, a
+    recipient starting with '-' and -h are enqueue's, and the configuration named is used."""
+    monkeypatch.setattr("lmsav.paths._started_by_mta", False)
+    monkeypatch.delenv("LMSAV_SPOOL", raising=False)
+    helped = run("enqueue", "-h")
+    assert helped.exit_code == 0 and helped.output.startswith("usage: lmsav enqueue ")
+
+    from lmsav.spool.nqueue import Spool
+
+    spool = tmp_path / "nqueue"
+    cfg = tmp_path / "lmsav.toml"
+    cfg.write_text(f'[spool]\ndir = "{spool}"\n')
+    done = run("--config", cfg, "enqueue", "-f", "-odd@example.org", "--", "-dash@example.org",
+               input="Subject: hi\n\nbody\n")
+    assert done.exit_code == 0, done.output
+    [(_state, entry)] = Spool(spool).list()
+    assert entry.envelope.sender == "-odd@example.org"
+    assert entry.envelope.recipients == ("-dash@example.org",)
+
+    bad = run("enqueue", "--bogus")
+    assert bad.exit_code == 75  # the MTA keeps the message and retries
+    assert "unknown option '--bogus'" in bad.output
 
 
 def test_config_show_and_check(run, tmp_path):

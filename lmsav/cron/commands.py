@@ -16,7 +16,15 @@ import click
 from ..clitools import Fatal, load_settings, root_options
 from . import expression as expression_mod
 from . import install as install_mod
-from .run import RunResult, StateFiles, last_result, log_error, run_sweep, run_update
+from .run import (
+    RunResult,
+    StateFiles,
+    forget_last_result,
+    last_result,
+    log_error,
+    run_sweep,
+    run_update,
+)
 from .schedules import (
     Schedule,
     ScheduleError,
@@ -247,6 +255,7 @@ def _add(ctx, schedule: Schedule, replace: bool, enable: bool, cron_dir: str | N
                 raise Fatal(f"schedule '{name}' exists ({store.path(name)}); use --replace, or "
                              f"`lmsav cron remove {name}` first")
             installed = _change(ctx, store, target, name, lambda: store.save(schedule))
+            _forget_last_result(ctx, name)
     except (ScheduleError, install_mod.InstallError) as err:
         raise Fatal(str(err)) from None
     except OSError as err:
@@ -280,6 +289,22 @@ def _change(ctx, store: Store, target: install_mod.Target, name: str, change
         except (ScheduleError, install_mod.InstallError, OSError):
             pass  # the first error is the one to report
         raise
+
+
+def _forget_last_result(ctx, name: str) -> None:
+    """The schedule now stored under ``name``, or none, has not run: the last result kept for
+    the name was an earlier schedule's (`cron list` would show it as this one's)."""
+    try:
+        forget_last_result(_state(ctx), name)
+    except Fatal:
+        pass  # a configuration lmsav cannot load: `cron remove` still works, and add refuses it
+    except OSError as err:
+        click.echo(f"lmsav: warning: {err.filename}: {err.strerror}; `lmsav cron list` may "
+                   f"show the last result of the earlier schedule {name}", err=True)
+
+
+def _last(state: StateFiles, schedule: Schedule) -> RunResult | None:
+    return last_result(state, schedule.name, since=schedule.created)
 
 
 def _describe(schedule: Schedule, next_count: int, last: RunResult | None = None,
@@ -337,7 +362,7 @@ def list_cmd(ctx, as_json):
         click.echo(f"no schedules in {store.directory}")
     for schedule in rows if not as_json else ():
         click.echo(f"{schedule.name}  {schedule.kind}")
-        _describe(schedule, NEXT_IN_LIST, last_result(state, schedule.name), show_last=True)
+        _describe(schedule, NEXT_IN_LIST, _last(state, schedule), show_last=True)
     for message in broken:
         click.echo(f"lmsav: error: {message}", err=True)
     ctx.exit(2 if broken else 0)
@@ -347,7 +372,7 @@ def _schedule_json(schedule: Schedule, state: StateFiles, count: int, store: Sto
     data = schedule.to_json()
     data["file"] = str(store.path(schedule.name))
     data["next"] = [t.isoformat() for t in schedule.expression.next_times(count)]
-    last = last_result(state, schedule.name)
+    last = _last(state, schedule)
     data["last"] = last.to_json() if last else None
     return data
 
@@ -385,7 +410,7 @@ def show_cmd(ctx, name, count, as_json, cron_dir, unit_dir):
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     click.echo(f"{schedule.name}  {schedule.kind}  {store.path(name)}")
-    _describe(schedule, count, last_result(state, name), show_last=True)
+    _describe(schedule, count, _last(state, schedule), show_last=True)
     if schedule.systemd:
         click.echo(f"  systemd:  {', '.join(installed['systemd'])}")
         click.echo(f"            OnCalendar={installed['on_calendar']}")
@@ -404,8 +429,9 @@ def show_cmd(ctx, name, count, as_json, cron_dir, unit_dir):
 @_install_options
 @click.pass_context
 def remove_cmd(ctx, name, disable, cron_dir, unit_dir):
-    """Delete a schedule and take it out of the crontab or systemd. Its past reports and its
-    last result stay in the state directory."""
+    """Delete a schedule and take it out of the crontab or systemd. Its past reports stay in
+    the state directory; its last result goes, so that a new schedule of the same name starts
+    with none."""
     store = _store(ctx)
     try:
         check_name(name)
@@ -417,6 +443,7 @@ def remove_cmd(ctx, name, disable, cron_dir, unit_dir):
     try:
         with store.locked():
             installed = _change(ctx, store, target, name, lambda: store.delete(name))
+            _forget_last_result(ctx, name)
     except (ScheduleError, install_mod.InstallError) as err:
         raise Fatal(str(err)) from None
     except OSError as err:

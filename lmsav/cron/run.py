@@ -118,13 +118,27 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now().astimezone()
 
 
-def last_result(state: StateFiles, name: str) -> RunResult | None:
-    """The last completed run of a schedule, None if it never ran (or its file is unreadable)."""
+def last_result(state: StateFiles, name: str,
+                since: datetime.datetime | None = None) -> RunResult | None:
+    """The last completed run of a schedule, None if it never ran (or its file is unreadable).
+
+    A run started before ``since`` (the schedule's creation) was one of an earlier schedule of
+    that name, still running when this one replaced it: not this schedule's result."""
+    if since is not None and since.tzinfo is None:
+        since = since.astimezone()  # a hand-written created = without offset: local time
     try:
-        data = json.loads(state.last_file(name).read_text())
-        return RunResult(**data)
+        result = RunResult(**json.loads(state.last_file(name).read_text()))
+        if since is not None and datetime.datetime.fromisoformat(result.started) < since:
+            return None
+        return result
     except (OSError, ValueError, TypeError):
         return None
+
+
+def forget_last_result(state: StateFiles, name: str) -> None:
+    """Drop a schedule's last result (its reports stay): a schedule added under the name of
+    a removed one has not run yet."""
+    state.last_file(name).unlink(missing_ok=True)
 
 
 def run_sweep(schedule: Schedule, state: StateFiles, scan: Sequence[str],

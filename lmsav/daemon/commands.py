@@ -7,6 +7,7 @@ import logging.handlers
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -14,14 +15,41 @@ from ..clitools import Fatal, load_settings, root_options
 
 LOG_FORMAT = "%(asctime)s lmsav-daemon[%(process)d]: %(message)s"
 EXIT_OK, EXIT_ERROR = 0, 2
+SYSLOG_SOCKET = "/dev/log"
+DAEMON_LOG_NAME = "daemon.log"
 
 
-def _setup_logging(detached: bool) -> None:
+def daemon_log_file(settings) -> Path:
+    """Where a detached daemon logs when there is no syslog: the system's log directory (which
+    `lmsav setup` makes and logrotate rotates), or the log directory of a person's state."""
+    from .. import paths
+
+    if paths.layout() == paths.SYSTEM:
+        return paths.SYSTEM_LOG_DIR / DAEMON_LOG_NAME
+    return paths.log_dir(settings.paths.state_dir) / DAEMON_LOG_NAME
+
+
+def _setup_logging(detached: bool, settings, user: str) -> None:
+    """Syslog (mail facility) when detached, stderr in the foreground. Detached without a syslog
+    socket, a file, named on stderr while there still is one: no line may go nowhere."""
+    from .process import prepare_log_file
+
     logger = logging.getLogger("lmsav")
-    if detached and os.path.exists("/dev/log"):
+    if detached and os.path.exists(SYSLOG_SOCKET):
         handler: logging.Handler = logging.handlers.SysLogHandler(
-            "/dev/log", logging.handlers.SysLogHandler.LOG_MAIL)
+            SYSLOG_SOCKET, logging.handlers.SysLogHandler.LOG_MAIL)
         handler.setFormatter(logging.Formatter("lmsav-daemon[%(process)d]: %(message)s"))
+    elif detached:
+        path = daemon_log_file(settings)
+        try:
+            prepare_log_file(path, user)
+            # Reopened when logrotate has moved it.
+            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        except OSError as err:
+            raise Fatal(f"{SYSLOG_SOCKET} not found, and cannot write the log file {path}: "
+                        f"{err.strerror or err}") from None
+        click.echo(f"lmsav: {SYSLOG_SOCKET} not found; logging to {path}", err=True)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -86,7 +114,7 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
     except DaemonError as err:
         raise Fatal(str(err)) from None
     background = detach and not foreground
-    _setup_logging(background)
+    _setup_logging(background, settings, options.user)
     server = Server(options, reload_options=reread_options)
     try:
         server.bind()

@@ -362,7 +362,7 @@ class Spool:
         removed = False
         try:
             for state in ("hold", "new"):
-                names = self._names_of(entry_id, state)
+                names = self._names_of(entry_id, state, missing_ok=True)
                 for name, _rev in names:
                     try:
                         os.unlink(self._dirs[state] / name)
@@ -374,7 +374,7 @@ class Spool:
         except OSError as err:
             raise SpoolError(f"cannot delete spool entry {entry_id}: {_reason(err)}") from None
         if not removed:
-            if self._names_of(entry_id, "work"):
+            if self._names_of(entry_id, "work", missing_ok=True):
                 raise SpoolError(f"spool entry {entry_id} is being processed; it cannot be "
                                  "deleted now")
             raise SpoolError(f"no spool entry {entry_id}")
@@ -384,11 +384,11 @@ class Spool:
         """(state, entry) for every entry in ``new/``, ``work/`` and ``hold/``, oldest first.
 
         A damaged entry is listed too (empty envelope, the damage as reason), so an
-        administrator can see and delete it.
+        administrator can see and delete it. A spool not set up yet is an empty one.
         """
         best: dict[str, tuple[int, int, str, str]] = {}
         for priority, state in enumerate(("work", "new", "hold")):
-            for entry_id, (name, rev, _nb) in self._scan(state).items():
+            for entry_id, (name, rev, _nb) in self._scan(state, missing_ok=True).items():
                 key = (rev, priority, state, name)
                 if entry_id not in best or key > best[entry_id]:
                     best[entry_id] = key
@@ -404,13 +404,10 @@ class Spool:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _scan(self, state: str, remove_stale: bool = False) -> dict[str, tuple[str, int, float]]:
+    def _scan(self, state: str, remove_stale: bool = False,
+              missing_ok: bool = False) -> dict[str, tuple[str, int, float]]:
         """id → (name, rev, not_before) of the highest revision of each entry in one directory."""
-        try:
-            names = os.listdir(self._dirs[state])
-        except OSError as err:
-            raise SpoolError(f"cannot read spool directory {self._dirs[state]}: "
-                             f"{_reason(err)}") from None
+        names = self._listdir(state, missing_ok)
         best: dict[str, tuple[str, int, float]] = {}
         stale = []
         for name in names:
@@ -430,15 +427,11 @@ class Spool:
                 _unlink_quietly(self._dirs[state] / name)
         return best
 
-    def _names_of(self, entry_id: str, state: str) -> list[tuple[str, int]]:
+    def _names_of(self, entry_id: str, state: str,
+                  missing_ok: bool = False) -> list[tuple[str, int]]:
         """(name, rev) of every file of ``entry_id`` in one directory, highest revision first."""
         found = []
-        try:
-            names = os.listdir(self._dirs[state])
-        except OSError as err:
-            raise SpoolError(f"cannot read spool directory {self._dirs[state]}: "
-                             f"{_reason(err)}") from None
-        for name in names:
+        for name in self._listdir(state, missing_ok):
             if name.startswith(entry_id):
                 parsed = _parse_name(name)
                 if parsed is not None and parsed[0] == entry_id:
@@ -446,12 +439,24 @@ class Spool:
         found.sort(key=lambda item: item[1], reverse=True)
         return found
 
+    def _listdir(self, state: str, missing_ok: bool) -> list[str]:
+        """The names in one directory. With ``missing_ok``, a directory not made yet (a spool
+        nobody has set up, as a person's before their first ``lmsav enqueue``) holds nothing;
+        the watcher, which made them, wants to hear that one has gone."""
+        try:
+            return os.listdir(self._dirs[state])
+        except OSError as err:
+            if missing_ok and isinstance(err, FileNotFoundError):
+                return []
+            raise SpoolError(f"cannot read spool directory {self._dirs[state]}: "
+                             f"{_reason(err)}") from None
+
     def _locate(self, entry_id: str) -> tuple[str, Path]:
         """(state, path) of the highest revision of an entry; SpoolError if there is none."""
         validate_id(entry_id)
         best: tuple[int, int, str, str] | None = None
         for priority, state in enumerate(("work", "new", "hold")):
-            for name, rev in self._names_of(entry_id, state):
+            for name, rev in self._names_of(entry_id, state, missing_ok=True):
                 if best is None or (rev, priority) > best[:2]:
                     best = (rev, priority, state, name)
         if best is None:

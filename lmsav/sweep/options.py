@@ -42,8 +42,11 @@ def _parameters() -> list:
     click.option("--no-mail", is_flag=True, help="Do not look inside mail files."),
     click.option("-j", "--jobs", type=int, default=None, metavar="N",
                   help="Parallel workers (default: number of cores)."),
-    click.option("-v", "--verbose", is_flag=True, help="Also print 'PATH: OK' for clean files."),
-    click.option("-i", "--infected", is_flag=True, help="Print only infected and suspicious files."),
+    click.option("-v", "--verbose", is_flag=True,
+                 help="Also print 'PATH: OK' for clean files ('PATH: unchanged' for those"
+                      " --incremental did not read)."),
+    click.option("-i", "--infected", is_flag=True,
+                 help="Print only infected and suspicious files, and errors."),
     click.option("--json", "as_json", is_flag=True,
                   help="One JSON object per input (the verdict tree), then a summary object."),
     click.option("--no-summary", is_flag=True, help="Do not print the summary."),

@@ -65,10 +65,11 @@ class ReportPrinter:
         status = report.status
         if status == Status.CLEAN and not report.skipped:
             if self.verbose:
-                click.echo(f"{report.path}: OK")
+                click.echo(f"{report.path}: {'unchanged' if report.unchanged else 'OK'}")
             return
         for path, st, threats, reason in report.findings:
-            if self.infected_only and st not in (Status.INFECTED, Status.SUSPICIOUS):
+            # -i as clamscan's: what was found, and the errors (never hidden behind exit 2).
+            if self.infected_only and st not in (Status.INFECTED, Status.SUSPICIOUS, Status.ERROR):
                 continue
             if report.skipped:
                 if self.verbose:

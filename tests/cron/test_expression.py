@@ -12,7 +12,7 @@ import pytest
 
 from lmsav.cron.expression import ExpressionError, parse
 
-START = datetime.datetime(2026, 11, 25, 15, 7, tzinfo=datetime.timezone.utc)  # a Wednesday
+START = datetime.datetime(2026, 11, 25, 15, 7, tzinfo=datetime.UTC)  # a Wednesday
 
 
 def times(expr: str, n: int = 3) -> list[str]:
@@ -97,7 +97,7 @@ def test_systemd_runs_the_on_calendar_form_at_the_same_times(expr):
     done = subprocess.run(
         ["systemd-analyze", "calendar", "--iterations=6",
          f"--base-time={START.strftime('%Y-%m-%d %H:%M:%S')} UTC", parsed.on_calendar()],
-        capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"})
+        capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}, check=False)
     if done.returncode != 0 and "base-time" in done.stderr:
         pytest.skip("systemd-analyze without --base-time")
     assert done.returncode == 0, done.stderr

@@ -142,7 +142,7 @@ def test_a_second_run_of_the_same_schedule_does_not_scan(env, monkeypatch):
         assert env.invoke("run", "--quiet", "nightly").output == ""
     finally:
         release.touch()
-        out, err = first.communicate(timeout=20)
+        _out, err = first.communicate(timeout=20)
     assert first.returncode == 1, err
     lines = env.log.read_text().splitlines()
     assert [re.search(r"result=(\w+)", line)[1] for line in lines] == [
@@ -154,6 +154,52 @@ def test_a_second_run_of_the_same_schedule_does_not_scan(env, monkeypatch):
     # The lock is free again.
     assert env.invoke("run", "--quiet", "nightly").exit_code == 1
     assert len(stub_calls(env)) == 2
+
+
+def _last_shown(env, name: str = "nightly") -> str:
+    [line] = [line for line in env.invoke("show", name).output.splitlines()
+              if line.startswith("  last:")]
+    return line
+
+
+def test_a_schedule_added_again_under_a_removed_ones_name_never_ran(env):
+    assert env.invoke("run", "nightly").exit_code == 1
+    assert "found" in _last_shown(env)
+    assert env.invoke("remove", "nightly").exit_code == 0
+    assert not env.last.exists()  # its reports stay; its last result goes with it
+    assert list((env.state / "reports").glob("nightly-*.jsonl"))
+
+    assert env.invoke("add", "sweep", "nightly", "--paths", env.tmp, "--schedule",
+                      "@daily").exit_code == 0
+    assert _last_shown(env) == "  last:     never ran"
+    [data] = json.loads(env.invoke("list", "--json").output)
+    assert data["name"] == "nightly" and data["last"] is None
+    assert "last:     never ran" in env.invoke("list").output
+
+
+@pytest.mark.parametrize("how", ["--replace", "file deleted by hand"])
+def test_adding_a_schedule_under_a_name_forgets_the_old_ones_last_result(env, how):
+    assert env.invoke("run", "nightly").exit_code == 1
+    args = ["add", "sweep", "nightly", "--paths", env.tmp, "--schedule", "@daily"]
+    if how == "--replace":
+        args.append("--replace")
+    else:
+        (env.schedules / "nightly.toml").unlink()
+    assert env.invoke(*args).exit_code == 0
+    assert not env.last.exists()
+    assert _last_shown(env) == "  last:     never ran"
+
+
+def test_a_run_of_the_old_schedule_ending_after_the_new_one_was_added_is_not_its_result(env):
+    """A run of the replaced schedule still in progress writes its result when it ends."""
+    assert env.invoke("add", "sweep", "nightly", "--paths", env.tmp, "--schedule", "@daily",
+                      "--replace").exit_code == 0
+    env.last.parent.mkdir(parents=True, exist_ok=True)
+    env.last.write_text(json.dumps({"name": "nightly", "started": "2000-01-01T03:00:00+00:00",
+                                    "result": "found", "exit": 1}))
+    assert _last_shown(env) == "  last:     never ran"
+    assert env.invoke("run", "nightly").exit_code == 1
+    assert "found" in _last_shown(env)
 
 
 def test_only_the_newest_reports_of_a_schedule_are_kept(tmp_path):
@@ -189,7 +235,7 @@ LMSAV_BIN = Path(sys.executable).parent / "lmsav"
 def _scan_has_report_options() -> bool:
     try:
         done = subprocess.run([str(LMSAV_BIN), "scan", "--help"], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, check=False)
     except OSError:
         return False
     return "--report" in done.stdout and "--incremental" in done.stdout

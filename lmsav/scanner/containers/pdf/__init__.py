@@ -11,8 +11,9 @@ for "cannot print / cannot copy" documents) is decrypted when it uses RC4 (R2-R4
 AESV3) documents and those with a real user password yield one PROTECTED member.
 
 ``syntax`` parses PDF objects, ``document`` finds streams, trailers and object offsets,
-``embedded`` names embedded files, ``filters`` and ``predictors`` decode streams, ``crypt`` holds
-the standard security handler, ``handler`` the PdfHandler that puts them together.
+``lengths`` reads indirect stream lengths, ``embedded`` names embedded files, ``filters`` and
+``predictors`` decode streams, ``crypt`` holds the standard security handler, ``handler`` the
+PdfHandler that puts them together.
 """
 
 from .handler import PdfHandler

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .damage import Damage
+from .lengths import LengthResolver
 from .syntax import WHITESPACE, Name, Ref, parse_at
 
 # An object header or a "stream"/"trailer" keyword; streams' bodies are skipped, not searched.
@@ -37,6 +38,7 @@ def scan_objects(data: bytes):
     trailers: list[dict] = []
     objects: dict[int, tuple[int, int]] = {}  # object number → (generation, body offset)
     damage = Damage()
+    lengths = LengthResolver(data)
     current: tuple[int, int, int] | None = None  # (num, gen, body offset)
     last_end = 0
     pos = 0
@@ -68,7 +70,9 @@ def scan_objects(data: bytes):
         if not isinstance(info, dict):
             info = {}
         start = m.end()
-        end, truncated = _stream_end(data, start, info.get("Length"))
+        length = info.get("Length")
+        candidates = lengths.candidates(length) if isinstance(length, Ref) else [length]
+        end, truncated = _stream_end(data, start, candidates)
         streams.append(Stream(num, gen, info, data[start:end], truncated))
         if type_of(info) == "XRef":
             trailers.append(info)
@@ -79,12 +83,14 @@ def scan_objects(data: bytes):
     return streams, trailers, objects, damage
 
 
-def _stream_end(data: bytes, start: int, length) -> tuple[int, bool]:
-    """Where a stream's data ends: /Length when it lands on ``endstream``, else the keyword."""
-    if isinstance(length, int) and 0 <= length <= len(data) - start:
-        after = data[start + length:start + length + 32].lstrip(WHITESPACE)
-        if after.startswith(b"endstream"):
-            return start + length, False
+def _stream_end(data: bytes, start: int, lengths: list) -> tuple[int, bool]:
+    """Where a stream's data ends: the first of the /Length values that lands on ``endstream``,
+    else the keyword."""
+    for length in lengths:
+        if isinstance(length, int) and 0 <= length <= len(data) - start:
+            after = data[start + length:start + length + 32].lstrip(WHITESPACE)
+            if after.startswith(b"endstream"):
+                return start + length, False
     end = data.find(b"endstream", start)
     if end < 0:
         return len(data), True
