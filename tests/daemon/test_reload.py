@@ -22,15 +22,6 @@ pytestmark = pytest.mark.integration
 OLD_VERSION = "2026112401"  # the bundled database's
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    yield d
-    if d.proc.poll() is None:
-        d.proc.kill()
-        d.proc.wait()
-
-
 def _config(daemon, extra: str = "", stream_max_length: str = "1M",
             max_connections: int = 700) -> None:
     tmp = daemon.tmp

@@ -95,15 +95,6 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path)
-    yield d
-    if d.proc.poll() is None:
-        d.proc.kill()
-        d.proc.wait()
-
-
-@pytest.fixture
 def files(tmp_path):
     root = tmp_path / "files"
     (root / "sub").mkdir(parents=True)

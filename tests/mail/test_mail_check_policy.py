@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from lmsav.cli import main
 from tests.conftest import EICAR
+from tests.mail.test_process import tiny_pe
 
 
 @pytest.fixture
@@ -68,14 +69,6 @@ def message(*attachments: tuple[str, bytes, str]) -> bytes:
 
 def text_of(notice: email.message.EmailMessage) -> str:
     return notice.get_body(preferencelist=("plain",)).get_content()
-
-
-def tiny_pe() -> bytes:
-    mz = bytearray(b"MZ" + b"\x90\x00" * 29)
-    mz[0x3C:0x40] = struct.pack("<I", 0x80)
-    coff = struct.pack("<HHIIIHH", 0x14C, 1, 0, 0, 0, 0xE0, 0x102)
-    return bytes(mz).ljust(0x80, b"\0") + b"PE\0\0" + coff + \
-        struct.pack("<H", 0x10B).ljust(0xE0, b"\0") + bytes(512)
 
 
 def tiny_elf() -> bytes:
