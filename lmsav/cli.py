@@ -57,6 +57,7 @@ class LazyGroup(click.Group):
         "groups": "lmsav.mail.commands:groups_group",
         "backup": "lmsav.mail.commands:backup_group",
         "db": "lmsav.dbcommands:db_group",
+        "config": "lmsav.configcommands:config_group",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -195,36 +196,3 @@ def _scan_through_daemon(ctx, params: ScanParameters) -> int:
     except (ClientError, OSError) as err:
         raise Fatal(f"daemon: {err}") from None
     return EXIT_FOUND if found else EXIT_ERROR if errors else EXIT_CLEAN
-
-
-# -- lmsav config ------------------------------------------------------------------------------
-
-@main.group("config")
-def config_group():
-    """Show and check the configuration."""
-
-
-@config_group.command("show")
-@click.option("--sources", is_flag=True, help="Annotate each value with where it came from.")
-@click.pass_context
-def config_show(ctx, sources):
-    """Print the effective configuration (defaults, profile and file merged) as TOML."""
-    settings = load_settings(ctx)
-    click.echo(settings.to_toml(with_sources=sources), nl=False)
-
-
-@config_group.command("check")
-@click.pass_context
-def config_check(ctx):
-    """Validate the configuration file and the group files in groups.d beside it; exit 0 if
-    lmsav can start with them, 2 otherwise."""
-    from .mail.groups import groups_dir, load_groups
-
-    obj = ctx.find_root().obj
-    settings = load_settings(ctx)
-    try:
-        load_groups(groups_dir(Path(obj["config"])))
-    except config_mod.ConfigError as err:
-        raise Fatal(str(err)) from None
-    where = obj["config"] if Path(obj["config"]).exists() else "built-in defaults"
-    click.echo(f"{where}: OK (profile {settings.profile})")
