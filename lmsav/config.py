@@ -590,10 +590,21 @@ class UpdateSection:
         "private mirror that may lag behind).")
 
 
+@dataclass(frozen=True)
+class ServerSection:
+    """[server]: how this machine names itself to people and other mail systems."""
+
+    host_name: str = setting(
+        "", _TEXT, "The host name in notices, quarantine and backup records, reports and the "
+                   "reinjecting SMTP client's HELO; \"\" is the fully qualified name (or the "
+                   "short host name when that resolves to localhost).")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
     "paths": ("paths", PathsSection),
+    "server": ("server", ServerSection),
     "limits": ("limits_section", LimitsSection),
     "scan": ("scan", ScanSection),
     "spool": ("spool", SpoolSection),
@@ -643,6 +654,7 @@ class Settings:
 
     profile: str
     paths: PathsSection
+    server: ServerSection
     limits_section: LimitsSection
     scan: ScanSection
     spool: SpoolSection
@@ -676,6 +688,12 @@ class Settings:
     def database_dir(self) -> Path:
         """The configured signature directory, or the bundled database."""
         return self.paths.database or self.paths.bases or paths_mod.bundled_database_dir()
+
+    def host_name(self) -> str:
+        """The configured host name, or the fully qualified name (lmsav.hostname)."""
+        from .hostname import host_name
+
+        return host_name(self.server.host_name)
 
     def daemon_socket(self) -> Path:
         return self.daemon.socket or Path(self.paths.run_dir) / "clamd.sock"

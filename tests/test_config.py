@@ -217,7 +217,7 @@ BAD_FILES = [
      "did you mean limits.max_scan_depth?"),
     ("[limit]\nmax_scan_depth = 3\n", "unknown section [limit]", "did you mean [limits]?"),
     ("[quarantine]\nx = 1\n", "unknown section [quarantine]",
-     "sections are [paths], [limits], [scan]"),
+     "sections are [paths], [server], [limits], [scan]"),
     ("[limits]\nmax_scan_depth = = 3\n", "invalid TOML", "(at line 2, column 18)"),
     ("[limits]\nmax_scan_depth = 1\nmax_scan_depth = 2\n", "invalid TOML", "line 3"),
 ]

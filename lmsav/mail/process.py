@@ -18,12 +18,12 @@ under "combined", and the group's ``uncurable_action`` applies to it.
 from __future__ import annotations
 
 import email.header
-import socket
 import string
 import time
 from email.utils import formatdate
 
 from .. import __version__
+from ..hostname import host_name
 from ..scanner.containers import mimeedit
 from ..scanner.engine import Engine
 from ..scanner.limits import Limits
@@ -53,7 +53,7 @@ class MailProcessor:
         self.base_limits = base_limits
         self.backup_store = backup_store
         self.stats_dir = stats_dir
-        self.hostname = hostname or socket.getfqdn()
+        self.hostname = host_name(hostname or "")
         self.tmp_root = tmp_root
         self._engines: dict[Limits, Engine] = {}
         self._templates: dict = {}

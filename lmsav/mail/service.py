@@ -96,7 +96,7 @@ class MailService:
         return cls(database, groups, settings.limits(),
                    backup_store=BackupStore(paths.backup_dir(state)) if backup else None,
                    stats_dir=paths.stats_dir(state) if stats else None,
-                   tmp_root=str(tmp) if tmp else None)
+                   tmp_root=str(tmp) if tmp else None, hostname=settings.host_name())
 
     def decide(self, message: bytes, envelope: Envelope) -> Plan:
         """Scan ``message``, apply each recipient group's policy, and plan the deliveries."""

@@ -10,12 +10,12 @@ import pwd
 import random
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import hostname as hostname_mod
 from .. import paths
 from ..mail.groups import groups_dir
 from ..spool.nqueue import DIR_MODE
@@ -245,8 +245,7 @@ def default_admin(domains: list[str]) -> str:
 
 def host_name() -> str:
     """The fully qualified name, unless /etc/hosts makes that "localhost": then the host name."""
-    fqdn = socket.getfqdn()
-    return socket.gethostname() if fqdn.startswith("localhost") else fqdn
+    return hostname_mod.host_name()
 
 
 # -- 4. database ---------------------------------------------------------------------------------

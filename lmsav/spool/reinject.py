@@ -13,11 +13,12 @@ import json
 import os
 import re
 import smtplib
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Protocol
+
+from ..hostname import host_name
 
 EX_TEMPFAIL = 75  # sysexits.h: the MTA's "try again later"
 _LINE_ENDS = re.compile(rb"\r?\n")
@@ -65,7 +66,7 @@ class SmtpReinjector:
     def __init__(self, host: str, port: int, helo: str | None = None, timeout: float = 60.0):
         self.host = host
         self.port = port
-        self.helo = helo or socket.gethostname() or "localhost"
+        self.helo = host_name(helo or "")
         self.timeout = timeout
         self._smtp: smtplib.SMTP | None = None
 

@@ -300,7 +300,7 @@ class Watcher:
         self.workers_override = workers
         self.profile = profile
         self.reinjector_factory = reinjector_factory or (
-            lambda settings: from_setting(settings.spool.reinject))
+            lambda settings: from_setting(settings.spool.reinject, settings.host_name()))
         self.spool = Spool(settings.spool_dir())
         self._pool: WorkerPool | None = None
         self._queue: deque[str] = deque()

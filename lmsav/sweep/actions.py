@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import stat
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .. import __version__
 from ..durable import fsync_dir
+from ..hostname import host_name
 from ..quarantine.store import FileStore, StoreError, file_facts, replace_file
 from ..scanner.engine import Engine
 from ..scanner.objects import Status, Verdict
@@ -130,7 +130,7 @@ class ActionRunner:
 
     def __init__(self, engine: Engine, policy: ActionPolicy, quarantine: FileStore,
                  backup: FileStore, database_version: str = "",
-                 keep_out: tuple[str, ...] = ()):
+                 keep_out: tuple[str, ...] = (), hostname: str = ""):
         self.engine = engine
         self.policy = policy
         self.quarantine = quarantine
@@ -139,7 +139,7 @@ class ActionRunner:
         # Never act inside lmsav's own stores: a sweep of / would otherwise move them around.
         self.keep_out = tuple(os.path.realpath(p) for p in (quarantine.root, backup.root,
                                                             *keep_out))
-        self.hostname = socket.gethostname()
+        self.hostname = host_name(hostname)
 
     # -- entry point -----------------------------------------------------------------------------
 
