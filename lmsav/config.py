@@ -600,6 +600,48 @@ class ServerSection:
                    "short host name when that resolves to localhost).")
 
 
+def _stats_url(value: Any) -> str:
+    text = _text(value).strip()
+    if text:
+        parts = urlsplit(text)
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.path.strip("/")
+                                                                  or parts.hostname):
+            raise ValueError(value)
+    return text
+
+
+STATS_URL = Kind('"" (SQLite under state_dir) or a URL like '
+                 '"postgresql://lmsav:secret@db.example:5432/lmsav"', _stats_url, str)
+
+
+@dataclass(frozen=True)
+class StatsSection:
+    """[stats] — the statistics store every component records its events in."""
+
+    url: str = setting(
+        "", STATS_URL, 'Where statistics go: "" is an SQLite file under <state_dir>/stats/; '
+                       'a postgresql:// URL is a store several mail nodes share.')
+    buffer: int = setting(
+        10000, NATURAL, "Events held in memory while the store is unavailable; beyond that, "
+                        "events are dropped and counted, and mail keeps flowing.")
+
+
+@dataclass(frozen=True)
+class SnmpSection:
+    """[snmp] — the LMSAV-MIB subagent of snmpd and the traps sent to the sinks."""
+
+    traps: tuple[str, ...] = setting(
+        (), LISTENERS, 'Trap sinks (SNMPv2c) like ["127.0.0.1:162"]; none: no traps.')
+    community: str = setting("public", _TEXT, "The community of the traps sent.")
+    trap_interval: float = setting(
+        60.0, SECONDS, "At most one virus-found trap per interval (the others are counted in it).")
+    spool_threshold: int = setting(
+        1000, NATURAL, "Messages waiting in the spool above which a trap is sent; 0: never.")
+    database_max_age: float = setting(
+        3 * 86400.0, SECONDS, "Age of the newest database above which it is reported outdated "
+                              "(status, trap); 0: never.")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
@@ -611,6 +653,8 @@ SECTIONS: dict[str, tuple[str, type]] = {
     "daemon": ("daemon", DaemonSection),
     "qmail": ("qmail", QmailSection),
     "update": ("update", UpdateSection),
+    "stats": ("stats", StatsSection),
+    "snmp": ("snmp", SnmpSection),
 }
 
 
@@ -661,6 +705,8 @@ class Settings:
     daemon: DaemonSection
     qmail: QmailSection
     update: UpdateSection
+    stats: StatsSection
+    snmp: SnmpSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
