@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,15 +11,7 @@ import click
 from . import __version__
 from . import config as config_mod
 from . import paths as paths_mod
-from .clitools import (
-    EXIT_CLEAN,
-    EXIT_ERROR,
-    EXIT_FOUND,
-    Fatal,
-    database_dir,
-    load_database,
-    load_settings,
-)
+from .clitools import Fatal, database_dir, load_database, load_settings
 from .sweep.options import ScanParameters, scan_options
 
 
@@ -55,9 +46,11 @@ class LazyGroup(click.Group):
         "keys": "lmsav.update.keycommands:keys",
         "mail": "lmsav.mail.commands:mail_group",
         "groups": "lmsav.mail.commands:groups_group",
-        "backup": "lmsav.mail.commands:backup_group",
+        "backup": "lmsav.backupcommands:backup_group",
         "db": "lmsav.dbcommands:db_group",
         "config": "lmsav.configcommands:config_group",
+        "snmp": "lmsav.snmp.commands:snmp_group",
+        "stats": "lmsav.stats.commands:stats_group",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -136,9 +129,10 @@ def scan_cmd(ctx, **given):
     """
     params = ScanParameters(**given)
     if params.use_daemon:
-        if params.action_overrides() or params.report_path or params.watch:
-            raise Fatal("--action, --report and --watch need a local scan; they do not work "
-                        "with --daemon")
+        if (params.action_overrides() or params.report_path or params.watch
+                or params.initial_scan):
+            raise Fatal("--action, --report, --watch and --initial-scan need a local scan; they "
+                        "do not work with --daemon")
         ctx.exit(_scan_through_daemon(ctx, params))
     from .sweep.command import run_scan
 
@@ -148,51 +142,13 @@ def scan_cmd(ctx, **given):
 
 
 def _scan_through_daemon(ctx, params: ScanParameters) -> int:
-    """clamdscan's behaviour: the daemon scans, this prints its replies as clamd words them."""
-    from .daemon.client import Client, ClientError, Result
-    from .sweep.walk import regular_files
+    """clamdscan's behaviour: the daemon scans, lmsav.sweep.through_daemon prints."""
+    from .daemon.client import Client, ClientError
+    from .sweep.through_daemon import scan_through_daemon
 
     settings = load_settings(ctx)
     client = Client(path=params.daemon_socket or settings.daemon_socket())
-    found = errors = 0
     try:
-        for target in params.targets:
-            if target == "-":
-                results = [client.instream(sys.stdin.buffer)]
-            elif params.stream:
-                # Regular files only: streaming a fifo or a device would block or never end.
-                # Links to files are followed, as clamdscan does. What cannot be looked at or
-                # opened is an error line, worded as the daemon words it, and the run goes on.
-                results = []
-
-                def unreadable(path: str, err: OSError, why="lstat() failed",
-                               results=results) -> None:
-                    why = f"{why}: {err.strerror}."
-                    results.append(Result(path, "ERROR", why, f"{path}: {why} ERROR"))
-
-                for path, _st in regular_files([target],
-                                               follow_symlinks=settings.scan.follow_symlinks,
-                                               follow_file_links=True, want_stat=False,
-                                               on_error=unreadable):
-                    try:
-                        fh = open(path, "rb")  # noqa: SIM115 - only open() may fail quietly
-                    except OSError as err:
-                        unreadable(path, err, "Can't open file")
-                        continue
-                    with fh:
-                        r = client.instream(fh)
-                    results.append(Result(path, r.status, r.detail,
-                                          r.line.replace("stream", path, 1)))
-            else:
-                results = client.scan(os.path.abspath(target), "MULTISCAN")
-            for r in results:
-                found += r.status == "FOUND"
-                errors += r.status == "ERROR"
-                if r.status == "OK" and (params.infected or not params.verbose):
-                    continue
-                if r.status == "ERROR" and params.infected:
-                    continue
-                click.echo(r.line)
+        return scan_through_daemon(client, params, settings.scan.follow_symlinks)
     except (ClientError, OSError) as err:
         raise Fatal(f"daemon: {err}") from None
-    return EXIT_FOUND if found else EXIT_ERROR if errors else EXIT_CLEAN

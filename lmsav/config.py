@@ -642,6 +642,68 @@ class SnmpSection:
                               "(status, trap); 0: never.")
 
 
+LOG_LEVEL_NAMES = ("error", "warning", "info", "debug")
+LOG_LEVEL = _choice(*LOG_LEVEL_NAMES)
+LOG_COMPONENTS = ("daemon", "spool", "qmail", "mail", "scan", "update", "cron", "stats", "snmp",
+                  "setup")
+
+
+def _component_levels(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(value)
+    for item in value:
+        name, sep, level = str(item).partition(":")
+        if not sep or name not in LOG_COMPONENTS or level not in LOG_LEVEL_NAMES:
+            raise ValueError(value)
+    return tuple(value)
+
+
+COMPONENT_LEVELS = Kind(
+    'a list of "COMPONENT:LEVEL" like ["daemon:debug", "stats:warning"] (components: '
+    + ", ".join(LOG_COMPONENTS) + ")", _component_levels, list)
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """[log] — where every component logs, how much, and in which format."""
+
+    level: str = setting("info", LOG_LEVEL, "Level of every component not in levels.")
+    levels: tuple[str, ...] = setting(
+        (), COMPONENT_LEVELS, 'Levels per component, like ["daemon:debug"].')
+    destination: str = setting(
+        "stderr", _choice("stderr", "syslog", "file", "journald"),
+        'Where log lines go; "file" is reopened on SIGUSR1 (for logrotate).')
+    file: Path | None = setting(
+        None, OPTIONAL_PATH, 'With destination "file"; "" means <log_dir>/lmsav.log.')
+    format: str = setting("text", _choice("text", "json"), "Plain lines or JSON lines.")
+    syslog_facility: str = setting(
+        "mail", _choice("mail", "daemon", "user", "local0", "local1", "local2", "local3",
+                        "local4", "local5", "local6", "local7"),
+        "The syslog facility (with destination syslog).")
+
+
+def _loopback(value: Any) -> str:
+    text = _text(value).strip()
+    if text:
+        match = LISTEN_RE.fullmatch(text)
+        if not match or match.group(1).strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(value)
+    return text
+
+
+LOOPBACK = Kind('"" (off) or a loopback "HOST:PORT" like "127.0.0.1:9436" or "[::1]:9436"',
+                _loopback, str)
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    """[metrics] — Prometheus /metrics of the long-running components (loopback only)."""
+
+    daemon: str = setting("", LOOPBACK, "Where `lmsav daemon` serves /metrics; \"\" is off.")
+    watcher: str = setting(
+        "", LOOPBACK, "Where `lmsav spool watch` serves /metrics; \"\" is off.")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
@@ -655,6 +717,8 @@ SECTIONS: dict[str, tuple[str, type]] = {
     "update": ("update", UpdateSection),
     "stats": ("stats", StatsSection),
     "snmp": ("snmp", SnmpSection),
+    "log": ("log", LogSection),
+    "metrics": ("metrics", MetricsSection),
 }
 
 
@@ -707,6 +771,8 @@ class Settings:
     update: UpdateSection
     stats: StatsSection
     snmp: SnmpSection
+    log: LogSection
+    metrics: MetricsSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

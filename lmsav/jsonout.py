@@ -18,7 +18,14 @@ import click
 
 def dumps(value: Any) -> str:
     """One JSON value on one line (non-JSON values such as paths and times become strings)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (file names or headers that were not UTF-8) cannot be written as
+        # UTF-8; escaped as \udcXX they still reach the reader unchanged.
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+    return text
 
 
 def emit_object(value: dict) -> None:

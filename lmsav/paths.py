@@ -237,7 +237,7 @@ def backup_files_dir(state: Path | str) -> Path:
 
 
 def stats_dir(state: Path | str) -> Path:
-    """One JSON line per message and per sweep, a file per day."""
+    """The statistics store (``stats.sqlite``) unless ``[stats] url`` names PostgreSQL."""
     return Path(state) / "stats"
 
 

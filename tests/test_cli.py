@@ -86,6 +86,33 @@ def test_json_lines_have_the_verdict_tree(run, tree):
     assert by_path[f"{tree}/clean.txt"]["status"] == "clean"
 
 
+def test_json_tree_nodes_carry_the_worst_status_of_their_members(run, tree):
+    """README: every object gets one status, the worst of its members, at every level."""
+    result = run("scan", "--json", "--no-summary", tree / "sub" / "deeper" / "archive.zip")
+    [line] = [json.loads(text) for text in result.output.splitlines()]
+    root = line["result"]
+    assert (line["status"], root["status"], root["own_status"]) == (
+        "infected", "infected", "clean")
+    by_name = {c["path"].rsplit("//", 1)[1]: c for c in root["children"]}
+    assert by_name["docs/eicar.com"]["status"] == "infected"
+    assert "own_status" not in by_name["docs/eicar.com"]
+    assert by_name["docs/readme.txt"]["status"] == "clean"
+
+
+def test_a_corrupted_zip_is_reported_on_one_line(run, tmp_path):
+    from tests.sweep.test_json_schema import zip_with_wrong_size
+
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(zip_with_wrong_size({"a.txt": b"hello world " * 2000}, "a.txt"))
+    result = run("scan", "--no-summary", damaged)
+    [line] = result.output.splitlines()
+    assert line.startswith(f"{damaged}: corrupted: ") and line.endswith(") CORRUPTED")
+    assert "expected" in line and "  " not in line
+    tree = json.loads(run("scan", "--json", "--no-summary", damaged).output)
+    reason = tree["result"]["reason"]
+    assert "\n" not in reason and reason == reason.strip()
+
+
 def test_parallel_and_serial_agree(run, tree):
     serial = run("scan", "-j", "1", "--no-summary", tree).output.splitlines()
     parallel = run("scan", "-j", "2", "--no-summary", tree).output.splitlines()
@@ -363,6 +390,48 @@ def test_progress_bar_on_a_terminal(tree):
     assert b"scanning" not in proc.stdout
 
 
+def _stdout_on_a_terminal(args: list[str], env: dict) -> tuple[int, bytes]:
+    """Run lmsav with standard output on a pseudo-terminal; its exit code and what it wrote."""
+    import pty
+    import threading
+
+    exe = Path(sys.executable).with_name("lmsav")
+    master, slave = pty.openpty()
+    seen = bytearray()
+
+    def drain():
+        try:
+            while chunk := os.read(master, 4096):
+                seen.extend(chunk)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    proc = subprocess.run([exe, *args], check=False, stdout=slave, stderr=subprocess.DEVNULL,
+                          env=env, timeout=60)
+    os.close(slave)
+    reader.join(5)
+    os.close(master)
+    return proc.returncode, bytes(seen)
+
+
+def test_found_is_red_on_a_terminal_unless_no_color(tree):
+    (tree / "big.bin").write_bytes(b"\0" * 5000)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env["LMSAV_CONFIG"] = os.devnull
+    args = ["scan", "--no-summary", "--no-progress", "-j", "1", "--max-filesize", "1K", str(tree)]
+    code, out = _stdout_on_a_terminal(args, env)
+    assert code == 1
+    assert f"\x1b[31m\x1b[1m{tree}/eicar.com: Eicar-Test-Signature FOUND\x1b[0m".encode() in out
+    assert f"\x1b[33m\x1b[1m{tree}/big.bin: limit: filesize 1024 ERROR\x1b[0m".encode() in out
+    for plain_args, plain_env in ((args, {**env, "NO_COLOR": "1"}),
+                                  ([*args, "--no-color"], env)):
+        code, out = _stdout_on_a_terminal(plain_args, plain_env)
+        assert code == 1 and b"\x1b[" not in out
+        assert f"{tree}/eicar.com: Eicar-Test-Signature FOUND".encode() in out
+
+
 def test_incremental_skips_unchanged_clean_files_and_says_so(run, tree, tmp_path, monkeypatch):
     import lmsav.sweep.cache as scancache
 
@@ -425,7 +494,7 @@ def test_daemon_stream_follows_links_to_files_but_not_to_directories(run, tmp_pa
     (box / "plain.txt").write_text("hello\n")
     (box / "file-link").symlink_to(outside / "eicar.com")
     (box / "dir-link").symlink_to(outside / "deep")
-    result = run("scan", "--daemon", "--stream", "--socket", tmp_path / "s", box)
+    result = run("scan", "--daemon", "--stream", "--no-summary", "--socket", tmp_path / "s", box)
     assert result.output.splitlines() == [f"{box}/file-link: Eicar-Test-Signature FOUND"]
     assert result.exit_code == 1
     assert sorted(streaming.streamed) == sorted([EICAR, b"hello\n"])  # not also.com
@@ -447,7 +516,8 @@ def test_daemon_stream_reports_a_file_it_cannot_open_and_goes_on(run, tmp_path, 
         return real_open(path, *args, **kw)
 
     monkeypatch.setattr(builtins, "open", deny)
-    result = run("scan", "--daemon", "--stream", "-v", "--socket", tmp_path / "s", box)
+    result = run("scan", "--daemon", "--stream", "-v", "--no-summary", "--socket", tmp_path / "s",
+                 box)
     assert result.output.splitlines() == [
         f"{box}/a-locked.txt: Can't open file: Permission denied. ERROR",
         f"{box}/b-clean.txt: OK",

@@ -29,7 +29,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ class BackupError(Exception):
 
 @dataclass(frozen=True)
 class BackupEntry:
-    """One kept original, as ``lmsav backup list`` shows it."""
+    """One kept original message, as ``lmsav backup list`` shows it."""
 
     id: str
     created: float  # epoch seconds
@@ -232,6 +232,17 @@ class BackupStore:
         """The original message, byte for byte."""
         directory = self._existing(entry_id)
         return self._read(directory, MESSAGE_FILE, entry_id)
+
+    def exists(self, entry_id: str) -> bool:
+        """Whether ``entry_id`` names an entry of this store (a malformed id names none)."""
+        if not isinstance(entry_id, str) or not ID_RE.match(entry_id):
+            return False
+        try:
+            return stat.S_ISDIR(os.lstat(self.root / entry_id).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as err:
+            raise BackupError(f"cannot read backup entry '{entry_id}': {_reason(err)}") from None
 
     # -- removing ------------------------------------------------------------------------------
 
@@ -416,48 +427,3 @@ def _write_durably(directory: Path, name: str, data: bytes) -> None:
 
 def _reason(err: OSError) -> str:
     return err.strerror or str(err)
-
-
-# -- presentation for the CLI ------------------------------------------------------------------
-
-_COLUMNS = ("ID", "DATE (UTC)", "STATUS", "SENDER", "RECIPIENTS", "SUBJECT", "SIZE")
-_WIDTHS = {"SENDER": 32, "RECIPIENTS": 40, "SUBJECT": 50}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def format_date(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
-
-
-def format_table(entries: Iterable[BackupEntry]) -> str:
-    """``lmsav backup list``: one line per entry under a header, columns aligned.
-
-    Sender, recipients and subject come from the mail itself, so control characters are
-    replaced (an attacker must not drive the admin's terminal) and long values are shortened.
-    """
-    rows = [_COLUMNS]
-    for e in entries:
-        rows.append((
-            e.id,
-            format_date(e.created),
-            _cell(e.status, None),
-            _cell(e.sender or "<>", _WIDTHS["SENDER"]),
-            _cell(", ".join(e.recipients), _WIDTHS["RECIPIENTS"]),
-            _cell(e.subject, _WIDTHS["SUBJECT"]),
-            str(e.size),
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths)]
-        cells.append(row[-1].rjust(widths[-1]))
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _cell(value: str, width: int | None) -> str:
-    # Lone surrogates (undecodable header bytes) cannot be printed either.
-    value = _CONTROL.sub("?", value).encode("utf-8", "replace").decode("utf-8")
-    if width is not None and len(value) > width:
-        value = value[: width - 1] + "\u2026"
-    return value

@@ -1,14 +1,14 @@
-"""``lmsav mail``, ``lmsav groups`` and ``lmsav backup``: the mail policy from the command line."""
+"""``lmsav mail`` and ``lmsav groups``: the mail policy from the command line (the kept
+originals are ``lmsav backup``, in ``lmsav/backupcommands.py``)."""
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
+from .. import jsonout
 from ..clitools import (
     EXIT_CLEAN,
     EXIT_FOUND,
@@ -30,13 +30,6 @@ def _groups(ctx):
         raise Fatal(str(err))
 
 
-def _backup_store(settings):
-    from .. import paths
-    from .backup import BackupStore
-
-    return BackupStore(paths.backup_dir(settings.paths.state_dir))
-
-
 @click.group("mail")
 def mail_group():
     """Apply mail policy to messages (what the spool and qmail integrations run)."""
@@ -49,17 +42,23 @@ def mail_group():
               help="Envelope recipient; repeatable.")
 @click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the outcome and the plan as one JSON object.")
+              help="Print the outcome and the plan as one JSON object on one line.")
 @click.option("--output", "-o", "output_dir", metavar="DIR",
               help="Write every delivery of the plan (notices, status notice, messages) as "
                    "files into DIR.")
-@click.option("--no-stats", is_flag=True, help="Do not append the statistics record.")
-@click.option("--no-backup", is_flag=True, help="Do not keep originals in the backup store.")
+@click.option("--record", is_flag=True,
+              help="Keep the original in the backup store and append the statistics record, "
+                   "as the mail integrations do; without it nothing is written to the state "
+                   "directory.")
+@click.option("--no-stats", is_flag=True,
+              help="With --record: do not append the statistics record.")
+@click.option("--no-backup", is_flag=True, help="With --record: do not keep the original.")
 @click.pass_context
-def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, no_stats,
-               no_backup):
+def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, record,
+               no_stats, no_backup):
     """Decide what happens to one message: scan it, apply each recipient group's policy, and
     print the outcome and the plan: the SMTP result and every delivery the MTA is handed.
+    Trying a message leaves no trace in the state directory unless --record is given.
     Exit 0 when clean, 1 when something was found or filtered, 2 on error."""
     from .envelope import Envelope
     from .service import MailService, MailServiceError
@@ -70,7 +69,7 @@ def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, 
         service = MailService.from_settings(
             settings, Path(config) if config else None,
             database_dir=database_dir(settings, database),
-            backup=not no_backup, stats=not no_stats)
+            backup=record and not no_backup, stats=record and not no_stats)
     except MailServiceError as err:
         raise Fatal(str(err))
     for warning in service.database.warnings:
@@ -87,8 +86,7 @@ def mail_check(ctx, message, sender, recipients, database, as_json, output_dir, 
     if output_dir:
         _write_deliveries(Path(output_dir), plan)
     if as_json:
-        click.echo(json.dumps({**outcome.to_json(), "plan": _plan_json(plan)}, indent=2,
-                              ensure_ascii=False))
+        jsonout.emit_object({**outcome.to_json(), "plan": _plan_json(plan)})
     else:
         _print_outcome(outcome)
         _print_plan(plan)
@@ -152,7 +150,8 @@ def groups_group():
 
 
 @groups_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per group, a line each.")
 @click.pass_context
 def groups_list(ctx, as_json):
     """List groups, highest priority first, then the default group."""
@@ -160,7 +159,7 @@ def groups_list(ctx, as_json):
 
     rows = summary_rows(_groups(ctx))
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        jsonout.emit_records(rows)
         return
     for row in rows:
         click.echo(f"{row['name']:<20} priority {row['priority']:<4} "
@@ -196,72 +195,3 @@ def groups_which(ctx, sender, recipients):
         click.echo("no protected domain involved: the message passes unscanned")
     for rcpt in recipients:
         click.echo(f"{rcpt}: {groups.resolve(sender, rcpt).name}")
-
-
-@click.group("backup")
-def backup_group():
-    """Originals kept before modifying actions: list, show, extract, delete."""
-
-
-@backup_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@click.pass_context
-def backup_list(ctx, as_json):
-    """List backup entries, newest first."""
-    from .backup import format_table
-
-    entries = _backup_store(load_settings(ctx)).list()
-    if as_json:
-        click.echo(json.dumps([e.to_json() for e in entries], indent=2))
-    else:
-        click.echo(format_table(entries), nl=False)
-
-
-def _backup_call(fn):
-    from .backup import BackupError
-
-    try:
-        return fn()
-    except BackupError as err:
-        raise Fatal(str(err))
-
-
-@backup_group.command("show")
-@click.argument("entry_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON (the default format).")
-@click.pass_context
-def backup_show(ctx, entry_id, as_json):
-    """Print an entry's information (envelope, group, verdict, actions) as JSON."""
-    store = _backup_store(load_settings(ctx))
-    click.echo(json.dumps(_backup_call(lambda: store.show(entry_id)), indent=2,
-                          ensure_ascii=False))
-
-
-@backup_group.command("extract")
-@click.argument("entry_id", metavar="ID")
-@click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
-@click.pass_context
-def backup_extract(ctx, entry_id, output):
-    """Write the original message, byte for byte."""
-    store = _backup_store(load_settings(ctx))
-    data = _backup_call(lambda: store.extract(entry_id))
-    if output:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-
-
-@backup_group.command("delete")
-@click.argument("entry_ids", metavar="ID...", nargs=-1, required=True)
-@click.pass_context
-def backup_delete(ctx, entry_ids):
-    """Delete entries."""
-    store = _backup_store(load_settings(ctx))
-    for entry_id in entry_ids:
-        _backup_call(lambda entry_id=entry_id: store.delete(entry_id))
-        click.echo(f"deleted {entry_id}")
-
-

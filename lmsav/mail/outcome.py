@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass
@@ -90,35 +87,19 @@ class MessageOutcome:
             "verdict": self.verdict,
         }
 
-    def stats_record(self) -> dict:
-        """The per-message statistics line (one JSON object per message)."""
+    def stats_event(self, queue_id: str = "") -> dict:
+        """The event the statistics store records for this message (``lmsav.stats.events``)."""
         return {
-            "time": round(self.started, 3),
+            "kind": "message",
+            "time": self.started,
+            "queue_id": queue_id,
             "message_id": self.message_id,
             "sender": self.sender,
-            "recipients": self.recipients,
-            "size": self.size,
-            "groups": [g.group for g in self.groups],
+            "recipients": list(self.recipients),
+            "groups": [{"group": g.group, "status": g.status, "action": g.action}
+                       for g in self.groups],
             "status": self.status,
-            "threats": self.threats,
-            "actions": {g.group: g.action for g in self.groups},
-            "scan_seconds": round(self.scan_seconds, 4),
+            "threats": list(self.threats),
+            "size": self.size,
+            "scan_ms": self.scan_seconds * 1000,
         }
-
-
-def append_stats(stats_dir: Path, record: dict) -> Path:
-    """Append one JSON line to today's file; a single O_APPEND write keeps lines whole when
-    several processes append at once."""
-    stats_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    path = stats_dir / time.strftime("mail-%Y%m%d.jsonl", time.gmtime(record.get("time")))
-    # Addresses may carry bytes that are not UTF-8 (kept as surrogates): written escaped.
-    line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode(
-        "utf-8", "backslashreplace")
-    # Group-writable: the day's file is shared by the watcher (root), enqueue and qmail's
-    # users, all in the service group (the directory is setgid 2770, see spool/permissions).
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o660)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    return path

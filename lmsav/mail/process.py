@@ -46,23 +46,26 @@ MAX_REPLY = 400
 class MailProcessor:
     """Applies groups' policies to messages. One per process; reuses engines per limit set."""
 
-    def __init__(self, database, groups, base_limits: Limits, backup_store=None, stats_dir=None,
+    def __init__(self, database, groups, base_limits: Limits, backup_store=None, stats=None,
                  hostname: str | None = None, tmp_root: str | None = None):
+        """``stats``: the statistics store each outcome is recorded in (``lmsav.stats.store``);
+        None records nothing (``lmsav mail check`` without --record)."""
         self.db = database
         self.groups = groups
         self.base_limits = base_limits
         self.backup_store = backup_store
-        self.stats_dir = stats_dir
         self.hostname = host_name(hostname or "")
+        self.stats = stats
         self.tmp_root = tmp_root
         self._engines: dict[Limits, Engine] = {}
         self._templates: dict = {}
 
     # -- entry point -----------------------------------------------------------------------------
     def process(self, raw: bytes, sender: str, recipients: list[str],
-                group: str | None = None) -> MessageOutcome:
+                group: str | None = None, queue_id: str = "") -> MessageOutcome:
         """Apply the policy; ``group`` forces one group for every recipient (a per-connection
-        setting of the MTA) instead of resolving each recipient."""
+        setting of the MTA) instead of resolving each recipient; ``queue_id`` (the MTA's) goes
+        into the statistics."""
         forced = None
         if group:
             forced = self.groups.get(group)
@@ -119,10 +122,8 @@ class MailProcessor:
                 noticed, self._templates_for, original_headers=raw[:mimeedit.header_end(raw)])
             for g in outcomes:
                 g.notices = [n for n in outcome.notices if g.group in n.groups]
-        if self.stats_dir is not None:
-            from .outcome import append_stats
-
-            append_stats(self.stats_dir, outcome.stats_record())
+        if self.stats is not None:
+            self.stats.record(outcome.stats_event(queue_id))  # never raises, never waits long
         return outcome
 
     def _templates_for(self, policy):

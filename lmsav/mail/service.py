@@ -59,14 +59,14 @@ class Plan:
 class MailService:
     """Groups, database and policy, built once per process; ``decide`` per message."""
 
-    def __init__(self, database, groups, limits, *, backup_store=None, stats_dir: Path | None = None,
+    def __init__(self, database, groups, limits, *, backup_store=None, stats=None,
                  tmp_root: str | None = None, hostname: str | None = None):
         from .process import MailProcessor
 
         self.database = database
         self.groups = groups
         self.processor = MailProcessor(database, groups, limits, backup_store=backup_store,
-                                       stats_dir=stats_dir, hostname=hostname, tmp_root=tmp_root)
+                                       stats=stats, hostname=hostname, tmp_root=tmp_root)
         self.hostname = self.processor.hostname
 
     @classmethod
@@ -80,6 +80,7 @@ class MailService:
         from .. import paths
         from ..config import ConfigError
         from ..scanner.containers import load_all
+        from ..stats.store import open_store
         from .backup import BackupStore
         from .groups import groups_dir, load_groups
 
@@ -95,7 +96,7 @@ class MailService:
         tmp = settings.paths.tmp_dir
         return cls(database, groups, settings.limits(),
                    backup_store=BackupStore(paths.backup_dir(state)) if backup else None,
-                   stats_dir=paths.stats_dir(state) if stats else None,
+                   stats=open_store(settings) if stats else None,
                    tmp_root=str(tmp) if tmp else None, hostname=settings.host_name())
 
     def decide(self, message: bytes, envelope: Envelope) -> Plan:

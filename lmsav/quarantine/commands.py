@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 
 import click
 
-from .. import paths
+from .. import jsonout, paths
 from ..clitools import Fatal, load_settings
 from .store import FileStore, StoreError
 
@@ -38,29 +37,31 @@ def _call(fn):
 store_option = click.option(
     "--store", "which", type=click.Choice(STORES), default="quarantine", show_default=True,
     help="quarantine: files moved away by --action quarantine; backup: originals kept before "
-         "a cure or a delete (backup/files/).")
+         "a cure or a delete (backup/files/; 'lmsav backup' lists them with the mail ones).")
 
 
 @click.group("quarantine")
 def quarantine():
-    """Files `lmsav scan` moved into quarantine (or kept before a cure or delete)."""
+    """Files `lmsav scan` moved into quarantine. Originals kept before a cure or delete are
+    in `lmsav backup`."""
 
 
 @quarantine.command("list")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per entry, a line each.")
 @click.pass_context
 def quarantine_list(ctx, which, as_json):
     """List entries, newest first."""
     entries = _call(_store(ctx, which).list)
     if as_json:
-        click.echo(json.dumps([e.to_json() for e in entries], indent=2, ensure_ascii=False))
+        jsonout.emit_records(e.to_json() for e in entries)
         return
     rows = [("ID", "DATE (UTC)", "STATUS", "THREATS", "SIZE", "ORIGINAL PATH")]
     for e in entries:
         rows.append((e.id, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.created)),
-                     e.status, _cell(", ".join(e.threats), 40), str(e.size),
-                     _cell(e.original_path, None)))
+                     e.status, cell(", ".join(e.threats), 40), str(e.size),
+                     cell(e.original_path, None)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = [c.ljust(w) for c, w in zip(row[:4], widths)]
@@ -71,16 +72,17 @@ def quarantine_list(ctx, which, as_json):
 @quarantine.command("show")
 @click.argument("entry_id", metavar="ID")
 @store_option
-@click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the whole record as one JSON object on one line.")
 @click.pass_context
 def quarantine_show(ctx, entry_id, which, as_json):
     """Print an entry's record: original path, owner, mode, times, hashes, verdict."""
     record = _call(lambda: _store(ctx, which).info(entry_id))
     if as_json:
-        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        jsonout.emit_object(record)
         return
-    for label, value in _describe(record):
-        click.echo(f"{label + ':':<18}{_cell(value, None)}")
+    for label, value in describe(record):
+        click.echo(f"{label + ':':<18}{cell(value, None)}")
 
 
 @quarantine.command("restore")
@@ -93,7 +95,12 @@ def quarantine_show(ctx, entry_id, which, as_json):
 @click.pass_context
 def quarantine_restore(ctx, entry_id, which, to, force, keep):
     """Put a file back with its owner, mode and times; the entry is removed afterwards."""
-    store = _store(ctx, which)
+    restore_entry(_store(ctx, which), entry_id, to, force, keep)
+
+
+def restore_entry(store: FileStore, entry_id: str, to: str | None, force: bool,
+                  keep: bool) -> None:
+    """``restore`` of either store: put the file back, say so, then forget the entry."""
     restored = _call(lambda: store.restore(entry_id, to, force))
     for warning in restored.warnings:
         click.echo(f"lmsav: warning: {restored.path}: {warning}", err=True)
@@ -110,11 +117,12 @@ def quarantine_delete(ctx, entry_ids, which):
     """Delete entries for good."""
     store = _store(ctx, which)
     for entry_id in entry_ids:
-        _call(lambda: store.delete(entry_id))
+        _call(lambda entry_id=entry_id: store.delete(entry_id))
         click.echo(f"deleted {entry_id}")
 
 
-def _cell(value: str, width: int | None) -> str:
+def cell(value: str, width: int | None) -> str:
+    """``value`` safe to print in a table: control characters as ?, at most ``width`` long."""
     # Paths and names come from the scanned files: they must not drive the admin's terminal.
     value = _CONTROL.sub("?", value).encode("utf-8", "replace").decode("utf-8")
     if width is not None and len(value) > width:
@@ -122,7 +130,8 @@ def _cell(value: str, width: int | None) -> str:
     return value
 
 
-def _describe(record: dict) -> list[tuple[str, str]]:
+def describe(record: dict) -> list[tuple[str, str]]:
+    """A kept file's record as (label, value) rows for ``show``."""
     def when(epoch) -> str:
         if not isinstance(epoch, (int, float)):
             return ""
@@ -136,9 +145,9 @@ def _describe(record: dict) -> list[tuple[str, str]]:
          + (f" (cure requested: {record['uncurable_reason']})"
             if record.get("uncurable_reason") else "")),
         ("Original path", record.get("original_path", "")),
-        ("Owner", f"{record.get('owner') or record.get('uid', '')}:"
-                  f"{record.get('group') or record.get('gid', '')} "
-                  f"({record.get('uid', '')}:{record.get('gid', '')})"),
+        ("Owner", (f"{record.get('owner') or record.get('uid', '')}:"
+                   f"{record.get('group') or record.get('gid', '')} "
+                   f"({record.get('uid', '')}:{record.get('gid', '')})")),
         ("Mode", record.get("mode_octal", "")),
         ("Modified", when(mtime / 1e9) if isinstance(mtime, int) else ""),
         ("Size", record.get("size", "")),

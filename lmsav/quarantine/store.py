@@ -28,9 +28,9 @@ import pwd
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..durable import entry_dirs, fsync_dir, remove_dir
 from ..mail.backup import ID_RE, id_time, new_id
@@ -55,7 +55,7 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class StoredFile:
-    """One kept file, as ``lmsav quarantine list`` shows it."""
+    """One kept file, as ``lmsav quarantine list`` and ``lmsav backup list`` show it."""
 
     id: str
     created: float
@@ -196,6 +196,18 @@ class FileStore:
 
     def content_path(self, entry_id: str) -> Path:
         return self._existing(entry_id) / CONTENT_FILE
+
+    def exists(self, entry_id: str) -> bool:
+        """Whether ``entry_id`` names an entry of this store (a malformed id names none)."""
+        if not isinstance(entry_id, str) or not ID_RE.match(entry_id):
+            return False
+        try:
+            return stat.S_ISDIR(os.lstat(self.root / entry_id).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as err:
+            raise StoreError(f"cannot read {self.kind} entry '{entry_id}': "
+                             f"{_reason(err)}") from None
 
     # -- restoring and removing ----------------------------------------------------------------
 

@@ -18,7 +18,15 @@ import os
 from . import filetype
 from .containers import Corrupted, Encrypted, Unsupported, handler_for
 from .limits import Context, LimitExceeded, Limits, running
-from .objects import ObjectResult, ScanObject, Status, Threat, Verdict, join_path
+from .objects import (
+    ObjectResult,
+    ScanObject,
+    Status,
+    Threat,
+    Verdict,
+    join_path,
+    one_line,
+)
 from .signatures.database import Database
 from .signatures.subject import Subject
 
@@ -221,4 +229,4 @@ class Engine:
     def _mark(res: ObjectResult, status: Status, reason: str) -> None:
         res.status = max(status, res.status)
         if not res.reason:
-            res.reason = reason
+            res.reason = one_line(reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import mmap
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +15,17 @@ from .signatures.subject import MemberMeta
 
 # Separates a container from a member inside it: ``mail.eml//2:invoice.zip//clam.exe``.
 PATH_SEP = "//"
+
+# A run of white space with a line break in it (libarchive ends some messages with "\n").
+_LINE_BREAK_RUN = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]\s*")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: every run of white space holding a line break becomes one space.
+    Reasons end up in ``PATH: reason STATUS`` lines, which a reader splits on newlines."""
+    if not text or _LINE_BREAK_RUN.search(text) is None:
+        return text
+    return _LINE_BREAK_RUN.sub(" ", text).strip()
 
 
 class Status(enum.IntEnum):
@@ -57,6 +69,9 @@ class ObjectResult:
     # object (Child.member); None when the container cannot place it.
     member: int | None = None
 
+    def __post_init__(self) -> None:
+        self.reason = one_line(self.reason)
+
     def walk(self) -> Iterator["ObjectResult"]:
         yield self
         for child in self.children:
@@ -66,20 +81,37 @@ class ObjectResult:
         return max((r.status for r in self.walk()), default=Status.CLEAN)
 
     def to_json(self) -> dict:
+        """This object and its members as JSON (lmsav/data/scan-result.schema.json, "node").
+
+        ``status`` is the worst of the object's own and its members' (the README's rule), so a
+        reader can stop at any level; ``own_status`` says what the object itself was judged
+        when that differs (a damaged archive holding an infected member)."""
+        return self._json()[0]
+
+    def _json(self) -> tuple[dict, Status]:
+        # Bottom-up, so the worst status of every subtree is known in one pass.
+        worst = self.status
+        children = []
+        for child in self.children:
+            data, child_worst = child._json()
+            children.append(data)
+            worst = max(worst, child_worst)
         out = {
             "path": self.path,
             "type": self.type,
             "size": self.size,
-            "status": self.status.label,
-            "threats": [t.to_json() for t in self.threats],
+            "status": worst.label,
         }
+        if worst != self.status:
+            out["own_status"] = self.status.label
+        out["threats"] = [t.to_json() for t in self.threats]
         if self.reason:
-            out["reason"] = self.reason
+            out["reason"] = one_line(self.reason)
         if self.member is not None:
             out["member"] = self.member
-        if self.children:
-            out["children"] = [c.to_json() for c in self.children]
-        return out
+        if children:
+            out["children"] = children
+        return out, worst
 
 
 @dataclass(slots=True)
@@ -105,12 +137,13 @@ class Verdict:
         return [r for r in self.root.walk() if r.status != Status.CLEAN]
 
     def to_json(self) -> dict:
-        status = self.status
+        """One line of ``lmsav scan --json`` (lmsav/data/scan-result.schema.json, "file")."""
+        result, status = self.root._json()
         return {
             "path": self.root.path,
             "status": status.label,
             "threats": [{"path": p, **t.to_json()} for p, t in self.threats],
-            "result": self.root.to_json(),
+            "result": result,
         }
 
 

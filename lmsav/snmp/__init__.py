@@ -1,1 +1,3 @@
-"""The SNMP subagent and traps: nothing yet; the package holds the place of the coming one."""
+"""SNMP: the LMSAV-MIB (contrib/snmp/LMSAV-MIB.txt) served to net-snmp's snmpd through
+pass_persist (``agent``), and its notifications sent as SNMPv2c traps (``monitor``, ``traps``).
+The values come from lmsav.status and the statistics store; see lmsav-snmp(8)."""

@@ -1,2 +1,3 @@
-"""Statistics: for now only their place (``paths.stats_dir``, one JSON line per message written
-by ``lmsav.mail.outcome.append_stats``); the reports over them are not written yet."""
+"""Statistics: every component records events (``store.open_store(settings).record``) in one
+store, SQLite under the state directory or a PostgreSQL database several nodes share, kept per
+message and rolled up per minute, hour and day; ``lmsav stats`` reads them."""

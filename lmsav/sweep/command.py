@@ -13,7 +13,8 @@ from ..clitools import EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, Fatal
 from ..scanner.engine import Engine
 from ..scanner.objects import Status
 from .options import ScanParameters
-from .report import ReportPrinter, progress_bar
+from .progress import ScanProgress
+from .report import ReportPrinter, colour_wanted
 from .run import SweepOptions, Tally, summarize, sweep
 
 
@@ -23,6 +24,9 @@ def run_scan(settings, db, params: ScanParameters) -> int:
     engine = Engine(db, settings.limits(), sc.scan_archives, sc.scan_mail,
                     str(settings.paths.tmp_dir) if settings.paths.tmp_dir else None)
     as_json, verbose = params.as_json, params.verbose
+    if params.initial_scan and not params.watch:
+        raise Fatal("--initial-scan goes with --watch (a scan without --watch is a sweep "
+                    "already)")
     # Actions look at each detected file again in this process (and get its tree then), so
     # the workers need not send every clean file's tree back.
     opts = SweepOptions(tuple(sc.exclude), tuple(sc.include), sc.max_dir_depth,
@@ -34,18 +38,21 @@ def run_scan(settings, db, params: ScanParameters) -> int:
     runner = action_runner(settings, engine, db)
     report_file = _open_report(params.report_path, params.report_format)
     printer = ReportPrinter(verbose, params.infected, as_json, set(runner.policy.found),
-                            runner.policy.active, sc.incremental and not params.watch)
+                            runner.policy.active, sc.incremental and not params.watch,
+                            colour=colour_wanted(params.no_color, as_json))
     tally = Tally()
     progress = params.progress
     show_bar = progress if progress is not None else sys.stderr.isatty() and not as_json
-    bar = progress_bar() if show_bar and not params.watch else None
+    bar = ScanProgress() if show_bar and not params.watch else None
+    planned = bar.planned if bar is not None else None
+    walked = bar.walked if bar is not None else None
 
     def on_report(report, act=True, scanned=None):
         result = runner.apply(report, scanned) if act else runner.apply_nothing(report)
         if report_file is not None and result is not None:
             report_file.write(result)
         if bar is not None and (verbose or report.status != Status.CLEAN or report.skipped):
-            with bar.external_write_mode(file=sys.stderr):  # keep lines and the bar apart
+            with bar.hidden():  # keep lines and the bar apart
                 printer.emit(report, result)
         else:
             printer.emit(report, result)
@@ -54,8 +61,12 @@ def run_scan(settings, db, params: ScanParameters) -> int:
 
     targets = params.targets
     if params.watch:
+        def initial_sweep() -> None:
+            sweep(engine, targets, opts, tally, on_report)
+
         try:
-            _watch(targets, engine, sc, tally, on_report, as_json)
+            _watch(targets, engine, sc, tally, on_report, as_json,
+                   initial_sweep if params.initial_scan else None)
         finally:
             if report_file is not None:
                 report_file.close()
@@ -66,12 +77,16 @@ def run_scan(settings, db, params: ScanParameters) -> int:
     try:
         file_targets = [t for t in targets if t != "-"]
         if "-" in targets:
+            if planned is not None:
+                planned(1)
             verdict = engine.scan_bytes(sys.stdin.buffer.read(), "stdin")
             report = summarize("stdin", verdict, as_json)
             tally.add(report)
             on_report(report, act=False)  # nothing on disk to act on
         if file_targets:
-            sweep(engine, file_targets, opts, tally, on_report)
+            sweep(engine, file_targets, opts, tally, on_report, planned, walked)
+        elif walked is not None:
+            walked()
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -97,7 +112,8 @@ def action_runner(settings, engine, db):
     return ActionRunner(engine, ActionPolicy.from_settings(settings.scan),
                         FileStore(paths_mod.quarantine_dir(state), "quarantine"),
                         FileStore(paths_mod.backup_files_dir(state), "backup"), db.version,
-                        keep_out=(str(state), str(settings.database_dir())))
+                        keep_out=(str(state), str(settings.database_dir())),
+                        hostname=settings.host_name())
 
 
 def _open_report(path: str | None, fmt: str | None):
@@ -111,8 +127,11 @@ def _open_report(path: str | None, fmt: str | None):
         raise Fatal(f"cannot open the report file {path}: {err.strerror or err}") from None
 
 
-def _watch(targets, engine, sc, tally, on_report, as_json) -> None:
-    """``scan --watch``: scan each file finished under the directories until SIGINT/SIGTERM."""
+def _watch(targets, engine, sc, tally, on_report, as_json, initial_sweep=None) -> None:
+    """``scan --watch``: scan each file finished under the directories until SIGINT/SIGTERM.
+
+    ``initial_sweep()`` (--initial-scan) scans what is already there, once the watches are in
+    place: a file written meanwhile is not missed, at worst scanned twice."""
     import signal
     import threading
 
@@ -134,13 +153,32 @@ def _watch(targets, engine, sc, tally, on_report, as_json) -> None:
 
     watcher = FileWatcher(list(targets), on_file, exclude=tuple(sc.exclude),
                           include=tuple(sc.include), follow_symlinks=sc.follow_symlinks)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    sweeping = False
+
+    def on_signal(*_) -> None:
+        stop.set()
+        if sweeping:  # the sweep never looks at the stop flag: end it here
+            raise KeyboardInterrupt
+
+    def ready() -> None:
+        nonlocal sweeping
+        if initial_sweep is not None:
+            sweeping = True
+            try:
+                initial_sweep()
+            finally:
+                sweeping = False
+        if not stop.is_set():
+            click.echo(f"lmsav: watching {', '.join(watcher.roots)}", err=True)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        watcher.run(stop, ready=lambda: click.echo(
-            f"lmsav: watching {', '.join(watcher.roots)}", err=True))
+        watcher.run(stop, ready=ready)
     except WatchError as err:
         raise Fatal(str(err)) from None
+    except KeyboardInterrupt:
+        if not stop.is_set():
+            raise  # not ours
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -51,7 +51,12 @@ def _parameters() -> list:
                   help="One JSON object per input (the verdict tree), then a summary object."),
     click.option("--no-summary", is_flag=True, help="Do not print the summary."),
     click.option("--progress/--no-progress", default=None,
-                  help="Progress bar on stderr (default: only when stderr is a terminal)."),
+                  help="Progress bar on stderr: files done of files found, with the percentage "
+                       "and time left once the walk is over (default: only when stderr is a "
+                       "terminal)."),
+    click.option("--no-color", is_flag=True,
+                  help="No colour for FOUND and ERROR (default: colour on a terminal, unless "
+                       "NO_COLOR is set)."),
     click.option("--daemon", "use_daemon", is_flag=True,
                   help="Scan through a running lmsav daemon (as clamdscan does): paths are passed "
                        "to it (MULTISCAN), standard input is streamed."),
@@ -87,7 +92,11 @@ def _parameters() -> list:
                        "(default: configured scan.incremental, off)."),
     click.option("--watch", is_flag=True,
                   help="Watch the directories PATH... and scan each file as it is written or moved "
-                       "in, until interrupted (SIGINT, SIGTERM)."),
+                       "in, until interrupted (SIGINT, SIGTERM). Only new or changed files are "
+                       "scanned: files already there are not, unless --initial-scan."),
+    click.option("--initial-scan", is_flag=True,
+                  help="With --watch: first scan the files already in the directories (as a "
+                       "sweep does), then watch."),
     ]
 
 
@@ -129,6 +138,7 @@ class ScanParameters:
     as_json: bool = False
     no_summary: bool = False
     progress: bool | None = None
+    no_color: bool = False
     use_daemon: bool = False
     daemon_socket: str | None = None
     stream: bool = False
@@ -144,6 +154,7 @@ class ScanParameters:
     report_format: str | None = None
     incremental: bool | None = None
     watch: bool = False
+    initial_scan: bool = False
 
     def action_overrides(self) -> dict:
         """The [scan] action settings given on the command line."""

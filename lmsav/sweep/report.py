@@ -1,33 +1,52 @@
-"""What a sweep prints and writes: clamscan-style lines or JSON lines, the summary, the progress
-bar, and the ``--report`` file of actions."""
+"""What a sweep prints and writes: clamscan-style lines or JSON lines, the summary, and the
+``--report`` file of actions.
+
+The JSON lines are described by lmsav/data/scan-result.schema.json."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
 from .. import __version__
 from ..clitools import EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND
-from ..scanner.objects import Status
+from ..scanner.objects import Status, one_line
 from .actions import ActionResult, iso_time
 
 
-def progress_bar():
-    """A files-scanned counter on stderr (tqdm), for a terminal."""
-    from tqdm import tqdm
+def colour_wanted(no_color: bool, as_json: bool, stream=None) -> bool:
+    """Whether result lines are coloured: only on a terminal, never for JSON, and never when
+    the user said no (``--no-color``, or ``NO_COLOR`` set to anything but empty, no-color.org).
+    ``stream`` is where the lines go (standard output)."""
+    if no_color or as_json or os.environ.get("NO_COLOR"):
+        return False
+    stream = sys.stdout if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
-    return tqdm(unit=" files", file=sys.stderr, dynamic_ncols=True, mininterval=0.25,
-                desc="scanning", leave=False)
+
+def found_line(text: str, colour: bool) -> str:
+    """A ``... FOUND`` line, red on a terminal."""
+    return click.style(text, fg="red", bold=True) if colour else text
+
+
+def error_line(text: str, colour: bool) -> str:
+    """A ``... ERROR`` line, yellow on a terminal."""
+    return click.style(text, fg="yellow", bold=True) if colour else text
 
 
 class ReportPrinter:
     """Turns FileReports into clamscan-style lines or JSON lines, and counts for the exit code."""
 
     def __init__(self, verbose: bool, infected_only: bool, as_json: bool, found: set[Status],
-                 actions: bool = False, incremental: bool = False):
+                 actions: bool = False, incremental: bool = False, colour: bool = False):
         self.verbose, self.infected_only, self.as_json = verbose, infected_only, as_json
+        self.colour = colour  # colour_wanted(): FOUND and ERROR lines stand out on a terminal
         self.found_statuses = found
         self.actions = actions  # some status gets more than a report: print what was done
         self.incremental = incremental
@@ -67,16 +86,22 @@ class ReportPrinter:
             if self.verbose:
                 click.echo(f"{report.path}: {'unchanged' if report.unchanged else 'OK'}")
             return
+        colour = self.colour
         for path, st, threats, reason in report.findings:
             # -i as clamscan's: what was found, and the errors (never hidden behind exit 2).
             if self.infected_only and st not in (Status.INFECTED, Status.SUSPICIOUS, Status.ERROR):
                 continue
+            # One line per finding, whatever a library put in its message.
+            reason = one_line(reason)
             if report.skipped:
                 if self.verbose:
                     click.echo(f"{path}: {reason} SKIPPED")
             elif threats:
                 for name in threats:
-                    click.echo(f"{path}: {name} FOUND")
+                    click.echo(found_line(f"{path}: {name} FOUND", colour), color=colour or None)
+            elif st == Status.ERROR:
+                click.echo(error_line(f"{path}: {reason or st.label} ERROR", colour),
+                           color=colour or None)
             elif st != Status.CLEAN:
                 click.echo(f"{path}: {reason or st.label} {st.name}")
 

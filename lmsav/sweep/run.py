@@ -58,6 +58,7 @@ class FileReport:
     tree: dict | None = None  # the verdict as JSON when asked for
     skipped: bool = False  # not scanned on purpose (special file): not counted as scanned
     unchanged: bool = False  # clean as the scan cache knows it, not read: not counted as scanned
+    unreached: bool = False  # the walk could not get to it (missing, unlistable): an error only
 
 
 @dataclass
@@ -71,6 +72,9 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
 
     def add(self, report: FileReport) -> None:
+        if report.unreached:  # clamscan counts these as errors, never as scanned files
+            self.by_status[Status.ERROR] += 1
+            return
         if report.skipped:
             self.skipped += 1
             return
@@ -104,7 +108,8 @@ def inputs(paths: Iterable[str], opts: SweepOptions, tally: Tally,
 
     def on_error(path: str, err: OSError) -> None:
         why = _WHY[err.step] if isinstance(err, WalkError) else "cannot open"
-        pending.append(problem_report(path, Status.ERROR, f"{why}: {err.strerror}", want_tree))
+        pending.append(problem_report(path, Status.ERROR, f"{why}: {err.strerror}", want_tree,
+                                      unreached=True))
 
     def on_special(path: str) -> None:
         pending.append(problem_report(path, Status.CLEAN, "special file", want_tree,
@@ -161,11 +166,12 @@ def scan_one(path: str) -> FileReport:
 
 
 def problem_report(path: str, status: Status, reason: str, want_tree: bool,
-                   skipped: bool = False) -> FileReport:
+                   skipped: bool = False, unreached: bool = False) -> FileReport:
     """The report of a path the walk could not descend into or must not scan (not fatal)."""
     verdict = Verdict(ObjectResult(path, "", 0, status, reason=reason))
     report = summarize(path, verdict, want_tree)
     report.skipped = skipped
+    report.unreached = unreached
     if skipped:
         report.findings = [(path, Status.CLEAN, [], reason)]
     return report
@@ -204,23 +210,41 @@ def sweep(
     opts: SweepOptions,
     tally: Tally,
     on_report: Callable[[FileReport], None],
+    on_planned: Callable[[int], None] | None = None,
+    on_walked: Callable[[], None] | None = None,
 ) -> None:
     """Scan everything under ``paths``, calling ``on_report`` in walk order for each input.
 
     Files an incremental sweep skips as unchanged are counted in ``tally.unchanged`` and reach
     ``on_report`` (as ``FileReport.unchanged``) only when ``opts.report_unchanged`` is set.
+
+    For a progress display: ``on_planned(n)`` tells of ``n`` more inputs that will reach
+    ``on_report`` as the walk finds them (ahead of their reports: workers scan while the walk
+    goes on), and ``on_walked()`` that the walk is over, every input planned.
     """
     global _engine, _want_tree
     _engine, _want_tree = engine, opts.want_tree
     cache = open_cache(engine, opts) if opts.incremental else None
     try:
+        planned = _plan(paths, opts, tally, cache)
+        if on_planned is not None or on_walked is not None:
+            planned = _announced(planned, on_planned, on_walked)
         if opts.workers <= 1:
-            _sweep_here(paths, opts, tally, on_report, cache)
+            _sweep_here(planned, tally, on_report, cache)
         else:
-            _sweep_forked(paths, opts, tally, on_report, cache)
+            _sweep_forked(planned, opts, tally, on_report, cache)
     finally:
         if cache is not None:
             cache.close()
+
+
+def _announced(planned: Iterator, on_planned, on_walked) -> Iterator:
+    for item in planned:
+        if on_planned is not None:
+            on_planned(1)
+        yield item
+    if on_walked is not None:
+        on_walked()
 
 
 def _plan(paths: Iterable[str], opts: SweepOptions, tally: Tally, cache: ScanCache | None
@@ -379,8 +403,8 @@ def _remember(cache: ScanCache, report: FileReport, st: os.stat_result) -> None:
         cache.forget(st)
 
 
-def _sweep_here(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> None:
-    for item in _plan(paths, opts, tally, cache):
+def _sweep_here(planned: Iterable, tally: Tally, on_report, cache) -> None:
+    for item in planned:
         if isinstance(item, FileReport):
             report = item
         else:
@@ -497,8 +521,10 @@ def _died_reports(paths: list[str], status: str) -> list[FileReport]:
     return [problem_report(path, Status.ERROR, reason, _want_tree) for path in paths]
 
 
-def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> None:
-    """The parent walks and keeps walk order; forked workers scan batches of paths."""
+def _sweep_forked(planned: Iterable, opts: SweepOptions, tally: Tally, on_report, cache
+                  ) -> None:
+    """The parent walks (``planned``) and keeps walk order; forked workers scan batches of
+    paths."""
     scanners = _Scanners(opts.workers)
     waiting: deque[FileReport | _Batch] = deque()  # walk order
     open_batch: _Batch | None = None  # the last batch, still taking paths; not sent yet
@@ -528,7 +554,7 @@ def _sweep_forked(paths, opts: SweepOptions, tally: Tally, on_report, cache) -> 
 
     finished = False
     try:
-        for item in _plan(paths, opts, tally, cache):
+        for item in planned:
             if isinstance(item, FileReport):
                 if open_batch is None:
                     waiting.append(item)

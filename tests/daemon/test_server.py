@@ -316,11 +316,13 @@ def test_lmsav_scan_through_the_daemon(daemon, files):
                              timeout=60)
     assert by_path.returncode == 1
     assert f"{files}/sub/eicar.com: Eicar-Test-Signature FOUND" in by_path.stdout
-    streamed = subprocess.run([*base, "--stream", str(files)], capture_output=True, text=True,
+    assert "Infected files: 1" in by_path.stdout  # the summary, as clamdscan prints it
+    streamed = subprocess.run([*base, "--no-summary", "--stream", str(files)],
+                              capture_output=True, text=True,
                               env=env, timeout=60)
     assert streamed.returncode == 1
     assert streamed.stdout.splitlines() == [f"{files}/sub/eicar.com: Eicar-Test-Signature FOUND"]
-    stdin = subprocess.run([*base, "-v", "-"], input=b"clean words", capture_output=True,
+    stdin = subprocess.run([*base, "--no-summary", "-v", "-"], input=b"clean words", capture_output=True,
                            env=env, timeout=60)
     assert (stdin.returncode, stdin.stdout) == (0, b"stream: OK\n")
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
+import shlex
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from lmsav.cli import main
 from tests.conftest import EICAR
+from tests.jsonlines import one_object, records
 
 
 @pytest.fixture
@@ -39,15 +41,19 @@ def infected_message() -> bytes:
     return msg.as_bytes()
 
 
+def state_files(state) -> dict[str, bytes]:
+    return {str(p.relative_to(state)): p.read_bytes() for p in state.rglob("*") if p.is_file()}
+
+
 def test_mail_check_json_output_files_backup_and_stats(env):
     run, tmp = env
     msg = tmp / "m.eml"
     msg.write_bytes(infected_message())
     out = tmp / "out"
-    result = run("mail", "check", "--json", "-o", out, "-f", "alice@example.org",
+    result = run("mail", "check", "--record", "--json", "-o", out, "-f", "alice@example.org",
                  "-r", "bob@staff.example", "-r", "carol@other.example", msg)
     assert result.exit_code == 1
-    data = json.loads(result.output)
+    data = one_object(result.output)
     assert data["status"] == "infected" and data["threats"] == ["Eicar-Test-Signature"]
     by_group = {g["group"]: g for g in data["groups"]}
     assert by_group["staff"]["action"] == "warn" and by_group["staff"]["delivered"]
@@ -55,21 +61,73 @@ def test_mail_check_json_output_files_backup_and_stats(env):
     warned = email.message_from_bytes((out / "staff.eml").read_bytes(), policy=email.policy.default)
     assert warned["X-AV-Status"] == "infected"
     assert not (out / "default.eml").exists()
-    stats = list((tmp / "state" / "stats").glob("mail-*.jsonl"))
-    assert json.loads(stats[0].read_text())["recipients"] == ["bob@staff.example",
-                                                              "carol@other.example"]
+    assert state_files(tmp / "state" / "stats")  # the statistics were recorded (--record)
     # The original was kept: list, show, extract, delete.
-    listed = json.loads(run("backup", "list", "--json").output)
-    [entry] = listed
-    shown = json.loads(run("backup", "show", entry["id"]).output)
+    [entry] = records(run("backup", "list", "--json").output)
+    assert entry["kind"] == "mail" and entry["id"] == by_group["staff"]["backup"]
+    shown = one_object(run("backup", "show", "--json", entry["id"]).output)
     assert shown["status"] == "infected"
     extracted = tmp / "orig.eml"
     assert run("backup", "extract", entry["id"], "-o", extracted).exit_code == 0
     assert extracted.read_bytes() == msg.read_bytes()
     assert run("backup", "delete", entry["id"]).exit_code == 0
-    assert json.loads(run("backup", "list", "--json").output) == []
+    assert run("backup", "list", "--json").output == ""
     bad = run("backup", "show", "../../etc")
     assert bad.exit_code == 2 and "invalid backup id" in bad.output
+
+
+def test_mail_check_leaves_no_trace_unless_record(env):
+    """Trying a message by hand writes neither a backup entry nor statistics; --record does
+    both, as the mail integrations do, and --no-backup / --no-stats leave out one of them.
+    Each case runs on a state directory of its own."""
+    run, tmp = env
+    msg = tmp / "m.eml"
+    msg.write_bytes(infected_message())
+
+    def check(name: str, *extra: str) -> tuple[dict[str, bytes], list[dict]]:
+        """The files of state directory NAME after one check, and its backup entries."""
+        config = tmp / "etc" / f"{name}.toml"  # beside groups.d
+        config.write_text(f'[paths]\nstate_dir = "{tmp / name}"\n')
+        result = run("--config", config, "mail", "check", *extra, "-f", "alice@example.org",
+                     "-r", "bob@other.example", msg)
+        assert result.exit_code == 1, result.output
+        return (state_files(tmp / name),
+                records(run("--config", config, "backup", "list", "--json").output))
+
+    for extra in ((), ("--json",), ("--no-backup", "--no-stats")):
+        assert check("untouched", *extra) == ({}, [])  # nothing at all in the state directory
+
+    files, kept = check("recorded", "--record")
+    assert [e["kind"] for e in kept] == ["mail"]
+    assert {name.split("/")[0] for name in files} == {"backup", "stats"}
+
+    files, kept = check("stats-only", "--record", "--no-backup")
+    assert kept == [] and {name.split("/")[0] for name in files} == {"stats"}
+
+    files, kept = check("backup-only", "--record", "--no-stats")
+    assert len(kept) == 1 and {name.split("/")[0] for name in files} == {"backup"}
+
+
+def test_the_man_page_examples_run_as_written(env, monkeypatch):
+    """Each EXAMPLES line of lmsav-mail(1) as written, in a directory holding msg.eml; only
+    the one with --record leaves a backup entry."""
+    page = (Path(__file__).resolve().parents[2] / "man" / "lmsav-mail.1").read_text()
+    block = page.split(".SH EXAMPLES\n.nf\n", 1)[1].split(".fi\n", 1)[0].replace("\\-", "-")
+    run, tmp = env
+    monkeypatch.chdir(tmp)
+    (tmp / "msg.eml").write_bytes(infected_message())
+    kept = []
+    for line in block.splitlines():
+        words = shlex.split(line)
+        stdin = None
+        if words[-2] == "<":  # the shell's redirection
+            stdin, words = Path(words[-1]).read_bytes(), words[:-2]
+        assert words[:3] == ["lmsav", "mail", "check"], line
+        result = run(*words[1:], input=stdin)
+        assert result.exit_code == 1, (line, result.output)
+        kept.append(len(records(run("backup", "list", "--json").output)))
+    assert kept == [0, 0, 1]
+    assert list((tmp / "out").glob("notice*.eml"))  # -o out wrote the plan
 
 
 def test_mail_check_clean_from_stdin_human_output(env):
@@ -87,6 +145,9 @@ def test_groups_list_show_which(env):
     run, _ = env
     listed = run("groups", "list").output
     assert listed.index("staff") < listed.index("default")
+    rows = records(run("groups", "list", "--json").output)  # one line per group
+    assert [r["name"] for r in rows] == ["staff", "default"]
+    assert rows[0]["recipients"] == ["*@staff.example"] and rows[0]["priority"] == 5
     shown = run("groups", "show", "staff").output
     assert 'infected_action = "warn"' in shown
     which = run("groups", "which", "-f", "a@b.c", "-r", "x@staff.example", "-r", "y@z.example")

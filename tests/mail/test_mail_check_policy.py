@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import io
-import json
 import struct
 import zipfile
 from email.message import EmailMessage
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 
 from lmsav.cli import main
 from tests.conftest import EICAR
+from tests.jsonlines import one_object, records
 from tests.mail.test_process import tiny_pe
 
 
@@ -41,12 +41,13 @@ def admin(tmp_path, monkeypatch):
         def check(self, raw: bytes, sender: str, *rcpts: str) -> dict:
             path = tmp_path / "m.eml"
             path.write_bytes(raw)
-            args = ["mail", "check", "--json", "-o", self.out, "-f", sender]
+            # --record: the backup entry is written as the mail integrations write it.
+            args = ["mail", "check", "--record", "--json", "-o", self.out, "-f", sender]
             for r in rcpts:
                 args += ["-r", r]
             result = self.run(*args, path)
             assert result.exit_code in (0, 1), result.output
-            return json.loads(result.output)
+            return one_object(result.output)
 
         def notices(self, kind: str) -> list[email.message.EmailMessage]:
             return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
@@ -136,8 +137,9 @@ def test_three_groups_one_backup_entry_and_one_notice_per_person(admin):
     assert [(g["group"], g["action"]) for g in data["groups"]] == [
         ("sales", "reject"), ("board", "warn"), ("staff", "drop")]
 
-    [entry] = json.loads(admin.run("backup", "list", "--json").output)
-    shown = json.loads(admin.run("backup", "show", entry["id"]).output)
+    [entry] = records(admin.run("backup", "list", "--json").output)
+    assert entry["kind"] == "mail"
+    shown = one_object(admin.run("backup", "show", "--json", entry["id"]).output)
     assert shown["recipients"] == list(rcpts)
     assert shown["groups"] == [
         {"group": "sales", "recipients": ["bob@sales.example"], "status": "infected",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import io
-import json
 import zipfile
 from email.message import EmailMessage
 
@@ -18,6 +17,8 @@ from lmsav.mail.groups import load_groups
 from lmsav.mail.process import MailProcessor
 from lmsav.scanner.limits import Limits
 from lmsav.scanner.signatures.database import Database
+from lmsav.stats.sqlite_store import FILE_NAME, SQLiteBackend
+from lmsav.stats.store import Store
 from tests.conftest import EICAR
 
 GROUPS = {
@@ -59,7 +60,8 @@ def processor(db, tmp_path):
         (gdir / name).write_text(text)
     return MailProcessor(db, load_groups(gdir), Limits(),
                          backup_store=BackupStore(tmp_path / "backup"),
-                         stats_dir=tmp_path / "stats", hostname="mx.test")
+                         stats=Store(SQLiteBackend(tmp_path / "stats" / FILE_NAME), "mx.test"),
+                         hostname="mx.test")
 
 
 def zip_of(members: dict[str, bytes]) -> bytes:
@@ -140,10 +142,11 @@ def test_plain_infected_attachment_is_not_curable_in_strict_and_warned_in_lax(pr
     assert strict.notices[0].envelope_to == ("bob@strict.example",)
     assert strict.notices[1].envelope_to == ("postmaster@strict.example",)
     assert lax.notices == []
-    stats = list((tmp_path / "stats").iterdir())
-    record = json.loads(stats[0].read_text().splitlines()[-1])
-    assert record["status"] == "infected" and record["actions"] == {"strict": "reject",
-                                                                    "lax": "warn"}
+    processor.stats.flush()
+    [record] = processor.stats.messages()
+    assert record["status"] == "infected" and record["outcomes"] == {
+        "strict": {"status": "infected", "action": "reject"},
+        "lax": {"status": "infected", "action": "warn"}}
 
 
 def test_infected_inside_zip_inside_forwarded_message(processor):

@@ -24,6 +24,7 @@ from lmsav.scanner.signatures.database import Database
 from lmsav.sweep.actions import ActionPolicy, ActionRunner
 from lmsav.sweep.run import scan_one
 from tests.conftest import EICAR
+from tests.jsonlines import records
 
 ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not ROOT, reason="changing a file's owner needs root")
@@ -190,9 +191,9 @@ def test_cure_zip_keeps_the_clean_member_and_the_original_in_backup(env):
     assert info["action"] == "cure" and info["original_path"] == str(arc)
     assert env.entries(env.quarantine) == []
     assert env.scan(arc).exit_code == 0  # the cured file scans clean
-    # The backup store is the one `lmsav quarantine --store backup` shows.
-    listed = json.loads(env.run("quarantine", "list", "--store", "backup", "--json").output)
-    assert [e["id"] for e in listed] == [entry.name]
+    # The backup store is the one `lmsav backup list` shows (kind "file").
+    listed = records(env.run("backup", "list", "--json").output)
+    assert [(e["kind"], e["id"]) for e in listed] == [("file", entry.name)]
 
 
 def test_cure_tar_gz(env):

@@ -395,3 +395,57 @@ def test_lost_events_are_made_up_by_a_walk(monkeypatch, caplog, watch, root):
     assert "inotify queue overflowed" in caplog.text
     reported = [c for c in w.calls if "barrier" not in c]
     assert sorted(reported) == sorted(str(n) for n in names)
+
+
+# -- lmsav scan --watch [--initial-scan] -----------------------------------------------------------
+
+def _watch_scan(tmp_path, directory, *options):
+    """Run `lmsav scan --watch`, stop it (SIGTERM) once it says it is watching; (exit, stdout)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "lmsav.toml"
+    config.write_text(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
+    exe = Path(sys.executable).with_name("lmsav")
+    proc = subprocess.Popen([exe, "scan", "--watch", *options, "-j", "2", directory],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, LMSAV_CONFIG=str(config)))
+    try:
+        assert proc.stderr.readline().startswith("lmsav: watching ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert "Traceback" not in err, err
+    return proc.returncode, out
+
+
+def test_files_already_there_are_scanned_only_with_initial_scan(tmp_path, root):
+    from tests.conftest import EICAR
+
+    (root / "sub").mkdir()
+    (root / "sub" / "eicar.com").write_bytes(EICAR)
+    (root / "clean.txt").write_text("clean\n")
+    found = f"{root}/sub/eicar.com: Eicar-Test-Signature FOUND"
+
+    code, out = _watch_scan(tmp_path, root)
+    assert code == 0 and found not in out.splitlines()
+    assert "Scanned files: 0" in out.splitlines()
+
+    code, out = _watch_scan(tmp_path, root, "--initial-scan")
+    assert code == 1 and found in out.splitlines()
+    assert "Scanned files: 2" in out.splitlines() and "Scanned directories: 2" in out
+
+
+def test_initial_scan_goes_with_watch_and_the_help_says_why(tmp_path):
+    from click.testing import CliRunner
+
+    from lmsav.cli import main
+
+    result = CliRunner().invoke(main, ["scan", "--initial-scan", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--initial-scan goes with --watch" in result.output
+    helped = " ".join(CliRunner().invoke(main, ["scan", "--help"]).output.split())
+    assert "Only new or changed files are scanned" in helped
+    assert "unless --initial-scan" in helped

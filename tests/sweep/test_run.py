@@ -1,6 +1,7 @@
 """Sweeps for `lmsav scan`: what the walk finds becomes reports (files, special files, problems),
 in walk order, also from parallel workers."""
 
+import json
 import os
 
 import pytest
@@ -123,3 +124,91 @@ def test_a_worker_that_dies_costs_its_batch_an_error_and_the_sweep_goes_on(tmp_p
     assert seen[run_mod.BATCH].findings[0][3].startswith("scanning process died")
     assert seen[-1].status == Status.INFECTED  # scanned by the worker that took its place
     assert tally.files == len(names)
+
+
+# -- what the walk cannot reach is an error, not a scanned file --------------------------------
+
+def test_missing_path_is_an_error_and_not_a_scanned_file(tree, bundled_db_dir):
+    engine = Engine(Database.load(bundled_db_dir))
+    tally, seen = Tally(), []
+    sweep(engine, [str(tree / "nope"), str(tree / "top.txt")], SweepOptions(), tally,
+          seen.append)
+    assert [r.status for r in seen] == [Status.ERROR, Status.CLEAN]
+    assert tally.files == 1 and tally.by_status[Status.ERROR] == 1
+
+
+@pytest.fixture
+def scan(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from lmsav.cli import main
+
+    config = tmp_path / "lmsav.toml"
+    config.write_text(f'[paths]\nstate_dir = "{tmp_path / "state"}"\n')
+    monkeypatch.setenv("LMSAV_CONFIG", str(config))
+
+    def run(*args):
+        return CliRunner().invoke(main, ["scan", *map(str, args)], catch_exceptions=False)
+
+    return run
+
+
+def test_missing_path_in_the_text_summary_counts_as_error_only(scan, tmp_path):
+    missing = tmp_path / "no-such-file"
+    result = scan(missing)
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert f"{missing}: cannot open: No such file or directory ERROR" in lines
+    assert "Scanned files: 0" in lines and "Errors: 1" in lines
+    [timing] = [line for line in lines if line.startswith("Time: ")]
+    assert timing.endswith("(0 files/s)")
+
+
+def test_missing_path_in_the_json_summary_counts_as_error_only(scan, tree):
+    result = scan("--json", tree / "nope", tree / "top.txt")
+    assert result.exit_code == 2
+    objects = [json.loads(line) for line in result.output.splitlines()]
+    summary = objects.pop()["summary"]
+    assert [o["status"] for o in objects] == ["error", "clean"]
+    assert summary["scanned_files"] == 1 and summary["errors"] == 1
+
+
+def test_broken_link_followed_is_an_error_and_not_a_scanned_file(tree, bundled_db_dir):
+    os.symlink(tree / "missing", tree / "a" / "dangling")
+    tally = Tally()
+    sweep(Engine(Database.load(bundled_db_dir)), [str(tree)],
+          SweepOptions(follow_symlinks=True), tally, lambda report: None)
+    assert tally.files == 4 and tally.by_status[Status.ERROR] == 1
+
+
+# -- planning, for the progress bar --------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_report_is_planned_ahead_and_the_end_of_the_walk_is_told(tmp_path, bundled_db_dir,
+                                                                      workers):
+    root = tmp_path / "many"
+    root.mkdir()
+    for n in range(100):
+        (root / f"f{n:03d}").write_text(str(n))
+    os.mkfifo(root / "fifo")
+    events: list[str] = []
+    planned = 0
+
+    def on_planned(count: int) -> None:
+        nonlocal planned
+        planned += count
+        events.append("planned")
+
+    def on_report(report) -> None:
+        assert planned > events.count("report")  # the report of something planned already
+        events.append("report")
+
+    sweep(Engine(Database.load(bundled_db_dir)), [str(root), str(tmp_path / "nope")],
+          SweepOptions(workers=workers), Tally(), on_report, on_planned,
+          lambda: events.append("walked"))
+    assert planned == events.count("report") == 102  # files, the fifo, the missing path
+    assert events.count("walked") == 1
+    walked = events.index("walked")
+    assert "planned" not in events[walked:]
+    if workers > 1:  # workers scan while the walk goes on: the walk ends well ahead
+        assert events[walked:].count("report") > 10

@@ -1,0 +1,121 @@
+"""The PostgreSQL store several mail nodes share (``[stats] url = "postgresql://…"``): the same
+tables and statements as SQLite, with timeouts short enough that a server down or unreachable
+never holds up mail for long."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from .backend import SqlBackend, StoreUnavailable
+
+# Any constant: the key of the lock serialising schema creation between nodes.
+_SCHEMA_LOCK = 0x6C6D7361
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresBackend(SqlBackend):
+    row_id = "BIGSERIAL PRIMARY KEY"
+
+    def __init__(self, url: str, connect_timeout: int = 2, statement_timeout_ms: int = 5000):
+        super().__init__()
+        self.url = url
+        self.description = redacted(url)
+        self.connect_timeout = connect_timeout
+        self.statement_timeout_ms = statement_timeout_ms
+        self._conn = None
+        self._pid = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _connection(self):
+        if self._conn is not None and self._pid == os.getpid() and not self._conn.closed:
+            return self._conn
+        import psycopg
+
+        self._conn = None
+        conn = psycopg.connect(
+            self.url, autocommit=True, connect_timeout=self.connect_timeout,
+            options=f"-c statement_timeout={self.statement_timeout_ms} -c lock_timeout=2000",
+            # A server that vanishes without closing the connection is noticed in seconds.
+            keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
+            tcp_user_timeout=self.statement_timeout_ms)
+        self._conn, self._pid = conn, os.getpid()
+        try:
+            self._begin()
+            try:
+                self._execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                self.ensure_schema()
+                self._commit()
+            except BaseException:
+                self._rollback()
+                raise
+        except BaseException:
+            self._forget()
+            raise
+        return conn
+
+    def _forget(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):  # closing a broken connection
+                conn.close()
+
+    def close(self) -> None:
+        self._forget()
+
+    @staticmethod
+    def _dialect(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def _execute(self, sql: str, params: tuple = ()):
+        return self._conn.execute(self._dialect(sql), params)
+
+    def _executemany(self, sql: str, params: list[tuple]):
+        with self._conn.cursor() as cur:
+            cur.executemany(self._dialect(sql), params)
+
+    def _begin(self):
+        self._conn.execute("BEGIN")
+
+    def _commit(self):
+        self._conn.execute("COMMIT")
+
+    def _rollback(self):
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(Exception):  # the connection is dropped anyway
+                self._conn.execute("ROLLBACK")
+
+    def write(self, rows, now: float) -> None:
+        import psycopg
+
+        try:
+            super().write(rows, now)
+        except psycopg.Error as err:
+            self._forget()
+            raise StoreUnavailable(f"{self.description}: {_one_line(err)}") from None
+
+    def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
+        import psycopg
+
+        try:
+            self._connection()
+            return self._execute(sql, params).fetchall()
+        except psycopg.Error as err:
+            self._forget()
+            raise StoreUnavailable(f"{self.description}: {_one_line(err)}") from None
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

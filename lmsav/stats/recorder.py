@@ -1,0 +1,205 @@
+"""Recording that never raises and never holds up mail.
+
+An event is written at once when the store has been quiet for a while (a one-off command, a
+quiet server: what was recorded can be read at once). Under load, events are handed to a
+writer thread of the process that writes them in batches (one transaction for many), so a
+busy watcher pays almost nothing per message.
+
+When the store cannot take events (locked, damaged, unwritable, the PostgreSQL server down)
+they wait in a bounded buffer; the writer thread tries again every ``retry_interval`` seconds
+and writes all that waited once the store is back; beyond the bound, events are dropped and
+counted. Each such episode is logged once when it starts and once when it ends, never per
+event. Mail never waits on a store that failed: after the first failure, events only join the
+buffer until the store is back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .backend import StoreUnavailable
+from .events import InvalidEvent, row_of
+
+log = logging.getLogger("lmsav.stats")
+
+RETRY_INTERVAL = 5.0
+# A write within this long of the previous one goes to the writer thread, batched.
+QUIET = 1.0
+BATCH_DELAY = 0.5
+CLOSE_WAIT = 5.0
+
+
+class Recorder:
+    def __init__(self, backend, node: str, buffer_size: int,
+                 clock: Callable[[], float] = time.time, retry_interval: float = RETRY_INTERVAL,
+                 quiet: float = QUIET):
+        self.backend = backend
+        self.node = node
+        self.buffer_size = buffer_size
+        self.clock = clock
+        self.retry_interval = retry_interval
+        self.quiet = quiet
+        self.pending: deque = deque()
+        self.dropped = 0  # not yet recorded as a stats_dropped event
+        self.dropped_total = 0
+        self.invalid = 0
+        self.failing_since: float | None = None
+        self.problem = ""
+        self._last_write = float("-inf")
+        self._invalid_logged = False
+        self._start_process()
+
+    def _start_process(self) -> None:
+        """Locks, thread and exit hook of this process (again in a child after fork())."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # the buffer and the counters
+        self.write_lock = threading.RLock()  # one user of the connection at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._exit_hook = False
+        self._closing = False
+
+    # -- recording -------------------------------------------------------------------------------
+    def record(self, event: dict) -> None:
+        """Store ``event`` (see ``events``), buffer it or drop it; never raises."""
+        try:
+            self._record(event)
+        except Exception:  # statistics must never take mail down with them
+            if not self._invalid_logged:
+                self._invalid_logged = True
+                log.exception("statistics: unexpected failure while recording an event")
+
+    def _record(self, event: dict) -> None:
+        try:
+            row = row_of(event, self.node)
+        except InvalidEvent as err:
+            self.invalid += 1
+            if not self._invalid_logged:
+                self._invalid_logged = True
+                log.warning("statistics: an event was not recorded: %s", err)
+            return
+        if self._pid != os.getpid():
+            # A child after fork(): what the parent held is the parent's to write.
+            self._start_process()
+            self.pending.clear()
+        with self._lock:
+            if len(self.pending) < self.buffer_size:
+                self.pending.append(row)
+            else:
+                self._count_drop()
+        now = self.clock()
+        if self.failing_since is None and now - self._last_write >= self.quiet \
+                and self.write_lock.acquire(blocking=False):
+            try:
+                self.flush(now)
+            finally:
+                self.write_lock.release()
+            return
+        self._hand_over()
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        self.dropped_total += 1
+
+    def _hand_over(self) -> None:
+        """Wake the writer thread, started on first need."""
+        if self._closing:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._write_loop, name="lmsav-stats",
+                                            daemon=True)
+            self._thread.start()
+            if not self._exit_hook:
+                # A process ending (the qmail wrapper: one per message) writes what waits.
+                self._exit_hook = True
+                atexit.register(self._at_exit, os.getpid())
+        self._wake.set()
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            # Gather what comes meanwhile: one transaction for many events.
+            self._stop.wait(BATCH_DELAY)
+            self._wake.clear()
+            if not self.flush():
+                self._stop.wait(self.retry_interval)
+                self._wake.set()  # and try again
+            elif self.pending:
+                self._wake.set()  # recorded while this batch was written
+
+    # -- writing ---------------------------------------------------------------------------------
+    def flush(self, now: float | None = None) -> bool:
+        """Write what waits; False when the store could not take it."""
+        with self.write_lock:
+            now = self.clock() if now is None else now
+            with self._lock:
+                rows = list(self.pending)
+            if not rows and not self.dropped:
+                return True
+            try:
+                self.backend.write(rows, now)
+            except StoreUnavailable as err:
+                self._failed(str(err), now)
+                return False
+            except Exception as err:  # noqa: BLE001 - an unforeseen failure is one more episode
+                self._failed(f"{type(err).__name__}: {err}", now)
+                return False
+            self._last_write = now
+            with self._lock:
+                for _ in rows:
+                    self.pending.popleft()
+                dropped, self.dropped = self.dropped, 0
+            if self.failing_since is not None:
+                log.info("statistics store available again after %.0f s: %d waiting events "
+                         "written, %d dropped", now - self.failing_since, len(rows), dropped)
+                self.failing_since, self.problem = None, ""
+            if dropped:
+                self.record({"kind": "stats_dropped", "time": now,
+                             "detail": {"dropped": dropped}})
+            return True
+
+    def _failed(self, problem: str, now: float) -> None:
+        if self.failing_since is None:
+            self.failing_since, self.problem = now, problem
+            log.warning("statistics store unavailable: %s; events are kept in memory (up to "
+                        "%d, then dropped and counted) until it is back; mail is not affected",
+                        problem, self.buffer_size)
+        self._hand_over()  # the writer thread tries again
+
+    # -- ending ----------------------------------------------------------------------------------
+    def _stop_thread(self) -> None:
+        thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None and thread.is_alive():
+            self._stop.set()
+            self._wake.set()
+            thread.join(CLOSE_WAIT)
+        self._thread = None
+
+    def _at_exit(self, pid: int) -> None:
+        if pid == os.getpid():
+            self._closing = True
+            with contextlib.suppress(Exception):
+                self._stop_thread()
+                if self.pending or self.dropped:
+                    self.flush()
+
+    def close(self) -> None:
+        """A last try for what waits (a process ending), then the connection closed."""
+        self._closing = True
+        try:
+            self._stop_thread()
+            if self.pending:
+                self.flush()
+        finally:
+            self._closing = False  # recording again later starts anew
+            with contextlib.suppress(Exception):  # closing never raises either
+                self.backend.close()
