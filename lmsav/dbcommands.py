@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from . import jsonout
 from .clitools import (
     EXIT_CLEAN,
     EXIT_ERROR,
@@ -24,7 +24,7 @@ def db_group():
 
 @db_group.command("build")
 @click.argument("directory", metavar="DIR")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on one line.")
 def db_build(directory, as_json):
     """Validate every signature file in DIR and compile it into DIR's cache.
 
@@ -34,7 +34,7 @@ def db_build(directory, as_json):
     db = load_database(Path(directory), rebuild=True)
     info = _db_info(db)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        jsonout.emit_object(info)
     else:
         click.echo(f"built {db.directory}: {db.total} signatures in {db.build_seconds:.2f} s "
                    f"-> {db.cache_path}")
@@ -46,7 +46,8 @@ def db_build(directory, as_json):
 
 @db_group.command("info")
 @click.option("-d", "--database", metavar="DIR", help="Database directory (default: configured).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The database as one JSON object on one line.")
 @click.pass_context
 def db_info(ctx, database, as_json):
     """Show a database's version, signature counts per format and build time."""
@@ -54,7 +55,7 @@ def db_info(ctx, database, as_json):
     db = load_database(database_dir(settings, database))
     info = _db_info(db)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        jsonout.emit_object(info)
         return
     import datetime
 
@@ -98,8 +99,10 @@ def _db_info(db) -> dict:
 
 @db_group.command("test")
 @click.option("-d", "--database", metavar="DIR", help="Database directory (default: configured).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per sample, one per line (JSON Lines).")
 @click.pass_context
-def db_test(ctx, database):
+def db_test(ctx, database, as_json):
     """Self-test: scan the database's own samples (selftest.toml) and check every verdict."""
     from .scanner.engine import Engine
 
@@ -114,8 +117,13 @@ def db_test(ctx, database):
         names = [t.name for _, t in verdict.threats]
         ok = sample.expect in names if sample.expect else not names
         failures += not ok
+        if as_json:
+            jsonout.emit_object({"sample": sample.name, "expected": sample.expect or None,
+                                 "found": names, "ok": ok})
+            continue
         want = sample.expect or "clean"
         got = ", ".join(names) or "clean"
         click.echo(f"{'ok  ' if ok else 'FAIL'} {sample.name}: expected {want}, got {got}")
-    click.echo(f"{len(db.samples) - failures} passed, {failures} failed")
+    if not as_json:
+        click.echo(f"{len(db.samples) - failures} passed, {failures} failed")
     ctx.exit(EXIT_ERROR if failures else EXIT_CLEAN)

@@ -4,7 +4,6 @@ for cron or systemd, and run one (what the installed job calls)."""
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import logging.handlers
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from .. import jsonout
 from ..clitools import Fatal, load_settings, root_options
 from . import expression as expression_mod
 from . import install as install_mod
@@ -343,7 +343,8 @@ def _last_text(last: RunResult | None) -> str:
 
 
 @cron.command("list", short_help="Every schedule, its next runs and last result.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array of schedules.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per schedule, one per line (JSON Lines).")
 @click.pass_context
 def list_cmd(ctx, as_json):
     """Every schedule: kind, schedule, paths, the next 3 run times and the last result."""
@@ -356,8 +357,7 @@ def list_cmd(ctx, as_json):
         except ScheduleError as err:
             broken.append(str(err))
     if as_json:
-        click.echo(json.dumps([_schedule_json(s, state, NEXT_IN_LIST, store) for s in rows],
-                              indent=2, ensure_ascii=False))
+        jsonout.emit_records(_schedule_json(s, state, NEXT_IN_LIST, store) for s in rows)
     elif not rows and not broken:
         click.echo(f"no schedules in {store.directory}")
     for schedule in rows if not as_json else ():
@@ -381,7 +381,8 @@ def _schedule_json(schedule: Schedule, state: StateFiles, count: int, store: Sto
 @click.argument("name")
 @click.option("-n", "--count", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Next run times to show.")
-@click.option("--json", "as_json", is_flag=True, help="The schedule as one JSON object.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The schedule as one JSON object on one line.")
 @_install_options
 @click.pass_context
 def show_cmd(ctx, name, count, as_json, cron_dir, unit_dir):
@@ -407,7 +408,7 @@ def show_cmd(ctx, name, count, as_json, cron_dir, unit_dir):
     if as_json:
         data = _schedule_json(schedule, state, count, store)
         data["installed"] = installed
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        jsonout.emit_object(data)
         return
     click.echo(f"{schedule.name}  {schedule.kind}  {store.path(name)}")
     _describe(schedule, count, _last(state, schedule), show_last=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .. import jsonout
 from ..clitools import Fatal, load_settings, root_options
 
 LOG_FORMAT = "%(asctime)s lmsav-daemon[%(process)d]: %(message)s"
@@ -198,16 +199,14 @@ def _age(seconds: float) -> str:
 
 @ctl.command("status")
 @_socket_option
-@click.option("--json", "as_json", is_flag=True, help="The status as one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="The status as one JSON object on one line.")
 @click.pass_context
 def ctl_status(ctx, socket_path, as_json):
     """Uptime, workers, database version and age, requests served, findings, queue."""
-    import json
-
     client = _client(ctx, socket_path)
     st = _call(client.status)
     if as_json:
-        click.echo(json.dumps(st, indent=2))
+        jsonout.emit_object(st)
         return
     db = st["database"]
     click.echo(f"pid:         {st['pid']}")

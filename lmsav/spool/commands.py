@@ -6,13 +6,13 @@ import datetime
 import email.header
 import email.parser
 import email.policy
-import json
 import logging
 import logging.handlers
 import sys
 
 import click
 
+from .. import jsonout
 from ..clitools import Fatal, load_settings, root_options
 from .nqueue import Spool, SpoolEntry, SpoolError
 
@@ -99,7 +99,8 @@ def _when(epoch: float) -> str:
 
 
 @spool.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array of entries.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per entry, one per line (JSON Lines).")
 @click.pass_context
 def list_cmd(ctx, as_json):
     """Entries waiting (new), being processed (work) and held for the administrator (hold)."""
@@ -108,8 +109,7 @@ def list_cmd(ctx, as_json):
     except SpoolError as err:
         raise Fatal(str(err)) from None
     if as_json:
-        click.echo(json.dumps([_entry_json(s, e) for s, e in rows], indent=2,
-                              ensure_ascii=False))
+        jsonout.emit_records(_entry_json(s, e) for s, e in rows)
         return
     if not rows:
         click.echo("spool is empty")
@@ -150,7 +150,8 @@ def _headers(raw: bytes) -> list[tuple[str, str]]:
 
 @spool.command("show")
 @click.argument("entry_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="The entry as one JSON object.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The entry as one JSON object on one line.")
 @click.pass_context
 def show_cmd(ctx, entry_id, as_json):
     """The envelope, main headers, attempts and last failure of one entry."""
@@ -165,7 +166,7 @@ def show_cmd(ctx, entry_id, as_json):
     if as_json:
         data = _entry_json(state, entry)
         data.update(size=len(raw), headers=dict(headers), path=str(entry.path))
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        jsonout.emit_object(data)
         return
     env = entry.envelope
     click.echo(f"entry:      {entry.id} ({state})")
@@ -212,16 +213,25 @@ def release_cmd(ctx, entry_ids):
 @click.option("--user", "pipe_user", metavar="NAME",
               help="The account the MTA runs `lmsav enqueue` as (Postfix's pipe user=, Exim's "
                    "transport user), when it is not the service user.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The report as one JSON object on one line.")
 @click.pass_context
-def check_cmd(ctx, pipe_user):
+def check_cmd(ctx, pipe_user, as_json):
     """Check the owners and modes of the spool and of the other directories the mail path
     shares, and print the commands that fix what is wrong (exit 1 then)."""
     from . import permissions
 
     settings = load_settings(ctx)
     who = permissions.owner(settings)
-    click.echo(f"wanted: owner {who.spec}, mode {permissions.DIR_MODE:04o} (see lmsav.toml(5))")
     findings = permissions.check(settings, who, pipe_user)
+    ok = not any(finding.problem for finding in findings)
+    if as_json:
+        jsonout.emit_object({
+            "owner": who.spec, "mode": f"{permissions.DIR_MODE:04o}", "ok": ok,
+            "findings": [{"path": str(f.path), "problem": f.problem or None, "fixes": f.fixes}
+                         for f in findings]})
+        ctx.exit(0 if ok else 1)
+    click.echo(f"wanted: owner {who.spec}, mode {permissions.DIR_MODE:04o} (see lmsav.toml(5))")
     for finding in findings:
         click.echo(f"{finding.path}: {finding.problem or 'ok'}")
     fixes = [command for finding in findings if finding.problem for command in finding.fixes]
@@ -229,7 +239,7 @@ def check_cmd(ctx, pipe_user):
         click.echo("To fix, run as root:")
         for command in fixes:
             click.echo(f"  {command}")
-    if any(finding.problem for finding in findings):
+    if not ok:
         ctx.exit(1)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .. import paths
+from .. import jsonout, paths
 from ..clitools import Fatal, load_settings
 
 EXIT_CURRENT, EXIT_NOT_CURRENT = 0, 1
@@ -25,7 +24,8 @@ EXIT_CURRENT, EXIT_NOT_CURRENT = 0, 1
 @click.option("--database", metavar="DIR",
               help="The managed directory to update (versions and the current link) instead of "
                    "[update] dir (default <state_dir>/bases).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The result (or the status) as one JSON object on one line.")
 @click.option("--allow-downgrade", is_flag=True,
               help="Install a source's database even when it is older than the active one.")
 @click.option("--rollback", "rollback_to", is_flag=False, flag_value="", default=None,
@@ -100,13 +100,14 @@ def _warn_if_unused(outcome, settings, root: Path) -> None:
 
 
 def _report(outcome, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(outcome.to_json(), indent=2))
-        return
+    # Warnings and errors go to stderr with --json too: the object on stdout has them as well.
     for warning in outcome.warnings:
         click.echo(f"lmsav: warning: {warning}", err=True)
     for error in outcome.errors:
         click.echo(f"lmsav: error: {error}", err=True)
+    if as_json:
+        jsonout.emit_object(outcome.to_json())
+        return
     databases = ", ".join(c.describe() for c in outcome.changes)
     detail = f" ({databases})" if databases else ""
     source = f" from {outcome.source}" if outcome.source else ""
@@ -144,7 +145,9 @@ def _show_status(settings, root: Path, as_json: bool) -> int:
                     schedules=schedules_for(Path(obj["config"]).absolute(),
                                             obj["config_explicit"], root))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        jsonout.emit_object(report)
+        for warning in report["warnings"]:
+            click.echo(f"lmsav: warning: {warning}", err=True)
     else:
         _print_status(report)
     return EXIT_CURRENT if report["ok"] else EXIT_NOT_CURRENT

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from .. import jsonout
 from ..clitools import Fatal
 
 
@@ -20,14 +20,15 @@ def keys() -> None:
 
 
 @keys.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per key, one per line (JSON Lines).")
 def list_keys(as_json: bool) -> None:
     """Show the trusted keys: name, id, where they are."""
     from . import keys as store
 
     found = store.trusted()
     if as_json:
-        click.echo(json.dumps([k.to_json() for k in found], indent=2))
+        jsonout.emit_records(k.to_json() for k in found)
         return
     if not found:
         click.echo(f"no trusted keys ({', '.join(str(d) for d in store.key_dirs())})")

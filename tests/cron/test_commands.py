@@ -4,9 +4,9 @@ temporary locations."""
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from lmsav.cron import install
 from lmsav.cron.commands import cron
+from tests.jsonlines import one_object, records
 
 LMSAV = "/opt/lmsav/bin/lmsav"
 
@@ -83,7 +84,7 @@ def test_list_show_and_json(env):
     assert listing.output.count("last:     never ran") == 2
     assert "incremental: no" in listing.output
 
-    [hourly, nightly] = json.loads(env.invoke("list", "--json").output)
+    [hourly, nightly] = records(env.invoke("list", "--json").stdout)
     assert nightly["name"] == "nightly" and nightly["schedule"] == "@daily"
     assert nightly["incremental"] is False and nightly["paths"] == [str(env.data)]
     assert len(nightly["next"]) == 3 and all("T00:00:00" in t for t in nightly["next"])
@@ -94,8 +95,40 @@ def test_list_show_and_json(env):
     assert f"{env.cron_file}:" in shown.output
     assert f"15 * * * * {cron_user()} {LMSAV} --config {env.config} cron run --quiet hourly" \
         in shown.output
-    data = json.loads(env.invoke("show", "hourly", "--json").output)
+    data = one_object(env.invoke("show", "hourly", "--json").stdout)
     assert data["installed"]["cron"] == str(env.cron_file) and len(data["next"]) == 5
+
+
+def test_json_is_one_line_per_schedule_and_nothing_without_schedules(env):
+    """lmsav(1) MACHINE OUTPUT: list prints JSON Lines (none for no schedules), show one line."""
+    empty = env.invoke("list", "--json")
+    assert empty.exit_code == 0 and empty.stdout == ""
+    assert "no schedules in" in env.invoke("list").stdout  # the text says so, JSON stays empty
+    for name in ("b", "a", "c"):
+        env.invoke("add", "sweep", name, "--paths", env.data, "--schedule", "@hourly")
+    listed = env.invoke("list", "--json")
+    assert listed.exit_code == 0
+    assert [s["name"] for s in records(listed.stdout)] == ["a", "b", "c"]
+    shown = env.invoke("show", "b", "--json", "-n", "1")
+    assert shown.exit_code == 0
+    data = one_object(shown.stdout)
+    assert data["name"] == "b" and len(data["next"]) == 1 and "installed" in data
+    missing = env.invoke("show", "nope", "--json")
+    assert missing.exit_code == 2 and missing.stdout == ""
+    assert missing.stderr.startswith("lmsav: error: ")
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="needs jq")
+def test_the_machine_output_example_of_lmsav_1_runs_as_written(env):
+    page = (Path(__file__).resolve().parents[2] / "man" / "lmsav.1").read_text()
+    example = page.split(".SH MACHINE OUTPUT", 1)[1].split(".nf\n", 1)[1].split(".fi\n", 1)[0]
+    for name in ("nightly", "hourly"):
+        env.invoke("add", "sweep", name, "--paths", env.data, "--schedule", "@daily")
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    done = subprocess.run(["bash", "-c", "set -o pipefail; " + example.replace("\\-", "-")],
+                          env={**os.environ, "PATH": path}, capture_output=True, text=True,
+                          check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "hourly\nnightly\n", "")
 
 
 def test_remove_regenerates_from_the_others_and_cleans_up(env):

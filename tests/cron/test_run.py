@@ -15,6 +15,7 @@ import pytest
 
 from lmsav.cron.run import KEEP_REPORTS, prune_reports
 from tests.conftest import EICAR
+from tests.jsonlines import records
 
 # Stands in for the lmsav executable: records its arguments (one per line), writes the report
 # it is asked for, optionally waits for a file, prints a scan summary and exits $STUB_EXIT.
@@ -82,7 +83,7 @@ def test_run_starts_the_scan_logs_one_line_and_keeps_the_last_result(env):
 
     listing = env.invoke("list")
     assert re.search(r"last:     \S+ found, 3 files, 1 found, [\d.]+ s", listing.output)
-    [data] = json.loads(env.invoke("list", "--json").output)
+    [data] = records(env.invoke("list", "--json").stdout)
     assert data["last"]["result"] == "found"
 
 
@@ -172,7 +173,7 @@ def test_a_schedule_added_again_under_a_removed_ones_name_never_ran(env):
     assert env.invoke("add", "sweep", "nightly", "--paths", env.tmp, "--schedule",
                       "@daily").exit_code == 0
     assert _last_shown(env) == "  last:     never ran"
-    [data] = json.loads(env.invoke("list", "--json").output)
+    [data] = records(env.invoke("list", "--json").stdout)
     assert data["name"] == "nightly" and data["last"] is None
     assert "last:     never ran" in env.invoke("list").output
 

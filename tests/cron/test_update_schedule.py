@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from lmsav.cli import main
+from tests.jsonlines import records
 from tests.scanner.signatures.test_cvd import write_cud
 from tests.update.conftest import md5_line
 
@@ -69,7 +70,7 @@ def test_add_stores_an_update_schedule_and_installs_its_cron_line(env):
 
     listing = env.invoke("list")
     assert "hourly  update" in listing.output and "last:     never ran" in listing.output
-    [data] = json.loads(env.invoke("list", "--json").output)
+    [data] = records(env.invoke("list", "--json").stdout)
     assert data["kind"] == "update" and all(":17:00" in t for t in data["next"])
     shown = env.invoke("show", "hourly")
     assert shown.exit_code == 0 and "cron run --quiet hourly" in shown.output

@@ -3,13 +3,12 @@ not exist yet, which is an empty spool, not an error."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from click.testing import CliRunner
 
 from lmsav import paths
 from lmsav.cli import main
+from tests.jsonlines import records
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def test_a_fresh_person_lists_an_empty_spool(fresh_person):
 
     as_json = _lmsav("spool", "list", "--json")
     assert as_json.exit_code == 0, as_json.output
-    assert json.loads(as_json.output) == []
+    assert as_json.stdout == ""  # JSON Lines: no entries, no lines
 
     assert not spool.exists()  # looking creates nothing
 
@@ -59,7 +58,7 @@ def test_a_spool_with_some_directories_missing_lists_what_is_there(fresh_person)
 
     result = _lmsav("spool", "list", "--json")
     assert result.exit_code == 0, result.output
-    assert [(e["id"], e["state"]) for e in json.loads(result.output)] == [(entry_id, "new")]
+    assert [(e["id"], e["state"]) for e in records(result.stdout)] == [(entry_id, "new")]
 
 
 def test_show_and_delete_in_a_fresh_spool_name_the_missing_entry(fresh_person):

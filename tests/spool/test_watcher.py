@@ -26,6 +26,7 @@ from lmsav.spool.nqueue import Spool
 from lmsav.spool.reinject import DirReinjector, ReinjectError
 from lmsav.spool.watcher import Watcher, retry_delay
 from tests.conftest import BODY_SAMPLE, EICAR
+from tests.jsonlines import records
 
 GROUPS = {
     "warned.toml": """
@@ -253,7 +254,7 @@ def test_permanent_failure_is_held_at_once_and_admin_commands(setup, tmp_path):
     base: list[str] = []
     out = runner.invoke(spool_group, base + ["list", "--json"])
     assert out.exit_code == 0, out.output
-    [listed] = json.loads(out.output)
+    [listed] = records(out.stdout)
     assert (listed["id"], listed["state"], listed["queue_id"]) == (entry_id, "hold", "Q7")
     out = runner.invoke(spool_group, base + ["list"])
     assert entry_id in out.output and "550 5.0.0 never" in out.output and "1 hold" in out.output

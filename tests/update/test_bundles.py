@@ -6,7 +6,6 @@ The trust store is driven through `lmsav keys` on the system's default paths."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from lmsav.update.feeds import Feed
 from lmsav.update.store import Store
 from lmsav.update.updater import update
 
+from ..jsonlines import records
 from .conftest import options
 
 SAMPLE = b"lmsav acme bundle sample: not a virus\n"
@@ -192,7 +192,7 @@ def test_keys_and_a_bundle_on_the_default_paths_as_the_man_page_shows(sysroot, t
     added = sysroot.run(lmsav, "keys", "add", str(work / "acme.pub"), "--name", "acme", env=env)
     assert "added acme" in added.stdout
     assert sysroot.path("/etc/lmsav/keys/acme.pub").is_file()
-    listed = json.loads(sysroot.run(lmsav, "keys", "list", "--json", env=env).stdout)
+    listed = records(sysroot.run(lmsav, "keys", "list", "--json", env=env).stdout)
     assert [(k["name"], k["scope"], k["path"]) for k in listed] == [
         ("acme", "system", "/etc/lmsav/keys/acme.pub")]
     twice = sysroot.run(lmsav, "keys", "add", str(work / "acme.pub"), "--name", "other",
@@ -244,12 +244,12 @@ def test_an_ordinary_user_trusts_the_system_keys_and_manages_a_store_of_their_ow
     added = sysroot.run(lmsav, "keys", "add", "/var/lib/mine.pub", "--name", "mine",
                         user="alice", env=env)
     assert "to /var/lib/alice/.config/lmsav/keys" in added.stdout
-    listed = json.loads(sysroot.run(lmsav, "keys", "list", "--json", user="alice",
-                                    env=env).stdout)
+    listed = records(sysroot.run(lmsav, "keys", "list", "--json", user="alice",
+                                 env=env).stdout)
     assert [(k["name"], k["scope"], k["path"]) for k in listed] == [
         ("site", "system", "/etc/lmsav/keys/site.pub"),
         ("mine", "personal", "/var/lib/alice/.config/lmsav/keys/mine.pub")]
-    as_root = json.loads(sysroot.run(lmsav, "keys", "list", "--json", env=env).stdout)
+    as_root = records(sysroot.run(lmsav, "keys", "list", "--json", env=env).stdout)
     assert [k["name"] for k in as_root] == ["site"]
     denied = sysroot.run(lmsav, "keys", "remove", "site", user="alice", env=env, check=False)
     assert denied.returncode == 2

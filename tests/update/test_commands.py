@@ -18,6 +18,7 @@ import pytest
 from lmsav.scanner.signatures.database import Database
 from lmsav.update.store import Store
 
+from ..jsonlines import one_object
 from ..scanner.signatures.test_cvd import write_cud
 from .conftest import copy_genuine, genuine, md5_line
 
@@ -92,9 +93,13 @@ def test_update_then_current_then_status(admin):
     stale = admin.run("--status")
     assert stale.returncode == 1
     assert stale.stderr.startswith("lmsav: warning: the newest database was built ")
-    report = json.loads(admin.run("--status", "--json").stdout)
+    stale_json = admin.run("--status", "--json")
+    assert stale_json.returncode == 1
+    report = one_object(stale_json.stdout)
     assert report["active"] == "test-3_extra-7" and report["ok"] is False
     assert report["too_old"] is True
+    # The warning is in the object and, as in the text output, on stderr.
+    assert stale_json.stderr == "".join(f"lmsav: warning: {w}\n" for w in report["warnings"])
 
 
 def test_a_failure_is_one_line_on_stderr_and_exit_1(admin):
@@ -114,12 +119,24 @@ def test_json_output(admin):
     admin.publish(4)
     result = admin.run("--json")
     assert result.returncode == 0
-    outcome = json.loads(result.stdout)
+    outcome = one_object(result.stdout)
     assert outcome["result"] == "updated" and outcome["ok"] is True
     assert outcome["active"] == "test-4_extra-7"
     assert outcome["changes"][0] == {"database": "test", "before": None, "after": 4,
                                      "file": "test.cvd", "how": "full"}
     assert outcome["notified"] == {"daemon": "not running", "spool watcher": "not running"}
+
+
+def test_json_output_of_a_failed_update_is_one_line_and_the_error_is_on_stderr(admin):
+    admin.publish(3)
+    assert admin.run().returncode == 0
+    (admin.source / "test.cvd").write_bytes(genuine("test-4.cvd")[:-10])
+    failed = admin.run("--json")
+    assert failed.returncode == 1
+    outcome = one_object(failed.stdout)
+    assert outcome["ok"] is False and outcome["active"] == "test-3_extra-7"
+    assert len(outcome["errors"]) == 1 and "MD5 of the body does not match" in outcome["errors"][0]
+    assert failed.stderr == f"lmsav: error: {outcome['errors'][0]}\n"
 
 
 def test_source_and_database_options_replace_the_configuration_for_one_run(admin, tmp_path):

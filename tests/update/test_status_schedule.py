@@ -5,7 +5,6 @@ computes it; none when there is none, or when --database names another directory
 from __future__ import annotations
 
 import datetime
-import json
 import time
 
 import pytest
@@ -15,6 +14,7 @@ from lmsav.cli import main
 from lmsav.cron.schedules import Schedule, Store
 from lmsav.update.status import next_scheduled, status
 from tests.cron.conftest import cron_env  # noqa: F401 (a fixture)
+from tests.jsonlines import one_object, records
 
 NO_SCHEDULE = "no scheduled update (lmsav cron add update NAME --schedule EXPR)"
 
@@ -45,7 +45,7 @@ def expected_next(when: str, stamp: float) -> datetime.datetime:
 def test_without_a_schedule_status_says_how_to_add_one(env):
     result = env.lmsav("update", "--status")
     assert NO_SCHEDULE in result.stdout
-    report = json.loads(env.lmsav("update", "--status", "--json").stdout)
+    report = one_object(env.lmsav("update", "--status", "--json").stdout)
     assert report["next_run"] is None and report["schedule"] is None
 
 
@@ -54,13 +54,13 @@ def test_status_shows_the_first_update_schedule_as_cron_list_does(env):
     add(env, "update", "hourly", "17 * * * *")
     add(env, "sweep", "often", "* * * * *", str(env.data))  # a sweep updates nothing
     before = time.time()
-    report = json.loads(env.lmsav("update", "--status", "--json").stdout)
+    report = one_object(env.lmsav("update", "--status", "--json").stdout)
     assert report["schedule"] == "hourly"
     moment = datetime.datetime.fromisoformat(report["next_run"])
     assert moment.tzinfo is not None and moment.minute == 17 and moment.second == 0
     assert moment in (expected_next("17 * * * *", before),
                       expected_next("17 * * * *", time.time()))
-    listed = {s["name"]: s for s in json.loads(env.lmsav("cron", "list", "--json").stdout)}
+    listed = {s["name"]: s for s in records(env.lmsav("cron", "list", "--json").stdout)}
     assert listed["hourly"]["next"][0] == report["next_run"]
 
     text = env.lmsav("update", "--status").stdout
@@ -69,19 +69,19 @@ def test_status_shows_the_first_update_schedule_as_cron_list_does(env):
     assert NO_SCHEDULE not in text
 
     env.lmsav("cron", "remove", "hourly")
-    report = json.loads(env.lmsav("update", "--status", "--json").stdout)
+    report = one_object(env.lmsav("update", "--status", "--json").stdout)
     assert report["schedule"] == "daily" and report["next_run"] == listed["daily"]["next"][0]
 
 
 def test_another_database_directory_is_not_the_one_scheduled(env):
     add(env, "update", "hourly", "17 * * * *")
     other = env.tmp / "other-bases"
-    report = json.loads(env.lmsav("update", "--status", "--json", "--database", other).stdout)
+    report = one_object(env.lmsav("update", "--status", "--json", "--database", other).stdout)
     assert report["directory"] == str(other)
     assert report["next_run"] is None and report["schedule"] is None
     # Naming the configured directory itself is the same directory.
     same = env.state / "bases"
-    report = json.loads(env.lmsav("update", "--status", "--json", "--database", same).stdout)
+    report = one_object(env.lmsav("update", "--status", "--json", "--database", same).stdout)
     assert report["schedule"] == "hourly"
 
 
@@ -90,7 +90,7 @@ def test_the_configured_update_dir_is_what_the_schedules_update(env):
     env.config.write_text(f'[paths]\nstate_dir = "{env.state}"\n\n[update]\ndir = "{bases}"\n')
     add(env, "update", "nightly", "@daily")
     before = time.time()
-    report = json.loads(env.lmsav("update", "--status", "--json").stdout)
+    report = one_object(env.lmsav("update", "--status", "--json").stdout)
     assert report["directory"] == str(bases) and report["schedule"] == "nightly"
     assert datetime.datetime.fromisoformat(report["next_run"]) in (
         expected_next("0 0 * * *", before), expected_next("0 0 * * *", time.time()))
