@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -71,6 +72,11 @@ def test_qmaild_with_roots_home_and_no_daemon_queues_a_clean_message(sysroot, pu
     assert b"X-AV-Status: clean" in record["message"]
     # The system layout, whatever HOME said: the statistics in /var/lib/lmsav, the compiled
     # database in /var/cache/lmsav (the database directory is root's).
-    assert list(sysroot.path("/var/lib/lmsav/stats").glob("mail-*.jsonl"))
+    copy = Path(tempfile.mkdtemp())  # read outside the namespace: the WAL beside the file
+    for name in ("stats.sqlite", "stats.sqlite-wal"):
+        shutil.copy(sysroot.path(f"/var/lib/lmsav/stats/{name}"), copy / name)
+    with sqlite3.connect(copy / "stats.sqlite") as stats:
+        assert stats.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+    shutil.rmtree(copy)
     [compiled] = sysroot.path("/var/cache/lmsav").glob("db-*.lmsavc")
     assert compiled.stat().st_gid == sysroot.gid_of("lmsav")
