@@ -74,18 +74,54 @@ class LazyGroup(click.Group):
 @click.option("--profile", metavar="NAME",
               help="Preset to start from: default_recommended, high_overall_security, "
                    "high_scan_speed.")
+@click.option("-v", "--verbose", "verbose", is_flag=True,
+              help="Log everything (debug), whatever [log] says; before the command: "
+                   "`lmsav -v daemon`.")
+@click.option("-q", "--quiet", "quiet", is_flag=True,
+              help="Log errors only, whatever [log] says; before the command.")
 @click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_version, help="Show program and database versions and exit.")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, profile: str | None) -> None:
+def main(ctx: click.Context, config_path: str | None, profile: str | None, verbose: bool,
+         quiet: bool) -> None:
     """lmsav — anti-virus for Linux mail servers and their filesystems.
 
     Scans files, directory trees, archives and mail with ClamAV-format signatures and YARA
     rules. Exit codes follow clamscan: 0 nothing found, 1 something found, 2 an error.
     """
+    if verbose and quiet:
+        raise Fatal("-v and -q say opposite things: give one of them")
     explicit = config_path is not None
     path = paths_mod.config_file_from(config_path, os.environ)
-    ctx.obj = {"config": path, "config_explicit": explicit, "profile": profile}
+    ctx.obj = {"config": path, "config_explicit": explicit, "profile": profile,
+               "verbosity": 1 if verbose else -1 if quiet else 0}
+    _configure_logging(ctx)
+
+
+# The component a command's lines are logged as (lmsav-<component>[pid]); commands that run as
+# services set their logging again themselves (detached, their own log file).
+COMMAND_COMPONENTS = {
+    "scan": "scan", "daemon": "daemon", "ctl": "daemon", "spool": "spool", "enqueue": "spool",
+    "update": "update", "keys": "update", "db": "update", "cron": "cron", "stats": "stats",
+    "snmp": "snmp", "setup": "setup", "mail": "mail", "groups": "mail", "backup": "mail",
+    "quarantine": "mail",
+}
+
+
+def _configure_logging(ctx: click.Context) -> None:
+    """[log] for this command. A configuration the command cannot load is its own error to
+    report: logging then starts from the defaults."""
+    from . import logsetup
+
+    obj = ctx.obj
+    try:
+        settings = config_mod.load_settings(obj["config"], obj["profile"], {},
+                                            required=obj["config_explicit"])
+    except config_mod.ConfigError:
+        settings = config_mod.load_settings(None, None, {})
+    logsetup.configure(settings, COMMAND_COMPONENTS.get(ctx.invoked_subcommand or "", ""),
+                       verbosity=obj["verbosity"], interactive=True)
+    ctx.call_on_close(logsetup.reset)
 
 
 # -- lmsav enqueue -----------------------------------------------------------------------------

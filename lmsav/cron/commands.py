@@ -4,15 +4,13 @@ for cron or systemd, and run one (what the installed job calls)."""
 from __future__ import annotations
 
 import datetime
-import logging
-import logging.handlers
 import os
 import shlex
 from pathlib import Path
 
 import click
 
-from .. import jsonout
+from .. import jsonout, logsetup
 from ..clitools import Fatal, load_settings, root_options
 from . import expression as expression_mod
 from . import install as install_mod
@@ -518,7 +516,7 @@ def run_cmd(ctx, name, quiet):
     except ScheduleError as err:
         raise Fatal(f'NAME "{name}": {err}') from None
     state = _state(ctx)
-    _log_to_syslog()
+    _log_results(ctx)
     try:
         schedule = _store(ctx).load(name)
     except ScheduleError as err:
@@ -556,18 +554,12 @@ def run_cmd(ctx, name, quiet):
     ctx.exit(result.exit_code)
 
 
-def _log_to_syslog() -> None:
-    """Send the result lines to syslog (facility cron) too, where there is one."""
-    logger = logging.getLogger("lmsav.cron")
-    logger.setLevel(logging.INFO)
-    if any(isinstance(h, logging.handlers.SysLogHandler) for h in logger.handlers):
-        return
-    if not os.path.exists("/dev/log"):
-        return
-    try:
-        handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_CRON)
-    except OSError:
-        return
-    handler.ident = "lmsav-cron: "
-    logger.addHandler(handler)
+def _log_results(ctx: click.Context) -> None:
+    """The result lines go where [log] says. On standard error they would repeat what this
+    command prints (and make cron mail every quiet run): then they go to syslog (facility cron)
+    where there is one, and only to <state_dir>/log/cron.log otherwise."""
+    settings = load_settings(ctx)
+    if settings.log.destination == "stderr":
+        logsetup.syslog_only("lmsav.cron", "cron", "cron", settings.log.format)
+    else:
+        logsetup.configure(settings, "cron", verbosity=logsetup.verbosity_of(ctx))

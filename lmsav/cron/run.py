@@ -1,5 +1,5 @@
-"""`lmsav cron run`: one scheduled sweep or database update, never two of the same schedule at
-once, its result logged in one line and kept for `lmsav cron list`."""
+"""`lmsav cron run`: one scheduled sweep, database update or report, never two of the same
+schedule at once, its result logged in one line and kept for `lmsav cron list`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from ..durable import write_atomic
 from .schedules import Schedule
 
 KEEP_REPORTS = 30  # per schedule; older reports are deleted after each run
+# The files a run keeps in reports/: a sweep's JSON lines, a report schedule's HTML page.
+REPORT_SUFFIXES = {"sweep": ".jsonl", "report": ".html"}
 
 log = logging.getLogger("lmsav.cron")
 log.addHandler(logging.NullHandler())  # syslog only when the command adds it; never stderr
@@ -63,7 +65,8 @@ class RunResult:
     name: str
     started: str  # ISO 8601, local time with offset
     # A sweep: clean, found, error or skipped; an update: updated, current, failed (the
-    # database is not current: no source answered), error or skipped.
+    # database is not current: no source answered), error or skipped; a report: sent (mailed),
+    # written (kept only), error or skipped.
     result: str
     exit: int | None = None
     files: int | None = None
@@ -78,13 +81,13 @@ class RunResult:
     def exit_code(self) -> int:
         """lmsav's exit code for this run: 0 clean, current or updated (or skipped), 1 found
         or not current, 2 error."""
-        return {"clean": 0, "skipped": 0, "updated": 0, "current": 0, "found": 1,
-                "failed": 1}.get(self.result, 2)
+        return {"clean": 0, "skipped": 0, "updated": 0, "current": 0, "sent": 0,
+                "written": 0, "found": 1, "failed": 1}.get(self.result, 2)
 
     @property
     def ok(self) -> bool:
         """Nothing to tell the administrator about."""
-        return self.result in ("clean", "updated", "current")
+        return self.result in ("clean", "updated", "current", "sent", "written")
 
     def fields(self) -> str:
         """``name=… result=… …``: the log line without its time."""
@@ -93,6 +96,11 @@ class RunResult:
         elif self.kind == "update":
             pairs = [("name", self.name), ("kind", self.kind), ("result", self.result),
                      ("exit", self.exit), ("version", self.version), ("seconds", self.seconds)]
+            if self.error:
+                pairs.append(("error", self.error))
+        elif self.kind == "report":
+            pairs = [("name", self.name), ("kind", self.kind), ("result", self.result),
+                     ("exit", self.exit), ("seconds", self.seconds), ("report", self.report)]
             if self.error:
                 pairs.append(("error", self.error))
         else:
@@ -141,6 +149,16 @@ def forget_last_result(state: StateFiles, name: str) -> None:
     state.last_file(name).unlink(missing_ok=True)
 
 
+def run_schedule(schedule: Schedule, state: StateFiles, lmsav: Sequence[str],
+                 on_line: Callable[[str], None] | None = None) -> RunResult:
+    """Run the schedule with ``lmsav`` (``[lmsav, --config F]``): the command its kind names."""
+    if schedule.kind == "update":
+        return run_update(schedule, state, [*lmsav, "update"], on_line)
+    if schedule.kind == "report":
+        return run_report(schedule, state, [*lmsav, "report"], on_line)
+    return run_sweep(schedule, state, [*lmsav, "scan"], on_line)
+
+
 def run_sweep(schedule: Schedule, state: StateFiles, scan: Sequence[str],
               on_line: Callable[[str], None] | None = None) -> RunResult:
     """Run ``scan`` (``[lmsav, --config F, scan]``) for the schedule, unless a run of it is in
@@ -160,6 +178,16 @@ def run_update(schedule: Schedule, state: StateFiles, update: Sequence[str],
     is in progress; log the result and keep it as the last one."""
     return _run_once(schedule, state,
                      lambda lock_fd: _update_locked(schedule, update, lock_fd, on_line))
+
+
+def run_report(schedule: Schedule, state: StateFiles, report: Sequence[str],
+               on_line: Callable[[str], None] | None = None) -> RunResult:
+    """Run ``report`` (``[lmsav, --config F, report]``) for the schedule: the HTML page kept
+    in the reports directory and, when the schedule names recipients, mailed to them."""
+    result = _run_once(schedule, state,
+                       lambda lock_fd: _report_locked(schedule, state, report, lock_fd, on_line))
+    prune_reports(state.reports_dir, schedule.name)
+    return result
 
 
 def _run_once(schedule: Schedule, state: StateFiles, run: Callable[[int], RunResult]
@@ -203,7 +231,7 @@ def _run_locked(schedule: Schedule, state: StateFiles, scan: Sequence[str], lock
                 on_line: Callable[[str], None] | None) -> RunResult:
     started = _now()
     state.reports_dir.mkdir(parents=True, exist_ok=True)
-    report = report_path(state.reports_dir, schedule.name, started)
+    report = report_path(state.reports_dir, schedule.name, started, REPORT_SUFFIXES["sweep"])
     argv = [*scan, "--incremental" if schedule.incremental else "--no-incremental",
             "--report", str(report), *schedule.scan_options, "--", *schedule.paths]
     result = RunResult(schedule.name, started.isoformat(timespec="seconds"), "error")
@@ -224,6 +252,35 @@ def _run_locked(schedule: Schedule, state: StateFiles, scan: Sequence[str], lock
     if result.result == "error":
         result.error = (f"killed by signal {-code}" if code < 0
                         else _last_line(error_text) or f"lmsav scan exited with {code}")
+    return result
+
+
+def _report_locked(schedule: Schedule, state: StateFiles, report: Sequence[str], lock_fd: int,
+                   on_line: Callable[[str], None] | None) -> RunResult:
+    started = _now()
+    state.reports_dir.mkdir(parents=True, exist_ok=True)
+    page = report_path(state.reports_dir, schedule.name, started, REPORT_SUFFIXES["report"])
+    argv = [*report, schedule.report, "--format", "html", "-o", str(page),
+            *(word for address in schedule.mail for word in ("--mail", address))]
+    result = RunResult(schedule.name, started.isoformat(timespec="seconds"), "error",
+                       kind="report")
+    t0 = time.monotonic()
+    try:
+        code, error_text = _run_child(argv, lock_fd, lambda _line: None, on_line)
+    except OSError as err:
+        result.error = f"cannot run {argv[0]}: {err.strerror or err}"
+        result.seconds = 0.0
+        return result
+    result.seconds = round(time.monotonic() - t0, 3)
+    result.exit = code
+    if page.exists():
+        result.report = str(page)
+    if code == 0:
+        result.result = "sent" if schedule.mail else "written"
+    else:
+        result.error = (f"killed by signal {-code}" if code < 0
+                        else _first_error(error_text) or _last_line(error_text)
+                        or f"lmsav report exited with {code}")
     return result
 
 
@@ -371,20 +428,23 @@ def _tail_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def report_path(directory: Path, name: str, when: datetime.datetime) -> Path:
-    """``NAME-YYYYmmddTHHMMSS.jsonl``, with ``-2``, ``-3`` … for runs within one second."""
+def report_path(directory: Path, name: str, when: datetime.datetime,
+                suffix: str = ".jsonl") -> Path:
+    """``NAME-YYYYmmddTHHMMSS.jsonl`` (or another suffix), with ``-2``, ``-3`` … for runs
+    within one second."""
     stamp = when.strftime("%Y%m%dT%H%M%S")
-    path = directory / f"{name}-{stamp}.jsonl"
+    path = directory / f"{name}-{stamp}{suffix}"
     n = 2
     while path.exists():
-        path = directory / f"{name}-{stamp}-{n}.jsonl"
+        path = directory / f"{name}-{stamp}-{n}{suffix}"
         n += 1
     return path
 
 
 def prune_reports(directory: Path, name: str, keep: int = KEEP_REPORTS) -> list[Path]:
     """Delete all but the newest ``keep`` reports of one schedule; the deleted paths."""
-    pattern = re.compile(re.escape(name) + r"-(\d{8}T\d{6})(?:-(\d+))?\.jsonl")
+    suffixes = "|".join(re.escape(s) for s in REPORT_SUFFIXES.values())
+    pattern = re.compile(re.escape(name) + rf"-(\d{{8}}T\d{{6}})(?:-(\d+))?(?:{suffixes})")
     try:
         reports = sorted((m[1], int(m[2] or 1), path) for path in directory.iterdir()
                          if (m := pattern.fullmatch(path.name)))

@@ -26,9 +26,15 @@ from ..durable import fsync_dir, write_atomic
 from . import expression as expression_mod
 
 SCHEDULES_DIR = "schedules.d"
-KINDS = ("sweep", "update")  # a sweep runs `lmsav scan`, an update `lmsav update`
+# A sweep runs `lmsav scan`, an update `lmsav update`, a report `lmsav report`.
+KINDS = ("sweep", "update", "report")
 # Keys of a sweep that an update schedule does not have.
 SWEEP_ONLY_KEYS = ("paths", "scan_options", "incremental")
+# Keys of a report schedule, which no other kind has.
+REPORT_ONLY_KEYS = ("report", "mail")
+# The keys each kind has besides those every schedule has.
+KIND_KEYS = {"sweep": SWEEP_ONLY_KEYS, "update": (), "report": REPORT_ONLY_KEYS}
+REPORTS = ("daily", "weekly")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 NAME_ALLOWED = "letters, digits, - and _ (at most 64, starting with a letter or digit)"
 
@@ -57,7 +63,7 @@ class ScheduleError(Exception):
 @dataclass(frozen=True)
 class Schedule:
     """One scheduled job: what it runs (kind), when (schedule) and, for a sweep, on what
-    (paths, options)."""
+    (paths, options); for a report, which one (report) and to whom it is mailed (mail)."""
 
     name: str
     schedule: str
@@ -67,6 +73,8 @@ class Schedule:
     incremental: bool = True
     systemd: bool = False
     created: datetime.datetime | None = None
+    report: str = ""
+    mail: tuple[str, ...] = ()
     expression: expression_mod.CronExpression = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,14 +88,28 @@ class Schedule:
             "paths": list(self.paths),
             "scan_options": list(self.scan_options),
             "incremental": self.incremental,
+            "report": self.report,
+            "mail": list(self.mail),
             "systemd": self.systemd,
         }
-        if self.kind == "update":
-            for key in SWEEP_ONLY_KEYS:
-                del data[key]
+        for kind, keys in KIND_KEYS.items():
+            if kind != self.kind:
+                for key in keys:
+                    data.pop(key, None)
         if self.created is not None:
             data["created"] = self.created
         return data
+
+    @property
+    def runs(self) -> str:
+        """What a run does, in a few words: for `cron list` and the installed files."""
+        if self.kind == "update":
+            return "lmsav update (the [update] sources and databases)"
+        if self.kind == "report":
+            where = (f"mailed to {', '.join(self.mail)}" if self.mail
+                     else "kept in <state_dir>/reports/")
+            return f"lmsav report {self.report}, {where}"
+        return "lmsav scan " + " ".join(self.paths)
 
     def to_json(self) -> dict[str, Any]:
         data = self.to_toml()
@@ -142,6 +164,24 @@ def _check_bool(value: Any) -> bool:
     return value
 
 
+def _check_report(value: Any) -> str:
+    if value not in REPORTS:
+        raise ScheduleError("expected " + " or ".join(f'"{r}"' for r in REPORTS))
+    return value
+
+
+def check_mail(value: Any) -> tuple[str, ...]:
+    """Report recipients: a list of addresses (none: the report is only kept)."""
+    from ..stats.report_mail import check_address
+
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ScheduleError('expected a list of mail addresses like ["postmaster@example.org"]')
+    try:
+        return tuple(dict.fromkeys(check_address(v) for v in value))
+    except ValueError as err:
+        raise ScheduleError(str(err)) from None
+
+
 def _check_created(value: Any) -> datetime.datetime | None:
     if not isinstance(value, datetime.datetime):
         raise ScheduleError("expected a date and time like 2026-11-25T03:00:00+01:00")
@@ -170,13 +210,16 @@ _KEYS: dict[str, tuple[Callable[[Any], Any], bool]] = {
     "incremental": (_check_bool, False),
     "systemd": (_check_bool, False),
     "created": (_check_created, False),
+    "report": (_check_report, False),  # required of a report, refused in the others
+    "mail": (check_mail, False),
 }
 
 _REQUIRED_HELP = {
-    "kind": '"sweep" or "update"',
+    "kind": '"sweep", "update" or "report"',
     "name": NAME_ALLOWED,
     "schedule": 'a cron expression like "0 3 * * *"',
     "paths": 'a list of absolute paths like ["/srv/mail"]',
+    "report": '"daily" or "weekly"',
 }
 
 
@@ -198,11 +241,16 @@ def from_toml(data: Mapping[str, Any], where: str, expect_name: str | None = Non
             raise ScheduleError(f"{where}: missing key {key} ({_REQUIRED_HELP[key]})")
     if values["kind"] == "sweep" and "paths" not in values:
         raise ScheduleError(f"{where}: missing key paths ({_REQUIRED_HELP['paths']})")
-    if values["kind"] == "update":
-        for key in SWEEP_ONLY_KEYS:
+    if values["kind"] == "report" and "report" not in values:
+        raise ScheduleError(f"{where}: missing key report ({_REQUIRED_HELP['report']})")
+    command = {"sweep": "scan", "update": "update", "report": "report"}[values["kind"]]
+    article = "an" if values["kind"] == "update" else "a"
+    for other, keys in KIND_KEYS.items():
+        for key in keys if other != values["kind"] else ():
             if key in data:
-                raise ScheduleError(f'{where}: {key} = {show(data[key])}: an update schedule '
-                                    f'runs `lmsav update` and has no {key}')
+                raise ScheduleError(f"{where}: {key} = {show(data[key])}: {article} "
+                                    f"{values['kind']} schedule runs `lmsav {command}` and has "
+                                    f"no {key}")
     if expect_name is not None and values["name"] != expect_name:
         raise ScheduleError(f'{where}: name = {show(values["name"])}: expected "{expect_name}", '
                             f"the name of the file")

@@ -2,59 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
-import os
-import sys
-from pathlib import Path
-
 import click
 
 from ..clitools import Fatal, load_settings, root_options
 
-LOG_FORMAT = "%(asctime)s lmsav-daemon[%(process)d]: %(message)s"
 EXIT_OK, EXIT_ERROR = 0, 2
-SYSLOG_SOCKET = "/dev/log"
-DAEMON_LOG_NAME = "daemon.log"
-
-
-def daemon_log_file(settings) -> Path:
-    """Where a detached daemon logs when there is no syslog: the system's log directory (which
-    `lmsav setup` makes and logrotate rotates), or the log directory of a person's state."""
-    from .. import paths
-
-    if paths.layout() == paths.SYSTEM:
-        return paths.SYSTEM_LOG_DIR / DAEMON_LOG_NAME
-    return paths.log_dir(settings.paths.state_dir) / DAEMON_LOG_NAME
-
-
-def _setup_logging(detached: bool, settings, user: str) -> None:
-    """Syslog (mail facility) when detached, stderr in the foreground. Detached without a syslog
-    socket, a file, named on stderr while there still is one: no line may go nowhere."""
-    from .process import prepare_log_file
-
-    logger = logging.getLogger("lmsav")
-    if detached and os.path.exists(SYSLOG_SOCKET):
-        handler: logging.Handler = logging.handlers.SysLogHandler(
-            SYSLOG_SOCKET, logging.handlers.SysLogHandler.LOG_MAIL)
-        handler.setFormatter(logging.Formatter("lmsav-daemon[%(process)d]: %(message)s"))
-    elif detached:
-        path = daemon_log_file(settings)
-        try:
-            prepare_log_file(path, user)
-            # Reopened when logrotate has moved it.
-            handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-        except OSError as err:
-            raise Fatal(f"{SYSLOG_SOCKET} not found, and cannot write the log file {path}: "
-                        f"{err.strerror or err}") from None
-        click.echo(f"lmsav: {SYSLOG_SOCKET} not found; logging to {path}", err=True)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 @click.command("daemon")
@@ -78,8 +30,9 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
     The database is loaded once; pre-forked workers share it. SIGHUP or SIGUSR2 (or RELOAD,
     or `lmsav ctl reload`) reads the configuration again (a bad file keeps the running one),
     loads and self-tests the database and the recipient groups, and swaps them in; SIGTERM
-    finishes the requests in flight and exits 0.
+    finishes the requests in flight and exits 0. SIGUSR1 reopens the log file (logrotate).
     """
+    from .. import logsetup
     from ..config import LISTEN_RE, ConfigError
     from ..config import load_settings as read_settings
     from .options import DaemonError, options_from_settings
@@ -113,7 +66,13 @@ def daemon(ctx, socket_path, tcp, database, workers, detach, foreground, pid_fil
     except DaemonError as err:
         raise Fatal(str(err)) from None
     background = detach and not foreground
-    _setup_logging(background, settings, options.user)
+    try:
+        # Detached, stderr is gone: there [log] destination "stderr" means syslog, and a host
+        # without /dev/log gets the log file, named on stderr while there still is one.
+        logsetup.configure(settings, "daemon", verbosity=logsetup.verbosity_of(ctx),
+                           detached=background, user=options.user)
+    except logsetup.LogSetupError as err:
+        raise Fatal(str(err)) from None
     server = Server(options, reload_options=reread_options)
     try:
         server.bind()

@@ -16,11 +16,17 @@ on its own (a refused one stays as it runs, and the log says which and why); whe
 was taken, the parent forks a new generation of workers from it and retires the old workers as
 they finish their current job, so no request fails or waits for a worker that is loading.
 Listeners, pid file and user are fixed at start: changing them needs a restart.
+
+Counting is the parent's too: every result a worker sends back adds to the ``lmsav_*``
+metrics (served on ``[metrics] daemon`` by a thread of the parent) and, once a request is
+answered, one ``daemon_scan`` event goes to the statistics store, written by the store's own
+thread so that the loop never waits on a disk (LMSAVMAIL is recorded by the mail service).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import json
 import logging
@@ -36,9 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..mail import transfer
+from ..metrics.endpoint import MetricsError, open_endpoint
+from ..metrics.families import DAEMON_RESULTS, Metrics
+from ..metrics.recording import EventRecorder
+from ..stats.events import STATUSES
 from ..workers import Worker, WorkerPool
 from . import listeners
 from . import protocol as proto
+from .loading import Reloaded, load_everything, load_parts, why
 from .options import UNLIMITED, DaemonError, Options, merge_reloaded
 from .process import (
     close_descriptors_from,
@@ -47,13 +58,14 @@ from .process import (
     release_free_memory,
 )
 from .protocol import Cmd
-from .loading import Reloaded, load_everything, load_parts, why
 from .service import ScanService, finish
 
 log = logging.getLogger("lmsav.daemon")
 
 RECV_SIZE = 1 << 18
 STOP_WORKERS_TIMEOUT = 10.0
+# lmsav_requests_total{command}: every command of the protocol, and "unknown".
+REQUEST_COMMANDS = tuple(c.value for c in Cmd if c is not Cmd.UNKNOWN) + ("unknown",)
 
 
 # -- the parent: connections, jobs, workers -----------------------------------------------------
@@ -70,6 +82,42 @@ class Job:
 
 
 @dataclass
+class Tally:
+    """What the results of one request add up to, for the metrics and the statistics."""
+
+    seconds: float | None = None  # None: no worker timed it (it died)
+    size: int = 0
+    errors: int = 0
+    verdicts: collections.Counter = field(default_factory=collections.Counter)
+    threats: list[str] = field(default_factory=list)
+    mail: dict | None = None  # LMSAVMAIL: the plan's result and the groups' actions
+
+    def add(self, result: dict) -> None:
+        if "seconds" in result:
+            self.seconds = (self.seconds or 0.0) + result["seconds"]
+        self.size += result.get("size", 0)
+        self.errors += result.get("errors", 0)
+        self.verdicts.update(result.get("verdicts", {}))
+        self.threats += [t for t in result.get("threats", ()) if t not in self.threats]
+        self.mail = result.get("mail", self.mail)
+
+    @property
+    def files(self) -> int:
+        """Files (or messages) given a verdict, those that could not be scanned included."""
+        return sum(self.verdicts.values())
+
+    @property
+    def status(self) -> str:
+        """The worst status of the request (clean when nothing was scanned)."""
+        found = [s for s, n in self.verdicts.items() if n]
+        return max(found, key=_status_rank, default="clean")
+
+
+def _status_rank(status: str) -> int:
+    return STATUSES.index(status) if status in STATUSES else 0
+
+
+@dataclass
 class Fanout:
     """A CONTSCAN/MULTISCAN of a directory spread over every worker; replies 'OK' at the end."""
 
@@ -78,6 +126,7 @@ class Fanout:
     errors: int = 0
     total: int = 0
     pending: int = 0
+    tally: Tally = field(default_factory=Tally)
 
 
 class Conn:
@@ -122,8 +171,13 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.listeners: list[tuple[socket.socket, bool]] = []
         self.conns: dict[int, Conn] = {}
+        self.metrics = Metrics(DAEMON_RESULTS, lambda: self.db, commands=REQUEST_COMMANDS)
+        self.metrics_endpoint = None
+        self.events = (EventRecorder(options.settings, background=True)
+                       if options.settings is not None else None)
+        self._dropped_seen = 0
         self.pool = WorkerPool(options.workers, self._make_service, self.sel,
-                               child_setup=self._worker_setup)
+                               child_setup=self._worker_setup, around_fork=self._fork_safely)
         self.queue: collections.deque[Job] = collections.deque()
         self.bulk: collections.deque[Job] = collections.deque()
         self.db = None
@@ -157,6 +211,12 @@ class Server:
             self.listeners.append((listeners.bind_tcp(addr), False))
         if not self.listeners:
             raise DaemonError("no listener configured: give --socket or --tcp")
+        address = self.opt.settings.metrics.daemon if self.opt.settings is not None else ""
+        try:
+            self.metrics_endpoint = open_endpoint(address, self.metrics.registry,
+                                                  "[metrics] daemon")
+        except MetricsError as err:
+            raise DaemonError(str(err)) from None
 
     def drop_privileges(self) -> None:
         drop_privileges(self.opt.user, self.opt.socket, self.opt.socket_group)
@@ -177,6 +237,9 @@ class Server:
             self.sel.register(sock, selectors.EVENT_READ, ("listen", sock))
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self.pool.start()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.start()
+            log.info("metrics at %s", self.metrics_endpoint.url)
         log.info("lmsav daemon ready: %s, %d workers",
                  ", ".join(self._listener_names()), self.opt.workers)
         last_sweep = time.monotonic()
@@ -204,6 +267,9 @@ class Server:
                 break
         self.pool.stop(STOP_WORKERS_TIMEOUT)
         self._close_listeners()
+        self._close_metrics()
+        if self.events is not None:
+            self.events.close()  # what waits is written now
         log.info("lmsav daemon stopped")
         return 0
 
@@ -225,6 +291,13 @@ class Server:
         keep = sock.fileno()
         os.closerange(3, keep)
         close_descriptors_from(keep + 1)
+
+    def _fork_safely(self):
+        """Around every fork of a worker: no statistics write in progress on the store's
+        thread (a child must not inherit a database connection in the middle of one)."""
+        if self.events is None:
+            return contextlib.nullcontext()
+        return self.events.held()
 
     def _make_service(self) -> ScanService:
         """The job handler of a new worker, over the database the parent holds now."""
@@ -413,6 +486,7 @@ class Server:
                 return
         else:
             rid = 0
+        self.metrics.requests.labels(cmd.cmd.value or "unknown").inc()
         handler = self._commands.get(cmd.cmd, self._cmd_unknown)
         if handler(conn, cmd, rid, term) and not conn.session:
             self._end(conn)
@@ -737,6 +811,9 @@ class Server:
         live = conn.fd in self.conns and not conn.closed
         self.found += result.get("infected", 0)
         self.errors += result.get("errors", 0)
+        self.metrics.count_verdicts(result.get("verdicts", {}))
+        if result.get("dropped"):
+            self.metrics.stats_dropped.inc(result["dropped"])
         if result.get("log"):
             log.info("%s", result["log"])
         for line in result.get("lines", []):
@@ -747,6 +824,7 @@ class Server:
         if "fanout" in result:
             fan = Fanout(job.payload["path"], result["infected"], result["errors"],
                          result["total"])
+            fan.tally.add(result)
             if live:
                 for line in result["lines"]:
                     conn.out += proto.frame(line, job.term, job.request_id)
@@ -766,8 +844,10 @@ class Server:
                 return
             result = finish(fan.path, {"lines": [], "infected": fan.infected,
                                        "errors": fan.errors, "total": fan.total})
+            self._request_done(job, fan.tally)
         elif job.fanout is not None:
             fan = job.fanout
+            fan.tally.add(result)
             fan.infected += result["infected"]
             fan.errors += result["errors"]
             fan.total += result["total"]
@@ -779,13 +859,39 @@ class Server:
                 done = finish(fan.path, {"lines": [], "infected": fan.infected,
                                          "errors": fan.errors, "total": fan.total})
                 result = {"lines": done["lines"]}
+                self._request_done(job, fan.tally)
             else:
                 result = {"lines": []}
+        else:
+            tally = Tally()
+            tally.add(result)
+            self._request_done(job, tally)
         conn.outstanding = max(conn.outstanding - 1, 0)
         if live:
             for line in result.get("lines", []):
                 conn.out += proto.frame(line, job.term, job.request_id)
             self._flush(conn)
+
+    def _request_done(self, job: Job, tally: Tally) -> None:
+        """One request answered: its scan time, and its event (a message's is the mail
+        service's own)."""
+        if tally.seconds is not None:
+            self.metrics.scan_seconds.observe(tally.seconds)
+        if tally.mail is not None:
+            self.metrics.messages.labels(tally.mail["result"]).inc()
+            self.metrics.count_actions(tally.mail.get("actions", ()))
+            return
+        if self.events is None:
+            return
+        self.events.record({
+            "kind": "daemon_scan", "status": tally.status, "files": tally.files,
+            "threats": tally.threats, "size": tally.size,
+            "duration_ms": (tally.seconds or 0.0) * 1000,
+            "detail": {"command": job.label.partition(" ")[0], "errors": tally.errors}})
+        dropped = self.events.dropped
+        if dropped > self._dropped_seen:
+            self.metrics.stats_dropped.inc(dropped - self._dropped_seen)
+            self._dropped_seen = dropped
 
     def _worker_died(self, worker: Worker) -> None:
         job = self.pool.died(worker)
@@ -795,7 +901,8 @@ class Server:
             name = (job.payload.get("path") or job.payload.get("name")
                     or (job.payload.get("paths") or ["stream"])[0])
             self._job_done(job, {"lines": [proto.error(name, "Scan worker died")],
-                                 "infected": 0, "errors": 1, "total": 1})
+                                 "infected": 0, "errors": 1, "total": 1,
+                                 "verdicts": {"error": 1}})
         self._dispatch()
 
     # -- reload -----------------------------------------------------------------------------
@@ -843,6 +950,7 @@ class Server:
         result, self._reload_result = self._reload_result, None
         self.reloading = False
         if isinstance(result, str):
+            self.metrics.reloads.labels("failed").inc()
             log.error("reload failed, keeping the running configuration, database and groups: "
                       "%s", result)
             self.last_reload = {"result": "refused", "error": result, "at": time.time(),
@@ -867,9 +975,12 @@ class Server:
         took_options = not new.config_problem and new.options is not self.opt
         if took_options:
             options, restart = merge_reloaded(self.opt, new.options)
+            if _metrics_address(options) != _metrics_address(self.opt):
+                restart.append("metrics")
             if restart:
                 log.warning("reload: %s changed; restart the daemon to apply %s",
-                            ", ".join(f"[daemon] {name}" for name in restart),
+                            ", ".join("[metrics] daemon" if name == "metrics"
+                                      else f"[daemon] {name}" for name in restart),
                             "it" if len(restart) == 1 else "them")
             grew = options.max_connections > self.opt.max_connections
             self.opt = options
@@ -899,6 +1010,7 @@ class Server:
             "groups": "kept" if new.groups_problem else "reloaded"}
         if new.problems():
             self.last_reload["error"] = "; ".join(new.problems())
+        self.metrics.reloads.labels("failed" if new.problems() else "ok").inc()
 
     # -- shutdown ---------------------------------------------------------------------------
     def begin_shutdown(self) -> None:
@@ -921,8 +1033,14 @@ class Server:
         return not self.conns and not self.queue and not self.bulk and not self.pool.busy()
 
     def close_listeners(self) -> None:
-        """Close (and for the unix socket, remove) every listener."""
+        """Close (and for the unix socket, remove) every listener, /metrics too."""
         self._close_listeners()
+        self._close_metrics()
+
+    def _close_metrics(self) -> None:
+        endpoint, self.metrics_endpoint = self.metrics_endpoint, None
+        if endpoint is not None:
+            endpoint.close()
 
     def _close_listeners(self) -> None:
         for sock, unix in self.listeners:
@@ -968,3 +1086,7 @@ class Server:
             "last_reload": self.last_reload,
             "listeners": self._listener_names(),
         }
+
+
+def _metrics_address(opt: Options) -> str:
+    return opt.settings.metrics.daemon if opt.settings is not None else ""

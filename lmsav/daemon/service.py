@@ -2,7 +2,9 @@
 
 One ``ScanService`` per worker process, with one Engine over the database the worker was forked
 with, and the mail service for LMSAVMAIL. The parent decides nothing here: it sends jobs and
-writes the lines it gets back.
+writes the lines it gets back. Each result also says what the parent counts (metrics) and
+records (statistics): the verdicts by status, the bytes and threats scanned, the time taken,
+and the statistics events the worker's own store had to drop.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 
 from ..mail import transfer
 from ..sweep.walk import regular_files
@@ -18,8 +21,25 @@ from . import protocol as proto
 log = logging.getLogger("lmsav.daemon")
 
 
+MAX_THREATS = 100  # names one result carries back, for the statistics event
+
+
 def empty_result(total: int = 0) -> dict:
-    return {"lines": [], "infected": 0, "errors": 0, "total": total}
+    return {"lines": [], "infected": 0, "errors": 0, "total": total, "verdicts": {},
+            "size": 0, "threats": []}
+
+
+def count_verdict(res: dict, status: str, size: int = 0, threats=()) -> None:
+    """One verdict into ``res``: its status (the engine's), the bytes scanned, new threats."""
+    res["verdicts"][status] = res["verdicts"].get(status, 0) + 1
+    res["size"] += size
+    for name in threats:
+        if name not in res["threats"] and len(res["threats"]) < MAX_THREATS:
+            res["threats"].append(name)
+
+
+def _threat_names(verdict) -> list[str]:
+    return [threat.name for _where, threat in verdict.threats]
 
 
 def finish(path: str, res: dict) -> dict:
@@ -38,6 +58,7 @@ class ScanService:
         self.heuristic_names = heuristic_names
         self.follow_symlinks = follow_symlinks
         self.mail = mail  # lmsav.mail.service.MailService, for LMSAVMAIL
+        self._dropped_seen = 0
         self._jobs = {"mail": lambda job, fds: self.mail_job(fds),
                       "path": lambda job, fds: self.scan_target(job["path"], job["mode"]),
                       "files": lambda job, fds: self.scan_files(job["paths"],
@@ -47,19 +68,37 @@ class ScanService:
     # -- the worker pool's side ------------------------------------------------------------
     def run_job(self, job: dict, fds: list[int]) -> dict:
         """One job; a bug costs this request an ERROR line, never the worker."""
+        started = time.monotonic()
         try:
             run = self._jobs.get(job.get("kind"))
             if run is None:
                 raise ValueError(f"unknown job kind {job.get('kind')!r}")
-            return run(job, fds)
+            res = run(job, fds)
         except Exception as err:
             log.exception("scan job failed")
             name = job.get("path") or job.get("name") or ""
-            return {"lines": [proto.error(name, f"Internal error: {type(err).__name__}")],
-                    "infected": 0, "errors": 1, "total": 1}
+            res = {"lines": [proto.error(name, f"Internal error: {type(err).__name__}")],
+                   "infected": 0, "errors": 1, "total": 1, "verdicts": {"error": 1}}
+        res["seconds"] = time.monotonic() - started
+        res["dropped"] = self._newly_dropped()
+        return res
+
+    def _newly_dropped(self) -> int:
+        """Statistics events this worker's mail service dropped since the last result."""
+        store = self._mail_stats()
+        total = store.dropped if store is not None else 0
+        new, self._dropped_seen = total - self._dropped_seen, total
+        return new
 
     def close(self) -> None:
-        pass
+        """The worker is ending: the statistics its mail service still holds are written (a
+        worker leaves with os._exit, which runs no exit hook)."""
+        store = self._mail_stats()
+        if store is not None:
+            store.close()
+
+    def _mail_stats(self):
+        return getattr(getattr(self.mail, "processor", None), "stats", None)
 
     # -- paths -----------------------------------------------------------------------------
     # clamd's reply rules (clamd/scanner.c, session.c): every file that is not clean gets a
@@ -71,12 +110,15 @@ class ScanService:
         except OSError as err:
             res["lines"].append(proto.error(path, f"lstat() failed: {err.strerror}."))
             res["errors"] = 1
+            count_verdict(res, "error")
             return res
         if stat.S_ISDIR(st.st_mode):
             files, problems = self.walk(path)
             res["lines"] += problems
             res["errors"] += len(problems)
             res["total"] += len(problems)
+            for _problem in problems:
+                count_verdict(res, "error")
             if mode in ("contscan", "multiscan"):
                 res["fanout"] = files  # the parent spreads them over every worker
                 return res
@@ -90,6 +132,7 @@ class ScanService:
         else:
             res["lines"].append(proto.error(path, "Not supported file type"))
             res["errors"] = 1
+            count_verdict(res, "error")
             return res
         return finish(path, res)
 
@@ -106,6 +149,7 @@ class ScanService:
         except OSError as err:
             res["lines"].append(proto.error(path, f"lstat() failed: {err.strerror}."))
             res["errors"] += 1
+            count_verdict(res, "error")
             return
         if st.st_size == 0:
             if toplevel:
@@ -114,13 +158,16 @@ class ScanService:
         if not os.access(path, os.R_OK):
             res["lines"].append(proto.error(path, "Access denied."))
             res["errors"] += 1
+            count_verdict(res, "error")
             return
         try:
             verdict = self.engine.scan_path(path)
         except OSError as err:
             res["lines"].append(proto.error(path, f"Can't open file or directory: {err.strerror}"))
             res["errors"] += 1
+            count_verdict(res, "error")
             return
+        count_verdict(res, verdict.status.label, st.st_size, _threat_names(verdict))
         lines, status = proto.verdict_lines(path, verdict, self.heuristic_names, allmatch)
         res["lines"] += [] if status is proto.Status.CLEAN else lines
         if status is proto.Status.INFECTED:
@@ -151,6 +198,7 @@ class ScanService:
         if st is None or not stat.S_ISREG(st.st_mode):
             res["lines"].append(proto.error(name, "Not a regular file"))
             res["errors"] = 1
+            count_verdict(res, "error")
             return res
         try:
             # The descriptor's own file, reopened through /proc: works for unlinked spools too.
@@ -158,7 +206,9 @@ class ScanService:
         except OSError as err:
             res["lines"].append(proto.error(name, f"Can't read file: {err.strerror}"))
             res["errors"] = 1
+            count_verdict(res, "error")
             return res
+        count_verdict(res, verdict.status.label, st.st_size, _threat_names(verdict))
         lines, status = proto.verdict_lines(name, verdict, self.heuristic_names)
         res["lines"] = lines
         res["infected"] = int(status is proto.Status.INFECTED)
@@ -172,7 +222,7 @@ class ScanService:
 
         if self.mail is None or len(fds) != 3:
             return {"lines": [f"{transfer.REPLY_ERROR} mail policy not available"],
-                    "errors": 1, "total": 1}
+                    "errors": 1, "total": 1, "mail": {"result": "error"}}
         req_fd, msg_fd, plan_fd = fds
         try:
             envelope = transfer.decode_request(transfer.read_fd(req_fd, transfer.MAX_REQUEST))
@@ -181,10 +231,13 @@ class ScanService:
             transfer.write_plan(plan_fd, plan)
         except (transfer.PlanError, MailServiceError, OSError) as err:
             reason = " ".join(str(err).split()) or type(err).__name__
-            return {"lines": [f"{transfer.REPLY_ERROR} {reason}"], "errors": 1, "total": 1}
+            return {"lines": [f"{transfer.REPLY_ERROR} {reason}"], "errors": 1, "total": 1,
+                    "mail": {"result": "error"}}
         outcome = plan.outcome
         return {"lines": [transfer.REPLY_OK], "infected": int(outcome.status == "infected"),
-                "errors": 0, "total": 1,
+                "errors": 0, "total": 1, "verdicts": {outcome.status: 1},
+                "mail": {"result": plan.result, "actions": [g.action for g in outcome.groups],
+                         "seconds": outcome.scan_seconds},
                 "log": f"LMSAVMAIL {outcome.message_id or '-'} status={outcome.status} "
                        f"result={plan.result} threats={','.join(outcome.threats) or '-'}"}
 

@@ -21,6 +21,7 @@ recipients.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from pathlib import Path
 from .deliveries import REJECT_NOTICE_KEY, Delivery, plan_deliveries
 from .envelope import Envelope
 from .outcome import MessageOutcome
+
+log = logging.getLogger("lmsav.mail")
 
 
 class MailServiceError(Exception):
@@ -99,8 +102,9 @@ class MailService:
                    stats=open_store(settings) if stats else None,
                    tmp_root=str(tmp) if tmp else None, hostname=settings.host_name())
 
-    def decide(self, message: bytes, envelope: Envelope) -> Plan:
-        """Scan ``message``, apply each recipient group's policy, and plan the deliveries."""
+    def decide(self, message: bytes, envelope: Envelope, queue_id: str = "") -> Plan:
+        """Scan ``message``, apply each recipient group's policy, and plan the deliveries.
+        One log line says what was decided (``queue_id``: the MTA's id, for that line)."""
         from .backup import BackupError
 
         if envelope.group and self.groups.get(envelope.group) is None:
@@ -114,7 +118,48 @@ class MailService:
         addressed = [g for g in outcome.groups if g.recipients]
         rejected = bool(addressed) and all(g.action == "reject" for g in addressed)
         reply = next((g.reject_reply for g in addressed if g.reject_reply), "") if rejected else ""
+        log_decision(outcome, queue_id)
         return Plan(outcome, deliveries, "reject" if rejected else "accept", reply)
+
+
+def log_decision(outcome: MessageOutcome, queue_id: str = "") -> None:
+    """amavis' one line per message: ``queue=… msgid=<…> from=<…> to=<…>,<…> group=…
+    status=… action=… threats=… size=… time=…ms``, a value per addressed group in ``group``,
+    ``status`` and ``action``; in JSON lines the same fields, lists as lists."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    groups = [g for g in outcome.groups if g.recipients] or outcome.groups
+    fields = {
+        "queue": queue_id,
+        "msgid": outcome.message_id,
+        "from": outcome.sender,
+        "to": list(outcome.recipients),
+        "group": [g.group for g in groups],
+        "status": [g.status for g in groups] or [outcome.status],
+        "action": [g.action for g in groups],
+        "threats": list(outcome.threats),
+        "size": outcome.size,
+        "time_ms": round(outcome.scan_seconds * 1000),
+    }
+    log.info("queue=%s msgid=%s from=<%s> to=%s group=%s status=%s action=%s threats=%s "
+             "size=%d time=%dms", _token(queue_id), _token(outcome.message_id), _bare(outcome.sender),
+             ",".join(f"<{_bare(r)}>" for r in outcome.recipients) or "-",
+             _joined(fields["group"]), _joined(fields["status"]), _joined(fields["action"]),
+             _joined(_token(t) for t in outcome.threats), outcome.size, fields["time_ms"],
+             extra=fields)
+
+
+def _token(text: str) -> str:
+    """A value without white space, so that the line splits on spaces; "-" when empty."""
+    return "".join(str(text).split()) or "-"
+
+
+def _bare(address: str) -> str:
+    return "".join(address.split())  # the null sender stays <>
+
+
+def _joined(values) -> str:
+    return ",".join(values) or "-"
 
 
 def load_database(directory):

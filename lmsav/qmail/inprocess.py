@@ -18,7 +18,7 @@ def plan_in_process(conf, message_fd: int, sender: bytes, recipients: list[bytes
     import signal
 
     from .. import config as config_mod
-    from .. import paths
+    from .. import logsetup, paths
     from ..mail.envelope import Envelope
     from ..mail.service import MailService, MailServiceError
     from .errors import Defer
@@ -34,6 +34,7 @@ def plan_in_process(conf, message_fd: int, sender: bytes, recipients: list[bytes
     try:
         try:
             settings = config_mod.load_settings(config_file, None, {}, required=False)
+            logsetup.configure(settings, "qmail")  # the message's log line goes where [log] says
             service = MailService.from_settings(settings, config_file)
             raw = transfer.read_fd(message_fd, transfer.MAX_MESSAGE)
             plan = service.decide(raw, Envelope(

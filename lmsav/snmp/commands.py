@@ -9,21 +9,17 @@ import time
 
 import click
 
+from .. import logsetup
 from ..clitools import Fatal, load_settings
 from .mib import BASE, format_oid, parse_oid
 
-LOG_FORMAT = "lmsav snmp: %(message)s"
 MONITOR_INTERVAL = 30.0
 
 
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("lmsav.snmp")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+def _configure_logging(ctx: click.Context, settings) -> None:
+    """[log] for a service: snmpd and systemd keep what it writes (never on standard output,
+    the agent's pass_persist channel)."""
+    logsetup.configure(settings, "snmp", verbosity=logsetup.verbosity_of(ctx))
 
 
 def _base(text: str) -> tuple[int, ...]:
@@ -64,7 +60,7 @@ def agent_cmd(ctx: click.Context, base: str, cache_seconds: float, dump: bool) -
 
     oid = _base(base)
     settings = load_settings(ctx)
-    _log_to_stderr()
+    _configure_logging(ctx, settings)
     agent = Agent(settings, TotalsReader(settings), base=oid, cache_seconds=cache_seconds)
     if dump:
         for line in agent.dump():
@@ -102,7 +98,7 @@ def monitor_cmd(ctx: click.Context, base: str, once: bool, interval: float) -> N
     if not settings.snmp.traps:
         raise Fatal("no trap sinks: list them in [snmp] traps, like traps = "
                     '["127.0.0.1:162"]')
-    _log_to_stderr()
+    _configure_logging(ctx, settings)
     sender = Sender(settings.snmp.traps, settings.snmp.community)
     if sender.available() is None:
         raise Fatal("snmptrap not found: install Debian's snmp package to send traps")

@@ -6,21 +6,12 @@ import datetime
 import email.header
 import email.parser
 import email.policy
-import logging
-import logging.handlers
-import sys
 
 import click
 
-from .. import jsonout
+from .. import jsonout, logsetup
 from ..clitools import Fatal, load_settings, root_options
 from .nqueue import Spool, SpoolEntry, SpoolError
-
-LOG_FORMAT = "%(asctime)s lmsav-spool[%(process)d]: %(message)s"
-
-
-
-
 
 
 def _spool(ctx: click.Context) -> Spool:
@@ -40,24 +31,22 @@ def spool():
               help="Process what is pending now, then exit (for cron and tests).")
 @click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
 @click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Append the log lines to FILE instead of standard error ([spool] log_file).")
+              help="Append the log lines to FILE instead of [log] destination ([spool] log_file).")
 @click.pass_context
 def watch_cmd(ctx, workers, once, database, log_file):
     """Watch new/ with inotify, apply mail policy to each entry and reinject the results.
 
     SIGHUP reloads the configuration, groups and database; SIGTERM and SIGINT finish the
-    messages in flight and exit, leaving the rest in new/. One log line per message, on stderr
-    or in [spool] log_file.
+    messages in flight and exit, leaving the rest in new/; SIGUSR1 reopens the log file
+    (logrotate). One log line per message, where [log] says, or in [spool] log_file.
     """
     from .watcher import Watcher, WatcherError
 
     settings = load_settings(ctx, {"spool.workers": workers, "spool.log_file": log_file})
-    handler = _log_handler(settings.spool.log_file)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logger = logging.getLogger("lmsav.spool")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    # [spool] log_file (what `lmsav setup` sets, and --log-file) is this command's own [log]
+    # file; a file it cannot write is said once on stderr, where the lines then go.
+    logsetup.configure(settings, "spool", verbosity=logsetup.verbosity_of(ctx),
+                       file=settings.spool.log_file)
     obj = root_options(ctx)
     try:
         code = Watcher(settings, obj["config"], database, workers=workers,
@@ -65,16 +54,6 @@ def watch_cmd(ctx, workers, once, database, log_file):
     except WatcherError as err:
         raise Fatal(str(err)) from None
     ctx.exit(code)
-
-
-def _log_handler(log_file) -> logging.Handler:
-    """stderr, or the log file, reopened when logrotate has moved it (WatchedFileHandler)."""
-    if not log_file:
-        return logging.StreamHandler(sys.stderr)
-    try:
-        return logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
-    except OSError as err:
-        raise Fatal(f"log file {log_file}: {err.strerror or err}") from None
 
 
 def _entry_json(state: str, entry: SpoolEntry) -> dict:

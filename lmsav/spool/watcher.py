@@ -19,6 +19,10 @@ A lock on ``<spool>/watch.lock`` keeps a second watcher away; workers inherit it
 ``kill -9`` of the parent a new watcher waits until the old workers have finished the entries
 they hold (they exit as soon as they find the parent gone) before it recovers ``work/``.
 
+The parent counts what the workers report back (the entry's result, the message's status and
+actions, its scan time) into the ``lmsav_*`` metrics it serves on ``[metrics] watcher`` from a
+thread of its own; the workers record each message in the statistics store themselves.
+
 Signals: SIGHUP reloads the configuration, groups and database and replaces the workers once
 each has finished its entry; SIGTERM and SIGINT stop handing out entries, wait for the ones in
 flight and exit 0, leaving the rest in ``new/``.
@@ -45,6 +49,8 @@ from pathlib import Path
 from ..durable import fsync_dir as _fsync_dir
 from ..mail.deliveries import Delivery
 from ..mail.service import MailService, MailServiceError
+from ..metrics.endpoint import MetricsError, open_endpoint
+from ..metrics.families import WATCHER_RESULTS, Metrics
 from ..scanner.containers.mimeedit import header_end
 from ..workers import Worker, WorkerPool
 from . import permissions
@@ -69,6 +75,10 @@ class Result:
     entry_id: str
     result: str  # done | retry | held | gone | stuck
     delay: float = 0.0  # retry: seconds until the entry is due again
+    status: str = ""  # the message's status, when the mail policy decided it
+    actions: tuple[str, ...] = ()  # each group's action
+    seconds: float | None = None  # the scan time of the decision
+    dropped: int = 0  # statistics events this worker dropped since its last result
 
 
 # -- deliveries already made, across retries -----------------------------------------------------
@@ -134,14 +144,34 @@ class EntryHandler:
         self.retry_base = retry_base
         self.max_attempts = max_attempts
         self.delivered = DeliveredStore(spool.root)
+        self._decided = None  # the outcome of the entry in hand, once decided
+        self._dropped_seen = 0
 
     def run_job(self, entry_id: str, _fds) -> Result:
-        """The worker pool's side: one entry id in, its Result out."""
-        return self.handle(entry_id)
+        """The worker pool's side: one entry id in, its Result out (with what the parent
+        counts)."""
+        self._decided = None
+        result = self.handle(entry_id)
+        outcome = self._decided
+        if outcome is not None:
+            result.status = outcome.status
+            result.actions = tuple(g.action for g in outcome.groups)
+            result.seconds = outcome.scan_seconds
+        store = self._mail_stats()
+        dropped = store.dropped if store is not None else 0
+        result.dropped, self._dropped_seen = dropped - self._dropped_seen, dropped
+        return result
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.reinjector.close()
+        store = self._mail_stats()
+        if store is not None:
+            # The worker leaves with os._exit, which runs no exit hook: write what waits now.
+            store.close()
+
+    def _mail_stats(self):
+        return getattr(getattr(self.service, "processor", None), "stats", None)
 
     def handle(self, entry_id: str) -> Result:
         t0 = time.monotonic()
@@ -158,6 +188,7 @@ class EntryHandler:
             raw = self.spool.message(entry)
             line.message_id = _message_id(raw)
             plan = self.service.decide(raw, env)
+            self._decided = plan.outcome
             line.outcome(plan.outcome)
             deliveries = plan.deliveries  # after the queue: a refusal is a notice, too
         except Exception as err:  # a bug or a resource problem: count an attempt, keep the mail
@@ -318,6 +349,11 @@ class Watcher:
         self._selector: selectors.BaseSelector | None = None
         self._loaded: _Loaded | None = None
         self.counts: dict[str, int] = {}
+        self.metrics = Metrics(WATCHER_RESULTS, self._database_in_use, spool_dir=self.spool.root)
+        self._metrics_endpoint = None
+
+    def _database_in_use(self):
+        return self._loaded.database if self._loaded is not None else None
 
     # -- loading ---------------------------------------------------------------------------------
     def _load(self, settings) -> _Loaded:
@@ -336,11 +372,15 @@ class Watcher:
             settings = config_mod.load_settings(self.config_path, self.profile)
             loaded = self._load(settings)
         except (config_mod.ConfigError, WatcherError) as err:
+            self.metrics.reloads.labels("failed").inc()
             log.error("reload failed, keeping the running configuration: %s", err)
             return
         if settings.spool_dir() != self.spool.root:
             log.warning("reload: the spool directory cannot change while running; still "
                         "watching %s", self.spool.root)
+        if settings.metrics.watcher != self.settings.metrics.watcher:
+            log.warning("reload: [metrics] watcher changed; restart the watcher to apply it")
+        self.metrics.reloads.labels("ok").inc()
         self.settings, self._loaded = settings, loaded
         self._pool.new_generation(loaded.workers)
         log.info("reloaded: database %s, groups %s, %d workers", loaded.database.version,
@@ -364,10 +404,12 @@ class Watcher:
             if not self._lock():
                 return 0
             try:
+                self._open_metrics()
                 self._start(once)
             finally:
                 self._stop_observer()
                 self._shutdown_workers()
+                self._close_metrics()
                 self._unlock()
         finally:
             self._restore_signals(old_handlers)
@@ -409,6 +451,9 @@ class Watcher:
         self._pool = WorkerPool(self._loaded.workers, self._make_handler, self._selector,
                                 child_setup=self._worker_setup, around_fork=self._observer_paused)
         self._pool.start()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.start()
+            log.info("metrics at %s", self._metrics_endpoint.url)
         if not once:
             self._start_observer()
         log.info("watching %s: %d workers, database %s, reinject %s", self.spool.root,
@@ -508,11 +553,25 @@ class Watcher:
     def _finished(self, result: Result) -> None:
         self._inflight.pop(result.entry_id, None)
         self.counts[result.result] = self.counts.get(result.result, 0) + 1
+        self._count(result)
         if result.result == "retry":
             heapq.heappush(self._timers, time.time() + result.delay)
         elif result.result == "stuck":
             self._not_before[result.entry_id] = time.time() + result.delay
             heapq.heappush(self._timers, time.time() + result.delay)
+
+    def _count(self, result: Result) -> None:
+        """The metrics of one entry a worker finished with ("gone": another took it)."""
+        m = self.metrics
+        if result.result != "gone":
+            m.messages.labels(result.result).inc()
+        if result.status:
+            m.verdicts.labels(result.status).inc()
+            m.count_actions(result.actions)
+        if result.seconds is not None:
+            m.scan_seconds.observe(result.seconds)
+        if result.dropped > 0:
+            m.stats_dropped.inc(result.dropped)
 
     def _worker_died(self, w: Worker) -> None:
         entry_id = self._pool.died(w)  # replaced by the pool if it was current
@@ -562,10 +621,27 @@ class Watcher:
                             loaded.settings.spool.max_attempts)
 
     def _worker_setup(self, _sock) -> None:
-        """In a new worker: the parent's selector and wake pipe are not its own."""
+        """In a new worker: the parent's selector, wake pipe and /metrics are not its own."""
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close_in_child()
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def _open_metrics(self) -> None:
+        """Listen where [metrics] watcher says (after the spool lock: a second watcher waits
+        for the first before it takes the port)."""
+        try:
+            self._metrics_endpoint = open_endpoint(self.settings.metrics.watcher,
+                                                   self.metrics.registry, "[metrics] watcher")
+        except MetricsError as err:
+            raise WatcherError(str(err)) from None
+
+    def _close_metrics(self) -> None:
+        endpoint, self._metrics_endpoint = self._metrics_endpoint, None
+        if endpoint is not None:
+            endpoint.close()
 
     @contextlib.contextmanager
     def _observer_paused(self):

@@ -1,5 +1,9 @@
 """One local ``lmsav scan``: the engine from the settings, a sweep (or a watch) of the targets,
-actions, printed reports and the exit code. The command line itself is lmsav.cli's."""
+actions, printed reports and the exit code. The command line itself is lmsav.cli's.
+
+Each run is recorded in the statistics store: one ``file_found`` event per infected or
+suspicious file, and one ``file_scan`` event at the end with the counts. A store this user
+cannot write is skipped without a word (lmsav.metrics.recording)."""
 
 from __future__ import annotations
 
@@ -10,12 +14,16 @@ import click
 
 from .. import paths as paths_mod
 from ..clitools import EXIT_CLEAN, EXIT_ERROR, EXIT_FOUND, Fatal
+from ..metrics.recording import EventRecorder
 from ..scanner.engine import Engine
 from ..scanner.objects import Status
 from .options import ScanParameters
 from .progress import ScanProgress
 from .report import ReportPrinter, colour_wanted
-from .run import SweepOptions, Tally, summarize, sweep
+from .run import FileReport, SweepOptions, Tally, summarize, sweep
+
+FOUND = (Status.INFECTED, Status.SUSPICIOUS)
+MAX_THREATS = 100  # names the run's summary event keeps
 
 
 def run_scan(settings, db, params: ScanParameters) -> int:
@@ -41,6 +49,7 @@ def run_scan(settings, db, params: ScanParameters) -> int:
                             runner.policy.active, sc.incremental and not params.watch,
                             colour=colour_wanted(params.no_color, as_json))
     tally = Tally()
+    events = RunEvents(settings, db.version)
     progress = params.progress
     show_bar = progress if progress is not None else sys.stderr.isatty() and not as_json
     bar = ScanProgress() if show_bar and not params.watch else None
@@ -48,6 +57,7 @@ def run_scan(settings, db, params: ScanParameters) -> int:
     walked = bar.walked if bar is not None else None
 
     def on_report(report, act=True, scanned=None):
+        events.file(report)
         result = runner.apply(report, scanned) if act else runner.apply_nothing(report)
         if report_file is not None and result is not None:
             report_file.write(result)
@@ -70,6 +80,7 @@ def run_scan(settings, db, params: ScanParameters) -> int:
         finally:
             if report_file is not None:
                 report_file.close()
+            events.run(tally, targets)
         if not params.no_summary:
             printer.summary(tally, db)
         return (EXIT_ERROR if printer.action_errors else EXIT_FOUND if printer.found
@@ -91,15 +102,58 @@ def run_scan(settings, db, params: ScanParameters) -> int:
         if bar is not None:
             bar.close()
         click.echo("lmsav: interrupted", err=True)
+        events.run(tally, targets, interrupted=True)
         return EXIT_ERROR
     finally:
         if report_file is not None:
             report_file.close()
+    events.run(tally, targets)
     if bar is not None:
         bar.close()
     if not params.no_summary:
         printer.summary(tally, db)
     return printer.exit_code(tally)
+
+
+class RunEvents:
+    """The statistics events of one run: each file found, then the run's summary."""
+
+    def __init__(self, settings, database_version: str):
+        self.recorder = EventRecorder(settings)
+        self.database_version = database_version
+        self.threats: list[str] = []
+
+    def file(self, report: FileReport) -> None:
+        if report.status not in FOUND or report.unreached or report.skipped:
+            return
+        names = list(dict.fromkeys(n for _where, _status, found, _reason in report.findings
+                                   for n in found))
+        for name in names:
+            if name not in self.threats and len(self.threats) < MAX_THREATS:
+                self.threats.append(name)
+        self.recorder.record({"kind": "file_found", "status": report.status.label, "files": 0,
+                              "threats": names, "size": report.size,
+                              "detail": {"path": _storable(report.path)}})
+
+    def run(self, tally: Tally, targets, interrupted: bool = False) -> None:
+        """The summary of the run (once, at its end), then the store closed."""
+        by_status = {s.label: n for s, n in tally.by_status.items() if n}
+        worst = max((s for s, n in tally.by_status.items() if n), default=Status.CLEAN)
+        detail = {"statuses": by_status, "directories": tally.directories,
+                  "skipped": tally.skipped, "unchanged": tally.unchanged,
+                  "targets": [_storable(t) for t in list(targets)[:20]],
+                  "database": self.database_version}
+        if interrupted:
+            detail["interrupted"] = True
+        self.recorder.record({"kind": "file_scan", "status": worst.label, "files": tally.files,
+                              "threats": self.threats, "size": tally.bytes,
+                              "duration_ms": tally.seconds * 1000, "detail": detail})
+        self.recorder.close()
+
+
+def _storable(path: str) -> str:
+    """A file name as the store can hold it: bytes that are not UTF-8 escaped."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def action_runner(settings, engine, db):

@@ -8,6 +8,10 @@ did not change are hard-linked from the active version. The staged directory is 
 child, self-tested, renamed into place and made ``current``; older versions beyond
 ``keep_versions`` go. An older version than the active one is refused unless asked for.
 Whatever fails, the active version stays as it was.
+
+Each run (and each rollback) is one ``update`` event for the statistics store when the caller
+gives ``record`` (``lmsav.metrics.recording.EventRecorder.record``): ok or failed, the versions
+before and after.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,8 +126,17 @@ class Wanted:
 
 # -- entry points ------------------------------------------------------------------------------
 
-def update(root: Path, options: Options, notify=None, clock=time.time) -> Outcome:
+def update(root: Path, options: Options, notify=None, clock=time.time,
+           record: Callable[[dict], None] | None = None) -> Outcome:
     """Bring ``root`` up to date from ``options.sources``; never raises UpdateError."""
+    started = time.monotonic()
+    outcome = _update(root, options, notify, clock)
+    if record is not None:
+        record(update_event(outcome, time.monotonic() - started))
+    return outcome
+
+
+def _update(root: Path, options: Options, notify, clock) -> Outcome:
     store = Store(root)
     try:
         with store.locked():
@@ -144,9 +158,18 @@ def update(root: Path, options: Options, notify=None, clock=time.time) -> Outcom
     return outcome
 
 
-def rollback(root: Path, label: str | None, notify=None, clock=time.time) -> Outcome:
+def rollback(root: Path, label: str | None, notify=None, clock=time.time,
+             record: Callable[[dict], None] | None = None) -> Outcome:
     """Make a kept version active again: ``label``, or the one installed before the active one.
     Raises NoSuchVersion when there is none to go back to; other failures are in the outcome."""
+    started = time.monotonic()
+    outcome = _rollback(root, label, notify, clock)
+    if record is not None:
+        record(update_event(outcome, time.monotonic() - started))
+    return outcome
+
+
+def _rollback(root: Path, label: str | None, notify, clock) -> Outcome:
     store = Store(root)
     try:
         with store.locked():
@@ -172,6 +195,17 @@ def rollback(root: Path, label: str | None, notify=None, clock=time.time) -> Out
     if notify is not None:
         outcome.notified = notify()
     return outcome
+
+
+def update_event(outcome: Outcome, seconds: float) -> dict:
+    """The statistics event of one update or rollback (``lmsav.stats.events``)."""
+    return {
+        "kind": "update", "status": "ok" if outcome.ok else "failed",
+        "duration_ms": seconds * 1000,
+        "detail": {"result": outcome.result, "active": outcome.active,
+                   "previous": outcome.previous, "source": outcome.source,
+                   "versions": {c.database: c.after for c in outcome.changes},
+                   "errors": outcome.errors}}
 
 
 def _rollback_target(store: Store, current: Version | None, label: str | None) -> Version:

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.integration
 AS_A_PERSON_WITHOUT_SYSLOG = """
 import sys
 from lmsav import paths
-import lmsav.daemon.commands as commands
+from lmsav import logsetup
 paths.layout = lambda env=None, euid=None: paths.PERSONAL
-commands.SYSLOG_SOCKET = sys.argv.pop(1)
+logsetup.SYSLOG_SOCKET = sys.argv.pop(1)
 sys.argv[0] = "lmsav"
 from lmsav.launcher import main
 main()
@@ -74,7 +74,7 @@ def test_detached_without_syslog_logs_to_the_state_log_directory(tmp_path, perso
     sock = tmp_path / "clamd.sock"
     pid_file = tmp_path / "runtime" / "lmsav" / "lmsav.pid"
     log_dir = Path(person["XDG_STATE_HOME"]) / "lmsav" / "log"
-    log_file = log_dir / "daemon.log"
+    log_file = log_dir / "lmsav.log"
     missing_syslog = tmp_path / "no-such-dev" / "log"
 
     started = subprocess.run(
@@ -91,7 +91,7 @@ def test_detached_without_syslog_logs_to_the_state_log_directory(tmp_path, perso
         assert stat.S_IMODE(log_file.stat().st_mode) == 0o640
         assert stat.S_IMODE(log_dir.stat().st_mode) & 0o027 == 0
         line = next(x for x in log_file.read_text().splitlines() if "lmsav daemon ready" in x)
-        assert f"lmsav-daemon[{pid}]: lmsav daemon ready: unix:{sock}, 1 workers" in line
+        assert f"lmsav-daemon[{pid}]: info: lmsav daemon ready: unix:{sock}, 1 workers" in line
     finally:
         if pid is None and pid_file.exists():
             pid = int(pid_file.read_text())

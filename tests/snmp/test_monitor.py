@@ -256,11 +256,14 @@ def test_an_unusable_sink_is_one_line_and_the_others_still_get_the_trap(tmp_path
         spool.enqueue(Envelope("a@example.org", ("b@example.org",)), b"Subject: %d\n\nx\n" % n)
     done = run_monitor(config)
     assert done.returncode == 2
-    assert done.stderr.splitlines() == [
-        ("lmsav snmp: cannot send lmsavSpoolOverThreshold to 255.255.255.255:162: Failure in "
+    *logged, last = done.stderr.splitlines()
+    # [log] lines: "<time> lmsav-snmp[<pid>]: <level>: <message>"
+    assert [line.split(" ", 1)[1].split("]: ", 1)[1] for line in logged] == [
+        ("error: cannot send lmsavSpoolOverThreshold to 255.255.255.255:162: Failure in "
          "sendto (Permission denied)"),
-        f"lmsav snmp: sent lmsavSpoolOverThreshold to {trapd.sink}",
-        "lmsav: error: not sent to every sink: lmsavSpoolOverThreshold"]
+        f"info: sent lmsavSpoolOverThreshold to {trapd.sink}"]
+    assert all(line.split(" ", 2)[1].startswith("lmsav-snmp[") for line in logged)
+    assert last == "lmsav: error: not sent to every sink: lmsavSpoolOverThreshold"
     assert [trap_oid(t) for t in received(trapd, 1)] == [TRAP["spoolOverThreshold"]]
 
 
