@@ -48,7 +48,8 @@ def _parameters() -> list:
     click.option("-i", "--infected", is_flag=True,
                  help="Print only infected and suspicious files, and errors."),
     click.option("--json", "as_json", is_flag=True,
-                  help="One JSON object per input (the verdict tree), then a summary object."),
+                  help="One JSON object per line: one per input (the verdict tree), then the summary "
+                       "(schema: lmsav/data/scan-result.schema.json in the package)."),
     click.option("--no-summary", is_flag=True, help="Do not print the summary."),
     click.option("--progress/--no-progress", default=None,
                   help="Progress bar on stderr: files done of files found, with the percentage "
