@@ -20,13 +20,13 @@ from .run import (
     forget_last_result,
     last_result,
     log_error,
-    run_sweep,
-    run_update,
+    run_schedule,
 )
 from .schedules import (
     Schedule,
     ScheduleError,
     Store,
+    check_mail,
     check_name,
     schedules_dir,
     split_scan_args,
@@ -218,6 +218,40 @@ def add_update(ctx, name, when, systemd, enable, replace, cron_dir, unit_dir):
     _add(ctx, schedule, replace, enable, cron_dir, unit_dir)
 
 
+@add.command("report")
+@click.argument("name")
+@click.option("--report", "period", type=click.Choice(["daily", "weekly"]), required=True,
+              help="Which report: daily (yesterday, by hour) or weekly (the last 7 days, by "
+                   "day).")
+@click.option("--mail", "addresses", multiple=True, metavar="ADDR",
+              help="Mail each report to ADDR; repeatable. Every report is also kept in "
+                   "<state_dir>/reports/.")
+@click.option("--schedule", "when", required=True, metavar="EXPR",
+              help='When to run: a cron expression such as "0 6 * * *", or @daily, @weekly …')
+@_add_options
+@click.pass_context
+def add_report(ctx, name, period, addresses, when, systemd, enable, replace, cron_dir,
+               unit_dir):
+    """Run `lmsav report daily|weekly` on a schedule: the HTML page is kept in the reports
+    directory and mailed (text, HTML and chart) to each --mail ADDR.
+
+    \b
+    Example:
+      lmsav cron add report daily-mail --report daily --mail postmaster@example.org \\
+          --schedule "0 6 * * *"
+    """
+    expression = _checked_schedule(name, when, systemd, enable)
+    try:
+        mail = check_mail(list(addresses))
+    except ScheduleError as err:
+        raise Fatal(f"--mail: {err}") from None
+    load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
+    schedule = Schedule(name=name, schedule=expression.text, kind="report", report=period,
+                        mail=mail, systemd=systemd,
+                        created=datetime.datetime.now().astimezone().replace(microsecond=0))
+    _add(ctx, schedule, replace, enable, cron_dir, unit_dir)
+
+
 def _checked_schedule(name: str, when: str, systemd: bool, enable: bool
                       ) -> expression_mod.CronExpression:
     """NAME and --schedule checked, as one-line errors."""
@@ -309,8 +343,8 @@ def _describe(schedule: Schedule, next_count: int, last: RunResult | None = None
               show_last: bool = False) -> None:
     click.echo(f"  schedule: {schedule.schedule}"
                + ("  (systemd timer)" if schedule.systemd else ""))
-    if schedule.kind == "update":
-        click.echo("  runs:     lmsav update (the [update] sources and databases)")
+    if schedule.kind != "sweep":
+        click.echo(f"  runs:     {schedule.runs}")
     else:
         click.echo(f"  paths:    {' '.join(shlex.quote(p) for p in schedule.paths)}")
     if schedule.scan_options:
@@ -536,10 +570,7 @@ def run_cmd(ctx, name, quiet):
             held.append(line)
 
     try:
-        if schedule.kind == "update":
-            result = run_update(schedule, state, [*lmsav, "update"], on_line)
-        else:
-            result = run_sweep(schedule, state, [*lmsav, "scan"], on_line)
+        result = run_schedule(schedule, state, lmsav, on_line)
     except OSError as err:
         raise Fatal(f"{err.filename or state.state_dir}: {err.strerror or err}") from None
     if result.result == "skipped":

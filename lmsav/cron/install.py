@@ -134,7 +134,8 @@ def render_cron_file(entries: Sequence[tuple[Schedule, Sequence[str]]], user: st
         CRON_PATH,
     ]
     for schedule, command in entries:
-        what = "lmsav update" if schedule.kind == "update" else " ".join(schedule.paths)
+        what = {"update": "lmsav update", "report": f"lmsav report {schedule.report}"}.get(
+            schedule.kind, " ".join(schedule.paths))
         lines += ["", f"# {schedule.kind} {schedule.name}: {what}",
                   cron_line(schedule, command, user)]
     return "\n".join(lines) + "\n"
