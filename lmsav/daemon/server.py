@@ -900,9 +900,11 @@ class Server:
                       worker.exit_status, job.label)
             name = (job.payload.get("path") or job.payload.get("name")
                     or (job.payload.get("paths") or ["stream"])[0])
-            self._job_done(job, {"lines": [proto.error(name, "Scan worker died")],
-                                 "infected": 0, "errors": 1, "total": 1,
-                                 "verdicts": {"error": 1}})
+            lost = {"lines": [proto.error(name, "Scan worker died")], "infected": 0,
+                    "errors": 1, "total": 1, "verdicts": {"error": 1}}
+            if job.payload.get("kind") == "mail":
+                lost["mail"] = {"result": "error"}
+            self._job_done(job, lost)
         self._dispatch()
 
     # -- reload -----------------------------------------------------------------------------

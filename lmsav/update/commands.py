@@ -58,12 +58,18 @@ def update(ctx, sources, database, as_json, allow_downgrade, rollback_to, show_s
     from .updater import rollback as rollback_run
     from .updater import update as update_run
 
+    from ..metrics.recording import EventRecorder
+
     notify = _notifier(settings, root)
+    events = EventRecorder(settings)  # one "update" event per run in the statistics store
     if rollback_to is not None:
         try:
-            outcome = rollback_run(root, rollback_to or None, notify=notify)
+            outcome = rollback_run(root, rollback_to or None, notify=notify,
+                                   record=events.record)
         except NoSuchVersion as err:
             raise Fatal(str(err)) from None
+        finally:
+            events.close()
     else:
         section = settings.update
         options = Options(
@@ -72,7 +78,10 @@ def update(ctx, sources, database, as_json, allow_downgrade, rollback_to, show_s
             timeout=section.timeout, retries=section.retries, retry_delay=section.retry_delay,
             proxy=section.proxy, dns_txt=section.dns_txt, feeds=section.feeds,
             allow_downgrade=allow_downgrade, progress=not as_json and sys.stderr.isatty())
-        outcome = update_run(root, options, notify=notify)
+        try:
+            outcome = update_run(root, options, notify=notify, record=events.record)
+        finally:
+            events.close()
         if outcome.ok and outcome.active:
             _warn_if_unused(outcome, settings, root)
     _report(outcome, as_json)
