@@ -55,6 +55,7 @@ from ..scanner.containers.mimeedit import header_end
 from ..workers import Worker, WorkerPool
 from . import permissions
 from .nqueue import DIR_MODE, NAME_RE, Spool, SpoolEntry, SpoolError
+from .nqueue import depth as nqueue_depth
 from .permissions import DELIVERED_DIR
 from .reinject import ReinjectError, Reinjector, from_setting
 
@@ -187,7 +188,7 @@ class EntryHandler:
         try:
             raw = self.spool.message(entry)
             line.message_id = _message_id(raw)
-            plan = self.service.decide(raw, env)
+            plan = self.service.decide(raw, env, queue_id=entry.queue_id)
             self._decided = plan.outcome
             line.outcome(plan.outcome)
             deliveries = plan.deliveries  # after the queue: a refusal is a notice, too
@@ -349,7 +350,8 @@ class Watcher:
         self._selector: selectors.BaseSelector | None = None
         self._loaded: _Loaded | None = None
         self.counts: dict[str, int] = {}
-        self.metrics = Metrics(WATCHER_RESULTS, self._database_in_use, spool_dir=self.spool.root)
+        self.metrics = Metrics(WATCHER_RESULTS, self._database_in_use,
+                               spool_depth=lambda: nqueue_depth(self.spool.root))
         self._metrics_endpoint = None
 
     def _database_in_use(self):
