@@ -41,7 +41,7 @@ class LazyGroup(click.Group):
         "spool": "lmsav.spool.commands:spool",
         "setup": "lmsav.setup.commands:setup",
         "daemon": "lmsav.daemon.commands:daemon",
-        "ctl": "lmsav.daemon.ctl:ctl",
+        "ctl": "lmsav.ctl:ctl",
         "update": "lmsav.update.commands:update",
         "keys": "lmsav.update.keycommands:keys",
         "mail": "lmsav.mail.commands:mail_group",

@@ -28,7 +28,6 @@ DAEMON_UNIT = "lmsav-daemon.service"  # the units `lmsav setup` installs (lmsav.
 SPOOL_UNIT = "lmsav-spool.service"
 MANIFEST_NAME = "manifest.json"  # lmsav.setup.manifest
 WATCH_LOCK = "watch.lock"  # lmsav.spool.watcher.LOCK_NAME
-SPOOL_STATES = ("new", "work", "hold")
 
 
 def collect(settings, now: float | None = None) -> dict:
@@ -359,20 +358,17 @@ def _number(value) -> float | None:
 # -- the spool, the stores, the disk -------------------------------------------------------------
 
 def _spool(spool_dir: Path) -> dict:
-    from .spool.nqueue import NAME_RE
+    from .spool.nqueue import QUEUE_STATES, depth
 
-    counts = {}
     error = None
-    for state in SPOOL_STATES:
+    for state in QUEUE_STATES:
         try:
-            names = os.listdir(spool_dir / state)
+            os.listdir(spool_dir / state)
         except FileNotFoundError:
-            names = []
+            pass
         except OSError as err:
-            names = []
             error = f"cannot read the spool directory {spool_dir / state}: {err.strerror}"
-        # Two files of one id are two revisions of one entry (nqueue's rewrite): count it once.
-        counts[state] = len({m.group("id") for m in map(NAME_RE.match, names) if m})
+    counts = depth(spool_dir)
     out = {"directory": str(spool_dir), **counts, "depth": counts["new"] + counts["work"]}
     if error:
         out["error"] = error

@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from lmsav import config as config_mod
 from lmsav.mail.envelope import Envelope
 from lmsav.metrics.endpoint import MetricsError, open_endpoint, split_address
-from lmsav.metrics.families import WATCHER_RESULTS, Metrics, spool_depth
+from lmsav.metrics.families import WATCHER_RESULTS, Metrics
+from lmsav.spool.nqueue import depth as spool_depth
 from lmsav.metrics.recording import EventRecorder, writable
 from lmsav.spool.nqueue import Spool
 from lmsav.stats.store import open_store, sqlite_path
@@ -59,7 +60,7 @@ def test_counters_start_at_zero_and_gauges_are_read_when_scraped(tmp_path):
     holder = {"db": None}
     spool = Spool(tmp_path / "nqueue")
     spool.ensure()
-    metrics = Metrics(WATCHER_RESULTS, lambda: holder["db"], spool_dir=spool.root)
+    metrics = Metrics(WATCHER_RESULTS, lambda: holder["db"], spool_depth=lambda: spool_depth(spool.root))
     port = free_port()
     endpoint = open_endpoint(f"127.0.0.1:{port}", metrics.registry, "[metrics] watcher")
     endpoint.start()

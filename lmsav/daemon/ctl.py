@@ -7,7 +7,6 @@ import time
 
 import click
 
-from .. import jsonout
 from ..clitools import Fatal, load_settings
 
 
@@ -25,16 +24,6 @@ socket_option = click.option("--socket", "socket_path", metavar="PATH",
                               help="The daemon's unix socket (default: [daemon] socket).")
 
 
-@click.group("ctl")
-@socket_option
-@click.pass_context
-def ctl(ctx, socket_path):
-    """Control a running lmsav daemon over its socket: status, reload, stop, ping."""
-    obj = ctx.find_root().obj
-    if isinstance(obj, dict) and socket_path:
-        obj["ctl_socket"] = socket_path
-
-
 def call(fn):
     from .client import ClientError
 
@@ -44,7 +33,7 @@ def call(fn):
         raise Fatal(str(err)) from None
 
 
-@ctl.command("ping")
+@click.command("ping")
 @socket_option
 @click.pass_context
 def ctl_ping(ctx, socket_path):
@@ -65,21 +54,6 @@ def age(seconds: float) -> str:
     if hours:
         return f"{hours}h {minutes}m"
     return f"{minutes}m {secs}s"
-
-
-@ctl.command("status")
-@socket_option
-@click.option("--json", "as_json", is_flag=True, help="The status as one JSON object on one line.")
-@click.pass_context
-def ctl_status(ctx, socket_path, as_json):
-    """Uptime, workers, database version and age, requests served, findings, queue."""
-    client = daemon_client(ctx, socket_path)
-    st = call(client.status)
-    if as_json:
-        jsonout.emit_object(st)
-        return
-    for label, text in daemon_lines(st):
-        click.echo(f"{label + ':':<13}{text}")
 
 
 def daemon_lines(st: dict) -> list[tuple[str, str]]:
@@ -107,7 +81,7 @@ def daemon_lines(st: dict) -> list[tuple[str, str]]:
     ]
 
 
-@ctl.command("reload")
+@click.command("reload")
 @socket_option
 @click.option("--no-wait", is_flag=True, help="Do not wait for the outcome of the reload.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, metavar="SEC",
@@ -144,7 +118,7 @@ def wait_for_reload(client, before: dict, timeout: float) -> str:
     raise Fatal(f"no reload outcome after {timeout:g}s")
 
 
-@ctl.command("stop")
+@click.command("stop")
 @socket_option
 @click.option("--timeout", type=float, default=60.0, show_default=True, metavar="SEC",
               help="How long to wait for the daemon to exit.")

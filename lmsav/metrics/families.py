@@ -8,10 +8,8 @@ rate() over a series that has not happened yet is 0 rather than missing.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,7 +29,6 @@ ACTIONS = ("skip", "warn", "cure", "delete", "drop", "reject")
 DAEMON_RESULTS = ("accept", "reject", "error")  # LMSAVMAIL: the plan's answer to the MTA
 WATCHER_RESULTS = ("done", "retry", "held", "stuck")  # what became of a spool entry
 RELOAD_RESULTS = ("ok", "failed")
-SPOOL_STATES = ("new", "work", "hold")
 SCAN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 30.0, 60.0)
 
@@ -39,11 +36,12 @@ SCAN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 class Metrics:
     """The counters one component updates, and the gauges read at scrape time.
 
-    ``database()``: the database in use (None before it is loaded); ``spool_dir``: the spool
-    whose depth is shown (the watcher's), or None."""
+    ``database()``: the database in use (None before it is loaded); ``spool_depth()``: the
+    entries of the watcher's spool by state (``spool.nqueue.depth``), or None."""
 
     def __init__(self, results: Iterable[str], database: Callable[[], object | None],
-                 spool_dir: Path | None = None, commands: Iterable[str] = ()):
+                 spool_depth: Callable[[], dict[str, int]] | None = None,
+                 commands: Iterable[str] = ()):
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self.messages = Counter("lmsav_messages", "Messages the mail policy handled, by result.",
@@ -73,7 +71,7 @@ class Metrics:
                                 (self.actions, ACTIONS), (self.reloads, RELOAD_RESULTS)):
             for value in values:
                 counter.labels(value)
-        reg.register(_Gauges(database, spool_dir))
+        reg.register(_Gauges(database, spool_depth))
 
     def count_verdicts(self, by_status: dict[str, int]) -> None:
         for status, n in by_status.items():
@@ -89,9 +87,10 @@ class Metrics:
 class _Gauges:
     """Database and spool gauges, computed when scraped (a scrape runs on its own thread)."""
 
-    def __init__(self, database: Callable[[], object | None], spool_dir: Path | None):
+    def __init__(self, database: Callable[[], object | None],
+                 spool_depth: Callable[[], dict[str, int]] | None):
         self.database = database
-        self.spool_dir = spool_dir
+        self.spool_depth = spool_depth
 
     def describe(self):
         return []  # computed at scrape time: nothing to check at registration
@@ -108,23 +107,10 @@ class _Gauges:
                                      labels=["version"])
             info.add_metric([str(db.version)], 1)
             yield info
-        if self.spool_dir is not None:
+        if self.spool_depth is not None:
             depth = GaugeMetricFamily("lmsav_spool_queue_depth",
                                       "Messages in the spool, by state.", labels=["state"])
-            for state, n in spool_depth(self.spool_dir).items():
+            for state, n in self.spool_depth().items():
                 depth.add_metric([state], n)
             yield depth
 
-
-def spool_depth(spool_dir: Path) -> dict[str, int]:
-    """Entries in new/, work/ and hold/ (two revisions of one entry count once)."""
-    from ..spool.nqueue import NAME_RE
-
-    out = {}
-    for state in SPOOL_STATES:
-        try:
-            names = os.listdir(Path(spool_dir) / state)
-        except OSError:
-            names = []
-        out[state] = len({m.group("id") for m in map(NAME_RE.match, names) if m})
-    return out

@@ -678,3 +678,19 @@ def _reason(err: OSError) -> str:
     if err.errno in (errno.EACCES, errno.EPERM):
         reason += " (`lmsav spool check` shows the owners and modes the spool needs)"
     return reason
+
+
+QUEUE_STATES = ("new", "work", "hold")
+
+
+def depth(spool_dir: Path | str) -> dict[str, int]:
+    """Entries in new/, work/ and hold/; two revisions of one entry (a rewrite) count once.
+    A directory that cannot be read counts 0 (``lmsav.status`` reports it separately)."""
+    out = {}
+    for state in QUEUE_STATES:
+        try:
+            names = os.listdir(Path(spool_dir) / state)
+        except OSError:
+            names = []
+        out[state] = len({m.group("id") for m in map(NAME_RE.match, names) if m})
+    return out
