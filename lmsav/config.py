@@ -674,7 +674,8 @@ class LogSection:
         "stderr", _choice("stderr", "syslog", "file", "journald"),
         'Where log lines go; "file" is reopened on SIGUSR1 (for logrotate).')
     file: Path | None = setting(
-        None, OPTIONAL_PATH, 'With destination "file"; "" means <log_dir>/lmsav.log.')
+        None, OPTIONAL_PATH, 'With destination "file"; "" means /var/log/lmsav/lmsav.log (system '
+                             'layout) or <state_dir>/log/lmsav.log (personal layout).')
     format: str = setting("text", _choice("text", "json"), "Plain lines or JSON lines.")
     syslog_facility: str = setting(
         "mail", _choice("mail", "daemon", "user", "local0", "local1", "local2", "local3",

@@ -31,41 +31,6 @@ def detach() -> None:
         os.close(devnull)
 
 
-LOG_DIR_MODE = 0o750
-LOG_FILE_MODE = 0o640
-
-
-def prepare_log_file(path: Path, user: str = "") -> None:
-    """Make the daemon's log file, and its directory, if missing: for the owner and the group
-    only. As root with a service ``user``, what is made here is that user's, so the daemon can
-    reopen the file after dropping privileges (and logrotate's ``su`` rotate it)."""
-    owner = _service_ids(user)
-    if not path.parent.is_dir():
-        path.parent.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
-        if owner:
-            os.chown(path.parent, *owner)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, LOG_FILE_MODE)
-    except FileExistsError:
-        return
-    try:
-        if owner:
-            os.fchown(fd, *owner)
-    finally:
-        os.close(fd)
-
-
-def _service_ids(user: str) -> tuple[int, int] | None:
-    """(uid, gid) of ``user`` when this process is root and will become it, else None."""
-    if not user or os.geteuid() != 0:
-        return None
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return None  # drop_privileges says so
-    return pw.pw_uid, pw.pw_gid
-
-
 def write_pid_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
