@@ -633,6 +633,8 @@ class SnmpSection:
     traps: tuple[str, ...] = setting(
         (), LISTENERS, 'Trap sinks (SNMPv2c) like ["127.0.0.1:162"]; none: no traps.')
     community: str = setting("public", _TEXT, "The community of the traps sent.")
+    informs: bool = setting(
+        False, BOOLEAN, "Send informs (acknowledged, retried) instead of traps.")
     trap_interval: float = setting(
         60.0, SECONDS, "At most one virus-found trap per interval (the others are counted in it).")
     spool_threshold: int = setting(
