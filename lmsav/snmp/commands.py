@@ -1,4 +1,5 @@
-"""`lmsav snmp agent` (the LMSAV-MIB for snmpd) and `lmsav snmp monitor` (its traps)."""
+"""`lmsav snmp agent` (the LMSAV-MIB for snmpd) and `lmsav snmp monitor` (its traps or
+informs)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import click
 from .. import logsetup
 from ..clitools import Fatal, load_settings
 from .mib import BASE, format_oid, parse_oid
+from .traps import INFORM_RETRIES, INFORM_TIMEOUT
 
 MONITOR_INTERVAL = 30.0
 
@@ -81,13 +83,23 @@ def agent_cmd(ctx: click.Context, base: str, cache_seconds: float, dump: bool) -
 @click.option("--once", is_flag=True, help="Poll once, send what changed, and exit (cron).")
 @click.option("--interval", type=click.FloatRange(min=1), default=MONITOR_INTERVAL,
               show_default=True, metavar="SECONDS", help="Time between polls.")
+@click.option("--inform-timeout", type=click.FloatRange(min=0.01, max=600),
+              default=INFORM_TIMEOUT, show_default=True, metavar="SECONDS",
+              help="With [snmp] informs: how long each try waits for the sink's "
+                   "acknowledgement.")
+@click.option("--inform-retries", type=click.IntRange(min=0, max=20), default=INFORM_RETRIES,
+              show_default=True, metavar="N",
+              help="With [snmp] informs: tries after the first before a sink counts as down.")
 @click.pass_context
-def monitor_cmd(ctx: click.Context, base: str, once: bool, interval: float) -> None:
-    """Send the LMSAV-MIB's traps to the sinks of [snmp] traps when lmsav's status changes.
+def monitor_cmd(ctx: click.Context, base: str, once: bool, interval: float,
+                inform_timeout: float, inform_retries: int) -> None:
+    """Send the LMSAV-MIB's traps to the sinks of [snmp] traps when lmsav's status changes
+    (informs, acknowledged by the sinks, with [snmp] informs = true).
 
     Components stopped or started, the database outdated, the spool over its threshold, an
     update failed, and viruses found (at most one trap per [snmp] trap_interval). Exit
-    status with --once: 0, or 2 when a trap could not be handed to every sink.
+    status with --once: 0, or 2 when a trap could not be handed to every sink (an inform
+    not acknowledged by every sink).
     """
     from .counters import TotalsReader
     from .monitor import poll, state_file
@@ -99,22 +111,26 @@ def monitor_cmd(ctx: click.Context, base: str, once: bool, interval: float) -> N
         raise Fatal("no trap sinks: list them in [snmp] traps, like traps = "
                     '["127.0.0.1:162"]')
     _configure_logging(ctx, settings)
-    sender = Sender(settings.snmp.traps, settings.snmp.community)
+    sender = Sender(settings.snmp.traps, settings.snmp.community, inform=settings.snmp.informs,
+                    timeout=inform_timeout, retries=inform_retries)
     if sender.available() is None:
-        raise Fatal("snmptrap not found: install Debian's snmp package to send traps")
+        raise Fatal(f"{sender.command} not found: install Debian's snmp package to send "
+                    f"{sender.kind}")
     totals, path = TotalsReader(settings), state_file(settings)
     if not once:
         # systemctl stop: end between polls like ^C (the state is saved after every poll).
         signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
         logging.getLogger("lmsav.snmp").info(
-            "polling every %g s; traps to %s", interval, ", ".join(settings.snmp.traps))
+            "polling every %g s; %s to %s", interval, sender.kind,
+            ", ".join(settings.snmp.traps))
     try:
         while True:
             results = poll(settings, totals, sender, path, base=oid)
             if once:
                 failed = [trap.name for trap, sinks in results if sinks < len(sender.sinks)]
                 if failed:
-                    raise Fatal(f"not sent to every sink: {', '.join(failed)}")
+                    what = "acknowledged by" if sender.inform else "sent to"
+                    raise Fatal(f"not {what} every sink: {', '.join(failed)}")
                 return
             time.sleep(interval)
     except KeyboardInterrupt:

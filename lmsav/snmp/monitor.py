@@ -1,7 +1,8 @@
 """`lmsav snmp monitor`: notifications of the LMSAV-MIB on changes of lmsav's status.
 
 Each poll takes a status snapshot and the statistics totals, compares them with what the
-previous poll saw, and sends a trap for each change:
+previous poll saw, and sends a trap for each change (an inform, acknowledged by the sink,
+with ``[snmp] informs``; the sender, ``traps.Sender``, makes the difference):
 
 - lmsavComponentStopped / lmsavComponentStarted: the daemon or the spool watcher stopped or
   started (a configured one found stopped by the first poll counts as stopped);

@@ -106,7 +106,7 @@ def rules_state(server) -> tuple[str, str]:
 
 def daemon_requests(server) -> int:
     status = server.sh(f"{shlex.quote(server.lmsav)} ctl status --json").stdout
-    return json.loads(status)["requests"]
+    return json.loads(status)["daemon"]["status"]["requests"]
 
 
 def test_qmail_server_with_and_without_the_daemon(server):

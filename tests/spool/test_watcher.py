@@ -283,12 +283,12 @@ def test_processing_errors_and_dying_workers_keep_the_message(setup, monkeypatch
 
     real = MailService.decide
 
-    def decide(self, raw, envelope):
+    def decide(self, raw, envelope, **kwargs):
         if b"BOOM" in raw:
             raise RuntimeError("policy exploded")
         if b"CRASH" in raw:
             os._exit(3)  # the worker dies mid-entry, as on a segfault
-        return real(self, raw, envelope)
+        return real(self, raw, envelope, **kwargs)
 
     monkeypatch.setattr(MailService, "decide", decide)
     boom = setup.enqueue(make_message(9, subject="BOOM"))

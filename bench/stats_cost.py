@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""The cost of statistics recording: spool throughput with recording off and on, in one run.
+
+Usage: python bench/stats_cost.py [--messages 1000] [--repeat 3] [--workers N] [--postgres]
+                                  [--workdir DIR] [--keep]
+
+The messages, the watcher and the ways of running it are bench/spool.py's:
+
+  drain/count  a backlog of N entries, the watcher in-process (`run(once=True)`), a sink that
+               only counts
+  flow/count   the watcher running in a child while N messages are enqueued, counting sink:
+               first enqueue to the spool being empty again
+
+"off" builds the watcher's mail service without a statistics store, "on" with the store the
+settings name: the default SQLite file under the state directory, and with --postgres also a
+PostgreSQL server of its own (Debian's, on a private port and data directory, as the tests
+start it). Runs alternate (off, on, off, on, ...) so that both see the same machine; each
+figure is the median of --repeat runs. The issue's bound: cost <= 2 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.spool import Area, drain_count, flow, make_message
+from lmsav import config as config_mod
+from lmsav.mail.service import MailService, MailServiceError
+from lmsav.spool import watcher as watcher_mod
+
+BOUND = 2.0  # per cent
+
+
+class WatcherWithoutStats(watcher_mod.Watcher):
+    """The spool watcher whose mail service records nothing (``stats=False``)."""
+
+    def _load(self, settings):
+        try:
+            service = MailService.from_settings(settings, self.config_path,
+                                                database_dir=self.database_dir, stats=False)
+        except MailServiceError as err:
+            raise watcher_mod.WatcherError(str(err)) from None
+        workers = self.workers_override or settings.spool.workers or os.cpu_count() or 1
+        return watcher_mod._Loaded(settings, service, max(1, workers))
+
+
+@contextlib.contextmanager
+def recording(on: bool):
+    """bench/spool.py's runs look the watcher up when they start (the flow's child inherits
+    it through fork): with recording off they find the one without a store."""
+    if on:
+        yield
+        return
+    original = watcher_mod.Watcher
+    watcher_mod.Watcher = WatcherWithoutStats
+    try:
+        yield
+    finally:
+        watcher_mod.Watcher = original
+
+
+def recorded(area: Area) -> int:
+    """Messages the area's store holds (its own SQLite file, or the shared server)."""
+    from lmsav.stats.store import open_store
+
+    store = open_store(config_mod.load_settings(area.config))
+    try:
+        return int(store.totals().get("messages") or 0)
+    finally:
+        store.close()
+
+
+def one_run(root: Path, messages: list[bytes], workers: int, way: str, on: bool, n: int,
+            stats_url: str) -> float:
+    """Messages per second of one run; checks that "on" recorded every message."""
+    name = f"{way}-{'on' if on else 'off'}-{n}"
+    area = Area(root, name, workers)
+    if stats_url:
+        with open(area.config, "a") as fh:
+            fh.write(f'\n[stats]\nurl = "{stats_url}"\n')
+    before = recorded(area) if on else 0
+    with recording(on):
+        if way == "drain":
+            area.fill(messages)
+            seconds = drain_count(area, len(messages))
+        else:
+            seconds, _enqueued = flow(area, messages, "count")
+    if on:
+        got = recorded(area) - before
+        if got != len(messages):
+            raise SystemExit(f"stats_cost: {name}: {got} of {len(messages)} messages recorded")
+    shutil.rmtree(area.root, ignore_errors=True)
+    return len(messages) / seconds
+
+
+def compare(root: Path, messages: list[bytes], workers: int, repeat: int, store: str,
+            stats_url: str = "") -> list[float]:
+    """Print one line per way of running the watcher; returns the costs in per cent."""
+    costs = []
+    for way in ("drain", "flow"):
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        for n in range(repeat):
+            for on in (False, True):
+                rates[on].append(one_run(root, messages, workers, way, on, n, stats_url))
+        off, on = statistics.median(rates[False]), statistics.median(rates[True])
+        ratio = on / off
+        cost = (1 - ratio) * 100
+        costs.append(cost)
+        # Each "on" against the "off" just before it: less sensitive to a load that drifts.
+        paired = (1 - statistics.median(b / a for a, b in zip(rates[False], rates[True]))) * 100
+        runs = lambda rs: " ".join(f"{r:.0f}" for r in rs)
+        print(f"{way + '/count':<12}{store:<11}off {off:7.1f} msg/s  on {on:7.1f} msg/s  "
+              f"ratio {ratio:.3f}  cost: {cost:.1f} %   (median of paired runs: {paired:.1f} %; "
+              f"runs off: {runs(rates[False])}; on: {runs(rates[True])})", flush=True)
+    return costs
+
+
+@contextlib.contextmanager
+def private_postgres():
+    """Debian's PostgreSQL on a private port and data directory (tests/stats' server)."""
+    import pwd
+
+    from tests.stats.conftest import PostgresServer, _pg_bin
+
+    if _pg_bin("initdb") is None:
+        raise SystemExit("stats_cost: --postgres: PostgreSQL server not installed "
+                         "(Debian package postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="lmsav-bench-pg-"))
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+    server = PostgresServer(base)
+    try:
+        server.init()
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each kind (median)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--postgres", action="store_true",
+                        help="also with a private PostgreSQL server as the store")
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    if args.messages < 1 or args.repeat < 1:
+        parser.error("--messages and --repeat must be at least 1")
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="lmsav-bench-stats-"))
+    rnd = random.Random(1)
+    messages = [make_message(i, rnd) for i in range(args.messages)]
+    size = sum(map(len, messages)) / len(messages)
+    print(f"{len(messages)} messages, {size / 1024:.1f} KB average; {args.workers} workers; "
+          f"{os.cpu_count()} CPUs; {args.repeat} runs of each, alternating off/on, medians",
+          flush=True)
+    # Said once per area by the watcher when run as root on a machine without the service user.
+    logging.getLogger("lmsav.spool").addFilter(
+        lambda record: "the service user" not in record.getMessage())
+    t0 = time.perf_counter()
+    try:
+        costs = compare(root, messages, args.workers, args.repeat, "sqlite")
+        if args.postgres:
+            with private_postgres() as server:
+                costs += compare(root, messages, args.workers, args.repeat, "postgresql",
+                                 server.url)
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"worst cost: {max(costs):.1f} % (bound {BOUND:.0f} %); "
+          f"{time.perf_counter() - t0:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
