@@ -46,31 +46,26 @@ def _error_line(message: str) -> int:
 class YaraMatcher:
     """Runs the rule set over data.
 
-    A yara-x scanner may only be used and freed by the thread that made it. The matcher makes
-    one, lazily, for the first thread that scans (after fork, in a worker: its only thread)
-    and keeps it; any other thread scans with a scanner made and freed within the call. A
-    thread that is done with the matcher calls ``release()`` so the matcher can then be handed
-    to, and freed by, any thread (the daemon self-tests a new database on its reload thread)."""
+    A yara-x scanner may only be used and freed by the thread that made it, so each thread that
+    scans gets its own, lazily, in thread-local storage: Python frees it on that thread when
+    the thread ends (a worker after fork: its only thread keeps one). A thread done with the
+    matcher before it ends calls ``release()`` so the matcher can then be handed to, and freed
+    by, any thread (the daemon self-tests a new database on its reload thread)."""
 
     def __init__(self, blob: bytes):
         self._rules = yara_x.Rules.deserialize_from(io.BytesIO(blob))
-        self._scanner = None
-        self._owner: int | None = None  # the thread that made self._scanner
+        self._local = threading.local()
         self.count = sum(1 for _ in self._rules)
 
     def match(self, data) -> list[tuple[str, str]]:
         if not isinstance(data, bytes):
             data = bytes(data)  # yara-x takes bytes only, not an mmap
-        me = threading.get_ident()
-        if self._scanner is None:
-            self._scanner, self._owner = yara_x.Scanner(self._rules), me
-        if self._owner == me:
-            results = self._scanner.scan(data)
-        else:
-            results = self._rules.scan(data)  # its scanner lives and dies on this thread
+        scanner = getattr(self._local, "scanner", None)
+        if scanner is None:
+            scanner = self._local.scanner = yara_x.Scanner(self._rules)
+        results = scanner.scan(data)
         return [(NAME_PREFIX + r.identifier, r.namespace) for r in results.matching_rules]
 
     def release(self) -> None:
-        """Free the kept scanner if this thread made it (a no-op otherwise)."""
-        if self._scanner is not None and self._owner == threading.get_ident():
-            self._scanner, self._owner = None, None
+        """Free this thread's scanner (a no-op when it has none)."""
+        self._local.__dict__.pop("scanner", None)
