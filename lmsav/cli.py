@@ -51,6 +51,7 @@ class LazyGroup(click.Group):
         "config": "lmsav.configcommands:config_group",
         "snmp": "lmsav.snmp.commands:snmp_group",
         "stats": "lmsav.stats.commands:stats_group",
+        "milter": "lmsav.milter.commands:milter",
         "report": "lmsav.stats.report_commands:report",
     }
 

@@ -41,17 +41,26 @@ class SizeType(click.ParamType):
               help="Bytes of a message kept in memory; the rest goes to a private file.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Seconds of silence from the MTA before a connection is dropped (0: none).")
+@click.option("--daemon/--no-daemon", "use_daemon", default=False, show_default=True,
+              help="Decide through the running lmsav daemon's workers ([daemon] socket).")
+@click.option("--daemon-timeout", type=click.FloatRange(min=0), default=120.0,
+              show_default=True, help="Seconds to wait for the daemon's decision.")
+@click.option("--fallback/--no-fallback", default=True, show_default=True,
+              help="With --daemon: decide in this process when the daemon does not answer "
+                   "(else defer).")
 @click.pass_context
 def milter(ctx, listen, socket_mode, database, notices_to, max_message_size, spill_size,
-           timeout):
+           timeout, use_daemon, daemon_timeout, fallback):
     """Apply the recipient groups' policy before the queue, as a milter (lmsav-milter(8)).
 
-    The database and groups are loaded once; each MTA connection gets a thread. Infected mail
+    The database and groups are loaded once; each MTA connection gets a thread; with --daemon
+    the running daemon's workers decide, in parallel. Infected mail
     is refused with the group's reject_reply, dropped mail discarded, warned or cured mail
     accepted with its new body and X-AV-* headers. Recipients of a second group are deferred
     at RCPT (451 4.7.1) and come back in a transaction of their own. Anything that goes wrong
     while deciding is a temporary failure (fail-closed). SIGTERM stops it.
     """
+    import logging
     import signal
     import threading
     from pathlib import Path
@@ -88,6 +97,11 @@ def milter(ctx, listen, socket_mode, database, notices_to, max_message_size, spi
     except MailServiceError as err:
         raise Fatal(str(err)) from None
     backend = Backend(service, lambda: from_setting(target, settings.host_name()))
+    if use_daemon:
+        from .daemon_backend import DaemonBackend
+
+        backend = DaemonBackend(str(settings.daemon_socket()), daemon_timeout, backend,
+                                fallback)
     tmp = settings.paths.tmp_dir
     limits = Limits(spill=spill_size, max_message=max_message_size,
                     tmp_dir=str(tmp) if tmp else None)
@@ -101,8 +115,6 @@ def milter(ctx, listen, socket_mode, database, notices_to, max_message_size, spi
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    import logging
-
     logging.getLogger("lmsav.milter").info("listening on %s", listen)
     try:
         server.serve_forever(poll_interval=0.5)

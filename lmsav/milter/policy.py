@@ -35,7 +35,7 @@ def answer(plan, headers: list[tuple[str, str]], body: bytes, recipients: list[s
     messages = [d for d in deliveries if d.key.endswith(":message")]
     notices = [d for d in deliveries if not d.key.endswith(":message")]
     if plan.rejected:
-        return Answer(notices, [protocol.reply_code(smtp_reply(plan.reply, "5"))], "reject")
+        return Answer(notices, [protocol.reply_code(smtp_reply(plan.reply, "45"))], "reject")
     if not messages:
         # Every recipient's group dropped it (or deleted it): accepted and thrown away.
         return Answer(notices, [protocol.encode(protocol.DISCARD)], "discard")
@@ -58,14 +58,15 @@ def answer(plan, headers: list[tuple[str, str]], body: bytes, recipients: list[s
     return Answer(notices, packets, "accept")
 
 
-def smtp_reply(reply: str, klass: str) -> str:
-    """The reply as one line ``Xyz a.b.c text``, of class ``klass`` (4 or 5) whatever the
-    configured text says: a milter reply of the wrong class is refused by the MTA."""
+def smtp_reply(reply: str, classes: str) -> str:
+    """The reply as one line ``Xyz a.b.c text`` whose class is one of ``classes`` ("45": a
+    temporary or permanent failure) whatever the configured text says: the MTA refuses a
+    milter reply of any other class."""
     text = " ".join((reply or "").split())
     code, _, _rest = text.partition(" ")
-    if len(code) == 3 and code.isdigit() and code[0] == klass:
+    if len(code) == 3 and code.isdigit() and code[0] in classes:
         return text
-    default = DEFAULT_REJECT if klass == "5" else "451 4.7.1 Try again later"
+    default = DEFAULT_REJECT if "5" in classes else "451 4.7.1 Try again later"
     return f"{default[:9]} {text}" if text else default
 
 

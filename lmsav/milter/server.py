@@ -1,7 +1,8 @@
 """``lmsav milter``'s server: one process, the mail service built once (database loaded once),
 one thread per MTA connection. Decisions are made one at a time on one long-lived thread: the
 engine's matchers are shared and not made for concurrent use (a yara-x scanner belongs to the
-thread that made it), and a scan is CPU-bound anyway.
+thread that made it), and a scan is CPU-bound anyway. ``daemon_backend.py`` hands decisions to
+the daemon's workers instead.
 """
 
 from __future__ import annotations
@@ -63,7 +64,17 @@ class Backend:
                                     queue_id=queue_id).result()
 
     def close(self) -> None:
+        self._decider.submit(self._release).result()
         self._decider.shutdown(wait=True)
+
+    def _release(self) -> None:
+        """Free, on the deciding thread, what the engine made there (a yara-x scanner may only
+        be freed by its own thread)."""
+        matchers = getattr(self.service.database, "matchers", {}) or {}
+        for matcher in matchers.values():
+            release = getattr(getattr(matcher, "rules", None), "release", None)
+            if release is not None:
+                release()
 
     def send(self, deliveries) -> None:
         """Notices, through the configured reinjection; any failure raises (and the message is

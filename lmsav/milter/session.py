@@ -64,9 +64,9 @@ class Session:
 
     def _spool(self):
         if self._message is None:
-            self._message = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed per messagemax_size=self.limits.spill,
-                                                          dir=self.limits.tmp_dir,
-                                                          prefix="lmsav-milter-")
+            # Closed (and its file removed) by _reset_message, per message.
+            self._message = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+                max_size=self.limits.spill, dir=self.limits.tmp_dir, prefix="lmsav-milter-")
         return self._message
 
     # -- commands --
@@ -169,8 +169,7 @@ class Session:
                 self.backend.send(answer.notices)
         except Exception as err:  # fail closed, whatever it is
             log.error("queue=%s from=<%s> cannot decide, deferred: %s: %s", queue_id or "-",
-                      self.sender, type(err).__name__, err,
-                      exc_info=not isinstance(err, (OSError,)) and log.isEnabledFor(logging.DEBUG))
+                      self.sender, type(err).__name__, err, exc_info=log.isEnabledFor(logging.DEBUG))
             return [protocol.reply_code(TEMPFAIL_REPLY)]
         log.debug("queue=%s answer=%s in %.1f ms", queue_id or "-", answer.summary,
                   (time.monotonic() - start) * 1000)

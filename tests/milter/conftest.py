@@ -172,13 +172,13 @@ def header_lines(head: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def build(attachment: bytes | None = None, subject: str = "report",
-          to: str = "bob@clean.test") -> bytes:
+          to: str = "bob@clean.test", text: str = "Hello.\n") -> bytes:
     msg = EmailMessage()
     msg["From"] = "alice@senders.test"
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = "<m1@senders.test>"
-    msg.set_content("Hello.\n")
+    msg.set_content(text)
     if attachment is not None:
         msg.add_attachment(attachment, maintype="application", subtype="octet-stream",
                            filename="e.com")

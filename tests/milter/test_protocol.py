@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import os
 import socket
 import struct
 import threading
@@ -127,10 +128,11 @@ def test_cured_mail_loses_the_infected_member_only(milter):
 
 def test_a_large_body_spills_and_is_still_scanned(milter):
     # The fixture keeps 4 KiB in memory; this body is sent in 1 KiB chunks and spills.
-    raw = build(b"x" * 50_000 + b"\n" + b"y" * 50_000)
+    text = "Hello.\n" + ("x" * 70 + "\n") * 1500
+    raw = build(text=text)
     answers = transaction(milter, ["bob@clean.test"], raw, chunk=1024)
     assert answers[-1].command == protocol.ACCEPT
-    raw = build(b"x" * 50_000 + b"\n" + EICAR)
+    raw = build(EICAR, text=text)
     answers = transaction(milter, ["bob@clean.test"], raw, chunk=1024)
     assert answers[-1].command == protocol.REPLYCODE
 
@@ -220,6 +222,20 @@ def test_malformed_packets_close_the_connection_and_the_server_lives_on(milter):
     assert transaction(milter, ["bob@clean.test"], build())[-1].command == protocol.ACCEPT
 
 
+def spill_files(directory) -> list[str]:
+    """Files under ``directory`` this process holds open (the server runs in it): a spilled
+    message is an unnamed file there (O_TMPFILE), seen only through its descriptor."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory) + "/"):
+            out.append(target)
+    return out
+
+
 def test_a_connection_dropped_mid_body_leaves_nothing_and_breaks_nothing(milter, tmp_path):
     client = milter.client()
     client.connect()
@@ -228,15 +244,19 @@ def test_a_connection_dropped_mid_body_leaves_nothing_and_breaks_nothing(milter,
     client.ask(protocol.DATA)
     client.ask(protocol.HEADER, b"Subject\0x\0")
     client.ask(protocol.EOH)
-    client.ask(protocol.BODY, b"a" * 20000)  # past the fixture's spill size: a private file
+    client.ask(protocol.BODY, b"a" * 2000)
+    assert spill_files(tmp_path) == []  # within the fixture's spill size: in memory
+    client.ask(protocol.BODY, b"a" * 20000)
+    assert len(spill_files(tmp_path)) == 1  # past it: a private file
+    assert list(tmp_path.iterdir()) == []  # that no other process can open by name
     client.sock.sendall(struct.pack("!I", 60000) + b"B" + b"b" * 100)  # and half a packet
     client.close()
-    # The session's spill file is gone once the server notices the end of the stream.
+    # The session's file is closed once the server notices the end of the stream.
     for _ in range(100):
-        if not list(tmp_path.glob("lmsav-milter-*")):
+        if not spill_files(tmp_path):
             break
         threading.Event().wait(0.05)
-    assert not list(tmp_path.glob("lmsav-milter-*"))
+    assert spill_files(tmp_path) == []
     assert transaction(milter, ["bob@clean.test"], infected())[-1].command == b"y"
 
 
@@ -284,3 +304,19 @@ def apply(raw: bytes, answers: list[protocol.Packet]) -> bytes:
 
 
 __all__ = ["Client"]
+
+
+def test_a_forged_av_header_is_replaced_not_duplicated(milter):
+    raw = infected(to="dave@warn.test").replace(b"Subject:", b"X-AV-Status: clean\r\nSubject:", 1)
+    answers = transaction(milter, ["dave@warn.test"], raw)
+    changed = [p.data for p in answers if p.command == protocol.CHGHEADER]
+    assert struct.pack("!I", 1) + b"X-AV-Status\0infected\0" in changed
+    added = [p.data.split(b"\0")[0] for p in answers if p.command == protocol.ADDHEADER]
+    assert b"X-AV-Status" not in added
+    assert email.message_from_bytes(apply(raw, answers)).get_all("X-AV-Status") == ["infected"]
+
+
+def test_a_message_over_the_size_limit_is_deferred_unscanned(milter):
+    raw = build(text="Hello.\n" + ("y" * 70 + "\n") * 20000)  # 1.4 MB, the fixture's limit 1 MiB
+    [reply] = transaction(milter, ["bob@clean.test"], raw)
+    assert reply.command == protocol.REPLYCODE and reply.data.startswith(b"452 4.3.4 ")
