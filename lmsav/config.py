@@ -707,6 +707,52 @@ class MetricsSection:
         "", LOOPBACK, "Where `lmsav spool watch` serves /metrics; \"\" is off.")
 
 
+_MILTER_LISTEN_RE = re.compile(r"unix:/\S+|inet6?:\d{1,5}(@\S+)?|inet:[^\s:]+:\d{1,5}")
+
+
+def _milter_listen(value: Any) -> str:
+    text = _text(value).strip()
+    if text and not _MILTER_LISTEN_RE.fullmatch(text):
+        raise ValueError(value)
+    return text
+
+
+def _optional_reinject(value: Any) -> str:
+    return _reinject(value) if _text(value).strip() else ""
+
+
+MILTER_LISTEN = Kind('"" (unix:<run_dir>/milter.sock), "unix:/path", "inet:PORT@HOST" or '
+                     '"inet:HOST:PORT"', _milter_listen, str)
+OPTIONAL_REINJECT = Kind('"" (the [spool] reinject target) or ' + REINJECT.allowed,
+                         _optional_reinject, str)
+
+
+@dataclass(frozen=True)
+class MilterSection:
+    """[milter] — `lmsav milter`, the groups' policy before the queue (Postfix, Sendmail)."""
+
+    listen: str = setting("", MILTER_LISTEN, "Where the MTA connects.", "--listen")
+    socket_mode: str = setting("0660", _TEXT, "Permissions of a unix socket (octal).")
+    max_message_size: int = setting(
+        100 << 20, SIZE, "Larger messages are deferred (452 4.3.4).", "--max-message-size")
+    spill_size: int = setting(
+        1 << 20, SIZE, "Bytes of a message kept in memory; the rest goes to a private file.",
+        "--spill-size")
+    timeout: float = setting(
+        300.0, SECONDS, "Silence from the MTA before a connection is dropped; 0: none.",
+        "--timeout")
+    use_daemon: bool = setting(
+        False, BOOLEAN, "Decide through the running lmsav daemon's workers.", "--daemon")
+    daemon_timeout: float = setting(
+        120.0, SECONDS, "Waiting for the daemon's decision.", "--daemon-timeout")
+    fallback: bool = setting(
+        True, BOOLEAN, "With use_daemon: decide in this process when the daemon does not "
+                       "answer (else defer).", "--fallback")
+    notices: str = setting(
+        "", OPTIONAL_REINJECT, 'Where notices go; "" is the [spool] reinject target.',
+        "--notices")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
@@ -722,6 +768,7 @@ SECTIONS: dict[str, tuple[str, type]] = {
     "snmp": ("snmp", SnmpSection),
     "log": ("log", LogSection),
     "metrics": ("metrics", MetricsSection),
+    "milter": ("milter", MilterSection),
 }
 
 
@@ -776,6 +823,7 @@ class Settings:
     snmp: SnmpSection
     log: LogSection
     metrics: MetricsSection
+    milter: MilterSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
