@@ -25,29 +25,40 @@ class SizeType(click.ParamType):
         return int(match[1]) * _UNITS[match[2].upper()]
 
 
+def _given(option, configured):
+    """The command line's value when the option was given, else the configuration's."""
+    return configured if option is None else option
+
+
 @click.command("milter")
 @click.option("--listen", metavar="SOCKET",
               help="unix:/path, inet:PORT@HOST or inet:HOST:PORT "
-                   "(default: unix:<run_dir>/milter.sock).")
-@click.option("--socket-mode", default="660", show_default=True, metavar="OCTAL",
-              help="Permissions of a unix socket (the MTA's account must be able to connect).")
+                   "(default: [milter] listen, else unix:<run_dir>/milter.sock).")
+@click.option("--socket-mode", metavar="OCTAL",
+              help="Permissions of a unix socket (the MTA's account must be able to connect; "
+                   "default: [milter] socket_mode, 0660).")
 @click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
 @click.option("--notices", "notices_to", metavar="TARGET",
               help="Where notices go: smtp:HOST:PORT, sendmail:/path or dir:/path "
-                   "(default: [spool] reinject).")
-@click.option("--max-message-size", type=SizeType(), default="100M", show_default=True,
-              help="Larger messages are deferred (452 4.3.4).")
-@click.option("--spill-size", type=SizeType(), default="1M", show_default=True,
-              help="Bytes of a message kept in memory; the rest goes to a private file.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=300.0, show_default=True,
-              help="Seconds of silence from the MTA before a connection is dropped (0: none).")
-@click.option("--daemon/--no-daemon", "use_daemon", default=False, show_default=True,
-              help="Decide through the running lmsav daemon's workers ([daemon] socket).")
-@click.option("--daemon-timeout", type=click.FloatRange(min=0), default=120.0,
-              show_default=True, help="Seconds to wait for the daemon's decision.")
-@click.option("--fallback/--no-fallback", default=True, show_default=True,
-              help="With --daemon: decide in this process when the daemon does not answer "
-                   "(else defer).")
+                   "(default: [milter] notices, else [spool] reinject).")
+@click.option("--max-message-size", type=SizeType(),
+              help="Larger messages are deferred (452 4.3.4; default: [milter] "
+                   "max_message_size, 100M).")
+@click.option("--spill-size", type=SizeType(),
+              help="Bytes of a message kept in memory; the rest goes to a private file "
+                   "(default: [milter] spill_size, 1M).")
+@click.option("--timeout", type=click.FloatRange(min=0),
+              help="Seconds of silence from the MTA before a connection is dropped (0: none; "
+                   "default: [milter] timeout, 300).")
+@click.option("--daemon/--no-daemon", "use_daemon", default=None,
+              help="Decide through the running lmsav daemon's workers ([daemon] socket; "
+                   "default: [milter] use_daemon, off).")
+@click.option("--daemon-timeout", type=click.FloatRange(min=0),
+              help="Seconds to wait for the daemon's decision (default: [milter] "
+                   "daemon_timeout, 120).")
+@click.option("--fallback/--no-fallback", default=None,
+              help="With --daemon: decide in this process when the daemon does not answer, "
+                   "else defer (default: [milter] fallback, on).")
 @click.pass_context
 def milter(ctx, listen, socket_mode, database, notices_to, max_message_size, spill_size,
            timeout, use_daemon, daemon_timeout, fallback):
@@ -68,20 +79,33 @@ def milter(ctx, listen, socket_mode, database, notices_to, max_message_size, spi
     from .. import logsetup
     from ..mail.service import MailService, MailServiceError
     from ..spool.reinject import from_setting
-    from .server import Backend, ListenError, make_server, parse_listen
+    from ..spool.milter_socket import ListenError, parse_listen
+    from .server import Backend, make_server
     from .session import Limits
 
     settings = load_settings(ctx)
+    # Each option left out takes its [milter] value (lmsav.toml(5)); given, it wins.
+    section = settings.milter
+    mode_from = "--socket-mode" if socket_mode else "[milter] socket_mode"
+    socket_mode = socket_mode or section.socket_mode
     try:
         mode = int(socket_mode, 8)
     except ValueError:
-        raise Fatal(f"--socket-mode {socket_mode}: expected an octal mode like 660") from None
-    listen = listen or f"unix:{Path(settings.paths.run_dir) / 'milter.sock'}"
+        raise Fatal(f"{mode_from} {socket_mode}: expected an octal mode like 660") from None
+    listen_from = "--listen" if listen else "[milter] listen"
+    listen = (listen or section.listen
+              or f"unix:{Path(settings.paths.run_dir) / 'milter.sock'}")
+    max_message_size = _given(max_message_size, section.max_message_size)
+    spill_size = _given(spill_size, section.spill_size)
+    timeout = _given(timeout, section.timeout)
+    use_daemon = _given(use_daemon, section.use_daemon)
+    daemon_timeout = _given(daemon_timeout, section.daemon_timeout)
+    fallback = _given(fallback, section.fallback)
     try:
         parse_listen(listen)
     except ListenError as err:
-        raise Fatal(f"--listen {err}") from None
-    target = notices_to or settings.spool.reinject
+        raise Fatal(f"{listen_from} {err}") from None
+    target = notices_to or section.notices or settings.spool.reinject
     try:
         from_setting(target, settings.host_name())
     except ValueError as err:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..clitools import Fatal, root_options
-from . import setup_exim, setup_postfix
+from . import setup_exim, setup_exim_prequeue, setup_postfix
 
 DEFAULT_QMAIL_RULES = Path("/etc/tcp.smtp")
 
@@ -72,23 +72,52 @@ def setup() -> None:
 
 
 @setup.command("postfix", short_help="Hand Postfix's mail to lmsav (content_filter, pipe "
-                                       "service, reinjection smtpd).")
+                                       "service, reinjection smtpd; or --milter).")
 @click.option("--config-dir", type=click.Path(file_okay=False, path_type=Path),
               default=setup_postfix.DEFAULT_CONFIG_DIR, show_default=True,
               help="Postfix configuration directory (postconf -c).")
+@click.option("--milter", is_flag=True,
+              help="Scan before the queue with `lmsav milter` (smtpd_milters, milter_protocol "
+                   "= 6, milter_default_action = tempfail) instead of the after-queue "
+                   "content_filter.")
+@click.option("--milter-socket", default=setup_postfix.DEFAULT_MILTER_SOCKET, show_default=True,
+              metavar="SOCKET",
+              help="With --milter (and --remove): where Postfix reaches the milter, "
+                   "inet:HOST:PORT or unix:PATH (a path is seen from a chrooted smtpd's "
+                   "queue directory).")
+@click.option("--non-smtpd-milters", "non_smtpd", is_flag=True,
+              help="With --milter: scan mail submitted with sendmail(1) too "
+                   "(non_smtpd_milters).")
 @_common_options
 @click.pass_context
-def setup_postfix_cmd(ctx, config_dir, do_apply, remove, lmsav_path, user, port, spool):
+def setup_postfix_cmd(ctx, config_dir, milter, milter_socket, non_smtpd, do_apply, remove,
+                      lmsav_path, user, port, spool):
     """Postfix: the pipe service `lmsav`, content_filter = lmsav:dummy, and an smtpd on
-    127.0.0.1:PORT without the filter for mail coming back. Edits go through postconf."""
+    127.0.0.1:PORT without the filter for mail coming back. Edits go through postconf.
+
+    With --milter: smtpd_milters names the running `lmsav milter` (default
+    inet:127.0.0.1:8894, reachable from Debian's chrooted smtpd), milter_protocol = 6,
+    milter_default_action = tempfail (fail-closed), and the same smtpd on 127.0.0.1:PORT, where
+    the milter's notices come back unscanned. Each mode takes the other out.
+    """
+    if non_smtpd and not milter and not remove:
+        raise Fatal("--non-smtpd-milters goes with --milter")
     lmsav_path = lmsav_path or _default_lmsav()
     try:
         postfix = setup_postfix.Postfix(config_dir)
         if remove:
-            plan = setup_postfix.plan_remove(postfix)
+            plan = setup_postfix.plan_remove(postfix, milter_socket)
+        elif milter:
+            plan = setup_postfix.plan_milter(postfix, milter_socket, port, non_smtpd)
         else:
-            plan = setup_postfix.plan_setup(postfix, lmsav_path, user, port, spool)
-        if not _show_plan(ctx, plan, do_apply, remove, port, spool, user):
+            plan = setup_postfix.plan_setup(postfix, lmsav_path, user, port, spool,
+                                            milter_socket)
+        if milter and not remove:
+            listen = setup_postfix.milter_listen(postfix, milter_socket)
+            shown = _show_milter_plan(ctx, plan, do_apply, port, listen)
+        else:
+            shown = _show_plan(ctx, plan, do_apply, remove, port, spool, user)
+        if not shown:
             return
         backups = setup_postfix.apply(postfix, plan)
     except setup_postfix.SetupError as err:
@@ -98,8 +127,22 @@ def setup_postfix_cmd(ctx, config_dir, do_apply, remove, lmsav_path, user, port,
     if backups:
         click.echo("Backed up: " + ", ".join(str(path) for path in backups))
         where = "" if Path(config_dir) == setup_postfix.DEFAULT_CONFIG_DIR else f" -c {config_dir}"
-        click.echo(f"Done. Now run `postfix{where} reload`"
-                   + ("." if remove else " and make sure `lmsav spool watch` runs."))
+        if remove:
+            then = "."
+        elif milter:
+            then = f" and make sure `lmsav milter` runs, listening on {listen}."
+        else:
+            then = " and make sure `lmsav spool watch` runs."
+        click.echo(f"Done. Now run `postfix{where} reload`{then}")
+
+
+def _show_milter_plan(ctx, plan, do_apply, port, listen) -> bool:
+    """Print the plan and where lmsav's configuration does not fit it; True to apply."""
+    click.echo(plan.listing(), nl=False)
+    _check_milter_settings(ctx, port, listen)
+    if not do_apply and plan.changes:
+        click.echo("Nothing changed; run again with --apply to make these changes.")
+    return do_apply
 
 
 def _show_plan(ctx, plan, do_apply, remove, port, spool, user) -> bool:
@@ -121,20 +164,34 @@ def _show_plan(ctx, plan, do_apply, remove, port, spool, user) -> bool:
 @click.option("--config-file", type=click.Path(dir_okay=False, path_type=Path),
               help="A single Exim configuration file (e.g. /etc/exim/configure, or what -C "
                    "names); overrides --config-dir.")
+@click.option("--pre-queue", "pre_queue", is_flag=True,
+              help="Apply the groups' policy at the end of DATA: a DATA ACL asks the running "
+                   "lmsav daemon; what it cannot apply (cure, warn, several groups) goes "
+                   "through lmsav after the queue.")
+@click.option("--daemon-socket", default=setup_exim_prequeue.DEFAULT_SOCKET, show_default=True,
+              metavar="PATH", help="(--pre-queue) The lmsav daemon's unix socket.")
+@click.option("--acl-timeout", type=click.IntRange(1, 3600),
+              default=setup_exim_prequeue.DEFAULT_TIMEOUT, show_default=True, metavar="SECONDS",
+              help="(--pre-queue) How long the ACL waits for the daemon before deferring.")
 @_common_options
 @click.pass_context
-def setup_exim_cmd(ctx, config_dir, config_file, do_apply, remove, lmsav_path, user, port,
-                   spool):
+def setup_exim_cmd(ctx, config_dir, config_file, pre_queue, daemon_socket, acl_timeout,
+                   do_apply, remove, lmsav_path, user, port, spool):
     """Exim: the router `lmsav_scan` before all others, the pipe transport `lmsav_pipe`, and
     PORT added to daemon_smtp_ports for mail coming back."""
     lmsav_path = lmsav_path or _default_lmsav()
     try:
         layout, where = setup_exim.locate(config_dir, config_file)
         if remove:
-            plan = setup_exim.plan_remove(layout, where)
+            # The before-queue removal is a superset: it also takes the ACL out.
+            plan = setup_exim_prequeue.plan_remove(layout, where)
+        elif pre_queue:
+            options = setup_exim_prequeue.Options(lmsav_path, user, port, spool, daemon_socket,
+                                                  acl_timeout)
+            plan = setup_exim_prequeue.plan_setup(layout, where, options)
         else:
             options = setup_exim.Options(lmsav_path, user, port, spool)
-            plan = setup_exim.plan_setup(layout, where, options)
+            plan = setup_exim_prequeue.plan_after_queue(layout, where, options)
         if not _show_plan(ctx, plan, do_apply, remove, port, spool, user):
             return
         backups = setup_exim.apply(plan)
@@ -237,3 +294,32 @@ def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user
     spool_dir = spool or settings.spool_dir()
     click.echo(f"note: `lmsav enqueue` runs as {user} and writes to {spool_dir}: that directory "
                f"(or its parent, if it does not exist yet) must be writable by {user}")
+
+
+def _check_milter_settings(ctx: click.Context, port: int, listen: str) -> None:
+    """Notes where [milter] does not fit Postfix's: its socket, where its notices go."""
+    from .. import config as config_mod
+    from .. import paths as paths_mod
+    from .milter_socket import ListenError, parse_listen
+
+    obj = root_options(ctx)
+    path = obj.get("config") or paths_mod.config_file_from(None, os.environ)
+    try:
+        settings = config_mod.load_settings(path, obj.get("profile"))
+    except config_mod.ConfigError as err:
+        click.echo(f"note: cannot check lmsav's configuration: {err}")
+        return
+    configured = settings.milter.listen or f"unix:{Path(settings.paths.run_dir) / 'milter.sock'}"
+    try:
+        same = parse_listen(configured) == parse_listen(listen)
+    except ListenError:
+        same = False
+    if not same:
+        click.echo(f'note: lmsav milter listens on {configured} ([milter] listen in {path}); '
+                   f'set listen = "{listen}" there (or run it with --listen {listen})')
+    notices = settings.milter.notices or settings.spool.reinject
+    wanted = {f"smtp:127.0.0.1:{port}", f"smtp:localhost:{port}", f"smtp:[127.0.0.1]:{port}"}
+    if notices not in wanted:
+        click.echo(f'note: the milter\'s notices go to "{notices}" ([milter] notices, else '
+                   f'[spool] reinject, in {path}); "smtp:127.0.0.1:{port}" is the listener '
+                   "above, where they are not scanned again")

@@ -5,6 +5,13 @@ lmsav:dummy`` in main.cf sends every message Postfix accepts to the master.cf pi
 ``lmsav``, which runs ``lmsav enqueue``; ``lmsav spool watch`` sends the scanned mail back over
 SMTP to a second smtpd on 127.0.0.1:10026 whose ``-o content_filter=`` keeps it from going
 round again. Every edit is made with postconf(1), after the two files have been copied aside.
+
+With ``--milter`` lmsav decides before the queue instead: ``smtpd_milters`` names the socket of
+``lmsav milter`` (by default inet:127.0.0.1:8894 — a loopback port works whether smtpd runs
+chrooted in the queue directory, as Debian's does, or not; a unix socket would have to live
+under that directory), ``milter_protocol = 6`` and ``milter_default_action = tempfail`` keep it
+fail-closed, and the same reinjection smtpd takes the milter's notices back without filtering
+them again. The two modes exclude each other: setting up one takes the other out.
 """
 
 from __future__ import annotations
@@ -26,12 +33,18 @@ DEFAULT_USER = "lmsav"
 SERVICE = "lmsav"
 CONTENT_FILTER = f"{SERVICE}:dummy"  # transport:nexthop; the pipe ignores the next hop
 BACKUP_TAG = ".lmsav-"  # main.cf.lmsav-20260101T120000
+DEFAULT_MILTER_SOCKET = "inet:127.0.0.1:8894"
+# What the milter needs of Postfix, whatever other milters there are: the protocol it speaks, and
+# a temporary failure whenever it cannot be asked (fail-closed).
+MILTER_SETTINGS = (("milter_protocol", "6"), ("milter_default_action", "tempfail"))
+MILTER_LISTS = ("smtpd_milters", "non_smtpd_milters")
 
 # What the reinjection smtpd turns off, per FILTER_README: no second pass through lmsav, no
 # recipient, header, body or milter checks the first pass already made, and only this host.
 REINJECT_OPTIONS = (
     ("syslog_name", "postfix/lmsav-reinject"),
     ("content_filter", ""),
+    ("smtpd_milters", ""),
     ("receive_override_options", "no_unknown_recipient_checks,no_header_body_checks,no_milters"),
     ("smtpd_helo_restrictions", ""),
     ("smtpd_client_restrictions", ""),
@@ -167,7 +180,7 @@ class Postfix:
 
     def postconf(self, *args: str) -> str:
         cmd = [self.postconf_cmd, "-c", str(self.config_dir), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if proc.returncode != 0 or "fatal:" in proc.stderr:
             detail = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
             raise SetupError(f"{' '.join(cmd)}: {detail}")
@@ -205,7 +218,8 @@ class Postfix:
 
 
 def plan_setup(postfix: Postfix, lmsav: str, user: str = DEFAULT_USER,
-               port: int = DEFAULT_PORT, spool: str | None = None) -> Plan:
+               port: int = DEFAULT_PORT, spool: str | None = None,
+               milter_socket: str = DEFAULT_MILTER_SOCKET) -> Plan:
     """What has to change for Postfix to hand mail to lmsav and take it back on ``port``."""
     _check_word("lmsav path (--lmsav)", lmsav)
     _check_word("user (--user)", user)
@@ -220,8 +234,177 @@ def plan_setup(postfix: Postfix, lmsav: str, user: str = DEFAULT_USER,
                          f"{postfix.config_dir / 'main.cf'}: Postfix passes mail to one "
                          "after-queue filter only; remove that one first")
     items = [_main_item("content_filter", current_filter, CONTENT_FILTER)]
-
+    notes: list[str] = []
+    # Scanned once: a milter lmsav set up before goes.
+    items += _milter_removal(main, milter_socket, notes)
     pipe = pipe_entry(lmsav, user, spool)
+    items.append(_master_item(pipe.key, master.get(pipe.key), pipe))
+    items += _reinject_items(master, port)
+
+    problems = []
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        problems.append(f"user {user} does not exist; create it first, e.g. `useradd --system "
+                        f"--home-dir {paths.SYSTEM_STATE_DIR} --shell /usr/sbin/nologin "
+                        f"{user}`, or choose another with --user")
+    if not os.access(lmsav, os.X_OK) or not Path(lmsav).is_absolute():
+        problems.append(f"{lmsav} is not an executable given by its absolute path; give the "
+                        "lmsav executable with --lmsav")
+    return Plan(postfix.config_dir, items, notes, problems=problems)
+
+
+def plan_milter(postfix: Postfix, milter_socket: str = DEFAULT_MILTER_SOCKET,
+                port: int = DEFAULT_PORT, non_smtpd: bool = False) -> Plan:
+    """What has to change for Postfix to ask ``lmsav milter`` on ``milter_socket`` before the
+    queue (and, with ``non_smtpd``, for mail submitted with sendmail(1) too), with the
+    reinjection smtpd on ``port`` for the milter's notices."""
+    check_milter_socket(milter_socket)
+    main = postfix.main_settings()
+    master = postfix.master_entries()
+    items: list[Item] = []
+    notes: list[str] = []
+
+    # The after-queue filter of an earlier setup goes: each message is scanned once.
+    if main.get("content_filter") == CONTENT_FILTER:
+        items.append(_main_item("content_filter", CONTENT_FILTER, None))
+    pipe_key = f"{SERVICE}/unix"
+    if pipe_key in master:
+        items.append(_master_item(pipe_key, master[pipe_key], None))
+    for name in MILTER_LISTS:
+        current = main.get(name)
+        entries = milter_list(current or "")
+        ours = [entry for entry in entries if _is_ours(entry, milter_socket)]
+        if name == "smtpd_milters" or non_smtpd:
+            if not ours:
+                items.append(_main_item(name, current, _join(entries + [milter_socket])))
+        elif ours:
+            rest = [entry for entry in entries if not _is_ours(entry, milter_socket)]
+            items.append(_main_item(name, current, _join(rest) or None))
+    for name, wanted in MILTER_SETTINGS:
+        current = main.get(name)
+        if current is not None and current != wanted:
+            notes.append(f"{name} was {current}: every milter of this Postfix gets {wanted}")
+        items.append(_main_item(name, current, wanted))
+    items += _reinject_items(master, port)
+    if milter_socket.startswith("unix:"):
+        notes.append(unix_socket_note(postfix, milter_socket))
+    return Plan(postfix.config_dir, items, notes)
+
+
+def plan_remove(postfix: Postfix, milter_socket: str = DEFAULT_MILTER_SOCKET) -> Plan:
+    """What has to change to take lmsav out again: the filter or the milter, and the
+    services."""
+    main = postfix.main_settings()
+    master = postfix.master_entries()
+    items = []
+    notes: list[str] = []
+    current_filter = main.get("content_filter")
+    if current_filter == CONTENT_FILTER:
+        items.append(_main_item("content_filter", current_filter, None))
+    elif current_filter:
+        notes.append(f"content_filter = {current_filter} is not lmsav's; left as it is")
+    removal = _milter_removal(main, milter_socket, notes)
+    if not removal and main.get("smtpd_milters"):
+        notes.append(f"smtpd_milters = {main['smtpd_milters']} left as it is; if one of them "
+                     "is lmsav's, give its socket with --milter-socket")
+    items += removal
+    key = f"{SERVICE}/unix"
+    if key in master:
+        items.append(_master_item(key, master[key], None))
+    for key in _lmsav_reinject_keys(master):
+        items.append(_master_item(key, master[key], None))
+    return Plan(postfix.config_dir, items, notes, remove=True)
+
+
+def milter_list(value: str) -> list[str]:
+    """A smtpd_milters value as its entries: names separated by commas or blanks, and
+    ``{ name, setting=value, … }`` groups kept whole."""
+    entries, word, depth = [], "", 0
+    for char in value:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(depth - 1, 0)
+        if depth == 0 and (char == "," or char.isspace()):
+            if word:
+                entries.append(word)
+            word = ""
+        else:
+            word += char
+    if word:
+        entries.append(word)
+    return entries
+
+
+def check_milter_socket(socket: str) -> None:
+    if not re.fullmatch(r"inet:(\[[0-9a-fA-F:.]+\]|[^\s,{}:\[\]]+):\d{1,5}|unix:[^\s,{}]+",
+                        socket):
+        raise SetupError(f"milter socket (--milter-socket) {socket!r}: expected "
+                         "inet:HOST:PORT or unix:PATH, as smtpd_milters writes it")
+
+
+def milter_listen(postfix: Postfix, socket: str) -> str:
+    """Where ``lmsav milter --listen`` must listen for Postfix to reach ``socket``.
+
+    A unix socket's path is looked up relative to the queue directory (smtpd and cleanup run
+    there), and inside it when smtpd runs chrooted, as Debian's does."""
+    kind, _, address = socket.partition(":")
+    if kind == "inet":
+        host, _, port = address.rpartition(":")
+        return f"inet:{port}@{host.strip('[]')}"
+    queue = postfix.postconf("-h", "queue_directory").strip()
+    if not address.startswith("/"):
+        return f"unix:{Path(queue) / address}"
+    if _smtpd_chrooted(postfix):
+        return f"unix:{queue.rstrip('/')}{address}"
+    return f"unix:{address}"
+
+
+def unix_socket_note(postfix: Postfix, socket: str) -> str:
+    listen = milter_listen(postfix, socket)
+    return (f"Postfix looks for {socket} at {listen[len('unix:'):]} (relative names are taken "
+            "from queue_directory; a chrooted smtpd sees only that directory): the postfix "
+            "account must be able to connect to it")
+
+
+def _milter_removal(main: dict[str, str], milter_socket: str, notes: list[str]) -> list[Item]:
+    """Our milter out of smtpd_milters and non_smtpd_milters; the protocol and default action
+    too when no other milter is left that might rely on them."""
+    items, others = [], False
+    for name in MILTER_LISTS:
+        current = main.get(name)
+        entries = milter_list(current or "")
+        rest = [entry for entry in entries if not _is_ours(entry, milter_socket)]
+        others = others or bool(rest)
+        if len(rest) != len(entries):
+            items.append(_main_item(name, current, _join(rest) or None))
+    if not items:
+        return []
+    for name, ours in MILTER_SETTINGS:
+        current = main.get(name)
+        if current == ours and not others:
+            items.append(_main_item(name, current, None))
+        elif current is not None:
+            notes.append(f"{name} = {current} left as it is: other milters remain")
+    return items
+
+
+def _is_ours(entry: str, milter_socket: str) -> bool:
+    return entry == milter_socket or milter_list(entry.strip("{}"))[:1] == [milter_socket]
+
+
+def _join(entries: list[str]) -> str:
+    return ", ".join(entries)
+
+
+def _smtpd_chrooted(postfix: Postfix) -> bool:
+    words = postfix.master_entries().get("smtp/inet", "").split()
+    return len(words) > 4 and words[4] == "y"
+
+
+def _reinject_items(master: dict[str, str], port: int) -> list[Item]:
+    """The reinjection smtpd on ``port``, replacing one an earlier setup put on another port."""
     reinject = reinject_entry(port)
     ours = _lmsav_reinject_keys(master)
     for key, line in master.items():
@@ -235,51 +418,17 @@ def plan_setup(postfix: Postfix, lmsav: str, user: str = DEFAULT_USER,
         if key != reinject.key and (service == str(port) or _port_of(service) == port):
             raise SetupError(f"master.cf service {key} already listens on port {port}; "
                              "choose another one with --port")
-    # Earlier setups on another port leave their reinjection service behind: replace it.
-    for key in ours:
-        if key != reinject.key:
-            items.append(_master_item(key, master[key], None))
-    items.append(_master_item(pipe.key, master.get(pipe.key), pipe))
+    items = [_master_item(key, master[key], None) for key in ours if key != reinject.key]
     items.append(_master_item(reinject.key, master.get(reinject.key), reinject))
-
-    problems = []
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        problems.append(f"user {user} does not exist; create it first, e.g. `useradd --system "
-                        f"--home-dir {paths.SYSTEM_STATE_DIR} --shell /usr/sbin/nologin "
-                        f"{user}`, or choose another with --user")
-    if not os.access(lmsav, os.X_OK) or not Path(lmsav).is_absolute():
-        problems.append(f"{lmsav} is not an executable given by its absolute path; give the "
-                        "lmsav executable with --lmsav")
-    return Plan(postfix.config_dir, items, [], problems=problems)
-
-
-def plan_remove(postfix: Postfix) -> Plan:
-    """What has to change to take lmsav out again: the filter and both services."""
-    main = postfix.main_settings()
-    master = postfix.master_entries()
-    items = []
-    notes = []
-    current_filter = main.get("content_filter")
-    if current_filter == CONTENT_FILTER:
-        items.append(_main_item("content_filter", current_filter, None))
-    elif current_filter:
-        notes.append(f"content_filter = {current_filter} is not lmsav's; left as it is")
-    key = f"{SERVICE}/unix"
-    if key in master:
-        items.append(_master_item(key, master[key], None))
-    for key in _lmsav_reinject_keys(master):
-        items.append(_master_item(key, master[key], None))
-    return Plan(postfix.config_dir, items, notes, remove=True)
+    return items
 
 
 def apply(postfix: Postfix, plan: Plan) -> list[Path]:
     """Back up main.cf and master.cf, then make the plan's changes; returns the backups.
 
-    Nothing is done (and nothing copied) when the configuration already is as planned. Services
-    are written before content_filter is set and content_filter is removed before the services,
-    so a Postfix that reloads in between never points at a service that is not there.
+    Nothing is done (and nothing copied) when the configuration already is as planned.
+    Services are written first and removed last, main.cf in between, so a Postfix that reloads
+    meanwhile never points at a service that is not there.
     """
     changes = plan.changes
     if not changes:
@@ -287,9 +436,10 @@ def apply(postfix: Postfix, plan: Plan) -> list[Path]:
     if plan.problems:
         raise SetupError(plan.problems[0])
     backups = postfix.backup()
-    main_changes = [item for item in changes if item.file == "main.cf"]
     master_changes = [item for item in changes if item.file == "master.cf"]
-    ordered = main_changes + master_changes if plan.remove else master_changes + main_changes
+    ordered = ([item for item in master_changes if item.wanted is not None]
+               + [item for item in changes if item.file == "main.cf"]
+               + [item for item in master_changes if item.wanted is None])
     for item in ordered:
         if item.file == "main.cf":
             if item.wanted is None:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from lmsav.milter import protocol
 from lmsav.milter.commands import milter
-from lmsav.milter.server import ListenError, parse_listen
+from lmsav.spool.milter_socket import ListenError, parse_listen
 from tests.milter.conftest import write_config
 
 
