@@ -129,6 +129,8 @@ def test_cron_line_and_systemd_unit_send_traps(tmp_path, trapd):
         assert wait_for(lambda: getattr(monitor.load(state), "spool_over", True) is False, 60)
         fill(2)
         assert wait_for(lambda: len(trapd.traps()) == 2, 20), trapd.traps()
+        # The state is saved after the trap went out and was logged: stop only then.
+        assert wait_for(lambda: getattr(monitor.load(state), "spool_over", False) is True, 20)
     finally:
         service.send_signal(signal.SIGTERM)
         _, err = service.communicate(timeout=30)
