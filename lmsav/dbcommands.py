@@ -25,13 +25,20 @@ def db_group():
 @db_group.command("build")
 @click.argument("directory", metavar="DIR")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on one line.")
-def db_build(directory, as_json):
+@click.option("--strict", is_flag=True,
+              help="Fail, compiling nothing, if any YARA rule file or rule is left out.")
+def db_build(directory, as_json, strict):
     """Validate every signature file in DIR and compile it into DIR's cache.
 
-    A malformed line is an error naming the file, the line and what is wrong. Later processes
-    load the compiled cache in milliseconds instead of recompiling.
+    A malformed line is an error naming the file, the line and what is wrong. A YARA rule file
+    that does not compile is left out and listed with its error (with --strict it is fatal).
+    Later processes load the compiled cache in milliseconds instead of recompiling.
     """
-    db = load_database(Path(directory), rebuild=True)
+    if strict:
+        _build_strict(Path(directory))
+        db = load_database(Path(directory))  # just compiled: loaded from the cache
+    else:
+        db = load_database(Path(directory), rebuild=True)
     info = _db_info(db)
     if as_json:
         jsonout.emit_object(info)
@@ -42,6 +49,16 @@ def db_build(directory, as_json):
             click.echo(f"warning: {line}; not used", err=True)
         for line in db.skipped_lines:
             click.echo(f"warning: {line}; skipped", err=True)
+
+
+def _build_strict(directory: Path) -> None:
+    from .scanner.signatures.database import DatabaseError, build
+    from .scanner.signatures.errors import SignatureError
+
+    try:
+        build(directory, strict=True)
+    except (DatabaseError, SignatureError) as err:
+        raise Fatal(str(err))
 
 
 @db_group.command("info")

@@ -51,10 +51,12 @@ class Engine:
         self.scan_archives = scan_archives
         self.scan_mail = scan_mail
         self.tmp_root = tmp_root
+        self._origin: str | None = None  # the file on disk behind the input being scanned
 
     # -- entry points ------------------------------------------------------------------------
     def scan(self, obj: ScanObject) -> Verdict:
         ctx = Context(self.limits, self.tmp_root)
+        self._origin = obj.path  # YARA's ``owner`` of the input and of all its members
         try:
             with running(ctx):  # the normalisers check its clock too
                 return Verdict(self._scan(obj, ctx))
@@ -103,7 +105,8 @@ class Engine:
         db = self.db
         subject = Subject(data, size, ftype, db.clamav_type(data, ftype), obj.clamav_ancestry,
                           in_mail=not MAIL_TYPES.isdisjoint(obj.ancestry), name=obj.name,
-                          member=obj.member, container_size=obj.container_size)
+                          member=obj.member, container_size=obj.container_size,
+                          origin=self._origin)
         return self._threats(db.match(subject))
 
     @staticmethod

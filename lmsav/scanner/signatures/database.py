@@ -32,6 +32,9 @@ SELFTEST_NAME = "selftest.toml"
 # Matchers whose scanning state may only be used and dropped by the thread that made it
 # (yara-x's scanner): drop_thread_state() makes them afresh.
 THREAD_BOUND = ("yara",)
+# Kinds Database.match does not run over each view of an object: those that do not name
+# threats, and YARA, run once over the object's own bytes.
+NOT_ON_VIEWS = NOT_DETECTING | {"yara"}
 
 
 class DatabaseError(Exception):
@@ -94,7 +97,7 @@ class Database:
                     del self.matchers[kind]
                 else:
                     self.matchers[kind] = fresh
-        self.detectors = [m for k, m in self.matchers.items() if k not in NOT_DETECTING]
+        self.detectors = [m for k, m in self.matchers.items() if k not in NOT_ON_VIEWS]
 
     def clamav_type(self, data, ftype: str) -> str:
         """ClamAV's type for an object, under the database's .ftm entries if it has any."""
@@ -127,9 +130,13 @@ class Database:
         both raw and folded; the view's type decides which targets apply (body.TARGETS).
         """
         hits: list[tuple[str, str]] = []
-        for view in self._views(subject):
-            for matcher in self.detectors:
-                hits += matcher.match(view)
+        if self.detectors:  # a YARA-only database needs no normalised views
+            for view in self._views(subject):
+                for matcher in self.detectors:
+                    hits += matcher.match(view)
+        yara = self.matchers.get("yara")
+        if yara is not None:  # rules written for yara see the object's bytes, as yara does
+            hits += yara.match(subject)
         if not hits:
             phishing = self.matchers.get("phishing")
             if phishing is not None and subject.in_mail:
@@ -313,13 +320,17 @@ def _fresh(header: dict, directory: Path, sources: list[Path], cache: Path) -> b
 
 # -- building ----------------------------------------------------------------------------------
 
-def build(directory, cache_path=None, sources: list[Path] | None = None) -> dict:
-    """Validate and compile every source file; write the cache atomically. Returns the header."""
+def build(directory, cache_path=None, sources: list[Path] | None = None,
+          strict: bool = False) -> dict:
+    """Validate and compile every source file; write the cache atomically. Returns the header.
+
+    A YARA file that does not compile is left out and listed in ``not_used``; ``strict`` makes
+    that, or a YARA rule left out, an error instead (nothing is written)."""
     directory = Path(directory)
     sources = sources if sources is not None else _list_sources(directory)
     cache = Path(cache_path) if cache_path else default_cache_path(directory)
     started = time.monotonic()
-    collected = _Collected()
+    collected = _Collected(directory)
     for path in _choose_containers(sources):
         ext = formats.extension(path.name)
         if ext in formats.CONTAINERS:
@@ -327,9 +338,16 @@ def build(directory, cache_path=None, sources: list[Path] | None = None) -> dict
         elif ext != ".sign":
             collected.add(path.name, _read_bytes(path))
     sections = collected.compile()
+    if strict and collected.yara_errors:
+        first = collected.yara_errors[0]
+        more = len(collected.yara_errors) - 1
+        raise DatabaseError(f"{first}" + (f" (and {more} more YARA errors)" if more else ""))
     if collected.total() == 0:
+        left_out = (f"; left out: {'; '.join(collected.yara_errors)}"
+                    if collected.yara_errors else "")
         raise DatabaseError(f"{directory}: no signatures found (looked for "
-                            f"{', '.join(formats.SIGNATURE_EXTENSIONS + formats.CONTAINERS)})")
+                            f"{', '.join(formats.SIGNATURE_EXTENSIONS + formats.CONTAINERS)})"
+                            + left_out)
     meta = _read_meta(directory)
     meta_path = directory / META_NAME
     digest = _digest(sources)
@@ -359,7 +377,9 @@ def build(directory, cache_path=None, sources: list[Path] | None = None) -> dict
 class _Collected:
     """Signatures gathered from every file and container member, by kind, before compiling."""
 
-    def __init__(self):
+    def __init__(self, directory: Path | None = None):
+        self.directory = directory  # where YARA includes are resolved
+        self.yara_errors: list[str] = []  # YARA files and rules left out, with the reason
         self.sigs: dict[str, list] = {}
         self.counts: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -406,12 +426,20 @@ class _Collected:
     def compile(self) -> dict[str, bytes]:
         sections: dict[str, bytes] = {}
         for kind, sigs in self.sigs.items():
-            sections.update(adapter(kind).compile(sigs))
+            if kind != "yara":
+                sections.update(adapter(kind).compile(sigs))
         if "yara" in self.sigs:
-            from .yara import YaraMatcher
-
-            blob = sections.get("yara") or b""
-            self.counts["yar"] = YaraMatcher(blob).count if blob else 0
+            # Rule files that fail are left out and listed, as unusable ClamAV lines are.
+            yara_sections, compiled = adapter("yara").compile_set(self.sigs["yara"],
+                                                                  self.directory)
+            sections.update(yara_sections)
+            self.counts["yar"] = compiled.count
+            self.not_used += compiled.skipped_files
+            self.skipped_lines += compiled.skipped_rules
+            left_out = len(compiled.skipped_files) + len(compiled.skipped_rules)
+            if left_out:
+                self.skipped["yar"] = self.skipped.get("yar", 0) + left_out
+            self.yara_errors = compiled.skipped_files + compiled.skipped_rules
         return sections
 
     def total(self) -> int:
@@ -605,7 +633,7 @@ def _open(directory: Path, cache: Path, header: dict, sources: list[Path]) -> Da
         build_seconds=header["build_seconds"],
         cache_path=cache,
         matchers=matchers,
-        detectors=[m for k, m in matchers.items() if k not in NOT_DETECTING],
+        detectors=[m for k, m in matchers.items() if k not in NOT_ON_VIEWS],
         skipped=header.get("skipped", {}),
         skipped_lines=skipped_text.split("\n") if skipped_text else [],
         not_used=header.get("not_used", []),

@@ -140,7 +140,10 @@ class BodyAdapter(Adapter):
 
 
 class YaraAdapter(Adapter):
-    """Rule files are compiled together (one namespace each); the count comes from yara-x."""
+    """Rule files are compiled together (one namespace each); the count comes from yara-x.
+
+    ``compile_set`` also reports the files and rules left out; the database calls it with the
+    directory ``include`` directives are resolved in."""
 
     name = "yara"
 
@@ -148,24 +151,44 @@ class YaraAdapter(Adapter):
         return [(source, text)], []
 
     def compile(self, sigs):
+        return self.compile_set(sigs)[0]
+
+    def compile_set(self, sigs, directory=None):
         from . import yara
 
-        return {"yara": yara.compile_rules(sigs)}
+        compiled = yara.compile_set(sigs, directory)
+        sections = {"yara": compiled.blob}
+        if compiled.variables:
+            sections["yara-vars"] = ",".join(compiled.variables).encode()
+        return sections, compiled
 
     def matcher(self, section):
         from . import yara
 
         blob = section("yara")
-        return YaraRules(yara.YaraMatcher(bytes(blob))) if len(blob) else None
+        if not len(blob):
+            return None
+        variables = tuple(bytes(section("yara-vars")).decode().split(","))
+        return YaraRules(yara.YaraMatcher(bytes(blob), variables))
 
 
 class YaraRules:
+    """Sets the external variables of each object, but only for a rule set that names them."""
+
     def __init__(self, rules):
         self.rules = rules
         self.count = rules.count
 
     def match(self, subject):
-        return self.rules.match(subject.data)
+        rules = self.rules
+        if not rules.variables:
+            return rules.match(subject.data)
+        from .yara import object_facts
+
+        member = subject.member
+        facts = object_facts(subject.name, member.name if member is not None else "",
+                             subject.ftype, subject.origin)
+        return rules.match(subject.data, facts)
 
 
 class IgnoreAdapter(Adapter):

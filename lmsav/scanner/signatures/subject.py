@@ -43,6 +43,7 @@ class Subject:
     name: str = ""
     member: MemberMeta | None = None  # how the parent container describes this object
     container_size: int | None = None  # size of the parent container in bytes
+    origin: str | None = None  # the file on disk the scanned input came from (its owner)
     _cache: dict = field(default_factory=dict)
 
     @property

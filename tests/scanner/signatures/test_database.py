@@ -53,11 +53,10 @@ def test_malformed_line_names_file_and_line(tmp_path):
     assert str(err.value).startswith("bad.hdb:2: ")
 
 
-def test_bad_yara_rule_names_file_and_line(tmp_path):
-    db_dir = write_db(tmp_path / "db", {"r.yar": "rule ok { condition: true }\n\nrule bad {"})
-    with pytest.raises(SignatureError) as err:
-        Database.load(db_dir)
-    assert str(err.value).startswith("r.yar:")
+def test_bad_yara_rule_file_is_left_out_and_named(tmp_path):
+    db_dir = write_db(tmp_path / "db", {"r.yar": "rule ok { condition: true }\n\nrule bad {",
+                                        "a.ndb": NDB})
+    assert Database.load(db_dir).not_used == ["r.yar: line 3: error[E001]: syntax error"]
 
 
 def test_empty_or_missing_directory_is_a_clear_error(tmp_path):
