@@ -112,7 +112,8 @@ def monitor_cmd(ctx: click.Context, base: str, once: bool, interval: float,
                     '["127.0.0.1:162"]')
     _configure_logging(ctx, settings)
     sender = Sender(settings.snmp.traps, settings.snmp.community, inform=settings.snmp.informs,
-                    timeout=inform_timeout, retries=inform_retries)
+                    timeout=inform_timeout, retries=inform_retries,
+                    persistent_dir=state_file(settings).parent / "net-snmp")
     if sender.available() is None:
         raise Fatal(f"{sender.command} not found: install Debian's snmp package to send "
                     f"{sender.kind}")

@@ -17,9 +17,11 @@ a sender that fails or an inform not acknowledged is one log line, and the calle
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .mib import COUNTER64, GAUGE, INTEGER, STRING, UNSIGNED, format_oid
 
@@ -54,13 +56,16 @@ class Sender:
 
     def __init__(self, sinks: tuple[str, ...], community: str, command: str | None = None, *,
                  inform: bool = False, timeout: float = INFORM_TIMEOUT,
-                 retries: int = INFORM_RETRIES):
+                 retries: int = INFORM_RETRIES, persistent_dir: Path | None = None):
         self.sinks = sinks
         self.community = community
         self.inform = inform
         self.command = command or (SNMPINFORM if inform else SNMPTRAP)
         self.timeout = timeout
         self.retries = retries
+        # net-snmp's tools keep state (snmpapp.conf) in a persistent directory, by default
+        # /var/lib/snmp, which the service user cannot write: lmsav gives them one of its own.
+        self.persistent_dir = persistent_dir
         self._missing_reported = False
 
     @property
@@ -87,6 +92,14 @@ class Sender:
         if program is None:
             return 0
         sent = 0
+        env = None
+        if self.persistent_dir is not None:
+            try:
+                self.persistent_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                env = {**os.environ, "SNMP_PERSISTENT_DIR": str(self.persistent_dir)}
+            except OSError as err:
+                log.warning("cannot make %s for net-snmp's state: %s", self.persistent_dir,
+                            err.strerror or err)
         for sink in self.sinks:
             args = [program, "-v", "2c", "-c", self.community, "-m", ""]
             if self.inform:
@@ -95,7 +108,7 @@ class Sender:
             for oid, kind, value in trap.varbinds:
                 args += [format_oid(oid), TYPE_LETTERS[kind], str(value)]
             try:
-                done = subprocess.run(args, capture_output=True, text=True,
+                done = subprocess.run(args, capture_output=True, text=True, env=env,
                                       timeout=TIMEOUT + (self._wait() if self.inform else 0),
                                       stdin=subprocess.DEVNULL, check=False)
             except (OSError, subprocess.TimeoutExpired) as err:
@@ -110,8 +123,10 @@ class Sender:
         return sent
 
     def _reason(self, done: subprocess.CompletedProcess) -> str:
-        """The sender's complaint on one line, without its program name."""
-        text = " ".join(done.stderr.split())
+        """The sender's complaint on one line, without its program name (its last line: the
+        lines before are net-snmp's notes about its own state, such as "Created directory")."""
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        text = " ".join(lines[-1].split()) if lines else ""
         for name in (SNMPTRAP, SNMPINFORM, self.command):
             text = text.removeprefix(f"{name}:").strip()
         if self.inform and text == "Timeout":
