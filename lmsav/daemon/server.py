@@ -26,7 +26,6 @@ thread so that the loop never waits on a disk (LMSAVMAIL is recorded by the mail
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
 import json
 import logging
@@ -42,10 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..mail import transfer
-from ..metrics.endpoint import MetricsError, open_endpoint
-from ..metrics.families import DAEMON_RESULTS, Metrics
-from ..metrics.recording import EventRecorder
-from ..stats.events import STATUSES
+from ..metrics.endpoint import MetricsError
+from .accounting import Accounting, Tally
 from ..workers import Worker, WorkerPool
 from . import listeners
 from . import protocol as proto
@@ -64,8 +61,6 @@ log = logging.getLogger("lmsav.daemon")
 
 RECV_SIZE = 1 << 18
 STOP_WORKERS_TIMEOUT = 10.0
-# lmsav_requests_total{command}: every command of the protocol, and "unknown".
-REQUEST_COMMANDS = tuple(c.value for c in Cmd if c is not Cmd.UNKNOWN) + ("unknown",)
 
 
 # -- the parent: connections, jobs, workers -----------------------------------------------------
@@ -79,42 +74,6 @@ class Job:
     fds: list[int] = field(default_factory=list)
     fanout: Fanout | None = None
     label: str = ""
-
-
-@dataclass
-class Tally:
-    """What the results of one request add up to, for the metrics and the statistics."""
-
-    seconds: float | None = None  # None: no worker timed it (it died)
-    size: int = 0
-    errors: int = 0
-    verdicts: collections.Counter = field(default_factory=collections.Counter)
-    threats: list[str] = field(default_factory=list)
-    mail: dict | None = None  # LMSAVMAIL: the plan's result and the groups' actions
-
-    def add(self, result: dict) -> None:
-        if "seconds" in result:
-            self.seconds = (self.seconds or 0.0) + result["seconds"]
-        self.size += result.get("size", 0)
-        self.errors += result.get("errors", 0)
-        self.verdicts.update(result.get("verdicts", {}))
-        self.threats += [t for t in result.get("threats", ()) if t not in self.threats]
-        self.mail = result.get("mail", self.mail)
-
-    @property
-    def files(self) -> int:
-        """Files (or messages) given a verdict, those that could not be scanned included."""
-        return sum(self.verdicts.values())
-
-    @property
-    def status(self) -> str:
-        """The worst status of the request (clean when nothing was scanned)."""
-        found = [s for s, n in self.verdicts.items() if n]
-        return max(found, key=_status_rank, default="clean")
-
-
-def _status_rank(status: str) -> int:
-    return STATUSES.index(status) if status in STATUSES else 0
 
 
 @dataclass
@@ -171,13 +130,10 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.listeners: list[tuple[socket.socket, bool]] = []
         self.conns: dict[int, Conn] = {}
-        self.metrics = Metrics(DAEMON_RESULTS, lambda: self.db, commands=REQUEST_COMMANDS)
-        self.metrics_endpoint = None
-        self.events = (EventRecorder(options.settings, background=True)
-                       if options.settings is not None else None)
-        self._dropped_seen = 0
+        self.accounting = Accounting(options.settings, lambda: self.db)
         self.pool = WorkerPool(options.workers, self._make_service, self.sel,
-                               child_setup=self._worker_setup, around_fork=self._fork_safely)
+                               child_setup=self._worker_setup,
+                               around_fork=self.accounting.fork_safely)
         self.queue: collections.deque[Job] = collections.deque()
         self.bulk: collections.deque[Job] = collections.deque()
         self.db = None
@@ -213,8 +169,7 @@ class Server:
             raise DaemonError("no listener configured: give --socket or --tcp")
         address = self.opt.settings.metrics.daemon if self.opt.settings is not None else ""
         try:
-            self.metrics_endpoint = open_endpoint(address, self.metrics.registry,
-                                                  "[metrics] daemon")
+            self.accounting.open_endpoint(address)
         except MetricsError as err:
             raise DaemonError(str(err)) from None
 
@@ -237,9 +192,7 @@ class Server:
             self.sel.register(sock, selectors.EVENT_READ, ("listen", sock))
         self.sel.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
         self.pool.start()
-        if self.metrics_endpoint is not None:
-            self.metrics_endpoint.start()
-            log.info("metrics at %s", self.metrics_endpoint.url)
+        self.accounting.start_endpoint()
         log.info("lmsav daemon ready: %s, %d workers",
                  ", ".join(self._listener_names()), self.opt.workers)
         last_sweep = time.monotonic()
@@ -267,9 +220,7 @@ class Server:
                 break
         self.pool.stop(STOP_WORKERS_TIMEOUT)
         self._close_listeners()
-        self._close_metrics()
-        if self.events is not None:
-            self.events.close()  # what waits is written now
+        self.accounting.close()  # /metrics, and what waits for the statistics is written now
         log.info("lmsav daemon stopped")
         return 0
 
@@ -291,13 +242,6 @@ class Server:
         keep = sock.fileno()
         os.closerange(3, keep)
         close_descriptors_from(keep + 1)
-
-    def _fork_safely(self):
-        """Around every fork of a worker: no statistics write in progress on the store's
-        thread (a child must not inherit a database connection in the middle of one)."""
-        if self.events is None:
-            return contextlib.nullcontext()
-        return self.events.held()
 
     def _make_service(self) -> ScanService:
         """The job handler of a new worker, over the database the parent holds now."""
@@ -486,7 +430,7 @@ class Server:
                 return
         else:
             rid = 0
-        self.metrics.requests.labels(cmd.cmd.value or "unknown").inc()
+        self.accounting.count_request(cmd.cmd.value or "unknown")
         handler = self._commands.get(cmd.cmd, self._cmd_unknown)
         if handler(conn, cmd, rid, term) and not conn.session:
             self._end(conn)
@@ -811,9 +755,7 @@ class Server:
         live = conn.fd in self.conns and not conn.closed
         self.found += result.get("infected", 0)
         self.errors += result.get("errors", 0)
-        self.metrics.count_verdicts(result.get("verdicts", {}))
-        if result.get("dropped"):
-            self.metrics.stats_dropped.inc(result["dropped"])
+        self.accounting.count_result(result)
         if result.get("log"):
             log.info("%s", result["log"])
         for line in result.get("lines", []):
@@ -873,25 +815,7 @@ class Server:
             self._flush(conn)
 
     def _request_done(self, job: Job, tally: Tally) -> None:
-        """One request answered: its scan time, and its event (a message's is the mail
-        service's own)."""
-        if tally.seconds is not None:
-            self.metrics.scan_seconds.observe(tally.seconds)
-        if tally.mail is not None:
-            self.metrics.messages.labels(tally.mail["result"]).inc()
-            self.metrics.count_actions(tally.mail.get("actions", ()))
-            return
-        if self.events is None:
-            return
-        self.events.record({
-            "kind": "daemon_scan", "status": tally.status, "files": tally.files,
-            "threats": tally.threats, "size": tally.size,
-            "duration_ms": (tally.seconds or 0.0) * 1000,
-            "detail": {"command": job.label.partition(" ")[0], "errors": tally.errors}})
-        dropped = self.events.dropped
-        if dropped > self._dropped_seen:
-            self.metrics.stats_dropped.inc(dropped - self._dropped_seen)
-            self._dropped_seen = dropped
+        self.accounting.request_done(job.label.partition(" ")[0], tally)
 
     def _worker_died(self, worker: Worker) -> None:
         job = self.pool.died(worker)
@@ -952,7 +876,7 @@ class Server:
         result, self._reload_result = self._reload_result, None
         self.reloading = False
         if isinstance(result, str):
-            self.metrics.reloads.labels("failed").inc()
+            self.accounting.count_reload(ok=False)
             log.error("reload failed, keeping the running configuration, database and groups: "
                       "%s", result)
             self.last_reload = {"result": "refused", "error": result, "at": time.time(),
@@ -1012,7 +936,7 @@ class Server:
             "groups": "kept" if new.groups_problem else "reloaded"}
         if new.problems():
             self.last_reload["error"] = "; ".join(new.problems())
-        self.metrics.reloads.labels("failed" if new.problems() else "ok").inc()
+        self.accounting.count_reload(ok=not new.problems())
 
     # -- shutdown ---------------------------------------------------------------------------
     def begin_shutdown(self) -> None:
@@ -1037,12 +961,7 @@ class Server:
     def close_listeners(self) -> None:
         """Close (and for the unix socket, remove) every listener, /metrics too."""
         self._close_listeners()
-        self._close_metrics()
-
-    def _close_metrics(self) -> None:
-        endpoint, self.metrics_endpoint = self.metrics_endpoint, None
-        if endpoint is not None:
-            endpoint.close()
+        self.accounting.close_endpoint()
 
     def _close_listeners(self) -> None:
         for sock, unix in self.listeners:
