@@ -1,4 +1,4 @@
-"""`lmsav setup postfix|exim|qmail`: print, make (--apply) or undo (--remove) an MTA's lmsav
+"""`lmsav setup postfix|exim|sendmail|qmail`: print, make (--apply) or undo (--remove) an MTA's lmsav
 settings."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..clitools import Fatal, root_options
-from . import setup_exim, setup_exim_prequeue, setup_postfix
+from . import setup_exim, setup_exim_prequeue, setup_postfix, setup_sendmail
 
 DEFAULT_QMAIL_RULES = Path("/etc/tcp.smtp")
 
@@ -62,7 +62,7 @@ def _common_options(function):
 
 @click.group("setup")
 def setup() -> None:
-    """Connect Postfix, Exim or qmail to lmsav: show, make or undo the configuration changes.
+    """Connect Postfix, Exim, Sendmail or qmail to lmsav: show, make or undo the configuration changes.
 
     Without --apply nothing is changed: the changes are printed, diff-like. With --apply the
     MTA's files are first copied aside (NAME.lmsav-TIMESTAMP), then changed; running it again
@@ -203,6 +203,79 @@ def setup_exim_cmd(ctx, config_dir, config_file, pre_queue, daemon_socket, acl_t
         if backups:
             click.echo("Backed up: " + ", ".join(str(path) for path in backups))
         click.echo("Done.")
+
+
+@setup.command("sendmail", short_help="Ask `lmsav milter` about Sendmail's mail "
+                                        "(INPUT_MAIL_FILTER, sendmail.cf rebuilt with m4).")
+@click.option("--config-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=setup_sendmail.DEFAULT_CONFIG_DIR, show_default=True,
+              help="Sendmail configuration directory (sendmail.mc, sendmail.cf).")
+@click.option("--milter-socket", default=setup_sendmail.DEFAULT_MILTER_SOCKET,
+              show_default=True, metavar="SOCKET",
+              help="Where Sendmail reaches the milter: inet:PORT@HOST or local:/path.")
+@click.option("--cf-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=setup_sendmail.DEFAULT_CF_DIR, show_default=True,
+              help="Sendmail's cf files (m4/cf.m4), for a sendmail.mc that does not include "
+                   "cf.m4 itself.")
+@click.option("--apply", "do_apply", is_flag=True,
+              help="Make the changes (after backing up the files) instead of only printing "
+                   "them.")
+@click.option("--remove", is_flag=True,
+              help="Take lmsav out of the configuration again (print; with --apply, do it).")
+@click.pass_context
+def setup_sendmail_cmd(ctx, config_dir, milter_socket, cf_dir, do_apply, remove):
+    """Sendmail: INPUT_MAIL_FILTER(`lmsav', `S=inet:8894@127.0.0.1, F=T, T=S:4m;R:4m;E:10m')
+    in sendmail.mc, between marker lines, and sendmail.cf rebuilt from it with m4. F=T makes
+    Sendmail tempfail the mail while the milter cannot be reached (fail-closed).
+
+    --remove takes the lines out; sendmail.cf is put back from the copy made with that
+    sendmail.mc, byte for byte, or rebuilt.
+    """
+    try:
+        if remove:
+            plan = setup_sendmail.plan_remove(config_dir, cf_dir)
+        else:
+            plan = setup_sendmail.plan_setup(config_dir, milter_socket, cf_dir)
+        click.echo(plan.listing(), nl=False)
+        if not remove and plan.changes:
+            listen = setup_sendmail.sendmail_socket(milter_socket)
+            _check_milter_listen(ctx, listen)
+        if not do_apply:
+            if plan.changes:
+                click.echo("Nothing changed; run again with --apply to make these changes.")
+            return
+        backups = setup_sendmail.apply(plan)
+    except setup_sendmail.SetupError as err:
+        raise Fatal(str(err))
+    except OSError as err:
+        raise Fatal(_os_error(err))
+    if backups:
+        click.echo("Backed up: " + ", ".join(str(path) for path in backups))
+        click.echo("Done. Now restart Sendmail" + ("." if remove else
+                   f" and make sure `lmsav milter` runs, listening on {listen}."))
+
+
+def _check_milter_listen(ctx: click.Context, listen: str) -> None:
+    """A note when [milter] listen is not where the MTA will look."""
+    from .. import config as config_mod
+    from .. import paths as paths_mod
+    from .milter_socket import ListenError, parse_listen
+
+    obj = root_options(ctx)
+    path = obj.get("config") or paths_mod.config_file_from(None, os.environ)
+    try:
+        settings = config_mod.load_settings(path, obj.get("profile"))
+    except config_mod.ConfigError as err:
+        click.echo(f"note: cannot check lmsav's configuration: {err}")
+        return
+    configured = settings.milter.listen or f"unix:{Path(settings.paths.run_dir) / 'milter.sock'}"
+    try:
+        same = parse_listen(configured) == parse_listen(listen)
+    except ListenError:
+        same = False
+    if not same:
+        click.echo(f'note: lmsav milter listens on {configured} ([milter] listen in {path}); '
+                   f'set listen = "{listen}" there (or run it with --listen {listen})')
 
 
 def _default_wrapper() -> str:
