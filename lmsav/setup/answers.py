@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DATABASES = ("bundled", "clamav", "update")
-MTAS = ("postfix", "exim", "qmail")
+MTAS = ("postfix", "exim", "qmail", "sendmail")
+# How each MTA hands mail to lmsav: after the queue (the spool) or before it (at SMTP time).
+POSTFIX_MODES = ("after-queue", "milter")
+EXIM_MODES = ("after-queue", "pre-queue")
 SERVICES = ("auto", "systemd", "print")
 
 
@@ -33,8 +36,11 @@ class Answers:
     mta: str | list[str] = "auto"  # "auto", "none" or a list of MTAS
     reinject_port: int = 10026
     postfix_config: str = "/etc/postfix"
+    postfix_mode: str = "after-queue"  # or "milter": `lmsav milter` in smtpd_milters
     exim_config: str = "/etc/exim4"
     exim_config_file: str = ""  # a single Exim configuration file, instead of exim_config
+    exim_mode: str = "after-queue"  # or "pre-queue": the DATA ACL asks the daemon
+    sendmail_config: str = "/etc/mail"  # Sendmail always asks `lmsav milter`
     qmail_rules: str = "/etc/tcp.smtp"
     services: str = "auto"  # "auto": systemd when it runs as PID 1, else print the commands
     self_test: bool = True
@@ -95,6 +101,11 @@ def _checked(path: Path, key: str, value):
         if value not in DATABASES and not value.startswith("/"):
             raise bad('"bundled", "clamav", "update" or an absolute directory')
         return value
+    if key in ("postfix_mode", "exim_mode"):
+        modes = POSTFIX_MODES if key == "postfix_mode" else EXIM_MODES
+        if value not in modes:
+            raise bad(" or ".join(f'"{m}"' for m in modes))
+        return value
     if key == "services":
         if value not in SERVICES:
             raise bad(" or ".join(f'"{s}"' for s in SERVICES))
@@ -114,3 +125,16 @@ def _checked(path: Path, key: str, value):
     if not isinstance(value, str):
         raise bad("a string")
     return value
+
+
+def mode_questions(mtas: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The questions on how the chosen MTAs hand mail to lmsav: (answer key, question,
+    choices); Sendmail has one way (the milter) and qmail one (its queue wrapper)."""
+    out = []
+    if "postfix" in mtas:
+        out.append(("postfix_mode", ("Postfix: scan after the queue (content_filter) or before "
+                    "it, at SMTP time, with lmsav milter"), POSTFIX_MODES))
+    if "exim" in mtas:
+        out.append(("exim_mode", ("Exim: scan after the queue (router) or before it, at SMTP "
+                    "time, with a DATA ACL"), EXIM_MODES))
+    return out

@@ -203,6 +203,9 @@ def _ask(answers, mtas, detected: list[str]) -> None:
     answers.sweep = sweep.split()
     chosen = [m.name for m in mtas if click.confirm(f"Connect {m.name} to lmsav?", default=True)]
     answers.mta = chosen or "none"
+    for key, question, choices in answers_mod.mode_questions(chosen):
+        setattr(answers, key, click.prompt(question, type=click.Choice(choices),
+                                           default=getattr(answers, key)))
     answers.self_test = click.confirm("Send two test messages through the MTA at the end?",
                                       default=answers.self_test)
     if not click.confirm("Go ahead?", default=True):
@@ -234,8 +237,13 @@ def _self_test(answers, mtas, lmsav: str, admin: str = "", indent: bool = False)
         admin = groups or steps.default_admin(mta_mod.local_domains(mtas))
     recipient = answers.self_test_recipient or admin
     checks: list[selftest.Check] = []
-    names = {m.name for m in mtas if m.installed()}
-    if names & {"postfix", "exim"}:
+    installed = [m for m in mtas if m.installed()]
+    names = {m.name for m in installed}
+    before_queue = {m.name for m in installed
+                    if getattr(m, "milter", False) or getattr(m, "pre_queue", False)}
+    if before_queue & {"postfix", "exim", "sendmail"}:
+        checks += selftest.at_smtp_time(answers.self_test_smtp, admin, recipient)
+    elif names & {"postfix", "exim"}:
         checks += selftest.through_spool(settings, answers.self_test_smtp, admin, recipient,
                                          answers.self_test_timeout)
     if "qmail" in names:

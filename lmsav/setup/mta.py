@@ -1,6 +1,6 @@
 """The MTAs `lmsav setup` finds on this machine: whether each is installed, the domains it
 treats as local, and its configuration change, made and undone through `lmsav setup
-postfix|exim|qmail`'s own code (lmsav/spool/setup_*.py, lmsav/qmail/setup.py)."""
+postfix|exim|sendmail|qmail`'s own code (lmsav/spool/setup_*.py, lmsav/qmail/setup.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..qmail import setup as qmail_setup
-from ..spool import setup_exim, setup_postfix
+from ..spool import setup_exim, setup_exim_prequeue, setup_postfix, setup_sendmail
 from .answers import Answers
 
 QMAIL_HOME = Path("/var/qmail")
+SENDMAIL_BIN = Path("/usr/lib/sm.bin/sendmail")  # Debian's sendmail-bin, not Postfix's sendmail
+SENDMAIL_SUBMIT = "/usr/sbin/sendmail"  # sendmail(1), where every MTA puts it
+EXIM_ACCOUNTS = ("Debian-exim", "exim")  # Debian's exim_user, then the upstream default
 SBIN_PATH = "/usr/sbin:/sbin:/usr/bin:/bin"
 LOCALHOST_NAMES = {"localhost", "localhost.localdomain"}
 
@@ -45,6 +48,15 @@ class PostfixMta:
 
     def __init__(self, answers: Answers):
         self.config_dir = Path(answers.postfix_config)
+        self.milter = answers.postfix_mode == "milter"
+
+    def milter_listen(self) -> str:
+        """Where `lmsav milter` listens for smtpd_milters to reach it."""
+        try:
+            return setup_postfix.milter_listen(self._postfix(),
+                                               setup_postfix.DEFAULT_MILTER_SOCKET)
+        except setup_postfix.SetupError as err:
+            raise MtaError(str(err)) from None
 
     def installed(self) -> bool:
         return program("postconf") is not None and (self.config_dir / "main.cf").is_file()
@@ -70,8 +82,14 @@ class PostfixMta:
     def apply(self, lmsav: str, answers: Answers, remove: bool = False) -> Change:
         postfix = self._postfix()
         try:
-            plan = (setup_postfix.plan_remove(postfix) if remove else
-                    setup_postfix.plan_setup(postfix, lmsav, answers.user, answers.reinject_port))
+            if remove:
+                plan = setup_postfix.plan_remove(postfix)
+            elif self.milter:
+                plan = setup_postfix.plan_milter(postfix, setup_postfix.DEFAULT_MILTER_SOCKET,
+                                                 answers.reinject_port)
+            else:
+                plan = setup_postfix.plan_setup(postfix, lmsav, answers.user,
+                                                answers.reinject_port)
             backups = setup_postfix.apply(postfix, plan)
         except setup_postfix.SetupError as err:
             raise MtaError(str(err)) from None
@@ -105,6 +123,17 @@ class EximMta:
     def __init__(self, answers: Answers):
         self.config_dir = Path(answers.exim_config)
         self.config_file = Path(answers.exim_config_file) if answers.exim_config_file else None
+        self.pre_queue = answers.exim_mode == "pre-queue"
+
+    milter = False
+
+    @property
+    def account(self) -> str | None:
+        """Before the queue, Exim's own user asks the daemon: it joins the service group,
+        which the daemon's socket belongs to ([daemon] socket_group)."""
+        if not self.pre_queue:
+            return None
+        return next((name for name in EXIM_ACCOUNTS if _account_exists(name)), None)
 
     def installed(self) -> bool:
         if self.config_file is not None:
@@ -119,8 +148,15 @@ class EximMta:
 
     def files(self) -> list[Path]:
         layout, where = self._where()
-        plan = setup_exim.plan_setup(layout, where, setup_exim.Options("/x", "x", 1, None))
-        return [change.path for change in plan.files]
+        options = setup_exim.Options("/x", "x", 1, None)
+        try:
+            plans = [setup_exim.plan_setup(layout, where, options)]
+            if self.pre_queue:  # its ACL file too, where Debian's split layout has one
+                plans.append(setup_exim_prequeue.plan_setup(
+                    layout, where, setup_exim_prequeue.Options("/x", "x", 1, None)))
+        except setup_exim.SetupError as err:
+            raise MtaError(str(err)) from None
+        return list(dict.fromkeys(change.path for plan in plans for change in plan.files))
 
     def local_domains(self) -> list[str]:
         layout, where = self._where()
@@ -137,16 +173,22 @@ class EximMta:
         layout, where = self._where()
         try:
             if remove:
-                plan = setup_exim.plan_remove(layout, where)
+                plan = setup_exim_prequeue.plan_remove(layout, where)
+            elif self.pre_queue:
+                plan = setup_exim_prequeue.plan_setup(layout, where, setup_exim_prequeue.Options(
+                    lmsav, answers.user, answers.reinject_port, None))
             else:
                 options = setup_exim.Options(lmsav, answers.user, answers.reinject_port, None)
-                plan = setup_exim.plan_setup(layout, where, options)
+                plan = setup_exim_prequeue.plan_after_queue(layout, where, options)
             backups = setup_exim.apply(plan)
         except setup_exim.SetupError as err:
             raise MtaError(str(err)) from None
         change = Change([c.path for c in plan.files], backups, bool(plan.changes))
         if change.changed:
             change.lines += [f"{note}" for note in setup_exim._next_steps(layout, where)]
+            if self.pre_queue and not remove:
+                change.lines.append(f"the DATA ACL asks the lmsav daemon at "
+                                    f"{setup_exim_prequeue.DEFAULT_SOCKET}")
         return change
 
 
@@ -181,6 +223,7 @@ def _exim_list(text: str, primary_hostname: str) -> list[str]:
 
 class QmailMta:
     name = "qmail"
+    milter = False
     account = "qmaild"  # runs qmail-smtpd, hence lmsav-qmail-queue
 
     def __init__(self, answers: Answers):
@@ -216,6 +259,80 @@ class QmailMta:
         return change
 
 
+# -- Sendmail ------------------------------------------------------------------------------------
+
+class SendmailMta:
+    """Sendmail asks `lmsav milter` before the queue (INPUT_MAIL_FILTER); it has no other
+    mode."""
+
+    name = "sendmail"
+    milter = True
+
+    def __init__(self, answers: Answers):
+        self.config_dir = Path(answers.sendmail_config)
+
+    def installed(self) -> bool:
+        if not (self.config_dir / setup_sendmail.MC).is_file():
+            return False
+        found = program("sendmail")
+        return SENDMAIL_BIN.exists() or (found is not None
+                                         and "sm.bin" in str(Path(found).resolve()))
+
+    def milter_listen(self) -> str:
+        return setup_sendmail.sendmail_socket(setup_sendmail.DEFAULT_MILTER_SOCKET)
+
+    def files(self) -> list[Path]:
+        return [self.config_dir / setup_sendmail.MC, self.config_dir / setup_sendmail.CF]
+
+    def local_domains(self) -> list[str]:
+        text = _read(self.config_dir / "local-host-names")
+        return [line.strip().lower() for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+
+    def apply(self, lmsav: str, answers: Answers, remove: bool = False) -> Change:
+        try:
+            plan = (setup_sendmail.plan_remove(self.config_dir) if remove else
+                    setup_sendmail.plan_setup(self.config_dir))
+            backups = setup_sendmail.apply(plan)
+        except setup_sendmail.SetupError as err:
+            raise MtaError(str(err)) from None
+        change = Change(self.files(), backups, bool(plan.changes))
+        if change.changed:
+            change.lines += plan.notes
+        return change
+
+
+def _account_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def milter_listens(mtas) -> list[str]:
+    """Where `lmsav milter` must listen for the installed MTAs set up to ask it."""
+    out: list[str] = []
+    for mta in mtas:
+        if mta.milter and mta.installed():
+            listen = mta.milter_listen()
+            if listen not in out:
+                out.append(listen)
+    return out
+
+
+def milter_notices(mtas) -> str:
+    """Where the milter's notices go when [spool] reinject does not reach an MTA: Postfix's
+    milter mode (and its after-queue mode, and Exim's) adds the reinjection listener; Sendmail
+    has none, so its own sendmail(1) takes them. "" keeps [spool] reinject."""
+    names = {mta.name for mta in mtas if mta.installed()}
+    if "sendmail" in names and not names & {"postfix", "exim"}:
+        return f"sendmail:{SENDMAIL_SUBMIT}"
+    return ""
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(errors="replace")
@@ -223,7 +340,7 @@ def _read(path: Path) -> str:
         return ""
 
 
-ALL = (PostfixMta, EximMta, QmailMta)
+ALL = (PostfixMta, EximMta, QmailMta, SendmailMta)
 
 
 def chosen(answers: Answers) -> list:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -90,6 +91,12 @@ class Removal:
         for lock in self._spool_locks():
             for pid in _lock_holders(lock):
                 self._stop(pid, "lmsav spool watch")
+        for pid in _milter_pids(self._service_user()):
+            self._stop(pid, "lmsav milter")
+
+    def _service_user(self) -> str:
+        entry = next(iter(self.manifest.of_kind("user")), None)
+        return entry["name"] if entry else self.answers.user
 
     def _spool_locks(self) -> list[Path]:
         """The lock file of every spool a watcher may hold: those setup made."""
@@ -284,6 +291,27 @@ def _command_line(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return b""
+
+
+def _milter_pids(user: str) -> list[int]:
+    """The `lmsav milter` processes of the service user, started with the command setup
+    printed (not the runuser that started them: it runs as root)."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return []
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or entry.stat().st_uid != uid:
+                continue
+        except OSError:
+            continue
+        args = _command_line(int(entry.name)).split(b" ")
+        lmsav = [i for i, arg in enumerate(args[:3]) if b"lmsav" in arg]
+        if lmsav and b"milter" in args[lmsav[0] + 1:]:
+            out.append(int(entry.name))
+    return out
 
 
 def _alive(pid: int) -> bool:

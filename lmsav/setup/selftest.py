@@ -73,6 +73,43 @@ def messages(sender: str, recipient: str) -> list[tuple[str, EmailMessage]]:
     return out
 
 
+# -- before the queue: the SMTP reply is the result ------------------------------------------------
+
+def at_smtp_time(smtp: str, sender: str, recipient: str) -> list[Check]:
+    """An MTA asking lmsav before the queue (milter, Exim's DATA ACL) answers the end of DATA
+    with the verdict: the clean message is accepted, EICAR refused with the group's 5xx."""
+    host, _, port = smtp.rpartition(":")
+    checks = []
+    for name, msg in messages(sender, recipient):
+        try:
+            with smtplib.SMTP(host.strip("[]"), int(port), timeout=60) as client:
+                client.send_message(msg, sender, [recipient])
+            code, reply = 250, "accepted"
+        except smtplib.SMTPRecipientsRefused as err:
+            code, text = next(iter(err.recipients.values()))
+            reply = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+        except smtplib.SMTPResponseException as err:
+            code = err.smtp_code
+            reply = err.smtp_error.decode(errors="replace") \
+                if isinstance(err.smtp_error, bytes) else str(err.smtp_error)
+        except (OSError, smtplib.SMTPException) as err:
+            return [Check("smtp", False, f"the MTA at {smtp} did not take the test messages: "
+                                         f"{err}")]
+        reply = " ".join(reply.split())
+        if name == "clean":
+            checks.append(Check(name, code == 250, "accepted at SMTP time" if code == 250
+                                else f"refused: {code} {reply}"))
+        elif 500 <= code < 600:
+            checks.append(Check(name, True, f"refused at SMTP time: {code} {reply}"))
+        elif code == 250:
+            checks.append(Check(name, None, "accepted: the group's policy does not reject "
+                                            "infected mail (see the X-AV headers it gets)"))
+        else:
+            checks.append(Check(name, False, f"deferred: {code} {reply} (is lmsav milter or "
+                                             f"the daemon running?)"))
+    return checks
+
+
 # -- Postfix and Exim: through SMTP and the spool ------------------------------------------------
 
 def watcher_running(spool: Path) -> bool:

@@ -28,6 +28,7 @@ CONFIG_FILE = paths.SYSTEM_CONFIG_FILE
 GROUPS_DEFAULT = groups_dir(paths.SYSTEM_CONFIG_FILE) / "default.toml"
 LOG_DIR = paths.SYSTEM_LOG_DIR
 SPOOL_LOG = LOG_DIR / "spool.log"
+MILTER_LOG = LOG_DIR / "milter.log"  # the milter's output where systemd does not run
 LOGROTATE_FILE = Path("/etc/logrotate.d/lmsav")
 CLAMAV_DIR = Path("/var/lib/clamav")
 ORIGINALS = MANIFEST_DIR / "originals"
@@ -145,6 +146,14 @@ def config_text(ctx: Context) -> str:
     text = set_key(text, "daemon", "socket_group", f'"{ctx.user}"')
     if ctx.user != paths.SERVICE_USER:
         text = set_key(text, "daemon", "user", f'"{ctx.user}"')
+    listen = milter_listen(ctx)
+    if listen:
+        # Where the MTA looks for the milter; the daemon (always set up) decides.
+        text = set_key(text, "milter", "listen", f'"{listen}"')
+        text = set_key(text, "milter", "use_daemon", "true")
+        notices = mta_mod.milter_notices(ctx.mtas)
+        if notices:
+            text = set_key(text, "milter", "notices", f'"{notices}"')
     database = database_dir(ctx.answers)
     if database is not None:
         text = set_key(text, "paths", "database", f'"{database}"')
@@ -178,9 +187,39 @@ def set_key(text: str, section: str, key: str, value: str) -> str:
     return "\n".join(lines)
 
 
+def milter_listen(ctx: Context) -> str:
+    """Where `lmsav milter` listens for the MTAs set up before the queue with it; "" for
+    none. Postfix's and Sendmail's defaults are one socket, served by one milter."""
+    try:
+        listens = mta_mod.milter_listens(ctx.mtas)
+    except mta_mod.MtaError as err:
+        raise StepError(f"milter socket: {err}") from None
+    if len(listens) > 1:
+        raise StepError(f"the MTAs look for the milter at different sockets: "
+                        f"{', '.join(listens)}")
+    return listens[0] if listens else ""
+
+
 def config_file(ctx: Context) -> None:
     _, gid = ctx.owner()
     ctx.say(write_file(ctx, CONFIG_FILE, config_text(ctx), 0o640, 0, gid))
+    if milter_listen(ctx):
+        from .. import config
+
+        try:
+            check_milter_listen(ctx, config.load_settings(CONFIG_FILE, None))
+        except config.ConfigError:
+            pass  # the next step says what is wrong with the file
+
+
+def check_milter_listen(ctx: Context, settings) -> None:
+    """An administrator's own lmsav.toml is kept: say so when its [milter] listen is not
+    where the MTA will look."""
+    wanted = milter_listen(ctx)
+    if wanted and settings.milter.listen != wanted:
+        ctx.say(f"warning: [milter] listen in {CONFIG_FILE} is "
+                f"{settings.milter.listen or 'the default'}; the MTA looks for the milter "
+                f"at {wanted}: set listen = \"{wanted}\"")
 
 
 def write_file(ctx: Context, path: Path, text: str, mode: int, uid: int = 0,
@@ -391,21 +430,31 @@ def update_schedule(ctx: Context, use_systemd: bool) -> None:
 
 def services(ctx: Context, use_systemd: bool) -> list[str]:
     """Units written (and, under systemd, enabled and started); returns the commands to run
-    where systemd does not."""
+    where systemd does not. The milter comes with them when an MTA asks it before the
+    queue."""
+    milter = bool(milter_listen(ctx))
     if units.UNIT_DIR.is_dir():
-        for name, text in units.units(ctx.lmsav, ctx.user, ctx.user).items():
+        for name, text in units.units(ctx.lmsav, ctx.user, ctx.user, milter).items():
             ctx.say(write_file(ctx, units.UNIT_DIR / name, text, 0o644))
+    names = [units.DAEMON_UNIT, units.SPOOL_UNIT] + ([units.MILTER_UNIT] if milter else [])
     if use_systemd:
-        for args in (("daemon-reload",),
-                     ("enable", "--now", units.DAEMON_UNIT, units.SPOOL_UNIT)):
+        for args in (("daemon-reload",), ("enable", "--now", *names)):
             ok, detail = units.systemctl(*args)
             if not ok:
                 raise StepError(f"systemctl {' '.join(args)}: {detail}")
-        for name in (units.DAEMON_UNIT, units.SPOOL_UNIT):
+        for name in names:
             ctx.manifest.record("unit", f"unit:{name}", name=name, enabled=True)
-        ctx.say(f"enabled and started {units.DAEMON_UNIT} and {units.SPOOL_UNIT}")
+        ctx.say(f"enabled and started {', '.join(names[:-1])} and {names[-1]}")
         return []
-    commands = units.start_commands(ctx.lmsav, ctx.user, SPOOL_LOG)
+    if milter and not MILTER_LOG.exists():
+        uid, gid = ctx.owner()
+        fd = os.open(MILTER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        os.fchown(fd, uid, gid)
+        os.close(fd)
+        ctx.manifest.record("file", f"file:{MILTER_LOG}", path=str(MILTER_LOG), created=True,
+                            log=True)
+    commands = units.start_commands(ctx.lmsav, ctx.user, SPOOL_LOG,
+                                    MILTER_LOG if milter else None)
     ctx.say("systemd is not running here: start the services with")
     for line in commands:
         ctx.say(f"  {line}")
@@ -431,7 +480,8 @@ def logrotate(ctx: Context) -> None:
 
 def mtas(ctx: Context) -> None:
     if not ctx.mtas:
-        ctx.say("no MTA found (Postfix, Exim, qmail): only files and the daemon are set up")
+        ctx.say("no MTA found (Postfix, Exim, Sendmail, qmail): only files and the daemon are "
+                "set up")
         return
     for mta in ctx.mtas:
         if not mta.installed():
@@ -459,9 +509,10 @@ def mtas(ctx: Context) -> None:
 
 
 # Where each MTA's configuration was found, so --remove finds it without the same --answers.
-MTA_CONFIG_ANSWERS = {"postfix": ("postfix_config",),
-                      "exim": ("exim_config", "exim_config_file"),
-                      "qmail": ("qmail_rules",)}
+MTA_CONFIG_ANSWERS = {"postfix": ("postfix_config", "postfix_mode"),
+                      "exim": ("exim_config", "exim_config_file", "exim_mode"),
+                      "qmail": ("qmail_rules",),
+                      "sendmail": ("sendmail_config",)}
 
 
 def _record_mta(ctx: Context, mta, files: list[Path]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 UNIT_DIR = Path("/etc/systemd/system")
 DAEMON_UNIT = "lmsav-daemon.service"
 SPOOL_UNIT = "lmsav-spool.service"
+MILTER_UNIT = "lmsav-milter.service"
 
 
 def systemd_running() -> bool:
@@ -70,18 +71,51 @@ WantedBy=multi-user.target
 """
 
 
-def units(lmsav: str, user: str, group: str) -> dict[str, str]:
-    return {DAEMON_UNIT: daemon_unit(lmsav), SPOOL_UNIT: spool_unit(lmsav, user, group)}
+def milter_unit(lmsav: str, user: str, group: str) -> str:
+    return f"""\
+# Written by `lmsav setup`; `lmsav setup --remove` deletes it unless it was edited.
+[Unit]
+Description=lmsav milter (the groups' policy before the queue, for Postfix and Sendmail)
+Documentation=man:lmsav-milter(8)
+After=network.target lmsav-daemon.service
+Wants=lmsav-daemon.service
+Before=postfix.service sendmail.service
+
+[Service]
+Type=simple
+User={user}
+Group={group}
+ExecStart={shlex.quote(lmsav)} milter
+# Sessions in flight finish on SIGTERM; the MTA tempfails new ones meanwhile.
+KillMode=mixed
+TimeoutStopSec=180
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
-def start_commands(lmsav: str, user: str, log_file: Path) -> list[str]:
+def units(lmsav: str, user: str, group: str, milter: bool = False) -> dict[str, str]:
+    out = {DAEMON_UNIT: daemon_unit(lmsav), SPOOL_UNIT: spool_unit(lmsav, user, group)}
+    if milter:
+        out[MILTER_UNIT] = milter_unit(lmsav, user, group)
+    return out
+
+
+def start_commands(lmsav: str, user: str, log_file: Path,
+                   milter_log: Path | None = None) -> list[str]:
     """What an administrator runs where systemd does not: the daemon detaches itself, the
-    watcher runs as the service user in a session of its own (its early errors, before it
-    opens its log, go to the same file)."""
+    watcher (and, given its log, the milter) runs as the service user in a session of its
+    own (its early errors, before it opens its log, go to the same file)."""
     exe = shlex.quote(lmsav)
-    return [f"{exe} daemon --detach",
-            (f"setsid -f runuser -u {shlex.quote(user)} -- {exe} spool watch "
-            f"</dev/null >>{shlex.quote(str(log_file))} 2>&1")]
+    commands = [f"{exe} daemon --detach",
+                (f"setsid -f runuser -u {shlex.quote(user)} -- {exe} spool watch "
+                 f"</dev/null >>{shlex.quote(str(log_file))} 2>&1")]
+    if milter_log is not None:
+        commands.append(f"setsid -f runuser -u {shlex.quote(user)} -- {exe} milter "
+                        f"</dev/null >>{shlex.quote(str(milter_log))} 2>&1")
+    return commands
 
 
 def systemctl(*args: str) -> tuple[bool, str]:

@@ -38,7 +38,7 @@ self_test_timeout = 5
 
 @pytest.mark.parametrize("text, fragment", [
     ("colour = 1", "unknown key 'colour'"),
-    ("mta = ['sendmail']", "mta"),
+    ("mta = ['exchange']", "mta"),
     ("database = 'relative/dir'", "absolute directory"),
     ("reinject_port = 70000", "port number"),
     ("reinject_port = true", "port number"),
