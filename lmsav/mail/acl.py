@@ -11,15 +11,17 @@ The message goes to the daemon as a descriptor over LMSAVMAIL (mail/transfer.py)
 needs no access to Exim's spool. The answer is printed as lines the ACL splits with
 ``${extract{N}{\\n}{…}}``:
 
-1. the action: ``accept``, ``reject``, ``defer``, ``discard`` or ``spool``;
-2. the SMTP reply of ``reject`` and ``defer`` (``-`` otherwise);
+1. the action: ``accept``, ``reject``, ``defer``, ``discard``, ``hold`` or ``spool``;
+2. the SMTP reply of ``reject`` and ``defer``, the reason of ``hold`` (``-`` otherwise);
 3. the header names to remove, colon-separated (``-`` for none);
 4. and after: the header lines to add.
 
 ``spool`` means a decision the ACL cannot apply — a changed body (cure, warn), different
 messages for different recipients' groups, a message for only some recipients: Exim accepts
 the message and its router hands it to ``lmsav enqueue`` after the queue, where the spool path
-decides again and applies everything. Every failure prints ``defer`` (fail-closed).
+decides again and applies everything. ``hold`` (every recipient's group holds the message)
+makes the ACL accept it frozen, unchanged (``control = freeze``): ``exim -Mt`` releases it,
+``exim -Mrm`` deletes it. Every failure prints ``defer`` (fail-closed).
 
 Only the standard library and mail/transfer.py are imported: this runs for every message.
 """
@@ -142,8 +144,10 @@ def decision(header: dict, deliveries: list, message: bytes,
     notices = [d for d in deliveries if not d[0].endswith(":message")]
     if header["result"] == "reject":
         return lines("reject", smtp_reply(header["reply"], "5")), notices
+    if header["result"] == "hold":
+        return lines("hold", one_line(header["reply"]) or "held"), notices
     if not messages:
-        return lines("discard"), notices  # every group dropped (or held) it
+        return lines("discard"), notices  # every group dropped it
     if len(messages) > 1:
         return lines("spool"), []  # one message per group: after the queue
     _key, _sender, targets, body = messages[0]
@@ -160,6 +164,11 @@ def decision(header: dict, deliveries: list, message: bytes,
 
 def lines(action: str, reply: str = "-", remove: str = "-", *add: str) -> list[str]:
     return [action, reply, remove, *add]
+
+
+def one_line(text: str) -> str:
+    """Printable ASCII on one line: the ACL writes it to Exim's log."""
+    return "".join(c if " " <= c <= "~" else "?" for c in " ".join((text or "").split()))
 
 
 def smtp_reply(reply: str, first_digit: str) -> str:

@@ -45,7 +45,9 @@ from ..config import (
 )
 from ..scanner.limits import Limits
 
-ACTIONS = ("skip", "warn", "drop", "reject", "cure", "delete")
+# "hold": the message kept intact and delivered to none of the group's recipients, for the
+# administrator to release or delete (the MTA's hold queue, the spool's hold/, or the backup).
+ACTIONS = ("skip", "warn", "drop", "reject", "cure", "delete", "hold")
 STATUSES = ("infected", "suspicious", "protected", "corrupted", "error", "filtered")
 DEFAULT_GROUP = "default"
 BUILT_IN = "built-in default"

@@ -28,8 +28,8 @@ class GroupOutcome:
     group: str
     recipients: list[str]
     status: str  # worst status as this group sees it: clean … infected, filtered, unscanned
-    action: str  # the decisive action on the message: skip warn drop reject cure delete
-    message: bytes | None  # what these recipients get; None when dropped, rejected or deleted
+    action: str  # the decisive action on the message: skip warn drop reject cure delete hold
+    message: bytes | None  # what these recipients get; None when dropped, rejected, deleted, held
     reject_reply: str = ""
     objects: list[ObjectAction] = field(default_factory=list)
     notices: list = field(default_factory=list)  # notify.Notice: those about this group

@@ -33,9 +33,10 @@ from .groups import match_pattern
 from .notify import NoticeInfo, Templates, notices_for_groups
 from .outcome import GroupOutcome, MessageOutcome, ObjectAction
 
-# Actions that decide for the whole message, and how strict each is when parts disagree.
-MESSAGE_ACTIONS = ("reject", "drop")
-_STRICTNESS = {"skip": 0, "warn": 1, "cure": 2, "delete": 3, "drop": 4, "reject": 5}
+# Actions that decide for the whole message, and how strict each is when parts disagree: a
+# hold beats a drop (nothing is lost while the administrator looks), a reject beats both.
+MESSAGE_ACTIONS = ("reject", "hold", "drop")
+_STRICTNESS = {"skip": 0, "warn": 1, "cure": 2, "delete": 3, "drop": 4, "hold": 5, "reject": 6}
 HEADERS = ("X-AV-Checked", "X-AV-Status", "X-AV-Threats")
 FILTERED = "filtered"
 UNCURABLE = "uncurable"
@@ -99,7 +100,10 @@ class MailProcessor:
             verdict = verdicts[limits]
             group, filtered = self._apply(policy, rcpts, verdict, leaves, raw)
             outcomes.append(group)
-            if group.action != "skip" and group.status in policy.backup:
+            # A held message is always kept: where the MTA has no hold queue (qmail) the
+            # backup is the one copy the administrator can release.
+            if group.action == "hold" or (group.action != "skip"
+                                          and group.status in policy.backup):
                 backed_up.append(group)
             if group.status != "clean":
                 noticed.append((policy, self._notice_info(
@@ -203,7 +207,8 @@ class MailProcessor:
     def _message_result(self, policy, action: str, raw: bytes, verdict: Verdict,
                         status: str = "", extra=()):
         """(message, reply) of an action taken on the message as a whole."""
-        if action in ("reject", "drop", "delete"):  # the reply of a rejection: see _apply
+        # Nothing delivered; a held message stays with the front end (MTA hold queue, spool).
+        if action in ("reject", "drop", "delete", "hold"):  # a rejection's reply: see _apply
             return None, ""
         if action == "warn":
             return _warning_message(raw, verdict, status or verdict.status.label, extra), ""

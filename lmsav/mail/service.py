@@ -17,6 +17,13 @@ Before and after the queue differ in one case only, when every addressed group r
 When only some groups reject, both queue what the others accept and tell the sender about the
 refused recipients with a delivery status notice: one SMTP transaction has one answer for all
 recipients.
+
+A group whose action is "hold" gets no delivery: its message is kept intact for the
+administrator. When every addressed group holds, ``plan.result`` is "hold" and ``plan.reply``
+the reason; each front end keeps the message its own way (``Plan.held``): a milter asks the MTA
+to quarantine it (Postfix's hold queue), the spool watcher moves the entry to ``hold/``, Exim's
+DATA ACL freezes it, and qmail, which has no hold queue, accepts it and delivers nothing: the
+backup, always made for a held message, is the copy kept.
 """
 
 from __future__ import annotations
@@ -44,12 +51,17 @@ class Plan:
 
     outcome: MessageOutcome  # per group: recipients, status, action, the message they get
     deliveries: list[Delivery]  # after the queue: every delivery, notices first, messages last
-    result: str  # "accept" | "reject" (every addressed group rejected)
-    reply: str  # the SMTP reply when rejected, else ""
+    result: str  # "accept" | "reject" | "hold" (every addressed group rejected, held)
+    reply: str  # the SMTP reply when rejected, the reason when held, else ""
 
     @property
     def rejected(self) -> bool:
         return self.result == "reject"
+
+    @property
+    def held(self) -> list:
+        """The groups (with recipients) whose message is kept, not delivered."""
+        return [g for g in self.outcome.groups if g.recipients and g.action == "hold"]
 
     def before_queue_deliveries(self) -> list[Delivery]:
         """The deliveries of a front end that answers the SMTP transaction itself: when the
@@ -117,9 +129,25 @@ class MailService:
         deliveries = plan_deliveries(outcome, envelope, message, self.groups, self.hostname)
         addressed = [g for g in outcome.groups if g.recipients]
         rejected = bool(addressed) and all(g.action == "reject" for g in addressed)
+        held = bool(addressed) and all(g.action == "hold" for g in addressed)
         reply = next((g.reject_reply for g in addressed if g.reject_reply), "") if rejected else ""
+        if held:
+            reply = hold_reason(outcome)
         log_decision(outcome, queue_id)
-        return Plan(outcome, deliveries, "reject" if rejected else "accept", reply)
+        result = "reject" if rejected else "hold" if held else "accept"
+        return Plan(outcome, deliveries, result, reply)
+
+
+def hold_reason(outcome: MessageOutcome) -> str:
+    """Why a message is held, on one line of printable ASCII: the MTA shows it beside the
+    held message (Postfix's queue, Sendmail's quarantine, Exim's frozen message, hold/)."""
+    held = [g for g in outcome.groups if g.action == "hold"] or outcome.groups
+    statuses = ",".join(dict.fromkeys(g.status for g in held)) or outcome.status
+    text = f"held by the anti-virus policy: {statuses}"
+    if outcome.threats:
+        text += f" ({', '.join(outcome.threats)})"
+    text = "".join(c if " " <= c <= "~" else "?" for c in " ".join(text.split()))
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def log_decision(outcome: MessageOutcome, queue_id: str = "") -> None:

@@ -25,8 +25,8 @@ disable_created_metrics()
 # Engine statuses, then the mail policy's own (lmsav.stats.events.STATUSES).
 STATUSES = ("clean", "error", "corrupted", "protected", "suspicious", "infected", "filtered",
             "unscanned")
-ACTIONS = ("skip", "warn", "cure", "delete", "drop", "reject")
-DAEMON_RESULTS = ("accept", "reject", "error")  # LMSAVMAIL: the plan's answer to the MTA
+ACTIONS = ("skip", "warn", "cure", "delete", "drop", "hold", "reject")
+DAEMON_RESULTS = ("accept", "reject", "hold", "error")  # LMSAVMAIL: the plan's answer to the MTA
 WATCHER_RESULTS = ("done", "retry", "held", "stuck")  # what became of a spool entry
 RELOAD_RESULTS = ("ok", "failed")
 SCAN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

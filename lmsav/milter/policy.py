@@ -5,6 +5,7 @@ the one the group's recipients get, and the final reply.
 The MTA keeps the message it received and applies our changes, so the group's message is
 compared with the received one: each header changed, added or removed becomes CHGHEADER or
 ADDHEADER (Subject prefix, X-AV-*, Content-Type of a rebuilt body), a different body REPLBODY.
+A held message (every recipient's group holds it) is quarantined unchanged with the reason.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Answer:
 
     notices: list[Delivery] = field(default_factory=list)
     packets: list[bytes] = field(default_factory=list)
-    summary: str = ""  # for the log line: accept, reject, discard, tempfail
+    summary: str = ""  # for the log line: accept, reject, discard, hold, tempfail
 
 
 def answer(plan, headers: list[tuple[str, str]], body: bytes, recipients: list[str]) -> Answer:
@@ -36,6 +37,12 @@ def answer(plan, headers: list[tuple[str, str]], body: bytes, recipients: list[s
     notices = [d for d in deliveries if not d.key.endswith(":message")]
     if plan.rejected:
         return Answer(notices, [protocol.reply_code(smtp_reply(plan.reply, "45"))], "reject")
+    if plan.result == "hold":
+        # Kept as received, for the administrator: Postfix puts it in its hold queue, Sendmail
+        # quarantines it (both offer QUARANTINE to a milter that asks, as lmsav does).
+        reason = plan.reply or "held by the anti-virus policy"
+        return Answer(notices, [protocol.quarantine(reason), protocol.encode(protocol.ACCEPT)],
+                      "hold")
     if not messages:
         # Every recipient's group dropped it (or deleted it): accepted and thrown away.
         return Answer(notices, [protocol.encode(protocol.DISCARD)], "discard")
@@ -51,9 +58,6 @@ def answer(plan, headers: list[tuple[str, str]], body: bytes, recipients: list[s
         new_body = new_body[2:]
     if new_body != crlf(body):
         packets += protocol.replace_body(new_body)
-    quarantine = [g for g in plan.outcome.groups if g.recipients and g.action == "hold"]
-    if quarantine:
-        packets.append(protocol.quarantine(f"lmsav: {quarantine[0].status}"))
     packets.append(protocol.encode(protocol.ACCEPT))
     return Answer(notices, packets, "accept")
 

@@ -5,12 +5,17 @@ qmail-queue(8) does, has the mail policy applied (by the running daemon, or in t
 when no daemon answers), and hands every resulting delivery to the real qmail-queue with the
 same protocol. Its exit code is what qmail-smtpd turns into the SMTP reply:
 
-    0   every delivery was accepted by the real qmail-queue (or the message was dropped)
+    0   every delivery was accepted by the real qmail-queue (or the message was dropped or held)
     31  rejected by policy: permanent (5xx); with the custom-error patch, 82 and D<text> on fd 4
     71  temporary failure: database or daemon unavailable, timeout, internal error (4xx)
     91  the envelope does not follow the format
     54  the message or envelope could not be read
     other  the real qmail-queue's own exit code, passed through
+
+qmail has no hold queue: a message every recipient's group holds is accepted (exit 0) and
+handed to no one; lmsav's backup, always made for a held message, is the copy the
+administrator can release (``lmsav backup``). A temporary failure instead would only bring the
+message back, again and again.
 
 It fails closed: whatever goes wrong inside is a temporary failure, so the client retries and
 nothing is accepted unscanned. It runs once per message, so the path through the daemon imports
@@ -104,6 +109,8 @@ def run(env) -> int:
 def carry_out(conf, plan) -> int:
     header, deliveries = plan
     accept = header["result"] != "reject"
+    if header["result"] == "hold":  # said first: the last notice below may replace us
+        _log(f"{header['reply'] or 'held'}; kept in lmsav's backup, delivered to no one")
     for i, (key, sender, recipients, body) in enumerate(deliveries):
         if accept and i == len(deliveries) - 1:
             # The last one: become the real qmail-queue (one process fewer per message); its

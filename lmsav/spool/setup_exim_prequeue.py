@@ -6,7 +6,9 @@ pipe transport ``lmsav_pipe``, the router ``lmsav_scan``) and adds:
 - the ACL ``lmsav_data``: ``regex`` makes Exim write the whole message to its scan file, then
   ``${run{<lmsav> exim-acl …}}`` (mail/acl.py) asks the running daemon, and the answer is
   applied: ``deny`` with the group's reply, ``defer`` on any failure (fail-closed), headers
-  removed and added (``X-AV-*``, the Subject prefix) and ``accept``;
+  removed and added (``X-AV-*``, the Subject prefix) and ``accept``; a held message is
+  accepted frozen, unchanged (``control = freeze``, the reason in the main log): thawed by the
+  administrator (``exim -Mt``) it is delivered as usual, or removed (``exim -Mrm``);
 - where it runs: a ``require acl = lmsav_data`` line at the top of the configured DATA ACL
   (``acl_smtp_data``), or ``acl_smtp_data = lmsav_data`` when there is none;
 - routers that look at what the ACL left in ``$acl_m_lmsav`` (kept with the message in Exim's
@@ -86,6 +88,10 @@ def acl_lines(options: Options) -> list[str]:
         f"          message = {field(2)}",
         f"  accept  {when('discard')}",
         "          set acl_m_lmsav = discard",
+        f"  accept  {when('hold')}",
+        "          control = freeze/no_tell",
+        f"          logwrite = lmsav: {field(2)}",
+        "          set acl_m_lmsav = done",
         f"  accept  {when('spool')}",
         "          set acl_m_lmsav = spool",
         f"  accept  {when('accept')}",

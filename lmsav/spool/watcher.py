@@ -23,6 +23,12 @@ The parent counts what the workers report back (the entry's result, the message'
 actions, its scan time) into the ``lmsav_*`` metrics it serves on ``[metrics] watcher`` from a
 thread of its own; the workers record each message in the statistics store themselves.
 
+When a group's action is "hold", the entry goes to ``hold/`` with the reason once the other
+deliveries of its plan are made (notices, other groups' messages), and ``delivered/<id>.json``
+records the held groups: ``lmsav spool release`` (or ``lmsav ctl queue release``) sends it back
+to ``new/``, and the next pass delivers the message as it was received to those groups'
+recipients, nothing else again; ``lmsav spool delete`` removes it.
+
 Signals: SIGHUP reloads the configuration, groups and database and replaces the workers once
 each has finished its entry; SIGTERM and SIGINT stop handing out entries, wait for the ones in
 flight and exit 0, leaving the rest in ``new/``.
@@ -62,6 +68,10 @@ from .reinject import ReinjectError, Reinjector, from_setting
 log = logging.getLogger("lmsav.spool")
 
 MAX_DELAY = 3600.0
+# In delivered/<id>.json: "hold:<group>" marks a group whose message the policy held (the
+# entry went to hold/); its release delivers the original as "<group>:released".
+HOLD_KEY = "hold:"
+RELEASED_KEY = ":released"
 LOCK_NAME = "watch.lock"
 
 
@@ -191,12 +201,17 @@ class EntryHandler:
             plan = self.service.decide(raw, env, queue_id=entry.queue_id)
             self._decided = plan.outcome
             line.outcome(plan.outcome)
-            deliveries = plan.deliveries  # after the queue: a refusal is a notice, too
+            deliveries = list(plan.deliveries)  # after the queue: a refusal is a notice, too
         except Exception as err:  # a bug or a resource problem: count an attempt, keep the mail
             log.debug("entry=%s processing failed", entry_id, exc_info=True)
             return self._fail(entry, line, f"processing failed: {_describe(err)}", False)
 
         done = self.delivered.load(entry.id)
+        # A group that holds the message: the first time the entry goes to hold/; once the
+        # administrator has released it, its recipients get the message as it was received.
+        to_hold = [g for g in plan.held if HOLD_KEY + g.group not in done]
+        deliveries += [Delivery(f"{g.group}{RELEASED_KEY}", env.sender, tuple(g.recipients), raw)
+                       for g in plan.held if HOLD_KEY + g.group in done]
         before = {k: list(v) for k, v in done.items()}
         failures: list[tuple[Delivery, ReinjectError]] = []
         for d in deliveries:
@@ -214,6 +229,8 @@ class EntryHandler:
             except Exception as err:  # a reinjector bug must not lose the message either
                 failures.append((d, ReinjectError(_describe(err), temporary=True)))
 
+        if not failures and to_hold:
+            return self._hold(entry, line, done, to_hold)
         if not failures:
             try:
                 self.spool.complete(entry)
@@ -231,6 +248,25 @@ class EntryHandler:
                            for d, err in failures)
         permanent = any(not err.temporary for _, err in failures)
         return self._fail(entry, line, reason, permanent)
+
+    def _hold(self, entry: SpoolEntry, line: _LogLine, done, groups) -> Result:
+        """The policy holds the message for ``groups``: the entry waits in ``hold/`` with the
+        reason until ``lmsav spool release`` (then those recipients get it) or ``delete``."""
+        for g in groups:
+            done[HOLD_KEY + g.group] = list(g.recipients)
+        self._remember(entry.id, done)
+        statuses = ",".join(dict.fromkeys(g.status for g in groups))
+        threats = ", ".join(dict.fromkeys(t for g in groups for o in g.objects
+                                          for t in o.threats))
+        reason = (f"held by the anti-virus policy: group {','.join(g.group for g in groups)} "
+                  f"{statuses}" + (f" ({threats})" if threats else ""))
+        try:
+            self.spool.hold(entry, reason)
+        except SpoolError as err:
+            line.emit("stuck", f"{reason}; and cannot hold: {err}", logging.ERROR)
+            return Result(entry.id, "stuck", self.retry_base)
+        line.emit("held", reason, logging.WARNING)
+        return Result(entry.id, "held")
 
     def _remember(self, entry_id: str, done) -> None:
         try:

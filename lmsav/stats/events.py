@@ -18,7 +18,8 @@ MESSAGE = "message"
 STATUSES = ("unscanned", "clean", "error", "corrupted", "protected", "suspicious", "infected",
             "filtered")
 # How strict each action is, to name the decisive one of a message whose groups disagree.
-ACTION_STRICTNESS = {"skip": 0, "warn": 1, "cure": 2, "delete": 3, "drop": 4, "reject": 5}
+ACTION_STRICTNESS = {"skip": 0, "warn": 1, "cure": 2, "delete": 3, "drop": 4, "hold": 5,
+                     "reject": 6}
 # Kinds whose ``files`` count is what ``totals()["files_scanned"]`` adds up.
 FILE_KINDS = ("file_scan", "daemon_scan")
 

@@ -30,6 +30,9 @@ GROUPS = {
                  'subject_prefix = { infected = "[VIRUS] " }\n',
     "cure.toml": 'priority = 10\nrecipients = ["cure.test"]\nscan_policy = "combined"\n'
                  'infected_action = "cure"\nuncurable_action = "drop"\n',
+    # admin@clean.test: a mailbox of the Postfix tests (tests/mta) that holds infected mail.
+    "hold.toml": 'priority = 10\nrecipients = ["hold.test", "admin@clean.test"]\n'
+                 'infected_action = "hold"\n',
 }
 
 # Every action and step Postfix 3 offers in its negotiation.
