@@ -4,6 +4,7 @@ statements and tells what kind of failure it met."""
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 
 from . import schema
@@ -21,17 +22,37 @@ class SchemaTooNew(StoreUnavailable):
 def rollup_rows(rows: list[MessageRow | EventRow]) -> list[tuple[str, tuple]]:
     """(upsert statement, parameters) adding up every row's counters, in one order every
     writer follows, so that concurrent writers lock roll-up rows in the same order."""
-    sums: dict[tuple, int] = defaultdict(int)
+    # Added up per minute first: a batch spans a few minutes, so the hours and days are summed
+    # from the few minute keys rather than from every row again (most of the batch's cost).
+    minutes: dict[tuple, int] = defaultdict(int)
     for row in rows:
+        minute = int(row.time // _MINUTE * _MINUTE)
         for metric, label, value in counters(row):
-            for table, (width, _kept) in schema.ROLLUPS.items():
-                sums[(table, int(row.time // width * width), row.node, metric, label)] += value
+            minutes[(minute, row.node, metric, label)] += value
+    sums: dict[tuple, int] = {}
+    for table, (width, _kept) in schema.ROLLUPS.items():
+        for (minute, *rest), value in minutes.items():
+            key = (table, minute // width * width, *rest)
+            sums[key] = sums.get(key, 0) + value
     return [(_UPSERTS[key[0]], key[1:] + (value,)) for key, value in sorted(sums.items())]
 
 
+# Every roll-up width is a whole number of minutes (the narrowest table's width).
+_MINUTE = min(width for width, _kept in schema.ROLLUPS.values())
+assert all(width % _MINUTE == 0 for width, _kept in schema.ROLLUPS.values())
 _UPSERTS = {table: schema.upsert(table) for table in schema.ROLLUPS}
-_INSERT_MESSAGE = schema.insert("messages", schema.MESSAGE_COLUMNS)
-_INSERT_EVENT = schema.insert("events", schema.EVENT_COLUMNS)
+_UPSERT_TABLES = {statement: table for table, statement in _UPSERTS.items()}
+# Parameters in one statement: SQLite's historic limit (PostgreSQL's is far higher).
+_MAX_PARAMS = 999
+_COLUMNS = {"messages": schema.MESSAGE_COLUMNS, "events": schema.EVENT_COLUMNS}
+
+
+@functools.lru_cache(maxsize=128)
+def _statement(table: str, rows: int) -> str:
+    """The INSERT (messages, events) or roll-up upsert of ``rows`` rows into ``table``."""
+    if table in _COLUMNS:
+        return schema.insert(table, _COLUMNS[table], rows)
+    return schema.upsert(table, rows)
 
 
 class SqlBackend:
@@ -86,23 +107,33 @@ class SqlBackend:
             version += 1
         self._execute("UPDATE meta SET value = ? WHERE key = ?", (str(version), "schema_version"))
 
+    def schema_current(self) -> bool:
+        """Whether the store already holds this version's tables: a read, so that a new
+        connection (each worker has its own) neither takes the write lock nor runs DDL."""
+        try:
+            found = self._execute("SELECT value FROM meta WHERE key = ?",
+                                  ("schema_version",)).fetchone()
+        except Exception:  # noqa: BLE001 - no meta table yet, or unreadable: ensure_schema says
+            return False
+        return found is not None and found[0] == str(schema.VERSION)
+
     def write(self, rows: list[MessageRow | EventRow], now: float) -> None:
         """Every row, its roll-ups and, when due, pruning: all or nothing."""
+        # Field order is column order (events.MessageRow, events.EventRow). Everything is
+        # prepared before the transaction, so that the write lock is held for the statements
+        # alone.
+        messages = [tuple(vars(r).values()) for r in rows if isinstance(r, MessageRow)]
+        events = [tuple(vars(r).values()) for r in rows if isinstance(r, EventRow)]
+        rollups: dict[str, list[tuple]] = defaultdict(list)
+        for statement, params in rollup_rows(rows):
+            rollups[_UPSERT_TABLES[statement]].append(params)
         self._connection()
         self._begin()
         try:
-            # Field order is column order (events.MessageRow, events.EventRow).
-            messages = [tuple(vars(r).values()) for r in rows if isinstance(r, MessageRow)]
-            events = [tuple(vars(r).values()) for r in rows if isinstance(r, EventRow)]
-            if messages:
-                self._executemany(_INSERT_MESSAGE, messages)
-            if events:
-                self._executemany(_INSERT_EVENT, events)
-            by_statement: dict[str, list[tuple]] = defaultdict(list)
-            for statement, params in rollup_rows(rows):
-                by_statement[statement].append(params)
-            for statement, params in by_statement.items():
-                self._executemany(statement, params)
+            self._insert_rows("messages", messages)
+            self._insert_rows("events", events)
+            for table, params in rollups.items():
+                self._insert_rows(table, params)
             pruned = now - self._last_prune >= schema.PRUNE_INTERVAL
             if pruned:
                 self._prune(now)
@@ -112,6 +143,23 @@ class SqlBackend:
             raise
         if pruned:
             self._last_prune = now
+
+    def _insert_rows(self, table: str, rows: list[tuple]) -> None:
+        """Many rows in a few statements of many VALUES each, not one statement per row: the
+        writer thread gives up the interpreter lock around every statement and then waits for
+        the mail thread to hand it back (up to sys.getswitchinterval()), so that a statement
+        per row made a batch cost hundreds of hand-offs and hold the store's write lock
+        meanwhile."""
+        if not rows:
+            return
+        per = max(1, _MAX_PARAMS // len(rows[0]))
+        start = 0
+        while start < len(rows):
+            # A power of two: a handful of statement texts, compiled once per connection.
+            size = 1 << (min(per, len(rows) - start).bit_length() - 1)
+            chunk = rows[start:start + size]
+            self._execute(_statement(table, size), tuple(v for row in chunk for v in row))
+            start += size
 
     def _prune(self, now: float) -> None:
         for table, (_width, kept) in schema.ROLLUPS.items():

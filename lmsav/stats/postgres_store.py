@@ -35,6 +35,11 @@ class PostgresBackend(SqlBackend):
         self.statement_timeout_ms = statement_timeout_ms
         self._conn = None
         self._pid = 0
+        # Imported now, in the process that builds the store: the watcher and the daemon fork
+        # their workers after that, and each of them importing psycopg on its first event
+        # would cost ~0.1 s of CPU per worker. Missing, it is one more failure to record then.
+        with contextlib.suppress(ImportError):
+            import psycopg  # noqa: F401
 
     def readable(self) -> bool:
         return True
@@ -52,6 +57,8 @@ class PostgresBackend(SqlBackend):
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
             tcp_user_timeout=self.statement_timeout_ms)
         self._conn, self._pid = conn, os.getpid()
+        if self.schema_current():
+            return conn
         try:
             self._begin()
             try:

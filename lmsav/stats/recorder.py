@@ -53,6 +53,7 @@ class Recorder:
         self.failing_since: float | None = None
         self.problem = ""
         self._last_write = float("-inf")
+        self._batch_start = float("inf")  # monotonic time of the oldest event not written
         self._invalid_logged = False
         self._start_process()
 
@@ -91,12 +92,17 @@ class Recorder:
             self._start_process()
             self.pending.clear()
         with self._lock:
+            if not self.pending:
+                self._batch_start = time.monotonic()
             if len(self.pending) < self.buffer_size:
                 self.pending.append(row)
             else:
                 self._count_drop()
         now = self.clock()
-        if self.failing_since is None and now - self._last_write >= self.quiet \
+        # Under load the recording thread writes each batch itself once it is BATCH_DELAY old:
+        # a writer thread doing it would contend with mail processing for the interpreter lock.
+        if self.failing_since is None and (now - self._last_write >= self.quiet
+                                           or self._batch_age() >= BATCH_DELAY) \
                 and self.write_lock.acquire(blocking=False):
             try:
                 self.flush(now)
@@ -122,7 +128,11 @@ class Recorder:
                 # A process ending (the qmail wrapper: one per message) writes what waits.
                 self._exit_hook = True
                 atexit.register(self._at_exit, os.getpid())
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock; once per batch is enough
+            self._wake.set()
+
+    def _batch_age(self) -> float:
+        return time.monotonic() - self._batch_start if self.pending else 0.0
 
     def _write_loop(self) -> None:
         while not self._stop.is_set():
@@ -130,6 +140,11 @@ class Recorder:
             # Gather what comes meanwhile: one transaction for many events.
             self._stop.wait(BATCH_DELAY)
             self._wake.clear()
+            if self.failing_since is None and self._batch_age() < BATCH_DELAY:
+                # Written by the recording thread meanwhile; what is left is the next batch's.
+                if self.pending:
+                    self._wake.set()
+                continue
             if not self.flush():
                 self._stop.wait(self.retry_interval)
                 self._wake.set()  # and try again
@@ -157,6 +172,7 @@ class Recorder:
             with self._lock:
                 for _ in rows:
                     self.pending.popleft()
+                self._batch_start = time.monotonic()  # of what was recorded meanwhile
                 dropped, self.dropped = self.dropped, 0
             if self.failing_since is not None:
                 log.info("statistics store available again after %.0f s: %d waiting events "
@@ -189,16 +205,20 @@ class Recorder:
             self._closing = True
             with contextlib.suppress(Exception):
                 self._stop_thread()
-                if self.pending or self.dropped:
-                    self.flush()
+                self._flush_all()
+
+    def _flush_all(self) -> None:
+        # Twice: writing what dropped records a stats_dropped event, written the second time.
+        for _ in range(2):
+            if (self.pending or self.dropped) and not self.flush():
+                return
 
     def close(self) -> None:
         """A last try for what waits (a process ending), then the connection closed."""
         self._closing = True
         try:
             self._stop_thread()
-            if self.pending:
-                self.flush()
+            self._flush_all()
         finally:
             self._closing = False  # recording again later starts anew
             with contextlib.suppress(Exception):  # closing never raises either

@@ -53,12 +53,16 @@ def tables(row_id: str) -> list[str]:
 MIGRATIONS: dict[int, list[str]] = {}
 
 
-def insert(table: str, columns: tuple[str, ...]) -> str:
-    return (f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)})")
+def insert(table: str, columns: tuple[str, ...], rows: int = 1) -> str:
+    """One INSERT of ``rows`` rows (one VALUES group each)."""
+    values = f"({', '.join('?' for _ in columns)})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([values] * rows)}"
 
 
-def upsert(table: str) -> str:
-    return (f"INSERT INTO {table} (bucket, node, metric, label, value) VALUES (?, ?, ?, ?, ?) "
+def upsert(table: str, rows: int = 1) -> str:
+    """Add ``rows`` (bucket, node, metric, label, value) to a roll-up table; each key at most
+    once per statement (PostgreSQL refuses to update a row twice in one)."""
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+    return (f"INSERT INTO {table} (bucket, node, metric, label, value) VALUES {values} "
             f"ON CONFLICT (bucket, node, metric, label) "
             f"DO UPDATE SET value = {table}.value + excluded.value")

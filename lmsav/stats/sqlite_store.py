@@ -63,6 +63,8 @@ class SQLiteBackend(SqlBackend):
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            if self.schema_current():
+                return conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self.ensure_schema()
