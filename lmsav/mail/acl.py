@@ -29,11 +29,6 @@ Only the standard library and mail/transfer.py are imported: this runs for every
 import os
 import sys
 
-try:
-    import _socket as _sock
-except ImportError:  # not CPython
-    import socket as _sock
-
 from . import qmail_envelope, transfer
 
 DEFER_REPLY = "451 4.3.0 Anti-virus check failed, try again later"
@@ -93,46 +88,16 @@ def ask_daemon(path: str, message: bytes, sender: str, recipients: list[str], cl
                timeout: float):
     """The daemon's plan: (header, [(key, sender, recipients, body), ...])."""
     message_fd = os.memfd_create("lmsav-acl-message", os.MFD_CLOEXEC)
-    request = os.memfd_create("lmsav-acl-request", os.MFD_CLOEXEC)
-    plan = os.memfd_create("lmsav-acl-plan", os.MFD_CLOEXEC)
-    sock = _sock.socket(_sock.AF_UNIX, _sock.SOCK_STREAM)
     try:
         transfer._pwrite_all(message_fd, message, 0)
-        os.pwrite(request, transfer.encode_request(
-            qmail_envelope.raw(sender), [qmail_envelope.raw(r) for r in recipients], "",
-            client), 0)
-        sock.settimeout(timeout or None)
-        try:
-            sock.connect(path)
-            sock.sendall(transfer.COMMAND)
-            rights = b"".join(fd.to_bytes(4, sys.byteorder, signed=True)
-                              for fd in (request, message_fd, plan))
-            sock.sendmsg([b"\0"], [(_sock.SOL_SOCKET, _sock.SCM_RIGHTS, rights)])
-            reply = _read_reply(sock)
-        except TimeoutError:
-            raise AclError(f"daemon at {path}: no answer within {timeout:g} s") from None
-        except OSError as err:
-            raise AclError(f"daemon at {path}: {err.strerror or err}") from None
-        if reply != transfer.REPLY_OK:
-            raise AclError(f"daemon at {path}: {reply or 'closed the connection'}")
-        try:
-            return transfer.read_plan(plan)
-        except transfer.PlanError as err:
-            raise AclError(f"daemon at {path}: {err}") from None
+        request = transfer.encode_request(
+            qmail_envelope.raw(sender), [qmail_envelope.raw(r) for r in recipients], "", client)
+        return transfer.ask(path, request, message_fd, timeout)
+    except transfer.ExchangeError as err:
+        message_text = str(err) if err.connected else f"daemon at {path}: {err}"
+        raise AclError(message_text) from None
     finally:
-        sock.close()
-        for fd in (message_fd, request, plan):
-            os.close(fd)
-
-
-def _read_reply(sock) -> str:
-    buf = b""
-    while not buf.endswith(b"\0") and len(buf) <= 65536:
-        piece = sock.recv(4096)
-        if not piece:
-            break
-        buf += piece
-    return buf.rstrip(b"\0").decode("utf-8", "replace")
+        os.close(message_fd)
 
 
 # -- the plan as the ACL's lines --------------------------------------------------------------------
