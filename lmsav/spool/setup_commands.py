@@ -255,8 +255,9 @@ def setup_sendmail_cmd(ctx, config_dir, milter_socket, cf_dir, do_apply, remove)
                    f" and make sure `lmsav milter` runs, listening on {listen}."))
 
 
-def _check_milter_listen(ctx: click.Context, listen: str) -> None:
-    """A note when [milter] listen is not where the MTA will look."""
+def _check_milter_listen(ctx: click.Context, listen: str):
+    """A note when [milter] listen is not where the MTA will look; (the settings read, their
+    file), or None when they cannot be read."""
     from .. import config as config_mod
     from .. import paths as paths_mod
     from .milter_socket import ListenError, parse_listen
@@ -267,7 +268,7 @@ def _check_milter_listen(ctx: click.Context, listen: str) -> None:
         settings = config_mod.load_settings(path, obj.get("profile"))
     except config_mod.ConfigError as err:
         click.echo(f"note: cannot check lmsav's configuration: {err}")
-        return
+        return None
     configured = settings.milter.listen or f"unix:{Path(settings.paths.run_dir) / 'milter.sock'}"
     try:
         same = parse_listen(configured) == parse_listen(listen)
@@ -276,6 +277,7 @@ def _check_milter_listen(ctx: click.Context, listen: str) -> None:
     if not same:
         click.echo(f'note: lmsav milter listens on {configured} ([milter] listen in {path}); '
                    f'set listen = "{listen}" there (or run it with --listen {listen})')
+    return settings, path
 
 
 def _default_wrapper() -> str:
@@ -371,25 +373,10 @@ def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user
 
 def _check_milter_settings(ctx: click.Context, port: int, listen: str) -> None:
     """Notes where [milter] does not fit Postfix's: its socket, where its notices go."""
-    from .. import config as config_mod
-    from .. import paths as paths_mod
-    from .milter_socket import ListenError, parse_listen
-
-    obj = root_options(ctx)
-    path = obj.get("config") or paths_mod.config_file_from(None, os.environ)
-    try:
-        settings = config_mod.load_settings(path, obj.get("profile"))
-    except config_mod.ConfigError as err:
-        click.echo(f"note: cannot check lmsav's configuration: {err}")
+    checked = _check_milter_listen(ctx, listen)
+    if checked is None:
         return
-    configured = settings.milter.listen or f"unix:{Path(settings.paths.run_dir) / 'milter.sock'}"
-    try:
-        same = parse_listen(configured) == parse_listen(listen)
-    except ListenError:
-        same = False
-    if not same:
-        click.echo(f'note: lmsav milter listens on {configured} ([milter] listen in {path}); '
-                   f'set listen = "{listen}" there (or run it with --listen {listen})')
+    settings, path = checked
     notices = settings.milter.notices or settings.spool.reinject
     wanted = {f"smtp:127.0.0.1:{port}", f"smtp:localhost:{port}", f"smtp:[127.0.0.1]:{port}"}
     if notices not in wanted:
