@@ -36,7 +36,7 @@ def bind_unix(path: Path, mode: int, group: str) -> tuple[socket.socket, tuple[i
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
+    old = os.umask(~mode & 0o777)  # created with its final mode: no window with another
     try:
         sock.bind(str(path))
     except OSError as err:

@@ -90,8 +90,13 @@ def make_server(listen: str, backend: Backend, limits: Limits, timeout: float,
         path = Path(address)
         if path.is_socket():
             path.unlink()  # a socket left by a previous run; anything else is not ours to remove
-        server = UnixServer(str(path), _Handler)
-        os.chmod(path, socket_mode)
+        # created with its final mode: a client never sees the socket more open or closed
+        old = os.umask(~socket_mode & 0o777)
+        try:
+            server = UnixServer(str(path), _Handler)
+        finally:
+            os.umask(old)
+        os.chmod(path, socket_mode)  # the umask cannot grant set-id or sticky bits
     else:
         host, port = address
         cls = Inet6Server if ":" in host else InetServer
