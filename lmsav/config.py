@@ -278,6 +278,26 @@ REINJECT = Kind('"smtp:HOST:PORT", "sendmail:/path/to/sendmail" or "dir:/path" (
                 _reinject)
 
 
+# The spool's SMTP/LMTP front door: "smtp:HOST:PORT", "lmtp:[::1]:PORT", "lmtp:unix:/PATH".
+SPOOL_LISTEN_RE = re.compile(
+    r"(?P<protocol>smtp|lmtp):(?:unix:(?P<path>/\S+)"
+    r"|(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+|localhost):(?P<port>\d{1,5}))")
+
+
+def _spool_listen(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and SPOOL_LISTEN_RE.fullmatch(v) for v in value):
+        raise ValueError(value)
+    if not all(m["path"] or 0 < int(m["port"]) < 65536
+               for m in (SPOOL_LISTEN_RE.fullmatch(v) for v in value)):
+        raise ValueError(value)
+    return tuple(value)
+
+
+SPOOL_LISTEN = Kind('a list of "smtp:HOST:PORT", "lmtp:HOST:PORT" or "lmtp:unix:/PATH" like '
+                    '["smtp:127.0.0.1:10025"]', _spool_listen, list)
+
+
 @dataclass(frozen=True)
 class SpoolSection:
     """[spool] — the nqueue/ spool the MTA hands mail to, and how scanned mail goes back."""
@@ -301,6 +321,18 @@ class SpoolSection:
         None, OPTIONAL_PATH, 'File that `lmsav spool watch` appends its one line per message to '
                              '(reopened when logrotate moves it); "" means standard error.',
         "--log-file")
+    listen: tuple[str, ...] = setting(
+        (), SPOOL_LISTEN,
+        "Where `lmsav spool watch` takes mail over SMTP or LMTP (an MTA's content filter "
+        "transport) and stores it in the spool before it answers; [] means no listener.",
+        "--listen", factory=tuple)
+    max_message_size: int = setting(
+        100 << 20, SIZE, "Larger messages offered to the listener are refused (see "
+                         "oversize).")
+    oversize: str = setting(
+        "defer", _choice("defer", "reject"),
+        'How the listener refuses a message over max_message_size: "defer" (452 4.3.4, the '
+        'MTA keeps it) or "reject" (552 5.3.4, the MTA bounces it).')
 
 
 LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):(\d{1,5})")

@@ -32,9 +32,15 @@ def spool():
 @click.option("-d", "--database", metavar="DIR", help="Signature database directory.")
 @click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Append the log lines to FILE instead of [log] destination ([spool] log_file).")
+@click.option("--listen", "-l", multiple=True, metavar="ADDR",
+              help="Also take mail over SMTP/LMTP here, like smtp:127.0.0.1:10025 (repeatable; "
+                   "default: [spool] listen). See `lmsav spool listen`.")
 @click.pass_context
-def watch_cmd(ctx, workers, once, database, log_file):
+def watch_cmd(ctx, workers, once, database, log_file, listen):
     """Watch new/ with inotify, apply mail policy to each entry and reinject the results.
+
+    With [spool] listen (or --listen) set, it also runs the SMTP/LMTP listener the MTA's
+    content filter transport delivers to (`lmsav spool listen`, restarted if it dies).
 
     SIGHUP reloads the configuration, groups and database; SIGTERM and SIGINT finish the
     messages in flight and exit, leaving the rest in new/; SIGUSR1 reopens the log file
@@ -42,7 +48,8 @@ def watch_cmd(ctx, workers, once, database, log_file):
     """
     from .watcher import Watcher, WatcherError
 
-    settings = load_settings(ctx, {"spool.workers": workers, "spool.log_file": log_file})
+    settings = load_settings(ctx, {"spool.workers": workers, "spool.log_file": log_file,
+                                   "spool.listen": list(listen) or None})
     # [spool] log_file (what `lmsav setup` sets, and --log-file) is this command's own [log]
     # file; a file it cannot write is said once on stderr, where the lines then go.
     logsetup.configure(settings, "spool", verbosity=logsetup.verbosity_of(ctx),
@@ -54,6 +61,38 @@ def watch_cmd(ctx, workers, once, database, log_file):
     except WatcherError as err:
         raise Fatal(str(err)) from None
     ctx.exit(code)
+
+
+@spool.command("listen")
+@click.option("--listen", "-l", multiple=True, metavar="ADDR",
+              help="Where to listen: smtp:HOST:PORT, lmtp:HOST:PORT or lmtp:unix:/PATH "
+                   "(repeatable; default: [spool] listen, else smtp:127.0.0.1:10025).")
+@click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Append the log lines to FILE instead of [log] destination ([spool] log_file).")
+@click.pass_context
+def listen_cmd(ctx, listen, log_file):
+    """Take mail over SMTP or LMTP into the spool: the target of an MTA's content filter
+    transport (Postfix `content_filter = lmsav:[127.0.0.1]:10025`, an Exim smtp transport).
+
+    Each message is answered 250 only once it is on disk in new/, for `lmsav spool watch` to
+    scan and reinject; any failure is a 4xx, so the MTA keeps the message. Messages over
+    [spool] max_message_size are deferred (or rejected, [spool] oversize). Runs in the
+    foreground until SIGTERM or SIGINT. `lmsav spool watch` runs it itself when [spool] listen
+    is set; run it alone to keep the door open while the watcher restarts.
+    """
+    from . import listener
+
+    settings = load_settings(ctx, {"spool.listen": list(listen) or None,
+                                   "spool.log_file": log_file})
+    logsetup.configure(settings, "spool", verbosity=logsetup.verbosity_of(ctx),
+                       file=settings.spool.log_file)
+    try:
+        addresses = [listener.parse_listen(text)
+                     for text in settings.spool.listen or (listener.DEFAULT_LISTEN,)]
+        policy = listener.Policy(settings.spool.max_message_size, settings.spool.oversize)
+        ctx.exit(listener.run(addresses, settings.spool_dir(), policy))
+    except listener.ListenError as err:
+        raise Fatal(str(err)) from None
 
 
 def _entry_json(state: str, entry: SpoolEntry) -> dict:

@@ -188,38 +188,25 @@ class Spool:
         raises :class:`SpoolError` and leaves nothing in ``new/``. A file-like ``message`` is
         copied in chunks, so a large message is never held in memory.
         """
-        validate_envelope(envelope, queue_id)
-        entry_id = new_id()
-        arrived = envelope.arrived or time.time()
-        header = _header(envelope, queue_id, arrived, 0, 0.0, "")
-        tmp = self._dirs["tmp"] / entry_id
-        final = self._dirs["new"] / entry_id
-        renamed = False
+        incoming = self.incoming(envelope, queue_id)
         try:
-            fd = os.open(tmp, _O_CREATE, FILE_MODE)
-            with open(fd, "wb") as fh:
-                os.fchmod(fd, FILE_MODE)  # explicitly: the umask must not decide who reads mail
-                fh.write(header)
-                if isinstance(message, (bytes, bytearray, memoryview)):
-                    fh.write(message)
-                else:
-                    fh.writelines(iter(lambda: message.read(CHUNK), b""))
-                fh.flush()
-                os.fsync(fd)
-            os.rename(tmp, final)
-            renamed = True
-            _fsync_dir(self._dirs["new"])
+            if isinstance(message, (bytes, bytearray, memoryview)):
+                incoming.write(message)
+            else:
+                for chunk in iter(lambda: message.read(CHUNK), b""):
+                    incoming.write(chunk)
         except BaseException as err:
-            _unlink_quietly(tmp)
-            if renamed:
-                # Not known to be durable, so not accepted: the MTA will hand it over again.
-                _unlink_quietly(final)
-            if isinstance(err, OSError):
-                raise SpoolError(f"cannot write to spool {self.root}: {_reason(err)}") from None
-            if isinstance(err, Exception):
-                raise SpoolError(f"cannot read the message: {err}") from err
-            raise
-        return entry_id
+            incoming.abort()
+            if isinstance(err, SpoolError) or not isinstance(err, Exception):
+                raise
+            raise SpoolError(f"cannot read the message: {err}") from err
+        return incoming.commit()
+
+    def incoming(self, envelope: Envelope, queue_id: str = "") -> Incoming:
+        """Start an entry whose message arrives piece by piece (the SMTP listener's DATA):
+        ``write`` the bytes, then ``commit`` (durable in ``new/``) or ``abort``."""
+        validate_envelope(envelope, queue_id)
+        return Incoming(self, envelope, queue_id)
 
     # -- working ---------------------------------------------------------------------------------
 
@@ -567,6 +554,71 @@ class Spool:
                 touched.add(state)
         for state in touched:
             _fsync_dir(self._dirs[state])
+
+
+class Incoming:
+    """One entry being written in ``tmp/``; nothing of it is in ``new/`` until ``commit``.
+
+    Every failure raises :class:`SpoolError` and removes the partial file, so a caller only has
+    to refuse the message (the MTA keeps it)."""
+
+    def __init__(self, spool: Spool, envelope: Envelope, queue_id: str):
+        self.id = new_id()
+        self.size = 0
+        self._spool = spool
+        self._tmp = spool._dirs["tmp"] / self.id
+        arrived = envelope.arrived or time.time()
+        try:
+            fd = os.open(self._tmp, _O_CREATE, FILE_MODE)
+        except OSError as err:
+            raise SpoolError(f"cannot write to spool {spool.root}: {_reason(err)}") from None
+        self._fh = open(fd, "wb", buffering=CHUNK)  # noqa: SIM115 - closed by commit or abort
+        try:
+            os.fchmod(fd, FILE_MODE)  # explicitly: the umask must not decide who reads mail
+            self._fh.write(_header(envelope, queue_id, arrived, 0, 0.0, ""))
+        except OSError as err:
+            self._fail(err)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._fh.write(data)
+        except OSError as err:
+            self._fail(err)
+        self.size += len(data)
+
+    def commit(self) -> str:
+        """Flush, fsync, rename into ``new/`` and fsync that directory; returns the id. Only
+        when this returns is the message accepted."""
+        final = self._spool._dirs["new"] / self.id
+        renamed = False
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.rename(self._tmp, final)
+            renamed = True
+            _fsync_dir(self._spool._dirs["new"])
+        except BaseException as err:
+            if renamed:
+                # Not known to be durable, so not accepted: the MTA will hand it over again.
+                _unlink_quietly(final)
+            if isinstance(err, OSError):
+                self._fail(err)
+            self.abort()
+            raise
+        return self.id
+
+    def abort(self) -> None:
+        """Drop the partial entry (a refused or broken transfer)."""
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+        _unlink_quietly(self._tmp)
+
+    def _fail(self, err: OSError):
+        self.abort()
+        raise SpoolError(f"cannot write to spool {self._spool.root}: {_reason(err)}") from None
 
 
 # -- the entry file ------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from ..metrics.families import WATCHER_RESULTS, Metrics
 from ..scanner.containers.mimeedit import header_end
 from ..workers import Worker, WorkerPool
 from . import permissions
+from .listener_child import ListenerChild
 from .nqueue import DIR_MODE, NAME_RE, Spool, SpoolEntry, SpoolError
 from .nqueue import depth as nqueue_depth
 from .permissions import DELIVERED_DIR
@@ -389,6 +390,7 @@ class Watcher:
         self.metrics = Metrics(WATCHER_RESULTS, self._database_in_use,
                                spool_depth=lambda: nqueue_depth(self.spool.root))
         self._metrics_endpoint = None
+        self._listener: ListenerChild | None = None
 
     def _database_in_use(self):
         return self._loaded.database if self._loaded is not None else None
@@ -419,7 +421,11 @@ class Watcher:
         if settings.metrics.watcher != self.settings.metrics.watcher:
             log.warning("reload: [metrics] watcher changed; restart the watcher to apply it")
         self.metrics.reloads.labels("ok").inc()
+        listen_changed = settings.spool.listen != self.settings.spool.listen
         self.settings, self._loaded = settings, loaded
+        if listen_changed:
+            self._stop_listener()
+            self._start_listener()
         self._pool.new_generation(loaded.workers)
         log.info("reloaded: database %s, groups %s, %d workers", loaded.database.version,
                  ",".join(loaded.groups.names()), loaded.workers)
@@ -445,6 +451,7 @@ class Watcher:
                 self._open_metrics()
                 self._start(once)
             finally:
+                self._stop_listener()  # first: no new mail while the workers finish
                 self._stop_observer()
                 self._shutdown_workers()
                 self._close_metrics()
@@ -494,6 +501,7 @@ class Watcher:
             log.info("metrics at %s", self._metrics_endpoint.url)
         if not once:
             self._start_observer()
+            self._start_listener()
         log.info("watching %s: %d workers, database %s, reinject %s", self.spool.root,
                  self._loaded.workers, self._loaded.database.version,
                  self.settings.spool.reinject)
@@ -520,6 +528,8 @@ class Watcher:
                     self._dirty = True
                     self._sweep_orphans()
                 self._pool.reap()
+                if self._listener is not None and self._listener.due():
+                    self._start_listener()
                 if self._dirty and len(self._queue) < len(self._pool.idle()) + 1:
                     self._refill(now)
                 self._dispatch()
@@ -531,6 +541,8 @@ class Watcher:
             timeout = self._next_rescan - time.time()
             if self._timers:
                 timeout = min(timeout, self._timers[0] - time.time())
+            if self._listener is not None and self._listener.restart_at is not None:
+                timeout = min(timeout, self._listener.restart_at - time.monotonic())
             self._wait(max(0.0, timeout))
 
     def _refill(self, now: float) -> None:
@@ -570,6 +582,10 @@ class Watcher:
             if key.data is None:
                 self._drain_wake()
                 self._dirty = True
+                continue
+            if key.data is self._listener:
+                self._selector.unregister(key.fd)
+                self._listener.reap()
                 continue
             w: Worker = key.data
             answers = self._pool.read(w)
@@ -659,12 +675,37 @@ class Watcher:
                             loaded.settings.spool.max_attempts)
 
     def _worker_setup(self, _sock) -> None:
-        """In a new worker: the parent's selector, wake pipe and /metrics are not its own."""
+        """In a new worker: the parent's selector, wake pipe, /metrics and listener are not its
+        own."""
+        if self._listener is not None and self._listener.fd >= 0:
+            os.close(self._listener.fd)
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close_in_child()
+
+    # -- the SMTP/LMTP listener ------------------------------------------------------------------
+    def _start_listener(self) -> None:
+        """Run `lmsav spool listen` as a child when [spool] listen is set (see listener_child)."""
+        listen = self.settings.spool.listen
+        if not listen:
+            return
+        if self._listener is None or self._listener.listen != listen:
+            self._listener = ListenerChild(self.config_path, self.profile, listen,
+                                           self.settings.spool.log_file)
+        self._listener.start()
+        if self._listener.fd >= 0:
+            self._selector.register(self._listener.fd, selectors.EVENT_READ, self._listener)
+
+    def _stop_listener(self) -> None:
+        child = self._listener
+        if child is None:
+            return
+        if child.fd >= 0:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(child.fd)
+        child.stop()
 
     # -- metrics ---------------------------------------------------------------------------------
     def _open_metrics(self) -> None:
