@@ -57,7 +57,7 @@ def watch_cmd(ctx, workers, once, database, log_file, listen):
     obj = root_options(ctx)
     try:
         code = Watcher(settings, obj["config"], database, workers=workers,
-                       profile=obj["profile"]).run(once=once)
+                       profile=obj["profile"], listen=listen).run(once=once)
     except WatcherError as err:
         raise Fatal(str(err)) from None
     ctx.exit(code)

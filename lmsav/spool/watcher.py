@@ -361,12 +361,13 @@ class Watcher:
     """The spool watcher: see the module docstring."""
 
     def __init__(self, settings, config_path, database_dir=None, *, workers: int | None = None,
-                 profile: str | None = None,
+                 profile: str | None = None, listen: tuple[str, ...] | None = None,
                  reinjector_factory: Callable[[object], Reinjector] | None = None):
         self.settings = settings
         self.config_path = Path(config_path) if config_path is not None else None
         self.database_dir = Path(database_dir) if database_dir else None
         self.workers_override = workers
+        self.listen_override = tuple(listen) if listen else None  # --listen outlives a SIGHUP
         self.profile = profile
         self.reinjector_factory = reinjector_factory or (
             lambda settings: from_setting(settings.spool.reinject, settings.host_name()))
@@ -421,7 +422,7 @@ class Watcher:
         if settings.metrics.watcher != self.settings.metrics.watcher:
             log.warning("reload: [metrics] watcher changed; restart the watcher to apply it")
         self.metrics.reloads.labels("ok").inc()
-        listen_changed = settings.spool.listen != self.settings.spool.listen
+        listen_changed = self._listen_of(settings) != self._listen_of(self.settings)
         self.settings, self._loaded = settings, loaded
         if listen_changed:
             self._stop_listener()
@@ -688,7 +689,7 @@ class Watcher:
     # -- the SMTP/LMTP listener ------------------------------------------------------------------
     def _start_listener(self) -> None:
         """Run `lmsav spool listen` as a child when [spool] listen is set (see listener_child)."""
-        listen = self.settings.spool.listen
+        listen = self._listen_of(self.settings)
         if not listen:
             return
         if self._listener is None or self._listener.listen != listen:
@@ -697,6 +698,9 @@ class Watcher:
         self._listener.start()
         if self._listener.fd >= 0:
             self._selector.register(self._listener.fd, selectors.EVENT_READ, self._listener)
+
+    def _listen_of(self, settings) -> tuple[str, ...]:
+        return self.listen_override or settings.spool.listen
 
     def _stop_listener(self) -> None:
         child = self._listener
