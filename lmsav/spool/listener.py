@@ -10,7 +10,8 @@ reinjects the entry as it does every other.
 
 Line endings are stored as LF, as the MTA's pipe gives them, so the mail policy sees one form
 whatever the door. The SMTP machinery (commands, pipelining, timeouts) is aiosmtpd's; only DATA
-is read here, streamed to the spool file so memory stays bounded whatever the message size.
+is read here, in pieces of up to 64 KiB, kept in memory up to 1 MiB and then streamed to the
+spool file, so memory stays bounded whatever the message size.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ MAX_RECIPIENTS = 1000  # per message, as Postfix's smtpd_recipient_limit
 IDLE_TIMEOUT = 300.0  # RFC 5321 4.5.3.2.7: the server waits five minutes for a command
 STOP_GRACE = 30.0  # SIGTERM: transfers in progress may finish for this long
 UNIX_SOCKET_MODE = 0o666  # the MTA's delivery agent connects as its own user
-_LINES_PER_TIMER = 512  # DATA lines between idle-timer resets (a reset allocates a timer)
 
 
 class ListenError(Exception):
@@ -130,18 +130,81 @@ class Handler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
 
-    def open_entry(self, envelope) -> Incoming:
-        sender = "" if envelope.mail_from == "<>" else envelope.mail_from
-        return self.spool.incoming(Envelope(sender=sender,
-                                            recipients=tuple(envelope.rcpt_tos)))
-
 
 def _bad_address(address: str | None) -> bool:
     return address is None or len(address) > MAX_ADDRESS or any(c in address for c in "\r\n\0")
 
 
+END = b"\r\n.\r\n"  # RFC 5321 4.1.1.4: the line "." ends the data
+SPILL = 1 << 20  # bytes of a message kept in memory before its spool file is opened
+
+
+def unstuff(raw: bytes) -> bytes:
+    """SMTP data (CRLF lines, leading dots doubled) as the spool stores it: LF lines, dots
+    undone. ``raw`` holds whole CRLFs: a cut never falls between CR, LF and a leading dot."""
+    return raw.replace(b"\r\n.", b"\n").replace(b"\r\n", b"\n")
+
+
+class _Store:
+    """Where one message's bytes go: memory first, the spool file past SPILL; the spool's
+    blocking calls (create, fsync, rename) run in worker threads, never on the event loop."""
+
+    def __init__(self, handler: Handler, envelope):
+        self.handler = handler
+        self.sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+        self.recipients = tuple(envelope.rcpt_tos)
+        self.limit = handler.policy.max_message_size
+        self.pieces: list[bytes] = []
+        self.buffered = 0
+        self.size = 0
+        self.entry: Incoming | None = None
+        self.failure = ""
+        self.oversize = False
+
+    async def add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.failure or self.oversize or not data:
+            return
+        if self.limit and self.size > self.limit:
+            self.oversize = True
+            self._drop()
+            return
+        self.pieces.append(data)
+        self.buffered += len(data)
+        if self.buffered >= SPILL:
+            await self._in_thread(self._write_out)
+
+    async def commit(self) -> str:
+        return await self._in_thread(self._commit)
+
+    def _write_out(self) -> None:
+        if self.entry is None:
+            self.entry = self.handler.spool.incoming(Envelope(self.sender, self.recipients))
+        pieces, self.pieces, self.buffered = self.pieces, [], 0
+        for piece in pieces:
+            self.entry.write(piece)
+
+    def _commit(self) -> str:
+        self._write_out()
+        return self.entry.commit()
+
+    async def _in_thread(self, work):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, work)
+        except SpoolError as err:
+            self.failure = str(err)
+            self._drop()
+            return None
+
+    def _drop(self) -> None:
+        self.pieces, self.buffered = [], 0
+        entry, self.entry = self.entry, None
+        if entry is not None:
+            entry.abort()
+
+
 class _StreamedData:
-    """DATA read line by line straight into the spool entry (mixed into aiosmtpd's session)."""
+    """DATA read in large pieces straight into the spool (mixed into aiosmtpd's session)."""
 
     event_handler: Handler
 
@@ -157,80 +220,81 @@ class _StreamedData:
             return
         handler = self.event_handler
         handler.in_data += 1
+        store = _Store(handler, self.envelope)
         try:
-            await self._data(handler)
-        finally:
-            handler.in_data -= 1
-
-    async def _data(self, handler: Handler) -> None:
-        entry, failure = None, ""
-        try:
-            entry = handler.open_entry(self.envelope)
-        except SpoolError as err:
-            failure = str(err)
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        limit = handler.policy.max_message_size
-        size, oversize, lines = 0, False, 0
-        at_line_start = True
-        try:
-            while True:
-                try:
-                    line = await self._reader.readuntil(b"\r\n")
-                except asyncio.LimitOverrunError as err:
-                    line = await self._reader.readexactly(err.consumed)  # part of a long line
-                except asyncio.IncompleteReadError:
-                    raise ConnectionResetError("connection closed during DATA") from None
-                if at_line_start:
-                    if line == b".\r\n":
-                        break
-                    if line[:1] == b".":
-                        line = line[1:]  # RFC 5321 4.5.2: the client doubled a leading dot
-                at_line_start = line[-2:] == b"\r\n"
-                if at_line_start:
-                    line = line[:-2] + b"\n"
-                size += len(line)
-                lines += 1
-                if lines % _LINES_PER_TIMER == 0:
-                    self._reset_timeout()  # a long transfer is not an idle client
-                if oversize or entry is None:
-                    continue
-                if limit and size > limit:
-                    oversize = True
-                    entry.abort()
-                    continue
-                try:
-                    entry.write(line)
-                except SpoolError as err:
-                    failure, entry = str(err), None
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            await self._read_data(store)
+            entry_id = None
+            if not store.failure and not store.oversize:
+                entry_id = await store.commit()
         except BaseException:
             # Lost connection, timeout, shutdown: nothing of this message was accepted.
-            if entry is not None:
-                entry.abort()
+            store._drop()
             raise
-        sender, recipients = self.envelope.mail_from, list(self.envelope.rcpt_tos)
+        finally:
+            handler.in_data -= 1
         self._set_post_data_state()
-        if oversize:
-            replies = [handler.policy.too_big()]
-            log.warning("refused a message of more than %d bytes from %s for %s", limit,
-                        sender, recipients[0])
-        elif entry is None:
-            replies = [f"451 4.3.0 lmsav cannot take the message now: {_one_line(failure)}"]
-            log.error("deferred a message for %s: %s", recipients[0], failure)
-        else:
-            try:
-                entry_id = await asyncio.get_running_loop().run_in_executor(None, entry.commit)
-            except SpoolError as err:
-                replies = [f"451 4.3.0 lmsav cannot take the message now: {_one_line(err)}"]
-                log.error("deferred a message for %s: %s", recipients[0], err)
-            else:
-                handler.accepted += 1
-                replies = [f"250 2.0.0 Ok: queued as {entry_id}"]
-                log.debug("queued %s: %d bytes, %d recipients", entry_id, size,
-                          len(recipients))
+        replies = [self._reply(store, entry_id)]
         if self._lmtp:
-            replies = replies * len(recipients)  # LMTP: one reply per accepted recipient
+            replies *= len(store.recipients)  # LMTP: one reply per accepted recipient
         for reply in replies:
             await self.push(reply)
+
+    async def _read_data(self, store: _Store) -> None:
+        """Read up to the final ".", handing the unstuffed bytes to ``store``."""
+        reader = self._reader
+        # The data starts at a line start, so "." may end it at once. Until a byte is read that
+        # no end marker contains, bytes are taken one at a time after a virtual CRLF; from then
+        # on every marker lies wholly in what readuntil() searches.
+        head = b"\r\n"
+        while True:
+            head += await self._read(reader.readexactly(1))
+            if head.endswith(END):
+                await store.add(unstuff(head[:-3])[1:])
+                return
+            if head[-1:] not in (b"\r", b"\n", b"."):
+                break
+        carry = head
+        first = True
+        while True:
+            try:
+                data, final = await self._read(reader.readuntil(END)), True
+                data = data[:-3]  # the CRLF before "." ends the last line
+            except asyncio.LimitOverrunError as err:
+                # No marker in the stream's buffer: take all that cannot begin one.
+                data, final = await self._read(reader.readexactly(err.consumed)), False
+            self._reset_timeout()  # a long transfer is not an idle client
+            chunk = carry + data
+            if not final:
+                keep = 2 if chunk.endswith(b"\r\n") else 1 if chunk.endswith(b"\r") else 0
+                chunk, carry = chunk[:len(chunk) - keep], chunk[len(chunk) - keep:]
+            out = unstuff(chunk)
+            await store.add(out[1:] if first else out)  # [1:]: the virtual line start
+            first = False
+            if final:
+                return
+
+    @staticmethod
+    async def _read(pending):
+        try:
+            return await pending
+        except asyncio.IncompleteReadError:
+            raise ConnectionResetError("connection closed during DATA") from None
+
+    @staticmethod
+    def _reply(store: _Store, entry_id: str | None) -> str:
+        recipient = store.recipients[0]
+        if store.oversize:
+            log.warning("refused a message of more than %d bytes from <%s> for %s",
+                        store.limit, store.sender, recipient)
+            return store.handler.policy.too_big()
+        if store.failure or entry_id is None:
+            log.error("deferred a message for %s: %s", recipient, store.failure)
+            return f"451 4.3.0 lmsav cannot take the message now: {_one_line(store.failure)}"
+        store.handler.accepted += 1
+        log.debug("queued %s: %d bytes, %d recipients", entry_id, store.size,
+                  len(store.recipients))
+        return f"250 2.0.0 Ok: queued as {entry_id}"
 
 
 def _one_line(reason) -> str:

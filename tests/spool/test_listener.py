@@ -203,6 +203,59 @@ def test_long_lines_and_8bit_and_utf8_addresses_are_kept(listener):
     assert listener.message(entry) == body.replace(b"\r\n", b"\n")
 
 
+@pytest.mark.parametrize("data, stored", [
+    (b".\r\n", b""),  # an empty message
+    (b"..\r\n.\r\n", b".\n"),
+    (b"\r\n.\r\n", b"\n"),
+    (b"\r\n\r\n.\r\n", b"\n\n"),
+    (b".x\r\n.\r\n", b"x\n"),
+    (b"...\r\n..\r\n.\r\n", b"..\n.\n"),
+    (b"a\r\n.\r\n", b"a\n"),
+    (b"a\rb\nc\r\n.\r\n", b"a\rb\nc\n"),  # bare CR and LF are data
+    (b"no final newline.\r\n", None),  # not the end: the "." must start a line
+])
+def test_where_the_data_ends_and_what_is_unstuffed(listener, data, stored):
+    sock = raw(listener.port)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(b"EHLO mta\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+    read_replies(sock, 4)
+    for byte in data:  # one byte per segment where the network allows
+        sock.send(bytes([byte]))
+    if stored is None:
+        sock.settimeout(1)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)
+        sock.sendall(b"\r\n.\r\n")
+        sock.settimeout(30)
+        stored = b"no final newline.\n\n"  # the line, then an empty one
+    [reply] = read_replies(sock, 1)
+    assert reply.startswith(b"250 ")
+    sock.close()
+    [entry] = listener.entries()
+    assert listener.message(entry) == stored
+
+
+def test_dot_lines_across_the_read_pieces_of_a_large_message(listener):
+    import random
+
+    rng = random.Random(5)
+    lines = []
+    while sum(len(line) + 2 for line in lines) < 600_000:  # many 64 KiB pieces
+        kind = rng.randrange(6)
+        if kind == 0:
+            lines.append(b"." * rng.randrange(1, 4) + b"x" * rng.randrange(0, 3))
+        elif kind == 1:
+            lines.append(b"")
+        else:
+            lines.append(b"y" * rng.randrange(1, 3000))
+    body = b"".join(line + b"\r\n" for line in lines)
+    client = smtp(listener.port)
+    client.sendmail("a@example.org", ["b@example.org"], body)  # smtplib doubles the dots
+    client.quit()
+    [entry] = listener.entries()
+    assert listener.message(entry) == body.replace(b"\r\n", b"\n")
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 def test_over_the_size_limit_is_deferred_by_default_and_memory_stays_bounded(tmp_path):
