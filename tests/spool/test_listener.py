@@ -334,6 +334,41 @@ def test_bad_envelopes_and_garbage_get_errors_not_a_crash(listener):
     assert listener.entries() == []
 
 
+@pytest.mark.integration  # some seconds: 100,000 commands
+def test_a_pipelining_flood_from_a_client_that_never_reads_stays_bounded(listener):
+    """EHLO answers with ten times its own size: a listener that kept reading commands while
+    its replies were not read would hold megabytes; aiosmtpd waits for the client instead."""
+    import threading
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect(("127.0.0.1", listener.port))
+    assert sock.recv(4096).startswith(b"220 ")
+    sock.sendall(b"EHLO mta\r\n")
+    [_] = read_replies(sock, 1)
+    sock.sendall(b"EHLO mta\r\n")
+    reply = b""
+    while not reply.endswith(b"250 HELP\r\n"):
+        reply += sock.recv(4096)
+    count = 100_000
+    before = listener.rss_kib()
+    sender = threading.Thread(target=sock.sendall, args=(b"EHLO mta\r\n" * count,),
+                              daemon=True)
+    sender.start()
+    time.sleep(2)
+    grown = listener.rss_kib() - before
+    assert grown < 4 * 1024, f"listener grew by {grown} KiB while its replies were not read"
+    expected, seen = len(reply) * count, 0
+    while seen < expected:
+        chunk = sock.recv(1 << 20)
+        assert chunk
+        seen += len(chunk)
+    sender.join(30)
+    assert seen == expected
+    sock.close()
+    assert listener.proc.poll() is None
+
+
 def test_a_client_gone_mid_data_leaves_nothing(listener):
     sock = raw(listener.port)
     sock.sendall(b"EHLO mta\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
