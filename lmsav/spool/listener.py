@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -102,7 +103,7 @@ class Handler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         # aiosmtpd reads commands strictly in order, so pipelined commands are safe to announce.
-        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-XFORWARD NAME ADDR IDENT"]
         if self.policy.max_message_size:
             extra.append(f"250-SIZE {self.policy.max_message_size}")
         return responses[:1] + extra + responses[1:]  # the last is aiosmtpd's "250 HELP"
@@ -153,6 +154,9 @@ class _Store:
         self.handler = handler
         self.sender = "" if envelope.mail_from == "<>" else envelope.mail_from
         self.recipients = tuple(envelope.rcpt_tos)
+        forwarded = getattr(envelope, "xforward", {})
+        self.queue_id = forwarded.get("IDENT", "")
+        self.client = " ".join(v for v in (forwarded.get("ADDR"), forwarded.get("NAME")) if v)
         self.limit = handler.policy.max_message_size
         self.pieces: list[bytes] = []
         self.buffered = 0
@@ -179,7 +183,8 @@ class _Store:
 
     def _write_out(self) -> None:
         if self.entry is None:
-            self.entry = self.handler.spool.incoming(Envelope(self.sender, self.recipients))
+            self.entry = self.handler.spool.incoming(
+                Envelope(self.sender, self.recipients, client=self.client), self.queue_id)
         pieces, self.pieces, self.buffered = self.pieces, [], 0
         for piece in pieces:
             self.entry.write(piece)
@@ -204,9 +209,32 @@ class _Store:
 
 
 class _StreamedData:
-    """DATA read in large pieces straight into the spool (mixed into aiosmtpd's session)."""
+    """DATA read in large pieces straight into the spool, and Postfix's XFORWARD (mixed into
+    aiosmtpd's session)."""
 
     event_handler: Handler
+
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD_README: the original client and queue id, for the logs and the
+        entry (``smtp_send_xforward_command = yes`` on the content filter transport)."""
+        if self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: XFORWARD inside a mail transaction")
+            return
+        attributes = {}
+        for word in (arg or "").split():
+            name, sep, value = word.partition("=")
+            name = name.upper()
+            if not sep or name not in ("NAME", "ADDR", "IDENT", "PROTO", "HELO", "SOURCE",
+                                       "PORT"):
+                await self.push("501 5.5.4 Error: bad XFORWARD attribute")
+                return
+            value = _xtext(value)
+            if value not in ("[UNAVAILABLE]", "[TEMPUNAVAIL]") and not _bad_address(value):
+                attributes[name] = value
+        forwarded = getattr(self.envelope, "xforward", {})
+        forwarded.update(attributes)
+        self.envelope.xforward = forwarded  # gone with the envelope after DATA or RSET
+        await self.push("250 2.0.0 Ok")
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -295,6 +323,11 @@ class _StreamedData:
         log.debug("queued %s: %d bytes, %d recipients", entry_id, store.size,
                   len(store.recipients))
         return f"250 2.0.0 Ok: queued as {entry_id}"
+
+
+def _xtext(value: str) -> str:
+    """RFC 3461 xtext: "+" and two hex digits stand for a byte."""
+    return re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m[1], 16)), value)
 
 
 def _one_line(reason) -> str:

@@ -12,10 +12,11 @@ header line, then the message bytes exactly as received (CRLF, NUL, a missing fi
 all kept)::
 
     LMSAVQ1 {"sender": "", "recipients": ["a@b"], "queue_id": "4Xy", "arrived": 1.7e9,
-             "attempts": 0, "not_before": 0.0, "reason": ""}\\n
+             "attempts": 0, "not_before": 0.0, "reason": "", "client": "192.0.2.1"}\\n
     <message bytes>
 
-(the JSON is on one line, ASCII only). The file name is the entry id, ``<arrival ns>.<pid>.<8
+(the JSON is on one line, ASCII only; ``client``, the MTA's SMTP client as the listener learns
+it from XFORWARD, only when known). The file name is the entry id, ``<arrival ns>.<pid>.<8
 hex>``, which sorts by arrival. Once its metadata has been rewritten the name also carries a
 revision and the retry time, ``<id>,r<rev>,t<not_before in ms, rounded up>``, so ``pending()``
 finds what is due from one directory listing, without opening a file.
@@ -122,6 +123,7 @@ def validate_envelope(envelope: Envelope, queue_id: str = "") -> None:
         if not recipient:
             raise SpoolError("empty recipient address")
     _check_text("queue id", queue_id)
+    _check_text("client", envelope.client)
 
 
 def _check_text(what: str, value: object) -> None:
@@ -634,6 +636,8 @@ def _header(envelope: Envelope, queue_id: str, arrived: float, attempts: int,
         "not_before": float(not_before),
         "reason": reason,
     }
+    if envelope.client:
+        fields["client"] = envelope.client  # the MTA's client, when the door was told it
     # ensure_ascii: the header is one ASCII line whatever the addresses hold.
     return MAGIC + json.dumps(fields, ensure_ascii=True).encode("ascii") + b"\n"
 
@@ -674,6 +678,7 @@ def _entry_from(entry_id: str, path: Path, fields: dict) -> SpoolEntry:
             sender=_typed(fields.get("sender", ""), str, "sender"),
             recipients=tuple(recipients),
             arrived=float(_typed(fields.get("arrived", 0.0), (int, float), "arrived")),
+            client=_typed(fields.get("client", ""), str, "client"),
         )
         return SpoolEntry(
             id=entry_id,

@@ -167,6 +167,24 @@ def test_pipelined_commands_are_answered_in_order(listener):
     assert len(listener.entries()) == 20
 
 
+def test_postfix_xforward_gives_the_entry_its_queue_id_and_client(listener):
+    client = smtp(listener.port)
+    code, reply = client.ehlo("mta")
+    assert b"XFORWARD NAME ADDR IDENT" in reply
+    assert client.docmd("XFORWARD", "NAME=mx.example.org ADDR=192.0.2.7 PROTO=ESMTP")[0] == 250
+    assert client.docmd("XFORWARD", "IDENT=4Xy+2B1 HELO=[UNAVAILABLE]")[0] == 250
+    client.sendmail("a@example.org", ["b@example.org"], MESSAGE)
+    client.sendmail("a@example.org", ["c@example.org"], MESSAGE)  # attributes do not carry over
+    client.mail("a@example.org")
+    assert client.docmd("XFORWARD", "ADDR=192.0.2.8")[0] == 503
+    client.rset()
+    assert client.docmd("XFORWARD", "COLOR=blue")[0] == 501
+    client.quit()
+    first, second = sorted(listener.entries(), key=lambda e: e.id)
+    assert (first.queue_id, first.envelope.client) == ("4Xy+1", "192.0.2.7 mx.example.org")
+    assert (second.queue_id, second.envelope.client) == ("", "")
+
+
 def test_lmtp_answers_once_per_recipient_over_a_unix_socket(tmp_path):
     path = tmp_path / "lmtp.sock"
     running = Listener(tmp_path, listen=[f"lmtp:unix:{path}"]).start()
