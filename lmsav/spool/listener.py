@@ -164,6 +164,8 @@ class _Store:
         self.entry: Incoming | None = None
         self.failure = ""
         self.oversize = False
+        self.committed = False
+        self._busy = None  # the worker thread's future while it writes
 
     async def add(self, data: bytes) -> None:
         self.size += len(data)
@@ -171,7 +173,7 @@ class _Store:
             return
         if self.limit and self.size > self.limit:
             self.oversize = True
-            self._drop()
+            self.drop()
             return
         self.pieces.append(data)
         self.buffered += len(data)
@@ -191,20 +193,31 @@ class _Store:
 
     def _commit(self) -> str:
         self._write_out()
-        return self.entry.commit()
+        entry_id = self.entry.commit()
+        self.committed = True
+        return entry_id
 
     async def _in_thread(self, work):
+        # Shielded: a cancelled session (connection lost, shutdown) must not abort the file
+        # under a thread still writing it; drop() waits for the thread instead.
+        self._busy = asyncio.get_running_loop().run_in_executor(None, work)
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, work)
+            return await asyncio.shield(self._busy)
         except SpoolError as err:
             self.failure = str(err)
-            self._drop()
+            self.drop()
             return None
 
-    def _drop(self) -> None:
+    def drop(self) -> None:
+        """Forget the message (refused, or its session ended before the reply)."""
+        if self._busy is not None and not self._busy.done():
+            self._busy.add_done_callback(lambda _future: self.drop())
+            return
         self.pieces, self.buffered = [], 0
         entry, self.entry = self.entry, None
-        if entry is not None:
+        if entry is not None and not self.committed:
+            # A committed entry stays: the MTA, without its 250, hands the message over again
+            # (one duplicate at most, never a loss).
             entry.abort()
 
 
@@ -236,6 +249,20 @@ class _StreamedData:
         self.envelope.xforward = forwarded  # gone with the envelope after DATA or RSET
         await self.push("250 2.0.0 Ok")
 
+    def eof_received(self):
+        """The client closed its sending side. Exim's smtp transport sends the end of the data
+        and QUIT, then shuts down its side before it reads the replies: what it sent is still
+        read and answered (aiosmtpd would cancel the session here and lose the 250)."""
+        self._reader.feed_eof()
+        return True  # keep the transport open for the replies
+
+    async def handle_exception(self, error):
+        if isinstance(error, asyncio.IncompleteReadError):
+            # End of input outside DATA without QUIT: nothing more will come.
+            self.transport.close()
+            return "421 4.4.2 lmsav closing connection"
+        return await super().handle_exception(error)
+
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():
@@ -255,9 +282,16 @@ class _StreamedData:
             entry_id = None
             if not store.failure and not store.oversize:
                 entry_id = await store.commit()
+        except ConnectionResetError:
+            # The client went away mid-DATA: nothing of this message was accepted. The loop of
+            # aiosmtpd ends once the transport is gone.
+            store.drop()
+            self.transport.close()
+            return
         except BaseException:
-            # Lost connection, timeout, shutdown: nothing of this message was accepted.
-            store._drop()
+            # Cancelled (connection lost, idle timeout, shutdown): the same, but the
+            # cancellation goes on.
+            store.drop()
             raise
         finally:
             handler.in_data -= 1

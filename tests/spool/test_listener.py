@@ -387,6 +387,49 @@ def test_a_pipelining_flood_from_a_client_that_never_reads_stays_bounded(listene
     assert listener.proc.poll() is None
 
 
+def test_exim_style_end_of_data_quit_and_half_close_still_get_their_replies(listener):
+    """Exim's smtp transport pipelines the final "." with QUIT and shuts down its sending side
+    before it reads the replies: the 250 must still come, exactly once, and be true."""
+    sock = raw(listener.port)
+    sock.sendall(b"EHLO mta\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+    read_replies(sock, 4)
+    sock.sendall(b"Subject: exim\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    replies = read_replies(sock, 2)
+    assert replies[0].startswith(b"250 2.0.0 Ok: queued as ") and replies[1].startswith(b"221")
+    assert sock.recv(100) == b""
+    sock.close()
+    [entry] = listener.entries()
+    assert replies[0].endswith(entry.id.encode())
+    assert listener.message(entry) == b"Subject: exim\n\nbody\n"
+
+
+@pytest.mark.parametrize("where", ["idle", "mid-data"])
+def test_a_half_close_without_quit_ends_the_session_cleanly(listener, where):
+    sock = raw(listener.port)
+    sock.sendall(b"EHLO mta\r\n")
+    read_replies(sock, 1)
+    if where == "mid-data":
+        sock.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+                     b"Subject: cut\r\n\r\nhalf a message")
+        read_replies(sock, 3)
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(10)
+    rest = b""
+    while chunk := sock.recv(4096):  # the listener closes its side too, and does not spin
+        rest += chunk
+    sock.close()
+    assert b"250 2.0.0" not in rest
+    assert listener.entries() == []
+    assert not os.listdir(listener.spool_dir / "tmp")
+    stat = Path(f"/proc/{listener.proc.pid}/stat").read_text().split()
+    ticks = int(stat[13]) + int(stat[14])
+    time.sleep(1)
+    stat = Path(f"/proc/{listener.proc.pid}/stat").read_text().split()
+    assert int(stat[13]) + int(stat[14]) - ticks < 20  # < 0.2 s of CPU in a quiet second
+    assert listener.proc.poll() is None
+
+
 def test_a_client_gone_mid_data_leaves_nothing(listener):
     sock = raw(listener.port)
     sock.sendall(b"EHLO mta\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
