@@ -2,7 +2,8 @@
 """Spool throughput: messages per second through enqueue → `lmsav spool watch` → reinjection,
 and the time one `lmsav enqueue` call takes.
 
-Usage: python bench/spool.py [--messages 2000] [--workers N] [--calls 200] [--workdir DIR]
+Usage: python bench/spool.py [--messages 2000] [--workers N] [--calls 200] [--clients 4]
+                            [--door-only] [--workdir DIR]
 
 Messages are ~20 KB with one attachment (a zip of a text document and some binary data), all
 clean, so each one is scanned, exploded, stamped and reinjected. Figures printed:
@@ -19,6 +20,10 @@ clean, so each one is scanned, exploded, stamped and reinjected. Figures printed
   flow/dir      the same with `lmsav spool watch` (the real CLI) and the durable dir sink
   enqueue       wall time of one `lmsav enqueue` process (the MTA's pipe command), vs. `python -c
                 pass` on the same interpreter
+  door          intake only (into new/, nothing scanned), --clients concurrent clients as an
+                MTA's delivery agents: one `lmsav enqueue` process per message (the pipe), against
+                SMTP to `lmsav spool listen` over one connection per client (the content
+                filter transport); messages/s and the CPU time per message of the listener
 """
 
 from __future__ import annotations
@@ -238,6 +243,82 @@ def enqueue_calls(area: Area, raw: bytes, calls: int) -> tuple[list[float], list
     return times, baseline
 
 
+def _door_client(port: int, messages: list[bytes]) -> None:
+    import smtplib
+
+    client = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    for raw in messages:
+        client.sendmail("alice@example.org", ["bob@example.net"], raw)
+    client.quit()
+
+
+def _pipe_client(env: dict, messages: list[bytes]) -> None:
+    for raw in messages:
+        subprocess.run([LMSAV, "enqueue", "-f", "alice@example.org", "--", "bob@example.net"],
+                       input=raw, env=env, check=True)
+
+
+def _in_parallel(target, args_per_client: list[tuple]) -> float:
+    import multiprocessing
+
+    procs = [multiprocessing.Process(target=target, args=args) for args in args_per_client]
+    t0 = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+        if proc.exitcode != 0:
+            raise SystemExit(f"a client failed with status {proc.exitcode}")
+    return time.perf_counter() - t0
+
+
+def door(root: Path, messages: list[bytes], clients: int, workers: int) -> None:
+    """Intake through the pipe against intake through the SMTP listener (see the docstring)."""
+    import socket
+
+    shares = [messages[i::clients] for i in range(clients)]
+    area = Area(root, "door-pipe", workers)
+    seconds = _in_parallel(_pipe_client, [(area.env, share) for share in shares])
+    assert len(area.spool.pending(now=1e12)) == len(messages)
+    pipe_rate = len(messages) / seconds
+    print(f"door/pipe   ({clients} clients, one `lmsav enqueue` per message): "
+          f"{pipe_rate:8.0f} msg/s")
+
+    area = Area(root, "door-smtp", workers)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = subprocess.Popen([*cli(), "spool", "listen", "--listen", f"smtp:127.0.0.1:{port}"],
+                                env=area.env, stdin=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or listener.poll() is not None:
+                    raise SystemExit("the listener did not start") from None
+                time.sleep(0.05)
+        cpu_before = _cpu_of(listener.pid)
+        seconds = _in_parallel(_door_client, [(port, share) for share in shares])
+        cpu = _cpu_of(listener.pid) - cpu_before
+    finally:
+        listener.terminate()
+        listener.wait(60)
+    assert len(area.spool.pending(now=1e12)) == len(messages)
+    rate = len(messages) / seconds
+    print(f"door/smtp   ({clients} clients, lmsav spool listen):          {rate:8.0f} msg/s "
+          f"({cpu / len(messages) * 1000:.2f} ms listener CPU per message); "
+          f"{rate / pipe_rate:.1f}x the pipe")
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -245,6 +326,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--clients", type=int, default=4,
+                        help="concurrent MTA delivery agents for the door figures")
+    parser.add_argument("--door-only", action="store_true",
+                        help="only the door figures (intake by pipe and by SMTP)")
     args = parser.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="lmsav-bench-spool-"))
     rnd = random.Random(1)
@@ -254,6 +339,9 @@ def main() -> None:
     print(f"{n} messages, {size / 1024:.1f} KB average, one zip attachment each; "
           f"{args.workers} workers; {os.cpu_count()} CPUs")
     try:
+        door(root, messages, args.clients, args.workers)
+        if args.door_only:
+            return
         area = Area(root, "drain-dir", args.workers)
         filled = area.fill(messages)
         print(f"enqueue (spool API, one thread): {n / filled:8.0f} msg/s")
