@@ -29,6 +29,11 @@ ADD_HEADERS, CHANGE_BODY, ADD_RCPT, DEL_RCPT, CHANGE_HEADERS, QUARANTINE_ACTION 
     0x01, 0x02, 0x04, 0x08, 0x10, 0x20)
 WANTED_ACTIONS = (ADD_HEADERS | CHANGE_BODY | DEL_RCPT | CHANGE_HEADERS | QUARANTINE_ACTION)
 
+# The action each modification needs the MTA to have allowed at option negotiation.
+_ACTION_OF = {ADDHEADER: ADD_HEADERS, INSHEADER: ADD_HEADERS, CHGHEADER: CHANGE_HEADERS,
+              REPLBODY: CHANGE_BODY, ADDRCPT: ADD_RCPT, DELRCPT: DEL_RCPT,
+              QUARANTINE: QUARANTINE_ACTION}
+
 BODY_CHUNK = 65535  # the largest REPLBODY chunk libmilter sends; Postfix takes any size
 
 
@@ -141,6 +146,14 @@ def change_header(name: str, index: int, value: str) -> bytes:
 
 def delete_recipient(address: str) -> bytes:
     return encode(DELRCPT, _bytes(f"<{address}>") + b"\0")
+
+
+def actions_needed(packets: list[bytes]) -> int:
+    """The SMFIF_* actions the encoded ``packets`` use."""
+    needed = 0
+    for packet in packets:
+        needed |= _ACTION_OF.get(packet[4:5], 0)
+    return needed
 
 
 def quarantine(reason: str) -> bytes:

@@ -43,6 +43,7 @@ class Session:
         self.limits = limits
         self.macros: dict[str, str] = {}
         self.client = ""
+        self.actions = protocol.WANTED_ACTIONS  # until the MTA negotiates fewer
         self._message = None
         self._reset_message()
 
@@ -81,6 +82,7 @@ class Session:
         version, actions, steps = protocol.parse_optneg(data)
         if version < 2:
             raise ProtocolError(f"milter protocol version {version} is too old")
+        self.actions = protocol.WANTED_ACTIONS & actions  # what we may do to a message
         return [protocol.optneg_reply(actions, steps)]
 
     def _macro(self, data: bytes) -> list[bytes]:
@@ -173,6 +175,14 @@ class Session:
             return [protocol.reply_code(TEMPFAIL_REPLY)]
         log.debug("queue=%s answer=%s in %.1f ms", queue_id or "-", answer.summary,
                   (time.monotonic() - start) * 1000)
+        missing = protocol.actions_needed(answer.packets) & ~self.actions
+        if missing:
+            # Sending a modification the MTA did not allow breaks the session (Postfix drops
+            # it); the policy cannot be applied here, so the message waits rather than pass.
+            log.error("queue=%s from=<%s> deferred: the policy needs milter actions 0x%02x "
+                      "the MTA did not allow (%s)", queue_id or "-", self.sender, missing,
+                      answer.summary)
+            return [protocol.reply_code(TEMPFAIL_REPLY)]
         return answer.packets
 
     def _abort(self, _data: bytes) -> list[bytes]:

@@ -63,6 +63,29 @@ def test_negotiation_never_asks_for_more_than_the_mta_offers(milter):
     assert struct.unpack("!III", reply.data)[1] == protocol.ADD_HEADERS
 
 
+def test_a_change_the_mta_did_not_allow_defers_the_message_instead_of_breaking_it(milter):
+    """An MTA that offers only ADD_HEADERS: a clean message still gets its headers, but the
+    warn group's new body cannot be applied, so the message waits (451), never passes as
+    received."""
+    def offering_headers_only(recipient, raw):
+        client = milter.client()
+        try:
+            client.ask(protocol.OPTNEG, struct.pack("!III", 6, protocol.ADD_HEADERS, 0))
+            assert client.ask(protocol.CONNECT, b"c.test\x004\x30\x39127.0.0.1\x00").command \
+                == b"c"
+            assert client.mail(SENDER).command == b"c"
+            assert client.rcpt(recipient).command == b"c"
+            return client.message(raw)
+        finally:
+            client.close()
+
+    clean = offering_headers_only("bob@clean.test", build())
+    assert clean[-1].command == protocol.ACCEPT and "X-AV-Status" in added_headers(clean)
+    warned = offering_headers_only("dave@warn.test", infected(to="dave@warn.test"))
+    [reply] = warned
+    assert reply.command == protocol.REPLYCODE and reply.data.startswith(b"451 ")
+
+
 def test_clean_message_is_accepted_with_av_headers_and_body_untouched(milter):
     answers = transaction(milter, ["bob@clean.test"], build())
     assert answers[-1].command == protocol.ACCEPT
