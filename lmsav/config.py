@@ -43,6 +43,18 @@ class Kind:
     allowed: str  # completes "expected ..."
     parse: Callable[[Any], Any]  # raises ValueError or TypeError for anything not allowed
     dump: Callable[[Any], Any] = lambda value: value  # back to a TOML-ready value
+    secret: bool = False  # a URL that may hold a password: `config show` masks it
+
+
+def redact_url(value: Any) -> Any:
+    """``scheme://user:pass@host`` → ``scheme://user:***@host``; anything else unchanged."""
+    if not isinstance(value, str) or "@" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _natural(value: Any) -> int:
@@ -568,7 +580,7 @@ def _dns_name(value: Any) -> str:
     return value
 
 
-PROXY = Kind('"" or a URL like "http://user:pass@proxy.example:3128"', _proxy, str)
+PROXY = Kind('"" or a URL like "http://user:pass@proxy.example:3128"', _proxy, str, secret=True)
 DNS_NAME = Kind('"" or a DNS name like "current.cvd.clamav.net"', _dns_name, str)
 
 
@@ -643,7 +655,8 @@ def _stats_url(value: Any) -> str:
 
 
 STATS_URL = Kind('"" (SQLite under state_dir) or a URL like '
-                 '"postgresql://lmsav:secret@db.example:5432/lmsav"', _stats_url, str)
+                 '"postgresql://lmsav:secret@db.example:5432/lmsav"', _stats_url, str,
+                 secret=True)
 
 
 @dataclass(frozen=True)
@@ -896,8 +909,14 @@ class Settings:
     def spool_dir(self) -> Path:
         return self.spool.dir or paths_mod.nqueue_dir(self.paths.state_dir)
 
-    def to_toml(self, with_sources: bool = False) -> str:
-        """The settings as a TOML file that loads back to the same settings."""
+    def dumped(self, spec: Spec, redact: bool = False) -> Any:
+        """One value as TOML writes it; with ``redact``, a password in a URL masked."""
+        value = spec.kind.dump(self.value(spec.name))
+        return redact_url(value) if redact and spec.kind.secret else value
+
+    def to_toml(self, with_sources: bool = False, redact: bool = False) -> str:
+        """The settings as a TOML file that loads back to the same settings (with ``redact``,
+        passwords masked)."""
 
         def line(name: str, key: str, value: Any) -> str:
             text = f"{key} = {_toml_value(value)}"
@@ -908,7 +927,7 @@ class Settings:
         out = [line("profile", "profile", self.profile)]
         for section in SECTIONS:
             out += ["", f"[{section}]"]
-            out += [line(spec.name, spec.key, spec.kind.dump(self.value(spec.name)))
+            out += [line(spec.name, spec.key, self.dumped(spec, redact))
                     for spec in SPECS.values() if spec.section == section]
         return "\n".join(out) + "\n"
 

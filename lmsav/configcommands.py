@@ -22,17 +22,20 @@ def config_group():
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object on one line: section → key → value (with --sources, each "
                    "value is {\"value\": …, \"source\": …}).")
+@click.option("--show-secrets", is_flag=True,
+              help="Print passwords in URLs ([update] proxy, [stats] url) instead of ***.")
 @click.pass_context
-def config_show(ctx, sources, as_json):
-    """Print the effective configuration (defaults, profile and file merged) as TOML."""
+def config_show(ctx, sources, as_json, show_secrets):
+    """Print the effective configuration (defaults, profile and file merged) as TOML.
+    Passwords in URLs are shown as *** unless --show-secrets."""
     settings = load_settings(ctx)
     if as_json:
-        jsonout.emit_object(settings_json(settings, sources))
+        jsonout.emit_object(settings_json(settings, sources, redact=not show_secrets))
         return
-    click.echo(settings.to_toml(with_sources=sources), nl=False)
+    click.echo(settings.to_toml(with_sources=sources, redact=not show_secrets), nl=False)
 
 
-def settings_json(settings, with_sources: bool = False) -> dict[str, Any]:
+def settings_json(settings, with_sources: bool = False, redact: bool = False) -> dict[str, Any]:
     """The settings as ``config show`` writes them, as one JSON-ready object: ``profile``, then
     one object per section holding its keys; with sources, each value says where it came from."""
 
@@ -43,7 +46,7 @@ def settings_json(settings, with_sources: bool = False) -> dict[str, Any]:
 
     out: dict[str, Any] = {"profile": entry("profile", settings.profile)}
     for section in config_mod.SECTIONS:
-        out[section] = {spec.key: entry(spec.name, spec.kind.dump(settings.value(spec.name)))
+        out[section] = {spec.key: entry(spec.name, settings.dumped(spec, redact))
                         for spec in config_mod.SPECS.values() if spec.section == section}
     return out
 

@@ -39,6 +39,22 @@ def test_show_is_sections_of_keys_of_values(run, tmp_path):
     assert {f"{s}.{k}" for s in config.SECTIONS for k in data[s]} == set(config.SPECS)
 
 
+def test_show_masks_passwords_in_urls_unless_asked(run, tmp_path):
+    cfg = tmp_path / "lmsav.toml"
+    cfg.write_text('[update]\nproxy = "http://ann:s3cret@proxy.example:3128"\n\n[stats]\n'
+                   'url = "postgresql://lmsav:hunter2@db.example:5432/lmsav"\n')
+    for args in ([], ["--json"]):
+        shown = run("--config", cfg, "config", "show", *args).stdout
+        assert "s3cret" not in shown and "hunter2" not in shown
+        assert "http://ann:***@proxy.example:3128" in shown
+        assert "postgresql://lmsav:***@db.example:5432/lmsav" in shown
+    revealed = run("--config", cfg, "config", "show", "--show-secrets").stdout
+    assert "http://ann:s3cret@proxy.example:3128" in revealed and "hunter2" in revealed
+    copy = tmp_path / "copy.toml"
+    copy.write_text(revealed)
+    assert config.load_settings(copy) == config.load_settings(cfg)
+
+
 def test_show_with_sources_says_where_each_value_came_from(run, tmp_path):
     cfg = tmp_path / "lmsav.toml"
     cfg.write_text("[limits]\nmax_scan_depth = 7\n")
