@@ -44,6 +44,7 @@ RESERVED_SCAN_OPTIONS = {
     "--report": "cron run writes the report itself, to <state_dir>/reports/",
     "--report-format": "cron run's reports are JSON lines",
     "--watch": "a watch never ends; a scheduled sweep must",
+    "--initial-scan": "it goes with --watch, which a schedule cannot use",
     "--daemon": "a sweep through the daemon cannot write the report cron run asks for",
     "--socket": "it goes with --daemon, which a schedule cannot use",
     "--stream": "it goes with --daemon, which a schedule cannot use",

@@ -167,6 +167,7 @@ def test_remove_regenerates_from_the_others_and_cleans_up(env):
      "scan option --report is not allowed in a schedule"),
     (["sweep", "x", "--schedule", "@daily", "--json"], "scan option --json is not allowed"),
     (["sweep", "x", "--schedule", "@daily", "--watch"], "a watch never ends"),
+    (["sweep", "x", "--schedule", "@daily", "--initial-scan"], "it goes with --watch"),
     (["sweep", "x", "--schedule", "@daily", "--action", "burn"], "'burn' is not one of"),
     (["sweep", "x", "--schedule", "0 3 1 * mon", "--systemd"], "has no systemd form"),
     (["sweep", "x", "--schedule", "@daily", "--enable"], "--enable goes with --systemd"),
