@@ -404,12 +404,15 @@ def test_exim_style_end_of_data_quit_and_half_close_still_get_their_replies(list
     assert listener.message(entry) == b"Subject: exim\n\nbody\n"
 
 
-@pytest.mark.parametrize("where", ["idle", "mid-data"])
+@pytest.mark.parametrize("where", ["idle", "after-354", "mid-data"])
 def test_a_half_close_without_quit_ends_the_session_cleanly(listener, where):
     sock = raw(listener.port)
     sock.sendall(b"EHLO mta\r\n")
     read_replies(sock, 1)
-    if where == "mid-data":
+    if where == "after-354":
+        sock.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        read_replies(sock, 3)
+    elif where == "mid-data":
         sock.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
                      b"Subject: cut\r\n\r\nhalf a message")
         read_replies(sock, 3)
