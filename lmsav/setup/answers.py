@@ -13,6 +13,9 @@ MTAS = ("postfix", "exim", "qmail", "sendmail")
 # How each MTA hands mail to lmsav: after the queue (the spool) or before it (at SMTP time).
 POSTFIX_MODES = ("after-queue", "milter")
 EXIM_MODES = ("after-queue", "pre-queue")
+# How Postfix and Exim hand mail to lmsav after the queue: over SMTP or LMTP to the listener of
+# `lmsav spool watch`, or through a pipe running `lmsav enqueue` once per message.
+TRANSPORTS = ("smtp", "lmtp", "pipe")
 SERVICES = ("auto", "systemd", "print")
 
 
@@ -35,6 +38,8 @@ class Answers:
     sweep_schedule: str = "30 3 * * *"
     mta: str | list[str] = "auto"  # "auto", "none" or a list of MTAS
     reinject_port: int = 10026
+    transport: str = "smtp"  # after the queue: "smtp", "lmtp" (the listener) or "pipe"
+    listen_port: int = 10025  # where the listener takes the mail ([spool] listen)
     postfix_config: str = "/etc/postfix"
     postfix_mode: str = "after-queue"  # or "milter": `lmsav milter` in smtpd_milters
     exim_config: str = "/etc/exim4"
@@ -65,6 +70,9 @@ def load(path: Path) -> Answers:
         if key not in FIELDS:
             raise AnswersError(f"{path}: unknown key {key!r} (known: {', '.join(FIELDS)})")
         setattr(answers, key, _checked(path, key, value))
+    if answers.transport != "pipe" and answers.listen_port == answers.reinject_port:
+        raise AnswersError(f"{path}: listen_port = {answers.listen_port}: the reinjection port "
+                           "(reinject_port) cannot be lmsav's listener too")
     return answers
 
 
@@ -101,8 +109,9 @@ def _checked(path: Path, key: str, value):
         if value not in DATABASES and not value.startswith("/"):
             raise bad('"bundled", "clamav", "update" or an absolute directory')
         return value
-    if key in ("postfix_mode", "exim_mode"):
-        modes = POSTFIX_MODES if key == "postfix_mode" else EXIM_MODES
+    if key in ("postfix_mode", "exim_mode", "transport"):
+        modes = {"postfix_mode": POSTFIX_MODES, "exim_mode": EXIM_MODES,
+                 "transport": TRANSPORTS}[key]
         if value not in modes:
             raise bad(" or ".join(f'"{m}"' for m in modes))
         return value
@@ -110,7 +119,7 @@ def _checked(path: Path, key: str, value):
         if value not in SERVICES:
             raise bad(" or ".join(f'"{s}"' for s in SERVICES))
         return value
-    if key == "reinject_port":
+    if key in ("reinject_port", "listen_port"):
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
             raise bad("a port number")
         return value
@@ -138,3 +147,20 @@ def mode_questions(mtas: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
         out.append(("exim_mode", ("Exim: scan after the queue (router) or before it, at SMTP "
                     "time, with a DATA ACL"), EXIM_MODES))
     return out
+
+
+def after_queue(answers: Answers, mtas: list[str]) -> bool:
+    """Whether one of ``mtas`` hands mail to lmsav after the queue, where the transport
+    matters."""
+    return (("postfix" in mtas and answers.postfix_mode == "after-queue")
+            or ("exim" in mtas and answers.exim_mode == "after-queue"))
+
+
+def transport_question(answers: Answers, mtas: list[str]) -> tuple[str, str, tuple] | None:
+    """The question on the after-queue transport, once the modes are known; None when no MTA
+    scans after the queue."""
+    if not after_queue(answers, mtas):
+        return None
+    return ("transport", ("After the queue, hand mail to lmsav over SMTP or LMTP (the listener "
+                          "of lmsav spool watch) or through a pipe (one lmsav enqueue per "
+                          "message, slower)"), TRANSPORTS)

@@ -206,6 +206,12 @@ def _ask(answers, mtas, detected: list[str]) -> None:
     for key, question, choices in answers_mod.mode_questions(chosen):
         setattr(answers, key, click.prompt(question, type=click.Choice(choices),
                                            default=getattr(answers, key)))
+    # Asked once the modes are known: it matters only after the queue.
+    transport = answers_mod.transport_question(answers, chosen)
+    if transport is not None:
+        key, question, choices = transport
+        setattr(answers, key, click.prompt(question, type=click.Choice(choices),
+                                           default=getattr(answers, key)))
     answers.self_test = click.confirm("Send two test messages through the MTA at the end?",
                                       default=answers.self_test)
     if not click.confirm("Go ahead?", default=True):

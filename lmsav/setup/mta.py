@@ -49,6 +49,7 @@ class PostfixMta:
     def __init__(self, answers: Answers):
         self.config_dir = Path(answers.postfix_config)
         self.milter = answers.postfix_mode == "milter"
+        self.transport = None if self.milter else answers.transport  # after the queue
 
     def milter_listen(self) -> str:
         """Where `lmsav milter` listens for smtpd_milters to reach it."""
@@ -89,7 +90,9 @@ class PostfixMta:
                                                  answers.reinject_port)
             else:
                 plan = setup_postfix.plan_setup(postfix, lmsav, answers.user,
-                                                answers.reinject_port)
+                                                answers.reinject_port,
+                                                transport=answers.transport,
+                                                listen_port=answers.listen_port)
             backups = setup_postfix.apply(postfix, plan)
         except setup_postfix.SetupError as err:
             raise MtaError(str(err)) from None
@@ -124,6 +127,9 @@ class EximMta:
         self.config_dir = Path(answers.exim_config)
         self.config_file = Path(answers.exim_config_file) if answers.exim_config_file else None
         self.pre_queue = answers.exim_mode == "pre-queue"
+        # After the queue, how mail reaches lmsav; before it, what the ACL cannot finish goes
+        # through the pipe.
+        self.transport = None if self.pre_queue else answers.transport
 
     milter = False
 
@@ -178,7 +184,9 @@ class EximMta:
                 plan = setup_exim_prequeue.plan_setup(layout, where, setup_exim_prequeue.Options(
                     lmsav, answers.user, answers.reinject_port, None))
             else:
-                options = setup_exim.Options(lmsav, answers.user, answers.reinject_port, None)
+                options = setup_exim.Options(lmsav, answers.user, answers.reinject_port, None,
+                                             transport=answers.transport,
+                                             listen_port=answers.listen_port)
                 plan = setup_exim_prequeue.plan_after_queue(layout, where, options)
             backups = setup_exim.apply(plan)
         except setup_exim.SetupError as err:
@@ -321,6 +329,17 @@ def milter_listens(mtas) -> list[str]:
             if listen not in out:
                 out.append(listen)
     return out
+
+
+def spool_listen(mtas, answers: Answers) -> str:
+    """Where lmsav's listener must take the mail of the installed MTAs set up to hand it over
+    SMTP or LMTP after the queue ([spool] listen); "" when none does."""
+    if answers.transport == "pipe":
+        return ""
+    for mta in mtas:
+        if getattr(mta, "transport", None) and mta.installed():
+            return f"{answers.transport}:127.0.0.1:{answers.listen_port}"
+    return ""
 
 
 def milter_notices(mtas) -> str:

@@ -137,6 +137,11 @@ def through_spool(settings, smtp: str, sender: str, recipient: str,
     if not log_file:
         return [Check("spool", None, "[spool] log_file is not set, so the watcher's results "
                                      "cannot be read here")]
+    for address in getattr(settings.spool, "listen", ()):
+        if not listening(address):
+            return [Check("listener", False, f"nothing answers at {address} ([spool] listen), "
+                                             "where the MTA hands lmsav its mail: see the "
+                                             f"watcher's log {log_file}")]
     host, _, port = smtp.rpartition(":")
     start = _size(Path(log_file))
     sent = messages(sender, recipient)
@@ -173,6 +178,20 @@ def through_spool(settings, smtp: str, sender: str, recipient: str,
             checks.append(Check(name, ok, f"{summary}: handled by the group's policy"
                                 if ok else f"{summary}: EICAR was not found"))
     return checks
+
+
+def listening(address: str) -> bool:
+    """Whether a TCP listener of [spool] listen ("smtp:HOST:PORT", "lmtp:[::1]:PORT") accepts
+    connections; a unix socket is taken on trust (the MTA may see it under its chroot)."""
+    _protocol, _, rest = address.partition(":")
+    host, _, port = rest.rpartition(":")
+    if host == "unix" or not port.isdigit():
+        return True
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError:
+        return False
+    return True
 
 
 def _size(path: Path) -> int:

@@ -143,6 +143,10 @@ def config_text(ctx: Context) -> str:
     text = TEMPLATE.read_text(encoding="utf-8")
     text = set_key(text, "spool", "reinject", f'"smtp:127.0.0.1:{ctx.answers.reinject_port}"')
     text = set_key(text, "spool", "log_file", f'"{SPOOL_LOG}"')
+    listen = spool_listen(ctx)
+    if listen:
+        # The watcher's service runs the listener the MTA hands its mail to.
+        text = set_key(text, "spool", "listen", _toml_strings([listen]))
     text = set_key(text, "daemon", "socket_group", f'"{ctx.user}"')
     if ctx.user != paths.SERVICE_USER:
         text = set_key(text, "daemon", "user", f'"{ctx.user}"')
@@ -200,16 +204,24 @@ def milter_listen(ctx: Context) -> str:
     return listens[0] if listens else ""
 
 
+def spool_listen(ctx: Context) -> str:
+    """Where lmsav's listener takes the mail of the MTAs set up to hand it over SMTP or LMTP
+    after the queue ([spool] listen); "" for none."""
+    return mta_mod.spool_listen(ctx.mtas, ctx.answers)
+
+
 def config_file(ctx: Context) -> None:
     _, gid = ctx.owner()
     ctx.say(write_file(ctx, CONFIG_FILE, config_text(ctx), 0o640, 0, gid))
-    if milter_listen(ctx):
+    if milter_listen(ctx) or spool_listen(ctx):
         from .. import config
 
         try:
-            check_milter_listen(ctx, config.load_settings(CONFIG_FILE, None))
+            settings = config.load_settings(CONFIG_FILE, None)
         except config.ConfigError:
-            pass  # the next step says what is wrong with the file
+            return  # the next step says what is wrong with the file
+        check_milter_listen(ctx, settings)
+        check_spool_listen(ctx, settings)
 
 
 def check_milter_listen(ctx: Context, settings) -> None:
@@ -220,6 +232,17 @@ def check_milter_listen(ctx: Context, settings) -> None:
         ctx.say(f"warning: [milter] listen in {CONFIG_FILE} is "
                 f"{settings.milter.listen or 'the default'}; the MTA looks for the milter "
                 f"at {wanted}: set listen = \"{wanted}\"")
+
+
+def check_spool_listen(ctx: Context, settings) -> None:
+    """An administrator's own lmsav.toml is kept: say so when its [spool] listen lacks the
+    address the MTA will hand mail to."""
+    wanted = spool_listen(ctx)
+    listen = tuple(getattr(settings.spool, "listen", ()))
+    if wanted and wanted not in listen:
+        shown = ", ".join(f'"{address}"' for address in listen)
+        ctx.say(f"warning: [spool] listen in {CONFIG_FILE} is [{shown}]; the MTA hands mail to "
+                f"{wanted}: add it (listen = [\"{wanted}\"])")
 
 
 def write_file(ctx: Context, path: Path, text: str, mode: int, uid: int = 0,
@@ -509,8 +532,9 @@ def mtas(ctx: Context) -> None:
 
 
 # Where each MTA's configuration was found, so --remove finds it without the same --answers.
-MTA_CONFIG_ANSWERS = {"postfix": ("postfix_config", "postfix_mode"),
-                      "exim": ("exim_config", "exim_config_file", "exim_mode"),
+MTA_CONFIG_ANSWERS = {"postfix": ("postfix_config", "postfix_mode", "transport", "listen_port"),
+                      "exim": ("exim_config", "exim_config_file", "exim_mode", "transport",
+                               "listen_port"),
                       "qmail": ("qmail_rules",),
                       "sendmail": ("sendmail_config",)}
 

@@ -50,7 +50,7 @@ def spool_unit(lmsav: str, user: str, group: str) -> str:
     return f"""\
 # Written by `lmsav setup`; `lmsav setup --remove` deletes it unless it was edited.
 [Unit]
-Description=lmsav spool watcher (scans the mail the MTA hands to nqueue/)
+Description=lmsav spool watcher (takes the MTA's mail into nqueue/ and scans it)
 Documentation=man:lmsav-spool(8)
 After=network.target lmsav-daemon.service
 Before=postfix.service exim4.service

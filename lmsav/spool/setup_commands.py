@@ -42,22 +42,54 @@ def _common_options(function):
                      help="Take lmsav out of the configuration again (print; with --apply, "
                           "do it)."),
         click.option("--lmsav", "lmsav_path", metavar="PATH",
-                     help="The lmsav executable the MTA runs (default: lmsav on PATH)."),
+                     help="(--pipe) The lmsav executable the MTA runs (default: lmsav on "
+                          "PATH)."),
+        click.option("--pipe", is_flag=True,
+                     help="Hand mail over with a pipe transport running `lmsav enqueue` once "
+                          "per message instead of over SMTP to the listener of `lmsav spool "
+                          "watch`: no listener needed, but one process per message."),
+        click.option("--lmtp", is_flag=True,
+                     help="Speak LMTP to lmsav's listener instead of SMTP (one reply per "
+                          "recipient); its [spool] listen address then starts with lmtp:."),
+        click.option("--listen-port", type=click.IntRange(1, 65535),
+                     default=setup_postfix.DEFAULT_LISTEN_PORT, show_default=True,
+                     metavar="PORT",
+                     help="Port on 127.0.0.1 where lmsav's listener takes the mail ([spool] "
+                          "listen); not with --pipe."),
         click.option("--user", default=setup_postfix.DEFAULT_USER, show_default=True,
                      metavar="NAME",
-                     help="Account that runs `lmsav enqueue`; it must be able to write the "
-                          "spool."),
+                     help="(--pipe) Account that runs `lmsav enqueue`; it must be able to "
+                          "write the spool."),
         click.option("--port", type=click.IntRange(1, 65535), default=setup_postfix.DEFAULT_PORT,
                      show_default=True, metavar="PORT",
                      help="Port on 127.0.0.1 where lmsav sends scanned mail back ([spool] "
                           "reinject)."),
         click.option("--spool", metavar="DIR",
-                     help="Spool directory passed to `lmsav enqueue --spool` (default: what "
-                          "the configuration file says)."),
+                     help="(--pipe) Spool directory passed to `lmsav enqueue --spool` "
+                          "(default: what the configuration file says; the listener writes "
+                          "to the spool of its own configuration)."),
     ]
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def _transport(pipe: bool, lmtp: bool, spool: str | None, other_mode: str | None) -> str:
+    """The after-queue transport the flags ask for: smtp (the default), lmtp or pipe."""
+    if pipe and lmtp:
+        raise Fatal("--pipe and --lmtp exclude each other: the pipe speaks no protocol")
+    if other_mode and (pipe or lmtp):
+        raise Fatal(f"--pipe and --lmtp choose the after-queue transport; {other_mode} asks "
+                    "before the queue")
+    if spool and not pipe:
+        raise Fatal("--spool goes with --pipe: lmsav's listener writes to the spool of its own "
+                    "configuration ([spool] dir)")
+    return "pipe" if pipe else "lmtp" if lmtp else "smtp"
+
+
+def listen_address(transport: str, listen_port: int) -> str:
+    """What [spool] listen must hold for the MTA's smtp or lmtp client to reach lmsav."""
+    return f"{transport}:127.0.0.1:{listen_port}"
 
 
 @click.group("setup")
@@ -71,8 +103,8 @@ def setup() -> None:
     """
 
 
-@setup.command("postfix", short_help="Hand Postfix's mail to lmsav (content_filter, pipe "
-                                       "service, reinjection smtpd; or --milter).")
+@setup.command("postfix", short_help="Hand Postfix's mail to lmsav (content_filter to its "
+                                       "listener, reinjection smtpd; or --pipe, --milter).")
 @click.option("--config-dir", type=click.Path(file_okay=False, path_type=Path),
               default=setup_postfix.DEFAULT_CONFIG_DIR, show_default=True,
               help="Postfix configuration directory (postconf -c).")
@@ -91,9 +123,15 @@ def setup() -> None:
 @_common_options
 @click.pass_context
 def setup_postfix_cmd(ctx, config_dir, milter, milter_socket, non_smtpd, do_apply, remove,
-                      lmsav_path, user, port, spool):
-    """Postfix: the pipe service `lmsav`, content_filter = lmsav:dummy, and an smtpd on
-    127.0.0.1:PORT without the filter for mail coming back. Edits go through postconf.
+                      pipe, lmtp, listen_port, lmsav_path, user, port, spool):
+    """Postfix: content_filter = lmsav:[127.0.0.1]:LISTEN-PORT and the service `lmsav`, Postfix's
+    SMTP client (LMTP with --lmtp), which hands every message to the listener of `lmsav spool
+    watch` ([spool] listen = ["smtp:127.0.0.1:10025"]); lmsav_destination_concurrency_limit and
+    _recipient_limit; and an smtpd on 127.0.0.1:PORT without the filter for mail coming back.
+    Edits go through postconf.
+
+    With --pipe: the pipe service `lmsav` running `lmsav enqueue` once per message as USER, and
+    content_filter = lmsav:dummy, instead of the client and the listener.
 
     With --milter: smtpd_milters names the running `lmsav milter` (default
     inet:127.0.0.1:8894, reachable from Debian's chrooted smtpd), milter_protocol = 6,
@@ -102,6 +140,7 @@ def setup_postfix_cmd(ctx, config_dir, milter, milter_socket, non_smtpd, do_appl
     """
     if non_smtpd and not milter and not remove:
         raise Fatal("--non-smtpd-milters goes with --milter")
+    transport = _transport(pipe, lmtp, spool, "--milter" if milter and not remove else None)
     lmsav_path = lmsav_path or _default_lmsav()
     try:
         postfix = setup_postfix.Postfix(config_dir)
@@ -111,12 +150,13 @@ def setup_postfix_cmd(ctx, config_dir, milter, milter_socket, non_smtpd, do_appl
             plan = setup_postfix.plan_milter(postfix, milter_socket, port, non_smtpd)
         else:
             plan = setup_postfix.plan_setup(postfix, lmsav_path, user, port, spool,
-                                            milter_socket)
+                                            milter_socket, transport, listen_port)
         if milter and not remove:
             listen = setup_postfix.milter_listen(postfix, milter_socket)
             shown = _show_milter_plan(ctx, plan, do_apply, port, listen)
         else:
-            shown = _show_plan(ctx, plan, do_apply, remove, port, spool, user)
+            shown = _show_plan(ctx, plan, do_apply, remove, port, spool, user, transport,
+                               listen_port)
         if not shown:
             return
         backups = setup_postfix.apply(postfix, plan)
@@ -132,8 +172,15 @@ def setup_postfix_cmd(ctx, config_dir, milter, milter_socket, non_smtpd, do_appl
         elif milter:
             then = f" and make sure `lmsav milter` runs, listening on {listen}."
         else:
-            then = " and make sure `lmsav spool watch` runs."
+            then = " and make sure " + _watch_running(transport, listen_port)
         click.echo(f"Done. Now run `postfix{where} reload`{then}")
+
+
+def _watch_running(transport: str, listen_port: int) -> str:
+    if transport == "pipe":
+        return "`lmsav spool watch` runs."
+    return (f"`lmsav spool watch` runs with [spool] listen = "
+            f"[\"{listen_address(transport, listen_port)}\"].")
 
 
 def _show_milter_plan(ctx, plan, do_apply, port, listen) -> bool:
@@ -145,18 +192,18 @@ def _show_milter_plan(ctx, plan, do_apply, port, listen) -> bool:
     return do_apply
 
 
-def _show_plan(ctx, plan, do_apply, remove, port, spool, user) -> bool:
+def _show_plan(ctx, plan, do_apply, remove, port, spool, user, transport, listen_port) -> bool:
     """Print the plan and check lmsav's own settings; True when it is to be applied."""
     click.echo(plan.listing(), nl=False)
     if not remove:
-        _check_lmsav_settings(ctx, port, spool, user)
+        _check_lmsav_settings(ctx, port, spool, user, transport, listen_port)
     if not do_apply and plan.changes:
         click.echo("Nothing changed; run again with --apply to make these changes.")
     return do_apply
 
 
-@setup.command("exim", short_help="Hand Exim's mail to lmsav (router, pipe transport, "
-                                    "reinjection port).")
+@setup.command("exim", short_help="Hand Exim's mail to lmsav (router, smtp transport to its "
+                                    "listener or --pipe, reinjection port).")
 @click.option("--config-dir", type=click.Path(file_okay=False, path_type=Path),
               default=setup_exim.DEFAULT_CONFIG_DIR, show_default=True,
               help="Exim configuration directory: Debian's split (conf.d/) or non-split "
@@ -176,9 +223,16 @@ def _show_plan(ctx, plan, do_apply, remove, port, spool, user) -> bool:
 @_common_options
 @click.pass_context
 def setup_exim_cmd(ctx, config_dir, config_file, pre_queue, daemon_socket, acl_timeout,
-                   do_apply, remove, lmsav_path, user, port, spool):
-    """Exim: the router `lmsav_scan` before all others, the pipe transport `lmsav_pipe`, and
-    PORT added to daemon_smtp_ports for mail coming back."""
+                   do_apply, remove, pipe, lmtp, listen_port, lmsav_path, user, port, spool):
+    """Exim: the router `lmsav_scan` before all others; the smtp transport `lmsav_smtp` to the
+    listener of `lmsav spool watch` on 127.0.0.1:LISTEN-PORT ([spool] listen =
+    ["smtp:127.0.0.1:10025"]; protocol = lmtp with --lmtp), or with --pipe the pipe transport
+    `lmsav_pipe` running `lmsav enqueue`; and PORT added to daemon_smtp_ports for mail coming
+    back. (--pre-queue sends what its ACL cannot finish through the pipe.)"""
+    transport = _transport(pipe, lmtp, spool if not pre_queue else None,
+                           "--pre-queue" if pre_queue and not remove else None)
+    if pre_queue:
+        transport = "pipe"
     lmsav_path = lmsav_path or _default_lmsav()
     try:
         layout, where = setup_exim.locate(config_dir, config_file)
@@ -190,9 +244,11 @@ def setup_exim_cmd(ctx, config_dir, config_file, pre_queue, daemon_socket, acl_t
                                                   acl_timeout)
             plan = setup_exim_prequeue.plan_setup(layout, where, options)
         else:
-            options = setup_exim.Options(lmsav_path, user, port, spool)
+            options = setup_exim.Options(lmsav_path, user, port, spool, transport=transport,
+                                         listen_port=listen_port)
             plan = setup_exim_prequeue.plan_after_queue(layout, where, options)
-        if not _show_plan(ctx, plan, do_apply, remove, port, spool, user):
+        if not _show_plan(ctx, plan, do_apply, remove, port, spool, user, transport,
+                          listen_port):
             return
         backups = setup_exim.apply(plan)
     except setup_exim.SetupError as err:
@@ -202,7 +258,9 @@ def setup_exim_cmd(ctx, config_dir, config_file, pre_queue, daemon_socket, acl_t
     if plan.changes:
         if backups:
             click.echo("Backed up: " + ", ".join(str(path) for path in backups))
-        click.echo("Done.")
+        click.echo("Done." if remove else
+                   "Done. Once Exim runs the new configuration, make sure "
+                   + _watch_running(transport, listen_port))
 
 
 @setup.command("sendmail", short_help="Ask `lmsav milter` about Sendmail's mail "
@@ -346,8 +404,11 @@ def setup_qmail_cmd(ctx, rules_file, cdb, do_apply, remove, wrapper):
         click.echo("Done. New connections use the new rules; qmail-smtpd needs no restart.")
 
 
-def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user: str) -> None:
-    """Notes where lmsav's own configuration does not fit the MTA's: reinjection, spool."""
+def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user: str,
+                          transport: str = "pipe",
+                          listen_port: int = setup_postfix.DEFAULT_LISTEN_PORT) -> None:
+    """Notes where lmsav's own configuration does not fit the MTA's: reinjection, and the
+    listener or the spool the pipe writes to."""
     from .. import config as config_mod
     from .. import paths as paths_mod
 
@@ -362,6 +423,9 @@ def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user
     if settings.spool.reinject not in wanted:
         click.echo(f'note: [spool] reinject = "{settings.spool.reinject}" in {path}; set it to '
                    f'"smtp:127.0.0.1:{port}" so scanned mail comes back through the port above')
+    if transport != "pipe":
+        _check_listen(settings, path, transport, listen_port)
+        return
     default = paths_mod.default_config_file(env={}, euid=0)
     if not spool and Path(path) != default:
         click.echo(f"note: the MTA runs `lmsav enqueue` without $LMSAV_CONFIG, so it reads "
@@ -369,6 +433,26 @@ def _check_lmsav_settings(ctx: click.Context, port: int, spool: str | None, user
     spool_dir = spool or settings.spool_dir()
     click.echo(f"note: `lmsav enqueue` runs as {user} and writes to {spool_dir}: that directory "
                f"(or its parent, if it does not exist yet) must be writable by {user}")
+
+
+# Listener hosts the MTA's client reaches when it connects to 127.0.0.1.
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0"}
+
+
+def _check_listen(settings, path, transport: str, listen_port: int) -> None:
+    """A note when [spool] listen has no address where the MTA's client will connect."""
+    listen = tuple(getattr(settings.spool, "listen", ()))
+    for address in listen:
+        protocol, _, rest = address.partition(":")
+        host, _, port = rest.rpartition(":")
+        if protocol == transport and host.strip("[]") in LOOPBACK_HOSTS \
+                and port == str(listen_port):
+            return
+    wanted = listen_address(transport, listen_port)
+    shown = "[" + ", ".join(f'"{a}"' for a in listen) + "]"
+    click.echo(f"note: [spool] listen = {shown} in {path}: lmsav does not listen where the MTA "
+               f'will hand it mail; set listen = ["{wanted}"] in [spool] there, so that '
+               "`lmsav spool watch` takes it")
 
 
 def _check_milter_settings(ctx: click.Context, port: int, listen: str) -> None:

@@ -1,10 +1,13 @@
-"""Exim integration: a router and a pipe transport that hand mail to lmsav, a reinjection port.
+"""Exim integration: a router and a transport that hand mail to lmsav, a reinjection port.
 
-The router ``lmsav_scan`` comes before every other router and accepts each address for the pipe
-transport ``lmsav_pipe``, which runs ``lmsav enqueue`` once per message with all its recipients.
-``lmsav spool watch`` sends the scanned mail back over SMTP to 127.0.0.1:10026, an extra port of
-the same daemon (``daemon_smtp_ports``); the router does not take what arrives there, so the
-second pass goes through the ordinary routers.
+The router ``lmsav_scan`` comes before every other router and accepts each address for lmsav's
+transport: by default ``lmsav_smtp``, an smtp transport (``protocol = lmtp`` with ``--lmtp``)
+to the listener of ``lmsav spool watch`` on 127.0.0.1:10025 (``[spool] listen``), which stores
+each message in the spool before it answers; with ``--pipe``, the pipe transport ``lmsav_pipe``,
+which runs ``lmsav enqueue`` once per message with all its recipients. ``lmsav spool watch``
+sends the scanned mail back over SMTP to 127.0.0.1:10026, an extra port of the same daemon
+(``daemon_smtp_ports``); the router does not take what arrives there, so the second pass goes
+through the ordinary routers.
 
 Three layouts of configuration are understood: Debian's split configuration (files under
 ``conf.d/``), Debian's single template (``exim4.conf.template``), both turned into the running
@@ -31,7 +34,10 @@ DEFAULT_CONFIG_DIR = Path("/etc/exim4")
 DEFAULT_PORT = 10026
 DEFAULT_USER = "lmsav"
 ROUTER = "lmsav_scan"
-TRANSPORT = "lmsav_pipe"
+TRANSPORT = "lmsav_pipe"  # the pipe transport (--pipe)
+CLIENT_TRANSPORT = "lmsav_smtp"  # the smtp transport to lmsav's listener (`setup exim`'s default)
+TRANSPORTS = ("smtp", "lmtp", "pipe")
+DEFAULT_LISTEN_PORT = 10025
 BACKUP_TAG = ".lmsav-"  # a dot, so update-exim4.conf's run-parts ignores copies in conf.d/
 
 BEGIN = "# lmsav: begin -- added by `lmsav setup exim`; `lmsav setup exim --remove` takes it out"
@@ -40,7 +46,9 @@ WAS = "#lmsav-was# "  # prefix of a line lmsav replaced; --remove uncomments it
 
 # Debian's split configuration: one file per section, read in name order by update-exim4.conf.
 SPLIT_ROUTER = Path("conf.d/router/050_lmsav")  # after 00_…_header (begin routers), before 100_
-SPLIT_TRANSPORT = Path("conf.d/transport/30_lmsav_pipe")
+SPLIT_TRANSPORT = Path("conf.d/transport/30_lmsav")
+# Where lmsav's transport was when it could only be the pipe: taken out by setup and removal.
+OLD_SPLIT_TRANSPORT = Path("conf.d/transport/30_lmsav_pipe")
 SPLIT_MAIN = Path("conf.d/main/10_lmsav_options")
 
 _BEGIN_RE = re.compile(r"^\s*begin\s+(\w+)\s*$")
@@ -64,9 +72,18 @@ class Options:
     user: str = DEFAULT_USER
     port: int = DEFAULT_PORT
     spool: str | None = None
+    # The pipe unless asked: the before-queue setup (setup_exim_prequeue) builds on these
+    # options, and its router sends what the ACL could not finish to the pipe. Keyword-only, so
+    # a subclass's fields still follow ``spool``.
+    transport: str = field(default="pipe", kw_only=True)
+    listen_port: int = field(default=DEFAULT_LISTEN_PORT, kw_only=True)
+
+    @property
+    def transport_name(self) -> str:
+        return TRANSPORT if self.transport == "pipe" else CLIENT_TRANSPORT
 
 
-def router_lines(port: int) -> list[str]:
+def router_lines(port: int, transport: str = TRANSPORT) -> list[str]:
     """The router: every address to lmsav, unless it came back from lmsav on 127.0.0.1:port.
 
     ``no_verify`` keeps it out of recipient verification at SMTP time, where it would accept
@@ -82,11 +99,39 @@ def router_lines(port: int) -> list[str]:
         % port,
         "  no_verify",
         "  no_expn",
-        f"  transport = {TRANSPORT}",
+        f"  transport = {transport}",
     ]
 
 
 def transport_lines(options: Options) -> list[str]:
+    """lmsav's transport, as ``options.transport`` asks."""
+    if options.transport == "pipe":
+        return pipe_transport_lines(options)
+    return client_transport_lines(options)
+
+
+def client_transport_lines(options: Options) -> list[str]:
+    """The smtp transport to lmsav's listener on 127.0.0.1 (LMTP with ``protocol = lmtp``).
+
+    ``allow_localhost`` lets Exim deliver to its own host; ``hosts_override`` keeps any host a
+    router might give. Exim batches the recipients of a message into one transaction, so the
+    message reaches the spool once. No TLS on the loopback hop, and a listener that does not
+    answer within 10 s is down: the message stays queued and is retried.
+    """
+    return [
+        f"{CLIENT_TRANSPORT}:",
+        "  driver = smtp",
+        "  hosts = 127.0.0.1",
+        f"  port = {options.listen_port}",
+        "  hosts_override",
+        "  allow_localhost",
+        f"  protocol = {options.transport}",
+        "  hosts_avoid_tls = *",
+        "  connect_timeout = 10s",
+    ]
+
+
+def pipe_transport_lines(options: Options) -> list[str]:
     """The pipe transport: one ``lmsav enqueue`` per message with all its recipients.
 
     Exim (4.94 and later) refuses a command argument made from data the message brought, such
@@ -210,9 +255,18 @@ def _debian_settings(directory: Path) -> dict[str, str]:
 # -- planning ------------------------------------------------------------------------------------
 
 def plan_setup(layout: Layout, where: Path, options: Options) -> Plan:
-    """The changes that make Exim hand mail to lmsav and take it back on ``options.port``."""
-    for what, value in (("lmsav path (--lmsav)", options.lmsav), ("user (--user)", options.user),
-                        ("spool directory (--spool)", options.spool or "-")):
+    """The changes that make Exim hand mail to lmsav over ``options.transport`` and take it
+    back on ``options.port``."""
+    pipe = options.transport == "pipe"
+    if options.transport not in TRANSPORTS:
+        raise SetupError(f"transport {options.transport!r}: expected one of "
+                         f"{', '.join(TRANSPORTS)}")
+    if not pipe and options.listen_port == options.port:
+        raise SetupError(f"port {options.port} cannot be both lmsav's listener (--listen-port) "
+                         "and the reinjection port (--port)")
+    checked = ((("lmsav path (--lmsav)", options.lmsav), ("user (--user)", options.user),
+                ("spool directory (--spool)", options.spool or "-")) if pipe else ())
+    for what, value in checked:
         if not value or re.search(r"[\s\"'$\\{}]", value):
             raise SetupError(f"{what} {value!r}: must be one word without white space, quotes, "
                              "$, \\ or braces")
@@ -224,6 +278,8 @@ def plan_setup(layout: Layout, where: Path, options: Options) -> Plan:
         plan = Plan(layout, where, [FileChange(path, old, add_lmsav(strip_lmsav(old), options))])
     plan.notes += _interface_notes(layout, where)
     plan.notes += _next_steps(layout, where)
+    if not pipe:
+        return plan  # the listener runs as lmsav's service; Exim runs nothing of lmsav's
     try:
         pwd.getpwnam(options.user)
     except KeyError:
@@ -242,6 +298,7 @@ def plan_remove(layout: Layout, where: Path) -> Plan:
     if layout is Layout.SPLIT:
         files = [FileChange(where / SPLIT_ROUTER, _read_if(where / SPLIT_ROUTER), None),
                  FileChange(where / SPLIT_TRANSPORT, _read_if(where / SPLIT_TRANSPORT), None),
+                 _old_transport_removal(where),
                  FileChange(where / SPLIT_MAIN, _read_if(where / SPLIT_MAIN), None)]
         for path in _main_parts(where):
             if path != where / SPLIT_MAIN:
@@ -261,8 +318,10 @@ def _split_files(directory: Path, options: Options) -> list[FileChange]:
     router = directory / SPLIT_ROUTER
     transport = directory / SPLIT_TRANSPORT
     files = [
-        FileChange(router, _read_if(router), _block(router_lines(options.port)) + "\n"),
+        FileChange(router, _read_if(router),
+                   _block(router_lines(options.port, options.transport_name)) + "\n"),
         FileChange(transport, _read_if(transport), _block(transport_lines(options)) + "\n"),
+        _old_transport_removal(directory),
     ]
     # daemon_smtp_ports may be set by a file of the administrator's: extend it there, since Exim
     # refuses an option set twice; otherwise lmsav's own file sets it.
@@ -283,6 +342,11 @@ def _split_files(directory: Path, options: Options) -> list[FileChange]:
         files.append(FileChange(main_file, _read_if(main_file),
                                 _block([f"daemon_smtp_ports = smtp : {options.port}"]) + "\n"))
     return files
+
+
+def _old_transport_removal(directory: Path) -> FileChange:
+    old = directory / OLD_SPLIT_TRANSPORT
+    return FileChange(old, _read_if(old), None)
 
 
 def _main_parts(directory: Path) -> list[Path]:
@@ -320,7 +384,8 @@ def add_lmsav(text: str, options: Options) -> str:
         raise SetupError(f'no "{missing}" line: not a complete Exim configuration')
     # Insert from the bottom up so earlier indexes stay valid.
     inserts = sorted([(transports + 1, _block(transport_lines(options))),
-                      (routers + 1, _block(router_lines(options.port)))], reverse=True)
+                      (routers + 1, _block(router_lines(options.port, options.transport_name)))],
+                     reverse=True)
     for index, block in inserts:
         lines[index:index] = block.split("\n")
     text = "\n".join(lines) + "\n"

@@ -1,17 +1,21 @@
-"""Postfix integration: the pipe service, content_filter and reinjection listener lmsav needs.
+"""Postfix integration: the content_filter transport, the reinjection listener lmsav needs.
 
-This is the after-queue content filter of Postfix's FILTER_README. ``content_filter =
-lmsav:dummy`` in main.cf sends every message Postfix accepts to the master.cf pipe service
-``lmsav``, which runs ``lmsav enqueue``; ``lmsav spool watch`` sends the scanned mail back over
-SMTP to a second smtpd on 127.0.0.1:10026 whose ``-o content_filter=`` keeps it from going
-round again. Every edit is made with postconf(1), after the two files have been copied aside.
+This is the after-queue content filter of Postfix's FILTER_README. By default it is the
+"advanced" one: ``content_filter = lmsav:[127.0.0.1]:10025`` in main.cf sends every message
+Postfix accepts to the master.cf service ``lmsav``, Postfix's own SMTP client (``smtp``, or
+``lmtp`` with ``--lmtp``), which hands it to the listener of ``lmsav spool watch`` (``[spool]
+listen``); the listener stores it in the spool before it answers. With ``--pipe`` it is the
+"simple" one: ``content_filter = lmsav:dummy`` and a pipe service running ``lmsav enqueue`` once
+per message. Either way ``lmsav spool watch`` sends the scanned mail back over SMTP to a second
+smtpd on 127.0.0.1:10026 whose ``-o content_filter=`` keeps it from going round again. Every
+edit is made with postconf(1), after the two files have been copied aside.
 
 With ``--milter`` lmsav decides before the queue instead: ``smtpd_milters`` names the socket of
 ``lmsav milter`` (by default inet:127.0.0.1:8894 — a loopback port works whether smtpd runs
 chrooted in the queue directory, as Debian's does, or not; a unix socket would have to live
 under that directory), ``milter_protocol = 6`` and ``milter_default_action = tempfail`` keep it
 fail-closed, and the same reinjection smtpd takes the milter's notices back without filtering
-them again. The two modes exclude each other: setting up one takes the other out.
+them again. The modes exclude each other: setting up one takes the others out.
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ DEFAULT_PORT = 10026
 DEFAULT_USER = "lmsav"
 SERVICE = "lmsav"
 CONTENT_FILTER = f"{SERVICE}:dummy"  # transport:nexthop; the pipe ignores the next hop
+# How Postfix hands mail to lmsav after the queue: its SMTP or LMTP client to the listener of
+# `lmsav spool watch`, or the pipe to `lmsav enqueue`.
+TRANSPORTS = ("smtp", "lmtp", "pipe")
+DEFAULT_TRANSPORT = "smtp"
+DEFAULT_LISTEN_PORT = 10025
+FILTER_PROCESSES = 10  # master.cf maxproc of the client service, and its concurrency limit
+FILTER_RECIPIENTS = 100  # recipients per delivery: the least RFC 5321 has every server take
+# main.cf settings of the client service (transport_destination_…), set with it and taken out
+# with it.
+LIMITS = {f"{SERVICE}_destination_concurrency_limit": str(FILTER_PROCESSES),
+          f"{SERVICE}_destination_recipient_limit": str(FILTER_RECIPIENTS)}
 BACKUP_TAG = ".lmsav-"  # main.cf.lmsav-20260101T120000
 DEFAULT_MILTER_SOCKET = "inet:127.0.0.1:8894"
 # What the milter needs of Postfix, whatever other milters there are: the protocol it speaks, and
@@ -107,6 +122,41 @@ def pipe_entry(lmsav: str, user: str, spool: str | None = None) -> MasterEntry:
     argv += ["-f", "${sender}", "-q", "${queue_id}", "--", "${recipient}"]
     return MasterEntry(SERVICE, "unix", ("-", "n", "n", "-", "-"), "pipe",
                        args=("flags=q", "null_sender=", f"user={user}", *argv))
+
+
+def client_entry(transport: str = DEFAULT_TRANSPORT) -> MasterEntry:
+    """The ``lmsav`` service as FILTER_README's advanced content filter: Postfix's SMTP (or LMTP)
+    client, unchrooted, at most FILTER_PROCESSES at a time.
+
+    It passes the original client's name and address on (XFORWARD, where the listener offers
+    it), sends the message as it is (no 8-bit to quoted-printable conversion, no generic
+    address rewriting), never tries TLS on the loopback hop (a site-wide ``encrypt`` policy
+    would otherwise stop it) and gives up connecting after 10 s (the listener is down: the
+    message stays queued and is retried).
+    """
+    p = "lmtp" if transport == "lmtp" else "smtp"  # the client's parameter prefix
+    options = ((f"{p}_send_xforward_command", "yes"),
+               ("disable_mime_output_conversion", "yes"),
+               (f"{p}_generic_maps", ""),
+               (f"{p}_tls_security_level", "none"),
+               (f"{p}_connect_timeout", "10s"))
+    return MasterEntry(SERVICE, "unix", ("-", "-", "n", "-", str(FILTER_PROCESSES)), p,
+                       options=options)
+
+
+def filter_destination(transport: str, port: int) -> str:
+    """The content_filter value: the ``lmsav`` transport and the listener it delivers to (the
+    LMTP client wants the ``inet:`` of its destination syntax)."""
+    if transport == "pipe":
+        return CONTENT_FILTER
+    inet = "inet:" if transport == "lmtp" else ""
+    return f"{SERVICE}:{inet}[127.0.0.1]:{port}"
+
+
+def is_lmsav_filter(value: str | None) -> bool:
+    """A content_filter of lmsav's: its transport is the ``lmsav`` service, whatever next hop
+    (the pipe's ``dummy``, a listener's address) an earlier setup gave it."""
+    return bool(value) and value.split(":", 1)[0] == SERVICE
 
 
 def reinject_entry(port: int) -> MasterEntry:
@@ -219,39 +269,72 @@ class Postfix:
 
 def plan_setup(postfix: Postfix, lmsav: str, user: str = DEFAULT_USER,
                port: int = DEFAULT_PORT, spool: str | None = None,
-               milter_socket: str = DEFAULT_MILTER_SOCKET) -> Plan:
-    """What has to change for Postfix to hand mail to lmsav and take it back on ``port``."""
-    _check_word("lmsav path (--lmsav)", lmsav)
-    _check_word("user (--user)", user)
-    if spool:
-        _check_word("spool directory (--spool)", spool)
+               milter_socket: str = DEFAULT_MILTER_SOCKET, transport: str = DEFAULT_TRANSPORT,
+               listen_port: int = DEFAULT_LISTEN_PORT) -> Plan:
+    """What has to change for Postfix to hand mail to lmsav over ``transport`` (the listener on
+    127.0.0.1:``listen_port``, or the pipe) and take it back on ``port``."""
+    if transport not in TRANSPORTS:
+        raise SetupError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
+    pipe = transport == "pipe"
+    if pipe:
+        _check_word("lmsav path (--lmsav)", lmsav)
+        _check_word("user (--user)", user)
+        if spool:
+            _check_word("spool directory (--spool)", spool)
+    elif listen_port == port:
+        raise SetupError(f"port {port} cannot be both lmsav's listener (--listen-port) and the "
+                         "reinjection smtpd (--port)")
     main = postfix.main_settings()
     master = postfix.master_entries()
 
     current_filter = main.get("content_filter")
-    if current_filter and current_filter != CONTENT_FILTER:
+    if current_filter and not is_lmsav_filter(current_filter):
         raise SetupError(f"content_filter = {current_filter} is already set in "
                          f"{postfix.config_dir / 'main.cf'}: Postfix passes mail to one "
                          "after-queue filter only; remove that one first")
-    items = [_main_item("content_filter", current_filter, CONTENT_FILTER)]
+    wanted_filter = filter_destination(transport, listen_port)
+    items = [_main_item("content_filter", current_filter, wanted_filter)]
     notes: list[str] = []
     # Scanned once: a milter lmsav set up before goes.
     items += _milter_removal(main, milter_socket, notes)
-    pipe = pipe_entry(lmsav, user, spool)
-    items.append(_master_item(pipe.key, master.get(pipe.key), pipe))
+    service = pipe_entry(lmsav, user, spool) if pipe else client_entry(transport)
+    items.append(_master_item(service.key, master.get(service.key), service))
+    items += _limit_items(main, wanted=not pipe)
     items += _reinject_items(master, port)
+    if not pipe:
+        _check_listen_port(master, listen_port)
 
     problems = []
-    try:
-        pwd.getpwnam(user)
-    except KeyError:
-        problems.append(f"user {user} does not exist; create it first, e.g. `useradd --system "
-                        f"--home-dir {paths.SYSTEM_STATE_DIR} --shell /usr/sbin/nologin "
-                        f"{user}`, or choose another with --user")
-    if not os.access(lmsav, os.X_OK) or not Path(lmsav).is_absolute():
-        problems.append(f"{lmsav} is not an executable given by its absolute path; give the "
-                        "lmsav executable with --lmsav")
+    if pipe:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            problems.append(f"user {user} does not exist; create it first, e.g. `useradd "
+                            f"--system --home-dir {paths.SYSTEM_STATE_DIR} --shell "
+                            f"/usr/sbin/nologin {user}`, or choose another with --user")
+        if not os.access(lmsav, os.X_OK) or not Path(lmsav).is_absolute():
+            problems.append(f"{lmsav} is not an executable given by its absolute path; give "
+                            "the lmsav executable with --lmsav")
     return Plan(postfix.config_dir, items, notes, problems=problems)
+
+
+def _check_listen_port(master: dict[str, str], port: int) -> None:
+    """Postfix itself must not listen where lmsav's listener is to (an amavis-style smtpd on
+    10025, say): the listener could not start, or Postfix would deliver to itself."""
+    ours = _lmsav_reinject_keys(master)
+    for key in master:
+        if key.endswith("/inet") and key not in ours:
+            service = key[: -len("/inet")]
+            if service == str(port) or _port_of(service) == port:
+                raise SetupError(f"master.cf service {key} listens on port {port}, where "
+                                 "lmsav's listener is to listen; choose another one with "
+                                 "--listen-port")
+
+
+def _limit_items(main: dict[str, str], wanted: bool) -> list[Item]:
+    """The client service's limits in main.cf: set (``wanted``) or taken out."""
+    return [_main_item(name, main.get(name), value if wanted else None)
+            for name, value in LIMITS.items() if wanted or name in main]
 
 
 def plan_milter(postfix: Postfix, milter_socket: str = DEFAULT_MILTER_SOCKET,
@@ -266,11 +349,12 @@ def plan_milter(postfix: Postfix, milter_socket: str = DEFAULT_MILTER_SOCKET,
     notes: list[str] = []
 
     # The after-queue filter of an earlier setup goes: each message is scanned once.
-    if main.get("content_filter") == CONTENT_FILTER:
-        items.append(_main_item("content_filter", CONTENT_FILTER, None))
-    pipe_key = f"{SERVICE}/unix"
-    if pipe_key in master:
-        items.append(_master_item(pipe_key, master[pipe_key], None))
+    if is_lmsav_filter(main.get("content_filter")):
+        items.append(_main_item("content_filter", main["content_filter"], None))
+    service_key = f"{SERVICE}/unix"
+    if service_key in master:
+        items.append(_master_item(service_key, master[service_key], None))
+    items += _limit_items(main, wanted=False)
     for name in MILTER_LISTS:
         current = main.get(name)
         entries = milter_list(current or "")
@@ -300,7 +384,7 @@ def plan_remove(postfix: Postfix, milter_socket: str = DEFAULT_MILTER_SOCKET) ->
     items = []
     notes: list[str] = []
     current_filter = main.get("content_filter")
-    if current_filter == CONTENT_FILTER:
+    if is_lmsav_filter(current_filter):
         items.append(_main_item("content_filter", current_filter, None))
     elif current_filter:
         notes.append(f"content_filter = {current_filter} is not lmsav's; left as it is")
@@ -312,6 +396,7 @@ def plan_remove(postfix: Postfix, milter_socket: str = DEFAULT_MILTER_SOCKET) ->
     key = f"{SERVICE}/unix"
     if key in master:
         items.append(_master_item(key, master[key], None))
+    items += _limit_items(main, wanted=False)
     for key in _lmsav_reinject_keys(master):
         items.append(_master_item(key, master[key], None))
     return Plan(postfix.config_dir, items, notes, remove=True)

@@ -127,18 +127,22 @@ def test_a_milter_default_action_of_accept_is_made_tempfail_with_a_note(etc):
     assert "note: milter_default_action was accept" in shown
 
 
-def test_each_mode_takes_the_other_out(etc):
+@pytest.mark.parametrize("transport", ["smtp", "pipe"])
+def test_each_mode_takes_the_other_out(etc, transport):
     original = files(etc)
     lmsav = shutil.which("lmsav") or "/usr/bin/true"
-    after_queue = ["--user", "nobody", "--lmsav", lmsav]
+    after_queue = ["--pipe", "--user", "nobody", "--lmsav", lmsav] if transport == "pipe" else []
+    content_filter = "lmsav:dummy" if transport == "pipe" else "lmsav:[127.0.0.1]:10025"
     setup(etc, "--apply", *after_queue)
     switched = setup(etc, "--milter", "--apply")
-    assert "-content_filter = lmsav:dummy" in switched and "-lmsav      unix" in switched
+    assert f"-content_filter = {content_filter}" in switched and "-lmsav      unix" in switched
     assert not postconf(etc, "-n", "content_filter").strip()
     assert not postconf(etc, "-M", "lmsav/unix").strip()
+    # The SMTP client's limits in main.cf go with it.
+    assert "lmsav_destination" not in postconf(etc, "-n")
     back = setup(etc, "--apply", *after_queue)
     assert "-smtpd_milters = inet:127.0.0.1:8894" in back
-    assert "+content_filter = lmsav:dummy" in back
+    assert f"+content_filter = {content_filter}" in back
     assert not postconf(etc, "-n", "smtpd_milters").strip()
     setup(etc, "--remove", "--apply")
     assert files(etc) == original

@@ -2,9 +2,12 @@
 for lmsav by ``lmsav setup … --apply`` and delivering to Maildirs under a temporary directory.
 
 Each stack is an MTA, an lmsav configuration of its own (spool, groups) and a running ``lmsav
-spool watch``. Postfix comes from the Debian package; Exim, whose packages conflict with
-postfix, is unpacked beside it by scripts/mta/exim-unpack. A test that cannot get its MTA is
-skipped with the reason. Set LMSAV_KEEP_MTA=1 to keep the directories for a post-mortem.
+spool watch``. The MTA hands mail to lmsav as ``lmsav setup`` does by default, over SMTP to the
+listener the watcher runs (``[spool] listen`` on a free port, ``--listen-port``), or, in the
+``*_pipe_stack`` fixtures, through the pipe transport (``--pipe``) running ``lmsav enqueue``.
+Postfix comes from the Debian package; Exim, whose packages conflict with postfix, is unpacked
+beside it by scripts/mta/exim-unpack. A test that cannot get its MTA is skipped with the
+reason. Set LMSAV_KEEP_MTA=1 to keep the directories for a post-mortem.
 
 Every stack knows the same domains and recipients; the lmsav groups give each domain its
 policy: drop.test drops infected mail, warn.test warns, cure.test cures, everything else (the
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -353,7 +357,9 @@ class WatcherProcess:
         self.proc = None
 
 
-def write_lmsav_config(root: Path, spool: Path, reinject_port: int) -> Path:
+def write_lmsav_config(root: Path, spool: Path, reinject_port: int, listen: str = "") -> Path:
+    """lmsav's configuration for a stack; it ends in its [spool] table, so a test may add to
+    that. ``listen``: the address of the listener the watcher runs ([spool] listen)."""
     config = root / "lmsav" / "lmsav.toml"
     (config.parent / "groups.d").mkdir(parents=True)
     config.write_text(f"""[paths]
@@ -366,7 +372,7 @@ workers = 2
 retry_delay = 1
 rescan_interval = 1
 max_attempts = 1000
-""")
+""" + (f'listen = ["{listen}"]\n' if listen else ""))
     for name, text in GROUPS.items():
         (config.parent / "groups.d" / name).write_text(text)
     os.chmod(config.parent, 0o755)
@@ -378,7 +384,7 @@ max_attempts = 1000
 class PrivatePostfix:
     """A Postfix instance of its own: configuration, queue, data and log under ``root``."""
 
-    user = "nobody"  # runs `lmsav enqueue` (pipe refuses root and the postfix account)
+    user = "nobody"  # runs `lmsav enqueue` with --pipe (pipe refuses root and the postfix account)
 
     def __init__(self, root: Path, smtp_port: int, mailboxes: Path, inside=None):
         self.root = root
@@ -529,7 +535,7 @@ begin retry
 class PrivateExim:
     """An Exim daemon of its own (``-C``), unpacked beside Postfix; it runs as Debian-exim."""
 
-    user = "Debian-exim"  # Exim gives up root for -C, so the pipe runs as the Exim user
+    user = "Debian-exim"  # Exim gives up root for -C, so a pipe (--pipe) runs as the Exim user
 
     def __init__(self, exim: str, root: Path, smtp_port: int, mailboxes: Path):
         self.exim = exim
@@ -616,8 +622,21 @@ class Stack:
     spool: Path
     watcher: WatcherProcess
     mail: Mailboxes
-    enqueue_path: str  # the lmsav the MTA runs (--lmsav)
+    enqueue_path: str  # the lmsav the MTA runs (--pipe --lmsav); "" for the listener
     setup_output: str = ""
+
+    @property
+    def setup_args(self) -> list:
+        """`lmsav setup …` as this stack was set up: run again, it changes nothing."""
+        target = self.mta.etc if self.name == "postfix" else self.mta.root
+        args = [self.name, "--apply", "--config-dir", target, "--port", self.reinject_port]
+        if self.enqueue_path:
+            return args + ["--pipe", "--user", self.mta.user, "--lmsav", self.enqueue_path,
+                           "--spool", self.spool]
+        [listen] = tomllib.loads(self.lmsav_config.read_text())["spool"]["listen"]
+        protocol, _, rest = listen.partition(":")
+        return args + ["--listen-port", rest.rpartition(":")[2]] + (
+            ["--lmtp"] if protocol == "lmtp" else [])
 
     def send(self, message: bytes, recipients, sender: str = SENDER) -> None:
         with smtplib.SMTP("127.0.0.1", self.smtp_port, local_hostname="client.test",
@@ -649,27 +668,51 @@ def _make_root(name: str) -> Path:
     return root
 
 
-def _build_stack(name: str, mta_factory) -> Stack:
+def _build_stack(name: str, mta_factory, transport: str = "smtp") -> Stack:
+    """An MTA set up by `lmsav setup NAME --apply` for ``transport``: "smtp" or "lmtp" (the
+    default way: the listener the watcher runs, on a free port) or "pipe"."""
     root = _make_root(name)
     smtp_port, reinject_port = free_port(), free_port()
     mailboxes = root / "mail"
     mailboxes.mkdir()
     mta = mta_factory(root, smtp_port, mailboxes)
     _chown(mailboxes, mta.user)
-    # The spool belongs to the account that runs `lmsav enqueue`; the watcher runs as root.
+    # The spool belongs to the account that runs `lmsav enqueue`; the watcher (and the listener
+    # it runs) runs as root.
     spool = root / "spool"
     for path in (spool, *(spool / sub for sub in SUBDIRS)):
         path.mkdir(mode=0o750)
         _chown(path, mta.user)
-    config = write_lmsav_config(root, spool, reinject_port)
+    listen = "" if transport == "pipe" else f"{transport}:127.0.0.1:{free_port()}"
+    config = write_lmsav_config(root, spool, reinject_port, listen)
     mta.configure()
     target = (["--config-dir", mta.etc] if name == "postfix" else ["--config-dir", mta.root])
-    enqueue = enqueue_executable(root, mta.user)
-    output = run_setup(name, "--apply", *target, "--port", reinject_port, "--user", mta.user,
-                       "--lmsav", enqueue, "--spool", spool, config=config)
+    if transport == "pipe":
+        enqueue = enqueue_executable(root, mta.user)
+        how = ["--pipe", "--user", mta.user, "--lmsav", enqueue, "--spool", spool]
+    else:
+        enqueue = ""
+        how = ["--listen-port", listen.rpartition(":")[2]] + (
+            ["--lmtp"] if transport == "lmtp" else [])
+    output = run_setup(name, "--apply", *target, "--port", reinject_port, *how, config=config)
     watcher = WatcherProcess(config, root / "watch.log")
     return Stack(name, root, mta, smtp_port, reinject_port, config, spool, watcher,
                  Mailboxes(mailboxes), enqueue, output)
+
+
+def listen_port(stack: Stack) -> int | None:
+    """The port of the listener the stack's watcher runs; None for a pipe stack."""
+    listen = tomllib.loads(stack.lmsav_config.read_text())["spool"].get("listen", [])
+    return int(listen[0].rpartition(":")[2]) if listen else None
+
+
+def _start_stack(stack: Stack) -> None:
+    stack.mta.start()
+    wait_port(stack.reinject_port)
+    stack.watcher.start()
+    port = listen_port(stack)
+    if port is not None:
+        wait_port(port, timeout=60)
 
 
 def _teardown(stack: Stack) -> None:
@@ -679,41 +722,61 @@ def _teardown(stack: Stack) -> None:
         shutil.rmtree(stack.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def postfix_stack():
-    """A private Postfix with lmsav behind it, running for the module's tests."""
+def _postfix_stack(transport: str):
     _need_root()
     if not have_postfix():
         pytest.skip("Postfix is not installed (Debian package postfix)")
-    stack = _build_stack("postfix", PrivatePostfix)
+    stack = _build_stack("postfix", PrivatePostfix, transport)
     try:
-        stack.mta.start()
-        wait_port(stack.reinject_port)
-        stack.watcher.start()
+        _start_stack(stack)
         yield stack
     finally:
         _teardown(stack)
+
+
+def _exim_stack(transport: str):
+    _need_root()
+    exim = unpacked_exim()
+    stack = _build_stack("exim", lambda root, port, mail: PrivateExim(exim, root, port, mail),
+                         transport)
+    try:
+        _start_stack(stack)
+        yield stack
+    finally:
+        _teardown(stack)
+
+
+@pytest.fixture(scope="module")
+def postfix_stack():
+    """A private Postfix with lmsav behind it as `lmsav setup postfix` makes it by default
+    (over SMTP to the listener), running for the module's tests."""
+    yield from _postfix_stack("smtp")
+
+
+@pytest.fixture(scope="module")
+def postfix_pipe_stack():
+    """The same with `lmsav setup postfix --pipe`: `lmsav enqueue` for every message."""
+    yield from _postfix_stack("pipe")
 
 
 @pytest.fixture(scope="module")
 def exim_stack():
-    """A private Exim with lmsav behind it, running for the module's tests."""
-    _need_root()
-    exim = unpacked_exim()
-    stack = _build_stack("exim", lambda root, port, mail: PrivateExim(exim, root, port, mail))
-    try:
-        stack.mta.start()
-        wait_port(stack.reinject_port)
-        stack.watcher.start()
-        yield stack
-    finally:
-        _teardown(stack)
+    """A private Exim with lmsav behind it as `lmsav setup exim` makes it by default (an smtp
+    transport to the listener), running for the module's tests."""
+    yield from _exim_stack("smtp")
+
+
+@pytest.fixture(scope="module")
+def exim_pipe_stack():
+    """The same with `lmsav setup exim --pipe`: `lmsav enqueue` for every message."""
+    yield from _exim_stack("pipe")
 
 
 @contextlib.contextmanager
 def full_spool(stack, setup_args: list):
-    """A spool on a 64 KiB tmpfs filled to the brim, switched in with `lmsav setup … --spool`
-    and switched back (and unmounted) afterwards: enqueue fails with ENOSPC meanwhile."""
+    """A spool on a 64 KiB tmpfs filled to the brim, switched in with `lmsav setup … --pipe
+    --spool` and switched back (and unmounted) afterwards: enqueue fails with ENOSPC
+    meanwhile."""
     full = stack.root / "full-spool"
     full.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs",

@@ -4,7 +4,9 @@ on a plain configuration file, then mail over SMTP to Maildirs.
 Exim (exim4-daemon-heavy) is unpacked beside Postfix by scripts/mta/exim-unpack; the stack
 (tests/mta/conftest.py) runs it with `-C` on a private configuration set up by `lmsav setup exim
 --apply`, with lmsav's groups (drop.test drops, warn.test warns, cure.test cures, the rest
-rejects) and a running `lmsav spool watch`.
+rejects) and a running `lmsav spool watch`, whose listener ([spool] listen) the smtp transport
+delivers to, as setup makes it by default; the pipe stack (`--pipe`) runs `lmsav enqueue`
+instead, and the tests of a spool that cannot be written use it.
 """
 
 from __future__ import annotations
@@ -64,8 +66,31 @@ def by_subject(messages: list[bytes], start: str) -> bytes:
 
 # -- editing configuration text (no Exim needed) -------------------------------------------------
 
+def test_by_default_an_smtp_transport_goes_to_the_listener_and_comes_out_byte_for_byte():
+    options = setup_exim.Options("/usr/bin/lmsav", port=10026, transport="smtp")
+    added = setup_exim.add_lmsav(PLAIN, options)
+    lines = added.splitlines()
+    assert "  transport = lmsav_smtp" in lines and "lmsav_pipe:" not in lines
+    start = lines.index("lmsav_smtp:")
+    assert lines[start:lines.index("# lmsav: end", start)] == [
+        "lmsav_smtp:", "  driver = smtp", "  hosts = 127.0.0.1", "  port = 10025",
+        "  hosts_override", "  allow_localhost", "  protocol = smtp", "  hosts_avoid_tls = *",
+        "  connect_timeout = 10s"]
+    # The reinjection port and the loop condition are the pipe's.
+    assert "daemon_smtp_ports = <; 25 ; 587 ; 10026" in lines
+    assert any("{!eq{$received_port}{10026}}" in line for line in lines)
+    assert setup_exim.strip_lmsav(added) == PLAIN
+    lmtp = setup_exim.add_lmsav(PLAIN, setup_exim.Options(
+        "/usr/bin/lmsav", transport="lmtp", listen_port=10030))
+    assert "  protocol = lmtp" in lmtp and "  port = 10030" in lmtp
+    # Switching transports replaces lmsav's blocks: nothing of the other stays.
+    switched = setup_exim.add_lmsav(setup_exim.strip_lmsav(added), setup_exim.Options(
+        "/usr/bin/lmsav", port=10026))
+    assert "lmsav_smtp" not in switched and "  transport = lmsav_pipe" in switched
+
+
 def test_router_transport_and_port_go_in_and_come_out_byte_for_byte():
-    options = setup_exim.Options("/usr/bin/lmsav", "lmsav", 10026)
+    options = setup_exim.Options("/usr/bin/lmsav", "lmsav", 10026)  # the pipe
     added = setup_exim.add_lmsav(PLAIN, options)
     lines = added.splitlines()
     # The router comes first after "begin routers", the transport first after "begin transports".
@@ -101,9 +126,13 @@ def test_setup_refuses_a_path_the_command_cannot_hold(tmp_path):
     from click.testing import CliRunner
 
     result = CliRunner().invoke(lmsav_cli(), ["setup", "exim", "--config-file", str(conf),
-                                              "--lmsav", "/opt/my lmsav/bin/lmsav"])
+                                              "--pipe", "--lmsav", "/opt/my lmsav/bin/lmsav"])
     assert result.exit_code == 2 and "must be one word" in result.output
     assert conf.read_text() == PLAIN
+    # The listener's transport runs nothing of lmsav's: the path does not matter to it.
+    result = CliRunner().invoke(lmsav_cli(), ["setup", "exim", "--config-file", str(conf),
+                                              "--lmsav", "/opt/my lmsav/bin/lmsav"])
+    assert result.exit_code == 0 and "lmsav_smtp:" in result.output, result.output
 
 
 # -- Debian's configurations, checked with the real Exim -----------------------------------------
@@ -157,7 +186,7 @@ def test_setup_on_debian_configurations_routes_everything_through_lmsav(exim, tm
     original = debian_config(exim, tmp_path / "pristine", split)
     etc = debian_config(exim, tmp_path / "exim4", split)
     lmsav = shutil.which("lmsav") or "/usr/bin/true"
-    common = ["--config-dir", etc, "--user", "nobody", "--lmsav", lmsav]
+    common = ["--config-dir", etc, "--pipe", "--user", "nobody", "--lmsav", lmsav]
 
     shown = run_setup("exim", *common)
     layout = "split configuration (conf.d/)" if split else "non-split configuration"
@@ -197,6 +226,57 @@ def test_setup_on_debian_configurations_routes_everything_through_lmsav(exim, tm
             assert all(".lmsav-" in name for name in extra), extra
     removed = generate(exim, etc, tmp_path / "config.removed")
     assert "lmsav" not in removed.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("split", [True, False], ids=["split", "template"])
+def test_the_default_smtp_transport_on_debian_configurations_and_back_to_the_pipe(exim, tmp_path,
+                                                                                  split):
+    original = debian_config(exim, tmp_path / "pristine", split)
+    etc = debian_config(exim, tmp_path / "exim4", split)
+    shown = run_setup("exim", "--apply", "--config-dir", etc)
+    assert "lmsav_smtp:" in shown and "Once Exim runs the new configuration" in shown
+    config = generate(exim, etc, tmp_path / "config.autogenerated")
+    transport = exim_says(exim, config, "-bP", "transport", "lmsav_smtp")
+    for line in ("driver = smtp", "hosts = 127.0.0.1", "port = 10025", "hosts_override",
+                 "allow_localhost", "protocol = smtp"):
+        assert line in transport.splitlines(), transport
+    for extra in ([], ["-oMi", "192.0.2.1.25"]):
+        routed = exim_says(exim, config, *extra, "-bt", "root@localhost", "someone@example.net")
+        assert routed.count("router = lmsav_scan, transport = lmsav_smtp") == 2, routed
+    routed = exim_says(exim, config, "-oMi", "127.0.0.1.10026", "-bt", "root@localhost")
+    assert "lmsav" not in routed
+
+    # LMTP, then the pipe: each replaces the other, nothing of it stays.
+    run_setup("exim", "--apply", "--lmtp", "--listen-port", "10030", "--config-dir", etc)
+    config = generate(exim, etc, tmp_path / "config.autogenerated")
+    transport = exim_says(exim, config, "-bP", "transport", "lmsav_smtp").splitlines()
+    assert "protocol = lmtp" in transport and "port = 10030" in transport
+    lmsav = shutil.which("lmsav") or "/usr/bin/true"
+    run_setup("exim", "--apply", "--pipe", "--user", "nobody", "--lmsav", lmsav,
+              "--config-dir", etc)
+    config = generate(exim, etc, tmp_path / "config.autogenerated")
+    assert "lmsav_smtp" not in config.read_text() and "lmsav_pipe:" in config.read_text()
+    run_setup("exim", "--remove", "--apply", "--config-dir", etc)
+    compare = filecmp.dircmp(original, etc, ignore=[])
+    assert not compare.diff_files and not compare.left_only
+    assert "lmsav" not in generate(exim, etc, tmp_path / "config.removed").read_text()
+
+
+@pytest.mark.integration
+def test_an_older_split_setup_with_the_pipe_file_is_switched_and_removed(exim, tmp_path):
+    etc = debian_config(exim, tmp_path / "exim4", split=True)
+    lmsav = shutil.which("lmsav") or "/usr/bin/true"
+    run_setup("exim", "--apply", "--pipe", "--user", "nobody", "--lmsav", lmsav,
+              "--config-dir", etc)
+    # Where the pipe transport was before the transport could be chosen.
+    (etc / setup_exim.SPLIT_TRANSPORT).rename(etc / setup_exim.OLD_SPLIT_TRANSPORT)
+    run_setup("exim", "--apply", "--config-dir", etc)
+    assert not (etc / setup_exim.OLD_SPLIT_TRANSPORT).exists()
+    config = generate(exim, etc, tmp_path / "config.autogenerated")
+    assert "lmsav_pipe" not in config.read_text()
+    run_setup("exim", "--remove", "--apply", "--config-dir", etc)
+    assert not (etc / setup_exim.SPLIT_TRANSPORT).exists()
 
 
 @pytest.mark.integration
@@ -279,7 +359,7 @@ def test_a_message_to_several_groups_goes_to_lmsav_once_and_is_split(exim_stack)
     cured = by_subject(exim_stack.wait("dave@cure.test", tok, count=2), "report")
     assert zip_members(cured, "files.zip") == ["clean.txt"]
     exim_stack.wait(SENDER, tok)
-    # The pipe transport took all four recipients in one `lmsav enqueue`.
+    # The smtp transport handed all four recipients over in one transaction.
     lines = [line for line in (exim_stack.root / "watch.log").read_text().splitlines()
              if f"message_id=<{tok}@senders.test>" in line]
     assert len(lines) == 1 and all(r in lines[0] for r in rcpts), lines
@@ -297,8 +377,8 @@ def wait_exim_log(stack, *words: str, timeout: float = 30.0) -> list[str]:
 
 
 @pytest.mark.integration
-def test_a_read_only_spool_makes_exim_defer_and_deliver_later(exim_stack):
-    stack = exim_stack
+def test_a_read_only_spool_makes_exim_defer_and_deliver_later(exim_pipe_stack):
+    stack = exim_pipe_stack
     tmp = stack.spool / "tmp"
     tok = token()
     os.chmod(tmp, 0o550)  # `lmsav enqueue` runs as Debian-exim, the owner: it cannot write now
@@ -347,10 +427,10 @@ def test_reinjection_failing_for_a_while_delays_but_loses_nothing(exim_stack):
 
 
 @pytest.mark.integration
-def test_a_full_spool_makes_exim_defer_and_deliver_later(exim_stack):
-    stack = exim_stack
+def test_a_full_spool_makes_exim_defer_and_deliver_later(exim_pipe_stack):
+    stack = exim_pipe_stack
     setup = ["exim", "--apply", "--config-dir", stack.mta.root, "--port", stack.reinject_port,
-             "--user", stack.mta.user, "--lmsav", stack.enqueue_path]
+             "--pipe", "--user", stack.mta.user, "--lmsav", stack.enqueue_path]
     tok = token()
     with full_spool(stack, setup):
         sent = build_message(tok, ("big.bin", os.urandom(20000), "application/octet-stream"))

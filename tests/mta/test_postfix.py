@@ -2,7 +2,9 @@
 
 The stack (tests/mta/conftest.py) is a private Postfix configured by `lmsav setup postfix
 --apply`, lmsav's groups (drop.test drops, warn.test warns, cure.test cures, the rest rejects)
-and a running `lmsav spool watch`.
+and a running `lmsav spool watch`, which takes the mail over SMTP on its listener ([spool]
+listen), as setup makes it by default; the pipe stack (`--pipe`) hands each message to `lmsav
+enqueue` instead, and the tests of a spool that cannot be written use it.
 """
 
 from __future__ import annotations
@@ -76,12 +78,83 @@ def backups(etc: Path) -> list[str]:
     return sorted(p.name for p in etc.iterdir() if ".lmsav-" in p.name)
 
 
+def files(etc: Path) -> dict[str, bytes]:
+    return {name: (etc / name).read_bytes() for name in ("main.cf", "master.cf")}
+
+
+CLIENT_OPTIONS = ["smtp_send_xforward_command=yes", "disable_mime_output_conversion=yes",
+                  "smtp_generic_maps=", "smtp_tls_security_level=none",
+                  "smtp_connect_timeout=10s"]
+LIMITS = ["lmsav_destination_concurrency_limit = 10", "lmsav_destination_recipient_limit = 100"]
+
+
+def lmsav_settings(etc: Path) -> list[str]:
+    """main.cf's lmsav settings and master.cf's lmsav service, as postconf lists them."""
+    main = [line for line in postconf(etc, "-n").splitlines()
+            if line.startswith(("content_filter", "lmsav_"))]
+    return main + postconf(etc, "-M", "lmsav/unix").splitlines()
+
+
+@needs_postfix
+def test_setup_by_default_hands_mail_to_the_listener_over_smtp(postfix_copy):
+    etc = postfix_copy
+    original = files(etc)
+    common = ["--config-dir", etc]
+
+    shown = run_setup("postfix", *common)
+    assert "+content_filter = lmsav:[127.0.0.1]:10025" in shown
+    assert "+lmsav      unix  -       -       n       -       10      smtp" in shown
+    for option in CLIENT_OPTIONS:
+        assert f"+    -o {option}" in shown
+    assert all(f"+{line}" in shown for line in LIMITS)
+    assert "+127.0.0.1:10026 inet" in shown and "pipe" not in shown
+    assert "Nothing changed" in shown and files(etc) == original  # only printed
+
+    done = run_setup("postfix", "--apply", *common)
+    assert 'with [spool] listen = ["smtp:127.0.0.1:10025"]' in done
+    assert postconf(etc, "-h", "content_filter").strip() == "lmsav:[127.0.0.1]:10025"
+    service = postconf(etc, "-M", "lmsav/unix").split()
+    assert service[:8] == ["lmsav", "unix", "-", "-", "n", "-", "10", "smtp"]
+    assert service[8:] == [word for option in CLIENT_OPTIONS for word in ("-o", option)]
+    assert sorted(postconf(etc, "-n", "lmsav_destination_concurrency_limit",
+                           "lmsav_destination_recipient_limit").splitlines()) == LIMITS
+    assert "127.0.0.1:10026/inet/content_filter =" in postconf(
+        etc, "-P", "127.0.0.1:10026/inet").splitlines()
+    assert "already set up for lmsav" in run_setup("postfix", "--apply", *common)
+
+    # LMTP on another port: the lmtp client with its own parameters, the same limits.
+    lmtp = run_setup("postfix", "--apply", "--lmtp", "--listen-port", "10030", *common)
+    assert "-content_filter = lmsav:[127.0.0.1]:10025" in lmtp
+    assert "+content_filter = lmsav:inet:[127.0.0.1]:10030" in lmtp
+    assert postconf(etc, "-M", "lmsav/unix").split()[7:10] == [
+        "lmtp", "-o", "lmtp_send_xforward_command=yes"]
+    assert "lmsav_destination_recipient_limit" not in lmtp  # unchanged
+
+    # Over to the pipe: the client's limits go with it.
+    lmsav = shutil.which("lmsav") or "/usr/bin/true"
+    piped = run_setup("postfix", "--apply", "--pipe", "--user", "nobody", "--lmsav", lmsav,
+                      *common)
+    assert all(f"-{line}" in piped for line in LIMITS)
+    assert lmsav_settings(etc)[0] == "content_filter = lmsav:dummy"
+    assert "lmsav_destination" not in postconf(etc, "-n")
+    assert postconf(etc, "-M", "lmsav/unix").split()[7] == "pipe"
+
+    # An installation of the pipe's days is lmsav's: switched to the listener, then removed.
+    back = run_setup("postfix", "--apply", *common)
+    assert "-content_filter = lmsav:dummy" in back and "-lmsav      unix  -       n" in back
+    removal = run_setup("postfix", "--remove", "--apply", *common)
+    assert all(f"-{line}" in removal for line in LIMITS)
+    assert files(etc) == original
+    assert lmsav_settings(etc) == []
+
+
 @needs_postfix
 def test_setup_prints_applies_once_and_removes_to_the_original_files(postfix_copy):
     etc = postfix_copy
     original = {name: (etc / name).read_bytes() for name in ("main.cf", "master.cf")}
     lmsav = shutil.which("lmsav") or "/usr/bin/true"
-    common = ["--config-dir", etc, "--user", "nobody", "--lmsav", lmsav, "--port", "10026"]
+    common = ["--config-dir", etc, "--pipe", "--user", "nobody", "--lmsav", lmsav, "--port",
+              "10026"]
 
     shown = run_setup("postfix", *common)
     assert "+content_filter = lmsav:dummy" in shown
@@ -127,6 +200,53 @@ def test_setup_prints_applies_once_and_removes_to_the_original_files(postfix_cop
 
 
 @needs_postfix
+def test_setup_notes_when_lmsavs_configuration_does_not_listen_where_postfix_sends(
+        postfix_copy, tmp_path):
+    config = tmp_path / "lmsav.toml"
+    config.write_text('[spool]\nreinject = "smtp:127.0.0.1:10026"\n')
+    shown = run_setup("postfix", "--config-dir", postfix_copy, config=config)
+    assert ('note: [spool] listen = [] in ' + str(config)) in shown
+    assert 'set listen = ["smtp:127.0.0.1:10025"] in [spool] there' in shown
+    assert "lmsav enqueue" not in shown  # no pipe, no note about its user and spool
+    shown = run_setup("postfix", "--config-dir", postfix_copy, "--lmtp", "--listen-port",
+                      "2424", config=config)
+    assert 'set listen = ["lmtp:127.0.0.1:2424"]' in shown
+    config.write_text('[spool]\nreinject = "smtp:127.0.0.1:10026"\n'
+                      'listen = ["smtp:localhost:10025", "lmtp:127.0.0.1:2424"]\n')
+    for args in ([], ["--lmtp", "--listen-port", "2424"]):
+        shown = run_setup("postfix", "--config-dir", postfix_copy, *args, config=config)
+        assert "note:" not in shown, shown
+
+
+@needs_postfix
+def test_setup_refuses_a_listen_port_postfix_uses_and_options_of_the_pipe(postfix_copy):
+    from click.testing import CliRunner
+
+    etc = postfix_copy
+
+    def setup(*args):
+        return CliRunner().invoke(lmsav_cli(), ["setup", "postfix", "--apply", "--config-dir",
+                                                str(etc), *args])
+
+    # An amavis-style reinjection smtpd on 10025: lmsav's listener cannot have that port.
+    postconf(etc, "-M", "127.0.0.1:10025/inet=127.0.0.1:10025 inet n - n - - smtpd")
+    result = setup()
+    assert result.exit_code == 2, result.output
+    assert "master.cf service 127.0.0.1:10025/inet listens on port 10025" in result.output
+    assert "--listen-port" in result.output
+    postconf(etc, "-MX", "127.0.0.1:10025/inet")
+    original = files(etc)
+    for args, words in ((["--spool", "/var/spool/x"], "--spool goes with --pipe"),
+                        (["--pipe", "--lmtp"], "--pipe and --lmtp exclude each other"),
+                        (["--milter", "--lmtp"], "--milter asks before the queue"),
+                        (["--listen-port", "10026"], "cannot be both lmsav's listener")):
+        result = setup(*args)
+        assert result.exit_code == 2 and words in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert files(etc) == original and backups(etc) == []
+
+
+@needs_postfix
 def test_setup_refuses_another_content_filter_a_missing_user_and_a_taken_port(postfix_copy):
     from click.testing import CliRunner
 
@@ -135,7 +255,7 @@ def test_setup_refuses_another_content_filter_a_missing_user_and_a_taken_port(po
 
     def setup(*args):
         return CliRunner().invoke(lmsav_cli(), ["setup", "postfix", "--apply", "--config-dir",
-                                                str(etc), "--lmsav", lmsav, *args])
+                                                str(etc), "--pipe", "--lmsav", lmsav, *args])
 
     postconf(etc, "-e", "content_filter = smtp-amavis:[127.0.0.1]:10024")
     result = setup("--user", "nobody")
@@ -260,8 +380,8 @@ def wait_deferred(stack, tok: str, timeout: float = 30.0) -> list[str]:
     raise AssertionError(f"no deferred message after {timeout} s\n{stack.debug()}")
 
 
-def test_a_read_only_spool_makes_postfix_defer_and_deliver_later(postfix_stack):
-    stack = postfix_stack
+def test_a_read_only_spool_makes_postfix_defer_and_deliver_later(postfix_pipe_stack):
+    stack = postfix_pipe_stack
     tmp = stack.spool / "tmp"
     tok = token()
     os.chmod(tmp, 0o550)  # `lmsav enqueue` runs as nobody, the owner: it cannot write now
@@ -279,10 +399,10 @@ def test_a_read_only_spool_makes_postfix_defer_and_deliver_later(postfix_stack):
     assert_unchanged_but_av_headers(sent, got)
 
 
-def test_a_full_spool_makes_postfix_defer_and_deliver_later(postfix_stack, tmp_path):
-    stack = postfix_stack
+def test_a_full_spool_makes_postfix_defer_and_deliver_later(postfix_pipe_stack, tmp_path):
+    stack = postfix_pipe_stack
     setup = ["postfix", "--apply", "--config-dir", stack.mta.etc, "--port", stack.reinject_port,
-             "--user", stack.mta.user, "--lmsav", stack.enqueue_path]
+             "--pipe", "--user", stack.mta.user, "--lmsav", stack.enqueue_path]
     tok = token()
     with full_spool(stack, setup):
         sent = build_message(tok, ("big.bin", os.urandom(20000), "application/octet-stream"))
@@ -316,9 +436,7 @@ def test_reinjection_failing_for_a_while_delays_but_loses_nothing(postfix_stack)
         assert stack.mail.messages("alice@clean.test", tok) == []
     finally:
         # `lmsav setup postfix --apply` puts the missing service back.
-        run_setup("postfix", "--apply", "--config-dir", stack.mta.etc, "--port",
-                  stack.reinject_port, "--user", stack.mta.user, "--lmsav", stack.enqueue_path,
-                  "--spool", stack.spool)
+        run_setup(*stack.setup_args, config=stack.lmsav_config)
         stack.mta.reload()
     [got] = stack.wait("alice@clean.test", tok)
     assert_unchanged_but_av_headers(sent, got)

@@ -65,7 +65,9 @@ def stack(sysroot):
             "retry_delay = 1\nrescan_interval = 1\nworkers = 1\n")
         lmsav_for_pipe = enqueue_executable(root, SERVICE_USER, runs=lambda command: sysroot.run(
             *command, user=SERVICE_USER, check=False).returncode == 0)
-        setup = sysroot.run(LMSAV, "setup", "postfix", "--apply", "--config-dir", str(mta.etc),
+        # The pipe: what this layout proves is `lmsav enqueue` run by Postfix as the pipe user.
+        setup = sysroot.run(LMSAV, "setup", "postfix", "--apply", "--pipe",
+                            "--config-dir", str(mta.etc),
                             "--port", str(reinject_port), "--lmsav", lmsav_for_pipe,
                             env=environment())
         assert f"runs as {SERVICE_USER} and writes to /var/lib/lmsav/nqueue" in setup.stdout

@@ -107,3 +107,32 @@ def test_questions_at_a_terminal(isolated_sysroot):
     assert "setup-nightly" not in (sysroot.path("/etc/cron.d/lmsav").read_text()
                                    if sysroot.path("/etc/cron.d/lmsav").exists() else "")
     assert sysroot.run("id", "-u", "lmsav", check=False).returncode != 0
+
+
+class NamedMta:
+    def __init__(self, name: str):
+        self.name = name
+
+
+@pytest.mark.parametrize("replies, mode, transport", [
+    (["", "lmtp"], "after-queue", "lmtp"),   # after the queue: the transport is asked
+    (["milter"], "milter", "smtp"),          # before it: no transport question
+])
+def test_the_transport_question_follows_the_mode(replies, mode, transport):
+    import click
+
+    from lmsav.setup import answers as answers_mod
+    from lmsav.setup import commands
+
+    answers = answers_mod.Answers(domains=["example.org"], admin="av@example.org")
+
+    @click.command()
+    def ask():
+        commands._ask(answers, [NamedMta("postfix")], ["example.org"])
+
+    lines = ["", "", "bundled", "", "y", *replies, "n", "y"]
+    result = CliRunner().invoke(ask, input="".join(line + "\n" for line in lines))
+    assert result.exit_code == 0, result.output
+    assert (answers.mta, answers.postfix_mode, answers.transport) == (["postfix"], mode,
+                                                                      transport)
+    assert ("lmsav spool watch" in result.output) == (mode == "after-queue")

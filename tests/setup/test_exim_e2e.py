@@ -6,7 +6,8 @@ which gives the configuration back byte for byte.
 Exim's packages conflict with Postfix, so scripts/mta/exim-unpack unpacks them; inside the
 tests.sysroot namespace the binary goes where the package puts it (/usr/sbin/exim4, set-uid
 root, its libraries beside the system's), so Exim runs as root and gives up privileges as on a
-server: the pipe transport runs as lmsav, local deliveries as the mailbox's owner.
+server: local deliveries run as the mailbox's owner, and lmsav's smtp transport hands every
+message to the listener the spool watcher runs (setup's default, [spool] listen).
 """
 
 from __future__ import annotations
@@ -132,8 +133,11 @@ def test_exim_server_set_up_used_and_removed(exim_server):
                     "the clean message in alice's mailbox")
     [got] = [m for m in server.mailbox("alice") if clean in (m["Subject"] or "")]
     assert got["X-AV-Checked"] and got["X-AV-Status"] == "clean"
-    # It went through the pipe (only lmsav and root may write the spool, mode 2770).
-    assert "R=lmsav_scan T=lmsav_pipe" in server.read("/var/log/exim4/mainlog")
+    # It went to the listener of the watcher (the spool is lmsav's, mode 2770), once.
+    mainlog = server.read("/var/log/exim4/mainlog")
+    assert "R=lmsav_scan T=lmsav_smtp H=127.0.0.1 [127.0.0.1]" in mainlog
+    assert 'listen = ["smtp:127.0.0.1:10025"]' in server.read("/etc/lmsav/lmsav.toml")
+    assert " T=lmsav_smtp defer" not in mainlog, mainlog
 
     send_eicar_to_alice(server, domain)
 

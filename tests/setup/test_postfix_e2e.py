@@ -1,12 +1,16 @@
 """`lmsav setup` on a server with the system's Postfix, end to end, as the administrator does it:
 `lmsav setup --yes`, the two start commands it prints, `postfix start`, mail from swaks, `lmsav
-setup --self-test`, and `lmsav setup --remove`, which gives /etc/postfix back byte for byte.
+setup --self-test`, and `lmsav setup --remove`, which gives /etc/postfix back byte for byte; with
+the default transport (Postfix's SMTP client to the listener the spool watcher runs) and with
+`transport = "pipe"` (`lmsav enqueue`).
 
 Postfix is the host's (/etc/postfix as the package installed it), inside a tests.sysroot
 namespace with its own network: port 25 there is not the host's, and the host is untouched.
 """
 
 from __future__ import annotations
+
+import tomllib
 
 import pytest
 
@@ -26,12 +30,16 @@ def postfix_server(server):
     return server
 
 
-def test_postfix_server_set_up_used_and_removed(postfix_server):
+FILTERS = {"smtp": "lmsav:[127.0.0.1]:10025", "pipe": "lmsav:dummy"}
+
+
+@pytest.mark.parametrize("transport", ["smtp", "pipe"])
+def test_postfix_server_set_up_used_and_removed(postfix_server, transport):
     server = postfix_server
     etc_postfix = server.tree("/etc/postfix")
     before = server.root.changes()
 
-    setup = server.setup("--yes")
+    setup = server.setup("--yes", answers={"transport": transport})
     out = setup.stdout
     domain = server.sh("postconf -h myhostname").stdout.strip()
     # The protected domains are what Postfix delivers locally (mydestination), its own name
@@ -40,6 +48,9 @@ def test_postfix_server_set_up_used_and_removed(postfix_server):
     assert "postfix: configured" in out
     assert "lmsav is set up." in out
     assert server.tree("/etc/postfix") != etc_postfix
+    assert server.sh("postconf -h content_filter").stdout.strip() == FILTERS[transport]
+    listen = tomllib.loads(server.read("/etc/lmsav/lmsav.toml"))["spool"].get("listen")
+    assert listen == (["smtp:127.0.0.1:10025"] if transport == "smtp" else None)
 
     server.start_services(out)
     server.sh("postfix start")

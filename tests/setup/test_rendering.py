@@ -6,7 +6,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from lmsav import config
+from lmsav.setup import mta as mta_mod
 from lmsav.setup import steps, units
 from lmsav.setup.answers import Answers
 from lmsav.setup.manifest import Manifest
@@ -33,6 +36,61 @@ def test_config_is_the_template_with_this_servers_values(tmp_path):
     settings = config.load_settings(path, None)
     assert settings.spool.log_file == Path("/var/log/lmsav/spool.log")
     assert settings.database_dir() == Path("/var/lib/clamav")
+
+
+class Installed:
+    """An MTA of lmsav.setup.mta that is installed, whatever this machine has."""
+
+    def __init__(self, cls, answers: Answers):
+        self.mta = cls(answers)
+
+    def __getattr__(self, name):
+        return getattr(self.mta, name)
+
+    def installed(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answers, listen", [
+    ({}, "smtp:127.0.0.1:10025"),
+    ({"transport": "lmtp", "listen_port": 10030}, "lmtp:127.0.0.1:10030"),
+    ({"transport": "pipe"}, None),
+    ({"postfix_mode": "milter"}, None),
+])
+def test_config_has_the_listener_postfix_hands_mail_to(tmp_path, answers, listen):
+    ctx = context(tmp_path, **answers)
+    ctx.mtas = [Installed(mta_mod.PostfixMta, ctx.answers)]
+    text = steps.config_text(ctx)
+    assert tomllib.loads(text)["spool"].get("listen") == ([listen] if listen else None)
+    path = tmp_path / "lmsav.toml"
+    path.write_text(text)
+    assert config.load_settings(path, None).spool.listen == ((listen,) if listen else ())
+
+
+def test_exim_after_the_queue_gets_the_listener_before_it_none(tmp_path):
+    ctx = context(tmp_path)
+    ctx.mtas = [Installed(mta_mod.EximMta, ctx.answers)]
+    assert steps.spool_listen(ctx) == "smtp:127.0.0.1:10025"
+    ctx = context(tmp_path, exim_mode="pre-queue")
+    ctx.mtas = [Installed(mta_mod.EximMta, ctx.answers)]
+    assert steps.spool_listen(ctx) == ""
+    ctx.mtas = []  # no MTA: nothing hands lmsav mail over SMTP
+    assert steps.spool_listen(ctx) == ""
+
+
+def test_an_administrators_config_without_the_listener_is_kept_with_a_warning(tmp_path):
+    said = []
+    ctx = context(tmp_path)
+    ctx.echo = said.append
+    ctx.mtas = [Installed(mta_mod.PostfixMta, ctx.answers)]
+    path = tmp_path / "lmsav.toml"
+    path.write_text('[spool]\nlisten = ["smtp:127.0.0.1:2525"]\n')
+    steps.check_spool_listen(ctx, config.load_settings(path, None))
+    assert len(said) == 1 and '"smtp:127.0.0.1:2525"' in said[0]
+    assert 'add it (listen = ["smtp:127.0.0.1:10025"])' in said[0]
+    path.write_text('[spool]\nlisten = ["smtp:127.0.0.1:2525", "smtp:127.0.0.1:10025"]\n')
+    steps.check_spool_listen(ctx, config.load_settings(path, None))
+    assert len(said) == 1
 
 
 def test_bundled_database_and_other_service_user(tmp_path):
