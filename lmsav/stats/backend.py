@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from itertools import chain
 
 from . import schema
-from .events import EventRow, MessageRow, counters
+from .events import Row
 
 
 class StoreUnavailable(Exception):
@@ -19,16 +20,16 @@ class SchemaTooNew(StoreUnavailable):
     """The store was written by a newer lmsav: left alone."""
 
 
-def rollup_rows(rows: list[MessageRow | EventRow]) -> list[tuple[str, tuple]]:
+def rollup_rows(rows: list[Row]) -> list[tuple[str, tuple]]:
     """(upsert statement, parameters) adding up every row's counters, in one order every
     writer follows, so that concurrent writers lock roll-up rows in the same order."""
     # Added up per minute first: a batch spans a few minutes, so the hours and days are summed
     # from the few minute keys rather than from every row again (most of the batch's cost).
     minutes: dict[tuple, int] = defaultdict(int)
-    for row in rows:
-        minute = int(row.time // _MINUTE * _MINUTE)
-        for metric, label, value in counters(row):
-            minutes[(minute, row.node, metric, label)] += value
+    for _table, (at, node, *_rest), counts in rows:
+        minute = int(at // _MINUTE * _MINUTE)
+        for metric, label, value in counts:
+            minutes[(minute, node, metric, label)] += value
     sums: dict[tuple, int] = {}
     for table, (width, _kept) in schema.ROLLUPS.items():
         for (minute, *rest), value in minutes.items():
@@ -117,13 +118,12 @@ class SqlBackend:
             return False
         return found is not None and found[0] == str(schema.VERSION)
 
-    def write(self, rows: list[MessageRow | EventRow], now: float) -> None:
+    def write(self, rows: list[Row], now: float) -> None:
         """Every row, its roll-ups and, when due, pruning: all or nothing."""
-        # Field order is column order (events.MessageRow, events.EventRow). Everything is
-        # prepared before the transaction, so that the write lock is held for the statements
-        # alone.
-        messages = [tuple(vars(r).values()) for r in rows if isinstance(r, MessageRow)]
-        events = [tuple(vars(r).values()) for r in rows if isinstance(r, EventRow)]
+        # Everything is prepared before the transaction, so that the write lock is held for
+        # the statements alone.
+        messages = [row.values for row in rows if row.table == "messages"]
+        events = [row.values for row in rows if row.table == "events"]
         rollups: dict[str, list[tuple]] = defaultdict(list)
         for statement, params in rollup_rows(rows):
             rollups[_UPSERT_TABLES[statement]].append(params)
@@ -158,7 +158,7 @@ class SqlBackend:
             # A power of two: a handful of statement texts, compiled once per connection.
             size = 1 << (min(per, len(rows) - start).bit_length() - 1)
             chunk = rows[start:start + size]
-            self._execute(_statement(table, size), tuple(v for row in chunk for v in row))
+            self._execute(_statement(table, size), tuple(chain.from_iterable(chunk)))
             start += size
 
     def _prune(self, now: float) -> None:

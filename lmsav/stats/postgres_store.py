@@ -8,10 +8,25 @@ import contextlib
 import os
 from urllib.parse import urlsplit, urlunsplit
 
+from . import schema
 from .backend import SqlBackend, StoreUnavailable
 
 # Any constant: the key of the lock serialising schema creation between nodes.
 _SCHEMA_LOCK = 0x6C6D7361
+# Rows of these tables are inserted by COPY: psycopg parses the text of a statement longer
+# than 4 KB again on every call, so that a multi-row INSERT cost ~24 µs of CPU per message
+# row, COPY ~2 µs.
+_COPY = {table: f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+         for table, columns in (("messages", schema.MESSAGE_COLUMNS),
+                                ("events", schema.EVENT_COLUMNS))}
+# Roll-ups are added with one statement per table whatever the number of rows (a column per
+# array, rows in the order given: the order every writer locks them in), so that its text is
+# parsed once per process and prepared by the server once per connection.
+_UPSERT = {table: f"INSERT INTO {table} (bucket, node, metric, label, value) "
+                  "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], "
+                  "%s::bigint[]) ON CONFLICT (bucket, node, metric, label) "
+                  f"DO UPDATE SET value = {table}.value + excluded.value"
+           for table in schema.ROLLUPS}
 
 
 def redacted(url: str) -> str:
@@ -92,6 +107,16 @@ class PostgresBackend(SqlBackend):
     def _executemany(self, sql: str, params: list[tuple]):
         with self._conn.cursor() as cur:
             cur.executemany(self._dialect(sql), params)
+
+    def _insert_rows(self, table: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        if table in _UPSERT:
+            self._conn.execute(_UPSERT[table], [list(column) for column in zip(*rows)])
+            return
+        with self._conn.cursor() as cursor, cursor.copy(_COPY[table]) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def _begin(self):
         self._conn.execute("BEGIN")

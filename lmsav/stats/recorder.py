@@ -1,9 +1,13 @@
 """Recording that never raises and never holds up mail.
 
 An event is written at once when the store has been quiet for a while (a one-off command, a
-quiet server: what was recorded can be read at once). Under load, events are handed to a
-writer thread of the process that writes them in batches (one transaction for many), so a
-busy watcher pays almost nothing per message.
+quiet server: what was recorded can be read at once). Under load, events are written in
+batches (one transaction for many): by the recording thread once the oldest has waited
+``BATCH_DELAY``, or by a writer thread of the process for what is left when recording stops.
+A busy watcher pays little per message: ``record()`` only queues the event as it is, and it
+becomes its row (``events.row_of``) when its batch is written, the whole batch in one go. An
+event must therefore not be changed by its caller once recorded; one that cannot be a row is
+counted and logged then.
 
 When the store cannot take events (locked, damaged, unwritable, the PostgreSQL server down)
 they wait in a bounded buffer; the writer thread tries again every ``retry_interval`` seconds
@@ -46,7 +50,8 @@ class Recorder:
         self.clock = clock
         self.retry_interval = retry_interval
         self.quiet = quiet
-        self.pending: deque = deque()
+        self.pending: deque = deque()  # events as recorded
+        self._unwritten: list = []  # rows made of them, their write not yet done
         self.dropped = 0  # not yet recorded as a stats_dropped event
         self.dropped_total = 0
         self.invalid = 0
@@ -79,30 +84,30 @@ class Recorder:
                 log.exception("statistics: unexpected failure while recording an event")
 
     def _record(self, event: dict) -> None:
-        try:
-            row = row_of(event, self.node)
-        except InvalidEvent as err:
-            self.invalid += 1
-            if not self._invalid_logged:
-                self._invalid_logged = True
-                log.warning("statistics: an event was not recorded: %s", err)
+        if not isinstance(event, dict):
+            self._refused(InvalidEvent("an event is an object with a kind"))
             return
+        if event.get("time") is None:
+            event = {**event, "time": time.time()}  # when it was recorded, not written
         if self._pid != os.getpid():
             # A child after fork(): what the parent held is the parent's to write.
             self._start_process()
             self.pending.clear()
+            self._unwritten = []
         with self._lock:
             if not self.pending:
                 self._batch_start = time.monotonic()
-            if len(self.pending) < self.buffer_size:
-                self.pending.append(row)
+            if len(self.pending) + len(self._unwritten) < self.buffer_size:
+                # As it is: made a row when written, with the rest of its batch.
+                self.pending.append(event)
             else:
                 self._count_drop()
         now = self.clock()
         # Under load the recording thread writes each batch itself once it is BATCH_DELAY old:
         # a writer thread doing it would contend with mail processing for the interpreter lock.
         if self.failing_since is None and (now - self._last_write >= self.quiet
-                                           or self._batch_age() >= BATCH_DELAY) \
+                                           or time.monotonic() - self._batch_start
+                                           >= BATCH_DELAY) \
                 and self.write_lock.acquire(blocking=False):
             try:
                 self.flush(now)
@@ -111,14 +116,36 @@ class Recorder:
             return
         self._hand_over()
 
+    def _refused(self, err: Exception) -> None:
+        self.invalid += 1
+        if not self._invalid_logged:
+            self._invalid_logged = True
+            log.warning("statistics: an event was not recorded: %s", err)
+
+    def _rows_of(self, events: list[dict]) -> list:
+        rows = []
+        for event in events:
+            try:
+                rows.append(row_of(event, self.node))
+            except InvalidEvent as err:
+                self._refused(err)
+            except Exception as err:  # noqa: BLE001 - one odd event never stops the others
+                self._refused(InvalidEvent(f"{type(err).__name__}: {err}"))
+        return rows
+
+    @property
+    def waiting(self) -> int:
+        """Events recorded and not yet written."""
+        return len(self.pending) + len(self._unwritten)
+
     def _count_drop(self) -> None:
         self.dropped += 1
         self.dropped_total += 1
 
     def _hand_over(self) -> None:
         """Wake the writer thread, started on first need."""
-        if self._closing:
-            return
+        if self._closing or (self._thread is not None and self._wake.is_set()):
+            return  # told already (most events under load)
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._write_loop, name="lmsav-stats",
@@ -128,8 +155,7 @@ class Recorder:
                 # A process ending (the qmail wrapper: one per message) writes what waits.
                 self._exit_hook = True
                 atexit.register(self._at_exit, os.getpid())
-        if not self._wake.is_set():  # set() takes a lock; once per batch is enough
-            self._wake.set()
+        self._wake.set()
 
     def _batch_age(self) -> float:
         return time.monotonic() - self._batch_start if self.pending else 0.0
@@ -157,7 +183,12 @@ class Recorder:
         with self.write_lock:
             now = self.clock() if now is None else now
             with self._lock:
-                rows = list(self.pending)
+                events = list(self.pending)
+                self.pending.clear()
+            if events:
+                # Kept as rows until written: a store that fails does not make them again.
+                self._unwritten.extend(self._rows_of(events))
+            rows = self._unwritten
             if not rows and not self.dropped:
                 return True
             try:
@@ -169,10 +200,8 @@ class Recorder:
                 self._failed(f"{type(err).__name__}: {err}", now)
                 return False
             self._last_write = now
+            self._unwritten = []
             with self._lock:
-                for _ in rows:
-                    self.pending.popleft()
-                self._batch_start = time.monotonic()  # of what was recorded meanwhile
                 dropped, self.dropped = self.dropped, 0
             if self.failing_since is not None:
                 log.info("statistics store available again after %.0f s: %d waiting events "
@@ -210,7 +239,7 @@ class Recorder:
     def _flush_all(self) -> None:
         # Twice: writing what dropped records a stats_dropped event, written the second time.
         for _ in range(2):
-            if (self.pending or self.dropped) and not self.flush():
+            if (self.waiting or self.dropped) and not self.flush():
                 return
 
     def close(self) -> None:

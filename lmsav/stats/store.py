@@ -48,7 +48,7 @@ class Store:
 
     @property
     def buffered(self) -> int:
-        return len(self.recorder.pending)
+        return self.recorder.waiting
 
     @property
     def dropped(self) -> int:

@@ -129,3 +129,50 @@ def test_stopped_mid_run_mail_keeps_flowing_then_events_are_flushed(postgres, pg
     assert result.exit_code == 0, result.output
     assert '"messages":14,"infected":5' in result.output
     svc.processor.stats.close()
+
+
+def table_rows(fetch, table: str, columns: tuple[str, ...]) -> list[tuple]:
+    return fetch(f"SELECT {', '.join(columns)} FROM {table} ORDER BY time, id")
+
+
+def test_rows_copied_in_hold_the_same_text_as_in_sqlite(pg_url, tmp_path, clock):
+    from lmsav.stats import schema
+    from lmsav.stats.sqlite_store import SQLiteBackend
+
+    # What COPY's text format escapes (tab, newline, carriage return, backslash), quotes,
+    # text that is not ASCII, bytes that were not UTF-8, and a batch of many rows.
+    odd = "tab\there, new\nline, cr\r, back\\slash \\N, \"q\" 'q', \u00e9\u20ac\U0001f600"
+    events = [message_event(NOW - 100, sender=f"{odd}@x", recipients=[odd, "b@x"],
+                            group=f"g {odd}", threats=[odd], status="infected",
+                            action="reject", scan_ms=1.0 / 3),
+              message_event(NOW - 99, sender="s\udcff@x"),
+              {"kind": "file_scan", "time": NOW - 98, "status": odd, "files": 3,
+               "threats": [odd], "size": 2**40, "duration_ms": 0.1,
+               "detail": {"path": odd, "n": [1, 2]}}]
+    events += [message_event(NOW - 90 + i / 10, size=i) for i in range(300)]
+    stores = [Store(PostgresBackend(pg_url), f"mx {odd}", 1000, clock=clock, quiet=3600),
+              Store(SQLiteBackend(tmp_path / "stats.sqlite"), f"mx {odd}", 1000, clock=clock,
+                    quiet=3600)]
+    for store in stores:
+        for event in events:
+            store.record(event)
+        assert store.flush() and store.buffered == 0
+    pg, lite = stores
+    for table, columns in (("messages", schema.MESSAGE_COLUMNS),
+                           ("events", schema.EVENT_COLUMNS)):
+        got = table_rows(pg._fetch, table, columns)
+        assert got == table_rows(lite._fetch, table, columns)
+    assert len(got) == 1 and got[0][3] == odd and got[0][8] == (
+        '{"path":"tab\\there, new\\nline, cr\\r, back\\\\slash \\\\N, \\"q\\" \'q\', '
+        '\u00e9\u20ac\U0001f600","n":[1,2]}')
+    for table in ("rollup_minute", "rollup_hour", "rollup_day"):
+        rollup = f"SELECT bucket, node, metric, label, value FROM {table} ORDER BY 1, 2, 3, 4"
+        assert pg._fetch(rollup) == lite._fetch(rollup)
+    assert sorted(label for (label,) in pg._fetch(
+        "SELECT label FROM rollup_minute WHERE metric LIKE ?", ("group_%",))
+        if label.startswith("g ")) == [f"g {odd}\tinfected", f"g {odd}\treject"]
+    assert pg.messages(limit=1000) == lite.messages(limit=1000)
+    assert pg.messages(sender="*@x")[-1]["sender"] == f"{odd}@x"
+    assert pg.totals() == lite.totals() and pg.totals()["messages"] == 302
+    for store in stores:
+        store.close()

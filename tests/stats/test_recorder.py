@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lmsav.stats.events import row_of as real_row_of
 from lmsav.stats.sqlite_store import SQLiteBackend
 from lmsav.stats.store import StatsError, Store
 
@@ -209,3 +210,65 @@ def test_a_child_after_fork_opens_its_own_connection(sqlite_store):
     assert os.waitstatus_to_exitcode(status) == 0
     sqlite_store.record(message_event(NOW + 2))
     assert stored(sqlite_store.backend.path) == 3
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("no text for this one")
+
+
+def test_events_become_rows_when_written_and_a_bad_one_stops_no_other(tmp_path, caplog):
+    path = tmp_path / "stats.sqlite"
+    # Long quiet: after the first event, every one waits for its batch.
+    store = Store(SQLiteBackend(path), "mx", 100, quiet=3600)
+    store.record(message_event(NOW))
+    assert stored(path) == 1
+    store.record({"kind": "update", "detail": {"odd": Unprintable()}})
+    store.record({"kind": "message", "size": "big"})
+    store.record(message_event(NOW + 1))
+    assert store.buffered == 3 and store.recorder.invalid == 0  # not made rows yet
+    assert store.flush()
+    assert stored(path) == 2 and store.buffered == 0
+    assert store.recorder.invalid == 2
+    [warning] = warnings(caplog)
+    assert "an event was not recorded" in warning and "no text for this one" in warning
+    assert events(path) == []
+    store.close()
+
+
+def test_an_event_without_a_time_is_dated_when_recorded_not_when_written(tmp_path):
+    path = tmp_path / "stats.sqlite"
+    store = Store(SQLiteBackend(path), "mx", 100, quiet=3600)
+    store.record(message_event(NOW))
+    event = {"kind": "update", "status": "ok"}
+    recorded = time.time()
+    store.record(event)
+    assert event == {"kind": "update", "status": "ok"}  # the caller's own left as it was
+    time.sleep(0.8)  # its batch written meanwhile, half a second later at the earliest
+    store.flush()
+    with sqlite3.connect(path) as conn:
+        [(written,)] = conn.execute("SELECT time FROM events").fetchall()
+    assert recorded <= written < recorded + 0.2
+    store.close()
+
+
+def test_rows_wait_made_once_while_the_store_is_locked(tmp_path, monkeypatch):
+    from lmsav.stats import recorder
+
+    made = []
+    monkeypatch.setattr(recorder, "row_of",
+                        lambda event, node: made.append(event) or real_row_of(event, node))
+    path = tmp_path / "stats.sqlite"
+    store = Store(SQLiteBackend(path), "mx", 100, retry_interval=0.2, quiet=0)
+    store.record(message_event(NOW))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    for i in range(5):
+        store.record(message_event(NOW + 1 + i))
+    time.sleep(0.7)  # tried again in the background, still locked
+    assert store.buffered == 5 and stored(path) == 1
+    holder.execute("COMMIT")
+    holder.close()
+    assert wait_for(lambda: store.buffered == 0)
+    assert stored(path) == 6 and len(made) == 6
+    store.close()
