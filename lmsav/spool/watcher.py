@@ -752,7 +752,13 @@ class Watcher:
             FileSystemEventHandler,
         )
         from watchdog.observers import Observer
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
+        # watchdog holds each unpaired IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO,
+        # and events behind it wait too: every claim (new/ → work/, work/ not watched) would
+        # delay the wake-up for the next arrival by up to half a second. Only "something
+        # arrived" matters here, so moves are not paired in this process.
+        InotifyMoveEventGrouper.delay = 0
         watcher = self
 
         class _OnNew(FileSystemEventHandler):
