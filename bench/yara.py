@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""lmsav's YARA against Debian's ``yara`` on a public-style rule set, in one run.
+"""lmsav's YARA against Debian's ``yara`` on a public-style rule set, timed in alternating turns.
 
-Usage: python bench/yara.py [--rules 3500] [--files 20000] [--jobs 2] [--profile 2000]
-                            [--seed 1] [--workdir DIR] [--keep]
+Usage: python bench/yara.py [--rules 3500] [--files 20000] [--jobs 2] [--repeats 5]
+                            [--profile 2000] [--seed 1] [--workdir DIR] [--keep]
 
 The rule set has the size and shape of a large public one (signature-base): rules with
 ascii/wide/nocase/fullword strings, hex strings with jumps and wildcards, regular expressions,
@@ -10,17 +10,25 @@ ascii/wide/nocase/fullword strings, hex strings with jumps and wildcards, regula
 The tree is copies of Python's standard library and site-packages (text, bytecode, shared
 objects) with generated PE files among them, a few carrying strings of the rules.
 
-Timed, one after the other on the same tree (contents in the page cache after an unmeasured
-warm-up read):
+Timed on the same tree (contents in the page cache after an unmeasured warm-up read),
+--repeats times each, in turns whose order alternates (lmsav first, then yara first), so a
+load that comes and goes on a shared machine falls on both alike:
 
   lmsav   `lmsav scan -j JOBS -i --no-summary -d DB TREE` (the database holds only the rules,
           compiled beforehand by `lmsav db build`)
   yara    `yara -C -w -r -p JOBS RULES.yarc TREE` (rules compiled beforehand by `yarac`)
 
+Each run's detections are compared (the files and rules yara names must be lmsav's too). The
+result is the median of the turns' ratios (yara's time / lmsav's), with the lowest and highest;
+CPU time (user + system, workers included) is printed beside, as it moves less with the
+machine's load.
+
 Then, to say where lmsav's time goes, one thread in this process over --profile files read
-into memory: yara-x over the bytes with the full rules, without the rules importing `pe`
-(module parsing), without regular-expression strings (regexes); and lmsav's engine on the same
-files (sniffing, the Subject, result objects: per-file overhead).
+into memory: yara-x over the bytes with the full rules, with the same rules minus their `pe`
+conditions (module parsing and calls), minus their regular-expression strings (regexes); and
+lmsav's engine on the same files, with and without its YARA scans (read, sniff, archive members
+unpacked, results: per-file overhead). The engine also scans the members of archives (gzip'd
+files among them), which yara does not: its YARA scans per file are counted.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ import sys
 import sysconfig
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -84,20 +94,28 @@ def rule_text(rnd: random.Random, index: int, planted: list[bytes], pe: bool,
         for i in range(rnd.randint(1, 3)):
             strings.append(f"      $x{i} = {_hex(rnd)}")
         families.append("x")
-    if regexes and rnd.random() < 0.3:
+    # Random numbers are drawn alike whatever is left out: the variants without pe conditions
+    # or regexes are the same rules otherwise.
+    if rnd.random() < 0.3:
         prefix = _word(rnd, 4, 8)
         strings.append(f"      $r0 = /{prefix}[0-9a-f]{{2,8}}\\.(exe|dll|php|ps1)/ nocase")
         families.append("r")
-    uses_pe = pe and rnd.random() < 0.12
+    uses_pe = rnd.random() < 0.12
     head = rnd.choice(["uint16(0) == 0x5a4d", "uint32(0) == 0x464c457f", "", "", ""])
     size = rnd.choice(["filesize < 200KB", "filesize < 2MB", "filesize > 1KB", ""])
-    anyof = " or ".join(f"{rnd.randint(1, 2)} of (${f}*)" for f in families)
+    counts = [(f, rnd.randint(1, 2)) for f in families]
+    if not regexes:
+        strings = [s for s in strings if not s.startswith("      $r")]
+    anyof = " or ".join(f"{n} of (${f}*)" for f, n in counts if regexes or f != "r")
     parts = [p for p in (head, size) if p] + [f"( {anyof} )"]
     if uses_pe:
         dll, fn = rnd.choice(PE_IMPORTS)
-        parts.insert(0, rnd.choice([f'pe.imports("{dll}", "{fn}")',
-                                    f"pe.number_of_sections > {rnd.randint(3, 7)}",
-                                    f'pe.exports("{_word(rnd)}")']))
+        condition = rnd.choice([f'pe.imports("{dll}", "{fn}")',
+                                f"pe.number_of_sections > {rnd.randint(3, 7)}",
+                                f'pe.exports("{_word(rnd)}")'])
+        if pe:
+            parts.insert(0, condition)
+    uses_pe = uses_pe and pe
     digest = "".join(rnd.choice("0123456789abcdef") for _ in range(64))
     text = (f"rule Bench_{index:05d}_{_word(rnd, 4, 8)} {{\n"
             f"   meta:\n"
@@ -183,13 +201,56 @@ def tree_files(tree: Path) -> list[Path]:
 
 # -- timing --------------------------------------------------------------------------------------
 
-def timed(cmd: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    run = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if run.returncode not in (0, 1):
-        raise SystemExit(f"bench: {cmd[0]} failed ({run.returncode}): {run.stderr[-400:]}")
-    return elapsed, run.stdout
+@dataclass
+class Run:
+    seconds: float  # wall clock
+    cpu: float  # user + system of the command and every process it waited for (its workers)
+    found: set[tuple[str, str]]  # (file, rule) detected
+
+
+def timed(cmd: list[str], parse) -> Run:
+    """Run ``cmd``; its wall and CPU time, and what it found (``parse`` of its output)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode not in (0, 1):
+            err.seek(0)
+            raise SystemExit(f"bench: {cmd[0]} failed ({proc.returncode}): "
+                             f"{err.read()[-400:].decode(errors='replace')}")
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, parse(text))
+
+
+def lmsav_found(text: str) -> set[tuple[str, str]]:
+    """``PATH: YARA.RULE FOUND`` lines (a member's PATH is ``FILE//MEMBER``)."""
+    found = set()
+    for line in text.splitlines():
+        if line.endswith(" FOUND"):
+            path, _, name = line[: -len(" FOUND")].rpartition(": ")
+            found.add((path, name.removeprefix("YARA.")))
+    return found
+
+
+def yara_found(text: str) -> set[tuple[str, str]]:
+    """``RULE PATH`` lines."""
+    return {(path, rule) for rule, _, path in (line.partition(" ") for line in text.splitlines())
+            if path}
+
+
+def compare(lmsav: Run, yara: Run) -> str:
+    """What differs between the files' detections ("" if nothing); lmsav's detections in the
+    members of archives, which yara does not unpack, are only counted."""
+    files = {f for f in lmsav.found if "//" not in f[0]}
+    missed, extra = yara.found - files, files - yara.found
+    members = len(lmsav.found) - len(files)
+    also = f"; {members} in archive members" if members else ""
+    if not missed and not extra:
+        return f"same ({len(files)}{also})"
+    return f"DIFFERENT: {len(missed)} missed by lmsav, {len(extra)} only lmsav's{also}"
 
 
 def compile_yara_x(directory: Path):
@@ -203,13 +264,27 @@ def compile_yara_x(directory: Path):
 
 
 def per_file_us(rules, blobs: list[bytes]) -> float:
+    """yara-x's CPU time per blob, the best of three passes."""
     import yara_x
 
     scanner = yara_x.Scanner(rules)
-    started = time.process_time()  # CPU time: steadier than wall time on a shared machine
-    for blob in blobs:
-        scanner.scan(blob)
-    return (time.process_time() - started) / len(blobs) * 1e6
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()  # CPU time: steadier than wall time on a shared machine
+        for blob in blobs:
+            scanner.scan(blob)
+        best = min(best, time.process_time() - started)
+    return best / len(blobs) * 1e6
+
+
+def engine_us(engine, paths: list[str]) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for path in paths:
+            engine.scan_path(path)
+        best = min(best, time.process_time() - started)
+    return best / len(paths) * 1e6
 
 
 def profile(work: Path, db: Path, files: list[Path], count: int, seed: int, rules: int) -> dict:
@@ -224,12 +299,27 @@ def profile(work: Path, db: Path, files: list[Path], count: int, seed: int, rule
     out["yara_x_full"] = per_file_us(compile_yara_x(db), blobs)
     out["yara_x_no_pe"] = per_file_us(compile_yara_x(work / "rules-nope"), blobs)
     out["yara_x_no_regex"] = per_file_us(compile_yara_x(work / "rules-nore"), blobs)
-    engine = Engine(Database.load(db))
-    engine.scan_path(str(sample[0]))  # the first scan loads what the engine imports lazily
-    started = time.process_time()
-    for path in sample:
-        engine.scan_path(str(path))
-    out["engine"] = (time.process_time() - started) / len(sample) * 1e6
+    database = Database.load(db)
+    engine = Engine(database)
+    paths = [str(p) for p in sample]
+    engine.scan_path(paths[0])  # the first scan loads what the engine imports lazily
+    yara = database.matchers["yara"]
+    scans = [0]
+
+    def counted(subject, match=yara.match):
+        scans[0] += 1
+        return match(subject)
+
+    yara.match = counted
+    engine.scan_path(paths[0])
+    scans[0] = 0
+    for path in paths:
+        engine.scan_path(path)
+    out["scans"] = scans[0] / len(paths)
+    del yara.match
+    out["engine"] = engine_us(engine, paths)
+    del database.matchers["yara"]  # the same engine with no YARA: the rest of its work
+    out["engine_no_yara"] = engine_us(engine, paths)
     return out
 
 
@@ -238,7 +328,9 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=3500)
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--profile", type=int, default=2000, help="files profiled in-process")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each")
+    parser.add_argument("--profile", type=int, default=2000,
+                        help="files profiled in-process (0: none)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true")
@@ -265,32 +357,66 @@ def main() -> None:
         yarac_s = time.perf_counter() - started
         for path in files:  # warm the page cache for both
             path.read_bytes()
-        t_l, out_l = timed([LMSAV, "scan", "-j", str(args.jobs), "-i", "--no-summary",
-                            "--no-progress", "-d", str(db), str(tree)])
-        t_y, out_y = timed(["yara", "-C", "-w", "-r", "-p", str(args.jobs), str(compiled),
-                            str(tree)])
-        found_l = sum(1 for line in out_l.splitlines() if line.endswith(" FOUND"))
-        found_y = len(out_y.splitlines())
         print(f"rules: {args.rules} in {len(list(db.glob('*.yar')))} files; tree: {n} files "
-              f"({sum(p.stat().st_size for p in files) / 1e6:.1f} MB); jobs: {args.jobs}")
+              f"({sum(p.stat().st_size for p in files) / 1e6:.1f} MB); jobs: {args.jobs}; "
+              f"repeats: {args.repeats}")
         print(f"compile: lmsav db build {build_s:.2f} s, yarac {yarac_s:.2f} s")
-        print(f"lmsav scan: {t_l:6.2f} s  {n / t_l:8.0f} files/s  ({found_l} detections)")
-        print(f"yara -C -p: {t_y:6.2f} s  {n / t_y:8.0f} files/s  ({found_y} matches)")
-        print(f"lmsav / yara files/s: {t_y / t_l:.2f}")
-        prof = profile(work, db, files, args.profile, args.seed, args.rules)
-        full = prof["yara_x_full"]
-        print(f"where the time goes (one thread, {prof['files']} files, CPU µs per file):")
-        print(f"  lmsav engine per file        {prof['engine']:8.0f}")
-        print(f"  yara-x scan, full rules      {full:8.0f}")
-        print(f"    pe module parsing          {full - prof['yara_x_no_pe']:8.0f}  "
-              f"(full − rules without pe)")
-        print(f"    regular expressions        {full - prof['yara_x_no_regex']:8.0f}  "
-              f"(full − rules without regex strings)")
-        print(f"  per-file overhead of lmsav   {prof['engine'] - full:8.0f}  "
-              f"(engine − yara-x: read, sniff, members, results)")
+        commands = {
+            "lmsav": ([LMSAV, "scan", "-j", str(args.jobs), "-i", "--no-summary",
+                       "--no-progress", "-d", str(db), str(tree)], lmsav_found),
+            "yara": (["yara", "-C", "-w", "-r", "-p", str(args.jobs), str(compiled),
+                      str(tree)], yara_found),
+        }
+        runs: dict[str, list[Run]] = {"lmsav": [], "yara": []}
+        ratios, cpu_ratios, differing = [], [], 0
+        print(f"{'turn':>4}  {'lmsav s':>8} {'cpu s':>6}  {'yara s':>8} {'cpu s':>6}  "
+              f"{'ratio':>5}  detections")
+        for turn in range(args.repeats):
+            order = ("lmsav", "yara") if turn % 2 == 0 else ("yara", "lmsav")
+            for who in order:
+                cmd, parse = commands[who]
+                runs[who].append(timed(cmd, parse))
+            lm, ya = runs["lmsav"][-1], runs["yara"][-1]
+            ratios.append(ya.seconds / lm.seconds)
+            cpu_ratios.append(ya.cpu / lm.cpu)
+            detections = compare(lm, ya)
+            differing += detections.startswith("DIFFERENT")
+            print(f"{turn + 1:>4}  {lm.seconds:8.2f} {lm.cpu:6.2f}  {ya.seconds:8.2f} "
+                  f"{ya.cpu:6.2f}  {ratios[-1]:5.2f}  {detections}")
+        t_l = median([r.seconds for r in runs["lmsav"]])
+        t_y = median([r.seconds for r in runs["yara"]])
+        print(f"lmsav scan: {t_l:6.2f} s  {n / t_l:8.0f} files/s  "
+              f"(median; cpu {median([r.cpu for r in runs['lmsav']]):.2f} s)")
+        print(f"yara -C -p: {t_y:6.2f} s  {n / t_y:8.0f} files/s  "
+              f"(median; cpu {median([r.cpu for r in runs['yara']]):.2f} s)")
+        print(f"lmsav / yara files/s: median {median(ratios):.2f} (lowest {min(ratios):.2f}, "
+              f"highest {max(ratios):.2f}); cpu time yara / lmsav: median "
+              f"{median(cpu_ratios):.2f}")
+        print("detections: " + (f"DIFFERENT in {differing} of {args.repeats} turns"
+                                if differing else "the same in every turn"))
+        if args.profile:
+            report_profile(profile(work, db, files, args.profile, args.seed, args.rules))
+        if differing:
+            raise SystemExit(1)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def report_profile(prof: dict) -> None:
+    full = prof["yara_x_full"]
+    engine, rest = prof["engine"], prof["engine_no_yara"]
+    print(f"where the time goes (one thread, {prof['files']} files, CPU µs per file):")
+    print(f"  lmsav engine per file        {engine:8.0f}")
+    print(f"  yara-x scan of the file      {full:8.0f}  (full rules, the file's bytes)")
+    print(f"    pe conditions and module   {full - prof['yara_x_no_pe']:8.0f}  "
+          f"(full − the same rules without their pe conditions)")
+    print(f"    regular expressions        {full - prof['yara_x_no_regex']:8.0f}  "
+          f"(full − the same rules without their regex strings)")
+    print(f"  YARA scans of archive members{engine - rest - full:8.0f}  "
+          f"({prof['scans']:.2f} YARA scans per file: members of archives too)")
+    print(f"  the rest of lmsav's work     {rest:8.0f}  "
+          f"(engine without YARA: read, sniff, unpack members, results)")
 
 
 if __name__ == "__main__":

@@ -416,7 +416,10 @@ def _sweep_here(planned: Iterable, tally: Tally, on_report, cache) -> None:
         on_report(report)
 
 
-BATCH = 32  # paths per job sent to a worker
+BATCH = 32  # paths per job sent to a worker: each worker's first
+# Later jobs grow to MAX_BATCH paths: a worker done with a job waits for the parent to hand it the
+# next, which costs most when the parent is itself waiting for the CPU (a loaded machine).
+MAX_BATCH = 128
 MAX_IN_FLIGHT_PER_WORKER = 8  # batches sent and not yet passed on, per worker
 MAX_WAITING = 4096  # reports queued in walk order before the walker waits
 STOP_TIMEOUT = 5.0  # seconds idle workers get to exit once the sweep is done
@@ -530,11 +533,15 @@ def _sweep_forked(planned: Iterable, opts: SweepOptions, tally: Tally, on_report
     open_batch: _Batch | None = None  # the last batch, still taking paths; not sent yet
     in_flight = 0
     max_in_flight = MAX_IN_FLIGHT_PER_WORKER * opts.workers
+    batch_size, sent = BATCH, 0
 
     def send(batch: _Batch) -> None:
-        nonlocal in_flight
+        nonlocal in_flight, batch_size, sent
         scanners.send(batch)
         in_flight += 1
+        sent += 1
+        if sent >= opts.workers:  # every worker has had a first, small job: double up
+            batch_size = max(BATCH, min(batch_size * 2, MAX_BATCH))
 
     def pass_on(entry: FileReport | _Batch) -> None:
         nonlocal in_flight
@@ -570,7 +577,7 @@ def _sweep_forked(planned: Iterable, opts: SweepOptions, tally: Tally, on_report
                 open_batch.paths.append(item[0])
                 open_batch.stats.append(item[1])
                 open_batch.slots.append(None)
-                if len(open_batch.paths) >= BATCH:
+                if len(open_batch.paths) >= batch_size:
                     send(open_batch)
                     open_batch = None
             # Pass on what is ready; wait for the oldest batch only when too much is queued.
