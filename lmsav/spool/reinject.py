@@ -59,9 +59,15 @@ def _needs_utf8(addresses) -> bool:
     return any(not a.isascii() for a in addresses)
 
 
+# Exim delivers at once only the first smtp_accept_queue_per_connection (default 10) messages of
+# a connection and merely queues the rest until its next queue run (30 minutes on Debian): a
+# connection is used for this many messages, then a new one is opened.
+MESSAGES_PER_CONNECTION = 10
+
+
 class SmtpReinjector:
-    """Delivers over one SMTP connection, kept open between messages and reopened after a
-    failure; one instance per worker process."""
+    """Delivers over one SMTP connection, kept open between messages (up to
+    MESSAGES_PER_CONNECTION) and reopened after a failure; one instance per worker process."""
 
     def __init__(self, host: str, port: int, helo: str | None = None, timeout: float = 60.0):
         self.host = host
@@ -69,6 +75,7 @@ class SmtpReinjector:
         self.helo = host_name(helo or "")
         self.timeout = timeout
         self._smtp: smtplib.SMTP | None = None
+        self._sent = 0  # messages over the current connection
 
     def __repr__(self) -> str:
         return f"SmtpReinjector({self.host}:{self.port})"
@@ -116,6 +123,9 @@ class SmtpReinjector:
         except (OSError, smtplib.SMTPException) as err:
             self._drop()
             raise ReinjectError(f"{self.host}:{self.port}: {err}", temporary=True) from None
+        self._sent += 1
+        if self._sent >= MESSAGES_PER_CONNECTION:
+            self.close()
 
     def _deliver(self, sender, recipients, message) -> None:
         # A connection kept open may have been closed by the server meanwhile. Until DATA has
@@ -123,6 +133,7 @@ class SmtpReinjector:
         for fresh in (self._smtp is None, True):
             if self._smtp is None:
                 self._smtp = self._connect()
+                self._sent = 0
             try:
                 return self._transaction(sender, recipients, message)
             except smtplib.SMTPServerDisconnected:

@@ -3,6 +3,7 @@ a directory. Every failure must come back as a ReinjectError saying whether a re
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import stat
@@ -12,6 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from lmsav.spool.reinject import (
+    MESSAGES_PER_CONNECTION,
     DirReinjector,
     ReinjectError,
     SendmailReinjector,
@@ -98,6 +100,19 @@ def test_smtp_delivers_with_envelope_and_keeps_one_connection(smtp_server):
     # Line ends become CRLF on the wire and dots are unstuffed again by the receiver.
     assert handler.received[0][2] == MESSAGE.replace(b"\n", b"\r\n")
     assert handler.received[0][3] == handler.received[1][3], "one connection for both"
+
+
+def test_smtp_opens_a_new_connection_every_ten_messages_for_exims_sake(smtp_server):
+    """Exim only queues the 11th and later messages of one connection (its
+    smtp_accept_queue_per_connection): scanned mail would wait for its next queue run."""
+    controller, handler = smtp_server
+    r = SmtpReinjector("127.0.0.1", controller.port, timeout=5)
+    for _ in range(25):
+        r.deliver("a@example.org", ["b@example.net"], MESSAGE)
+    r.close()
+    sessions = [session for _, _, _, session in handler.received]
+    runs = [len(list(group)) for _, group in itertools.groupby(sessions)]
+    assert runs == [MESSAGES_PER_CONNECTION, MESSAGES_PER_CONNECTION, 5]
 
 
 def test_smtp_reconnects_after_the_server_went_away(smtp_server):
