@@ -19,11 +19,13 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..limits import Context
 from ..objects import Child, ScanObject, Status
 from .base import Corrupted
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import numpy
 
 MARKER = b"\xa3\x48\x4b\xbe\x98\x6c\x4a\xa9\x99\x4c\x53\x0a\x86\xd6\x48\x7d"
 _HEADER = len(MARKER) + 8  # marker, "AU3!EA0" and the version digit
@@ -152,6 +154,8 @@ def _member_name(kind: str, path: str, number: int) -> str:
 # -- key streams --------------------------------------------------------------------------------
 
 def _decrypt(data: bytes, version: _Version, seed: int, ctx: Context | None) -> bytes:
+    import numpy as np  # here, not at load: numpy costs every scan's start ~0.1 s
+
     if not data:
         return data
     if version is _EA05:
@@ -161,7 +165,7 @@ def _decrypt(data: bytes, version: _Version, seed: int, ctx: Context | None) -> 
     return (np.frombuffer(data, np.uint8) ^ stream).tobytes()
 
 
-def _mt_stream(seed: int, n: int) -> np.ndarray:
+def _mt_stream(seed: int, n: int) -> numpy.ndarray:
     """Bits 1-8 of each MT19937 output (seeded the reference way, init_genrand)."""
     state = [seed]
     for i in range(1, 624):
@@ -169,11 +173,13 @@ def _mt_stream(seed: int, n: int) -> np.ndarray:
         state.append((0x6C078965 * (prev ^ prev >> 30) + i) & 0xFFFFFFFF)
     gen = random.Random()
     gen.setstate((3, (*state, 624), None))
+    import numpy as np
+
     words = np.frombuffer(gen.getrandbits(32 * n).to_bytes(4 * n, "little"), "<u4")
     return (words >> 1 & 0xFF).astype(np.uint8)
 
 
-def _lame_stream(seed: int, n: int, ctx: Context | None) -> np.ndarray:
+def _lame_stream(seed: int, n: int, ctx: Context | None) -> numpy.ndarray:
     """EA06's generator: 17 words mixed by rotations, each byte the top of every second word."""
     words = []
     for _ in range(17):
@@ -192,6 +198,8 @@ def _lame_stream(seed: int, n: int, ctx: Context | None) -> np.ndarray:
 
     for _ in range(9):
         step()
+    import numpy as np
+
     out = np.empty(n, np.uint8)
     for i in range(n):
         step()

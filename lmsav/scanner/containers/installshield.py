@@ -18,8 +18,6 @@ import struct
 import zlib
 from collections.abc import Iterator
 
-import numpy as np
-
 from ..limits import CHUNK, Context
 from ..objects import Child, ScanObject, Status
 from .base import Corrupted
@@ -84,6 +82,8 @@ def is_msi_stream(data, at: int, size: int) -> bool:
 
 
 def _deobfuscated(data, pos: int, packed: int, name: bytes) -> bytes:
+    import numpy as np  # here: loading numpy costs every scan's start ~0.1 s
+
     key = np.frombuffer(name, np.uint8) ^ np.resize(np.frombuffer(_NAME_KEY, np.uint8), len(name))
     raw = np.frombuffer(bytes(data[pos:pos + packed]), np.uint8)
     swapped = (raw >> 4) | (raw << 4)
