@@ -27,7 +27,11 @@ spread is not measured, only bounded). Last, recording's own CPU time measured i
 watcher's processes (``record()`` on the workers' threads, the writer thread, ``close()``)
 as a share of the same run's CPU: what recording itself costs, the figure that other load
 on the machine moves least (it leaves out only indirect costs, e.g. caches, a local
-PostgreSQL server taking CPU time).
+PostgreSQL server taking CPU time). With --postgres, also the CPU time the private server's
+processes spent during each run, as a share of the watcher's: a cost a node pays only when it
+hosts the server itself, and which takes the watcher's 2 cores (or fewer) meanwhile; the
+kernel counts it in clock ticks (10 ms, about 0.5 % of a run's CPU), so only its median over
+the runs says much.
 
   record       recording alone: --events message events recorded in one process (record()
                and the writer thread's batched writes), against the CPU time the watcher
@@ -96,12 +100,20 @@ def timed_recording(tally: Path):
     under load) and the whole CPU time of the writer thread, measured where they are spent,
     in the same run as the watcher's: a share of that run's CPU that load on the machine
     shifts much less than it shifts the difference between two runs. Each process appends
-    "pid seconds" to ``tally`` when it closes its store. Timing costs two clock reads per
-    message (~1 µs), counted in the "on" runs too."""
+    "pid seconds batches" to ``tally`` when it closes its store. Timing costs two clock reads per
+    message (~1 µs), counted in the "on" runs too. Each process also counts the batches it
+    wrote (transactions: a round trip or more each with PostgreSQL)."""
+    from lmsav.stats.backend import SqlBackend
     from lmsav.stats.recorder import Recorder
 
     spent = [0.0]
+    batches = [0]
     record, write_loop, close = Recorder.record, Recorder._write_loop, Recorder.close
+    write = SqlBackend.write
+
+    def counted_write(self, rows, now):
+        batches[0] += 1
+        return write(self, rows, now)
 
     def timed_record(self, event):
         t0 = time.thread_time()
@@ -123,22 +135,48 @@ def timed_recording(tally: Path):
         finally:
             spent[0] += time.thread_time() - t0
             with open(tally, "a") as fh:
-                fh.write(f"{os.getpid()} {spent[0]}\n")
-            spent[0] = 0.0
+                fh.write(f"{os.getpid()} {spent[0]} {batches[0]}\n")
+            spent[0], batches[0] = 0.0, 0
 
     Recorder.record, Recorder._write_loop = timed_record, timed_write_loop
-    Recorder.close = reporting_close
+    Recorder.close, SqlBackend.write = reporting_close, counted_write
     try:
         yield
     finally:
         Recorder.record, Recorder._write_loop, Recorder.close = record, write_loop, close
+        SqlBackend.write = write
 
 
-def tallied(tally: Path) -> float:
-    """Seconds of recording the processes of a run reported."""
+def tallied(tally: Path) -> tuple[float, int]:
+    """Seconds of recording and batches written that the processes of a run reported."""
     if not tally.exists():
+        return 0.0, 0
+    lines = [line.split() for line in tally.read_text().splitlines() if line]
+    return sum(float(f[1]) for f in lines), sum(int(f[2]) for f in lines)
+
+
+def server_cpu(data_dir: Path | None) -> float:
+    """CPU seconds of a PostgreSQL server so far: the postmaster, the backends it reaped (its
+    children's time) and those still running; 0 without a server."""
+    if data_dir is None:
         return 0.0
-    return sum(float(line.split()[1]) for line in tally.read_text().splitlines() if line)
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif ppid == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def recorded(area: Area) -> int:
@@ -157,10 +195,12 @@ def recorded(area: Area) -> int:
 
 
 def one_run(root: Path, messages: list[bytes], workers: int, way: str, on: bool, n: int | str,
-            stats_url: str) -> tuple[float, float, float]:
+            stats_url: str, server_dir: Path | None = None
+            ) -> tuple[float, float, float, float, int]:
     """Messages per second of one run, the CPU milliseconds the watcher spent per message
-    (its parent and workers; for the flow, not the enqueueing) and, with recording on, the
-    per cent of that CPU its recording took; checks that "on" recorded every message."""
+    (its parent and workers; for the flow, not the enqueueing), the per cent of that CPU the
+    PostgreSQL server in ``server_dir`` took meanwhile and, with recording on, the per cent
+    its recording took and the batches it wrote; checks that "on" recorded every message."""
     name = f"{way}-{'on' if on else 'off'}-{n}"
     area = Area(root, name, workers)
     if stats_url:
@@ -172,21 +212,23 @@ def one_run(root: Path, messages: list[bytes], workers: int, way: str, on: bool,
     with recording(on, tally):
         if way == "drain":
             area.fill(messages)
-            cpu0 = cpu_seconds(True)
+            cpu0, server0 = cpu_seconds(True), server_cpu(server_dir)
             seconds = drain_count(area, len(messages))  # in this process, workers forked
             cpu = cpu_seconds(True) - cpu0
         else:
-            cpu0 = cpu_seconds(False)
+            cpu0, server0 = cpu_seconds(False), server_cpu(server_dir)
             seconds, _enqueued = flow(area, messages, "count")  # in a child, which is reaped
             cpu = cpu_seconds(False) - cpu0
+        server = server_cpu(server_dir) - server0
     if on:
         got = recorded(area) - before
         if got != len(messages):
             raise SystemExit(f"stats_cost: {name}: {got} of {len(messages)} messages recorded")
-    share = tallied(tally) / cpu * 100 if on else 0.0
+    spent, batches = tallied(tally)
     tally.unlink(missing_ok=True)
     shutil.rmtree(area.root, ignore_errors=True)
-    return len(messages) / seconds, cpu * 1000 / len(messages), share
+    return (len(messages) / seconds, cpu * 1000 / len(messages), spent / cpu * 100,
+            server / cpu * 100, batches)
 
 
 def cpu_seconds(including_self: bool) -> float:
@@ -215,8 +257,8 @@ def spread(values: list[float]) -> str:
 
 
 def compare(root: Path, messages: list[bytes], workers: int, repeat: int, store: str,
-            ways: tuple[str, ...], stats_url: str = "",
-            by_cpu: bool = False) -> tuple[list[float], float]:
+            ways: tuple[str, ...], stats_url: str = "", by_cpu: bool = False,
+            server_dir: Path | None = None) -> tuple[list[float], float]:
     """Print one line per way of running the watcher; returns the costs in per cent and the
     CPU seconds per message without recording (of the drain when it ran).
 
@@ -231,14 +273,19 @@ def compare(root: Path, messages: list[bytes], workers: int, repeat: int, store:
             one_run(root, messages[:50], workers, way, on, "warm-up", stats_url)
         rates: dict[bool, list[float]] = {False: [], True: []}
         cpus: dict[bool, list[float]] = {False: [], True: []}
+        servers: dict[bool, list[float]] = {False: [], True: []}
         shares: list[float] = []
+        batches: list[int] = []
         for n in range(repeat):
             for on in ((False, True) if n % 2 == 0 else (True, False)):
-                rate, cpu, share = one_run(root, messages, workers, way, on, n, stats_url)
+                rate, cpu, share, server, batch = one_run(root, messages, workers, way, on, n,
+                                                          stats_url, server_dir)
                 rates[on].append(rate)
                 cpus[on].append(cpu)
+                servers[on].append(server)
                 if on:
                     shares.append(share)
+                    batches.append(batch)
         off, on = statistics.median(rates[False]), statistics.median(rates[True])
         cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
         ratio = on / off
@@ -261,7 +308,11 @@ def compare(root: Path, messages: list[bytes], workers: int, repeat: int, store:
               f"{'':<23}cpu runs off: {runs(cpus[False], 3)}; on: {runs(cpus[True], 3)}\n"
               f"{'':<23}recording's own cpu, measured in the watcher's processes: "
               f"{statistics.median(shares):.2f} % of each \"on\" run's cpu (median; runs: "
-              f"{runs(shares, 2)})",
+              f"{runs(shares, 2)}); batches written per run: {runs(batches)}"
+              + (f"\n{'':<23}the PostgreSQL server's cpu meanwhile: "
+                 f"{statistics.median(servers[True]):.2f} % of the watcher's in the \"on\" runs, "
+                 f"{statistics.median(servers[False]):.2f} % in the \"off\" runs (medians; on: "
+                 f"{runs(servers[True], 2)})" if server_dir else ""),
               flush=True)
     return costs, base_cpu
 
@@ -369,7 +420,7 @@ def main() -> None:
         if args.postgres:
             with private_postgres() as server:
                 more, cpu = compare(root, messages, args.workers, args.repeat, "postgresql",
-                                    ways, server.url, by_cpu=args.cpu)
+                                    ways, server.url, by_cpu=args.cpu, server_dir=server.data)
                 costs += more
                 record_cost(root, "postgresql", server.url, args.events, cpu)
     finally:

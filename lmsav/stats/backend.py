@@ -127,22 +127,26 @@ class SqlBackend:
         rollups: dict[str, list[tuple]] = defaultdict(list)
         for statement, params in rollup_rows(rows):
             rollups[_UPSERT_TABLES[statement]].append(params)
+        pruned = now - self._last_prune >= schema.PRUNE_INTERVAL
         self._connection()
         self._begin()
         try:
             self._insert_rows("messages", messages)
             self._insert_rows("events", events)
-            for table, params in rollups.items():
-                self._insert_rows(table, params)
-            pruned = now - self._last_prune >= schema.PRUNE_INTERVAL
-            if pruned:
-                self._prune(now)
-            self._commit()
+            self._finish(rollups, now if pruned else None)
         except BaseException:
             self._rollback()
             raise
         if pruned:
             self._last_prune = now
+
+    def _finish(self, rollups: dict[str, list[tuple]], prune_at: float | None) -> None:
+        """The end of a batch's transaction: its roll-ups, pruning when due, the commit."""
+        for table, params in rollups.items():
+            self._insert_rows(table, params)
+        if prune_at is not None:
+            self._prune(prune_at)
+        self._commit()
 
     def _insert_rows(self, table: str, rows: list[tuple]) -> None:
         """Many rows in a few statements of many VALUES each, not one statement per row: the

@@ -50,6 +50,7 @@ class PostgresBackend(SqlBackend):
         self.statement_timeout_ms = statement_timeout_ms
         self._conn = None
         self._pid = 0
+        self._pipelines = False
         # Imported now, in the process that builds the store: the watcher and the daemon fork
         # their workers after that, and each of them importing psycopg on its first event
         # would cost ~0.1 s of CPU per worker. Missing, it is one more failure to record then.
@@ -72,6 +73,7 @@ class PostgresBackend(SqlBackend):
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2,
             tcp_user_timeout=self.statement_timeout_ms)
         self._conn, self._pid = conn, os.getpid()
+        self._pipelines = psycopg.Pipeline.is_supported()  # libpq 14 or later
         if self.schema_current():
             return conn
         try:
@@ -117,6 +119,15 @@ class PostgresBackend(SqlBackend):
         with self._conn.cursor() as cursor, cursor.copy(_COPY[table]) as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def _finish(self, rollups, prune_at) -> None:
+        # Sent together and answered together: one round trip to the server for the roll-ups,
+        # the pruning and the commit, not one each (COPY cannot join a pipeline).
+        if not self._pipelines:
+            super()._finish(rollups, prune_at)
+            return
+        with self._conn.pipeline():
+            super()._finish(rollups, prune_at)
 
     def _begin(self):
         self._conn.execute("BEGIN")

@@ -176,3 +176,95 @@ def test_rows_copied_in_hold_the_same_text_as_in_sqlite(pg_url, tmp_path, clock)
     assert pg.totals() == lite.totals() and pg.totals()["messages"] == 302
     for store in stores:
         store.close()
+
+
+def frontend_messages(conn, write) -> list[str]:
+    """The protocol messages the client sends while ``write()`` runs (libpq's trace)."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            write()
+        finally:
+            conn.pgconn.untrace()
+        os.fsync(trace.fileno())
+        trace.seek(0)
+        return [line.split("\t")[3].split()[0] for line in trace.read().splitlines()
+                if line.split("\t")[1:2] == ["F"]]
+
+
+def test_a_batch_after_its_copy_is_one_round_trip(pg_url, clock):
+    store = Store(PostgresBackend(pg_url), "mx1", 1000, clock=clock, quiet=3600)
+    for batch in range(7):  # past psycopg's threshold for preparing statements
+        for i in range(5):
+            store.record(message_event(NOW - 3000 + batch * 10 + i))
+        assert store.flush()
+    for i in range(200):
+        store.record(message_event(NOW - 100 + i / 10, status="infected" if i % 3 else "clean"))
+    store.record({"kind": "file_scan", "time": NOW, "files": 9})
+    sent = frontend_messages(store.backend._conn, store.flush)
+    # BEGIN; COPY messages; COPY events; then the three roll-ups and COMMIT with one Sync.
+    after_copies = sent[len(sent) - sent[::-1].index("CopyDone"):]
+    assert sent.count("Query") == 2 and after_copies.count("Execute") == 4
+    assert after_copies.count("Sync") == 1 and sent.count("Sync") == 2
+    assert count(pg_url) == 235 and count(pg_url, "events") == 1
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT value FROM rollup_day WHERE metric = 'messages'"
+                            ).fetchall() == [(235,)]
+    store.close()
+
+
+def test_a_roll_up_refused_in_the_pipeline_writes_nothing_of_its_batch(pg_url, clock):
+    store = Store(PostgresBackend(pg_url), "mx1", 1000, clock=clock, quiet=3600,
+                  retry_interval=3600)
+    store.record(message_event(NOW - 10))
+    assert store.flush()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # The last roll-up of the batch (tables in name order) fails after the rows and the
+        # other roll-ups went in.
+        conn.execute("ALTER TABLE rollup_minute ADD CONSTRAINT small CHECK (value < 2) "
+                     "NOT VALID")
+        for i in range(3):
+            store.record(message_event(NOW - 5 + i))
+        assert not store.flush() and store.buffered == 3
+        assert count(pg_url) == 1
+        assert conn.execute("SELECT SUM(value) FROM rollup_day WHERE metric = 'messages'"
+                            ).fetchone() == (1,)
+        conn.execute("ALTER TABLE rollup_minute DROP CONSTRAINT small")
+    assert store.flush() and store.buffered == 0  # a new connection, the same rows
+    assert count(pg_url) == 4
+    with psycopg.connect(pg_url) as conn:
+        for table in ("rollup_minute", "rollup_hour", "rollup_day"):
+            assert conn.execute(f"SELECT SUM(value) FROM {table} WHERE metric = 'messages'"
+                                ).fetchone() == (4,)
+    store.close()
+
+
+def test_without_pipelines_the_same_rows_and_roll_ups(pg_url, clock):
+    stores = [Store(PostgresBackend(pg_url), node, 1000, clock=clock, quiet=3600)
+              for node in ("piped", "plain")]
+    stores[1].backend._connection()
+    stores[1].backend._pipelines = False  # as with a libpq older than 14
+    for store in stores:
+        for i in range(40):
+            store.record(message_event(NOW - 3 * 86400 * (i % 2) - i * 100,
+                                       status="infected" if i % 4 else "clean",
+                                       action="reject" if i % 4 else "skip"))
+    for store in stores:
+        # Pruning due: the minutes of the half that is three days old go in the same
+        # transaction as they came.
+        store.backend._last_prune = float("-inf")
+        assert store.flush()
+    with psycopg.connect(pg_url) as conn:
+        for table, rows in (("rollup_minute", 20), ("rollup_hour", 40), ("rollup_day", 40)):
+            piped, plain = (conn.execute(f"SELECT bucket, metric, label, value FROM {table} "
+                                         "WHERE node = %s ORDER BY 1, 2, 3", (node,)).fetchall()
+                            for node in ("piped", "plain"))
+            assert piped == plain
+            assert sum(value for _b, metric, _l, value in piped if metric == "messages") == rows
+        assert conn.execute("SELECT node, COUNT(*) FROM messages GROUP BY node ORDER BY node"
+                            ).fetchall() == [("piped", 40), ("plain", 40)]
+    for store in stores:
+        store.close()
