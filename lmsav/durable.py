@@ -47,10 +47,18 @@ def remove_dir(root: Path, name: str, doomed_prefix: str = ".del-") -> None:
     shutil.rmtree(doomed)
 
 
-def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
+def _stat_or_none(path: Path):
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path: Path | str, data: bytes, mode: int | None = 0o644) -> None:
     """Replace ``path`` with ``data``: a reader sees the old file or the new one, never part of
     one, and the new one survives a crash. The temporary file is a dot name beside it (cron
-    skips those in /etc/cron.d; systemd does not load them as units)."""
+    skips those in /etc/cron.d; systemd does not load them as units). ``mode`` None keeps the
+    mode and owner of the file replaced (an MTA's configuration), 0644 for a new one."""
     import tempfile
 
     path = Path(path)
@@ -60,7 +68,11 @@ def write_atomic(path: Path | str, data: bytes, mode: int = 0o644) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
+        old = _stat_or_none(path) if mode is None else None
+        os.chmod(tmp, 0o644 if old is None and mode is None
+                 else stat.S_IMODE(old.st_mode) if old is not None else mode)
+        if old is not None and os.geteuid() == 0:
+            os.chown(tmp, old.st_uid, old.st_gid)
         os.replace(tmp, path)
     except BaseException:
         try:

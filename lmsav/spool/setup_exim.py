@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
+from ..durable import write_atomic
 
 DEFAULT_CONFIG_DIR = Path("/etc/exim4")
 DEFAULT_PORT = 10026
@@ -503,19 +504,8 @@ def apply(plan: Plan) -> list[Path]:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.lmsav-tmp")
-    with open(tmp, "w") as fp:
-        fp.write(text)
-        fp.flush()
-        os.fsync(fp.fileno())
-    if path.exists():
-        st = path.stat()
-        os.chmod(tmp, st.st_mode & 0o7777)
-        if os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
-    else:
-        os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    # The MTA's file keeps its mode and owner.
+    write_atomic(path, text.encode("utf-8", "surrogateescape"), mode=None)
 
 
 def _read(path: Path) -> str:

@@ -15,7 +15,6 @@ sendmail.mc it was built from, byte for byte, or is rebuilt when there is no suc
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..durable import write_atomic
 from .milter_socket import ListenError, parse_listen
 from .setup_exim import FileChange
 
@@ -271,16 +271,5 @@ def _read(path: Path) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.lmsav-tmp")
-    with open(tmp, "w", newline="", errors="surrogateescape") as fp:
-        fp.write(text)
-        fp.flush()
-        os.fsync(fp.fileno())
-    if path.exists():
-        st = path.stat()
-        os.chmod(tmp, st.st_mode & 0o7777)
-        if os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
-    else:
-        os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    # The MTA's file keeps its mode and owner.
+    write_atomic(path, text.encode("utf-8", "surrogateescape"), mode=None)

@@ -281,6 +281,18 @@ def stop_process_group(proc) -> None:
         proc.wait(10)
 
 
+def stop_gracefully(proc) -> None:
+    """SIGTERM the process alone (it stops its own children), then SIGKILL the session the
+    fixture started if it has not exited within 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def _need_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("the MTA tests run a real Postfix/Exim and need root")
@@ -345,15 +357,8 @@ class WatcherProcess:
         self.proc.send_signal(signum)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the session this fixture started
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_gracefully(self.proc)
         self.proc = None
 
 

@@ -46,6 +46,7 @@ from tests.mta.conftest import (
     lmsav_command,
     parsed,
     run_setup,
+    stop_gracefully,
     token,
     wait_port,
     write_lmsav_config,
@@ -78,15 +79,8 @@ class ListenerProcess:
                                          start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the session this fixture started
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_gracefully(self.proc)
         self.proc = None
 
 
