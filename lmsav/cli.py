@@ -53,6 +53,7 @@ class LazyGroup(click.Group):
         "stats": "lmsav.stats.commands:stats_group",
         "milter": "lmsav.milter.commands:milter",
         "report": "lmsav.stats.report_commands:report",
+        "web": "lmsav.web.commands:web",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -692,7 +692,7 @@ class SnmpSection:
 LOG_LEVEL_NAMES = ("error", "warning", "info", "debug")
 LOG_LEVEL = _choice(*LOG_LEVEL_NAMES)
 LOG_COMPONENTS = ("daemon", "spool", "qmail", "mail", "scan", "update", "cron", "stats", "snmp",
-                  "setup")
+                  "setup", "milter", "web")
 
 
 def _component_levels(value: Any) -> tuple[str, ...]:
@@ -798,6 +798,47 @@ class MilterSection:
         "--notices")
 
 
+def _web_listen(value: Any) -> str:
+    text = _text(value).strip()
+    if not LISTEN_RE.fullmatch(text):
+        raise ValueError(value)
+    return text
+
+
+WEB_LISTEN = Kind('"HOST:PORT" like "127.0.0.1:8343" or "[::1]:8343"', _web_listen, str)
+
+
+@dataclass(frozen=True)
+class WebSection:
+    """[web] — `lmsav web`, the administration console."""
+
+    listen: str = setting(
+        "127.0.0.1:8343", WEB_LISTEN, "Where the console listens; keep it on loopback behind a "
+                                      "reverse proxy, or give it a certificate.", "--listen")
+    certificate: Path | None = setting(
+        None, OPTIONAL_PATH, 'PEM certificate (chain) for HTTPS; "" is plain HTTP.',
+        "--certificate")
+    key: Path | None = setting(
+        None, OPTIONAL_PATH, 'PEM private key of the certificate; "" is the certificate file.',
+        "--key")
+    trusted_proxies: int = setting(
+        0, NATURAL, "Reverse proxies in front whose X-Forwarded-For/-Proto/-Host/-Prefix are "
+                    "honoured; 0: none.", "--trusted-proxies")
+    session_lifetime: float = setting(
+        8 * 3600.0, SECONDS, "A login lasts this long without use.")
+    login_attempts: int = setting(
+        5, POSITIVE, "Failed logins from one address or for one account within "
+                     "login_window before further tries are refused.")
+    login_window: float = setting(300.0, SECONDS, "The window of login_attempts.")
+    pam: bool = setting(
+        False, BOOLEAN, "Also accept system accounts through PAM (service pam_service); local "
+                        "accounts are tried first.")
+    pam_service: str = setting("login", _TEXT, "The PAM service of PAM logins.")
+    pam_admin_group: str = setting(
+        "", _TEXT, 'A system group whose PAM users are admins; others are viewers. "": all '
+                   "PAM users are viewers.")
+
+
 # TOML section name → (Settings attribute, dataclass). The [limits] table is kept as
 # ``limits_section`` because ``Settings.limits()`` hands the engine its Limits.
 SECTIONS: dict[str, tuple[str, type]] = {
@@ -814,6 +855,7 @@ SECTIONS: dict[str, tuple[str, type]] = {
     "log": ("log", LogSection),
     "metrics": ("metrics", MetricsSection),
     "milter": ("milter", MilterSection),
+    "web": ("web", WebSection),
 }
 
 
@@ -869,6 +911,7 @@ class Settings:
     log: LogSection
     metrics: MetricsSection
     milter: MilterSection
+    web: WebSection
     # "profile" and dotted keys → "built-in default", "profile NAME", a file path or "command line".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -1,1 +1,2 @@
-"""The web console: nothing yet; the package holds the place of the coming front end."""
+"""`lmsav web`: the administration console (status, mail, quarantine, spool, groups, updates,
+schedules, configuration, logs), served by cheroot from Flask routes and Jinja2 templates."""

@@ -1,0 +1,95 @@
+"""Fixtures of the console's tests: a private configuration and state, the application, and
+test clients logged in as an admin, a viewer, or nobody."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lmsav import config as config_mod
+from lmsav.web.accounts import Accounts
+from lmsav.web.app import create_app
+
+BASE_URL = "https://localhost"
+ADMIN, VIEWER = ("alice", "alice-password-1"), ("victor", "victor-password-1")
+
+
+@dataclass
+class WebEnv:
+    root: Path
+    config_file: Path
+    state_dir: Path
+    run_dir: Path
+
+    def settings(self) -> config_mod.Settings:
+        return config_mod.load_settings(self.config_file)
+
+    def write_config(self, extra: str = "") -> None:
+        self.config_file.write_text(
+            f'[paths]\nstate_dir = "{self.state_dir}"\nrun_dir = "{self.run_dir}"\n' + extra)
+
+
+@pytest.fixture
+def web_env(tmp_path) -> WebEnv:
+    env = WebEnv(tmp_path, tmp_path / "lmsav.toml", tmp_path / "state", tmp_path / "run")
+    env.state_dir.mkdir()
+    env.run_dir.mkdir()
+    env.write_config()
+    return env
+
+
+@pytest.fixture
+def app(web_env):
+    application = create_app(web_env.settings(), web_env.config_file, testing=True)
+    accounts = Accounts(web_env.state_dir / "web")
+    accounts.add(ADMIN[0], ADMIN[1], "admin")
+    accounts.add(VIEWER[0], VIEWER[1], "viewer")
+    return application
+
+
+def csrf_token(client, url: str = "/login") -> str:
+    """The token a form of the console carries, read from a page as a browser would."""
+    page = client.get(url, base_url=BASE_URL).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, f"no CSRF token on {url}"
+    return match.group(1)
+
+
+def form_post(client, url: str, data: dict | None = None, *, token_from: str = "/login",
+              **kwargs):
+    """POST a form with the CSRF token the session expects, as the console's pages send it."""
+    fields = {"csrf_token": csrf_token(client, token_from), **(data or {})}
+    # Over HTTPS the CSRF check also wants the page the form came from, as browsers send it.
+    headers = {"Referer": BASE_URL + token_from, **kwargs.pop("headers", {})}
+    return client.post(url, data=fields, base_url=BASE_URL, headers=headers, **kwargs)
+
+
+def log_in(client, name: str, password: str):
+    response = form_post(client, "/login", {"username": name, "password": password})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+def _client(app):
+    client = app.test_client()
+    # Every request as a browser on HTTPS sends it: the session cookie is Secure.
+    client.environ_base["wsgi.url_scheme"] = "https"
+    return client
+
+
+@pytest.fixture
+def anon(app):
+    return _client(app)
+
+
+@pytest.fixture
+def admin(app):
+    return log_in(_client(app), *ADMIN)
+
+
+@pytest.fixture
+def viewer(app):
+    return log_in(_client(app), *VIEWER)
