@@ -32,6 +32,19 @@ class WebEnv:
             f'[paths]\nstate_dir = "{self.state_dir}"\nrun_dir = "{self.run_dir}"\n' + extra)
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashes(monkeypatch):
+    """Argon2 with its smallest costs in these tests (the real costs take 0.1-0.4 s a hash);
+    the command-line and browser tests keep the real ones."""
+    from argon2 import PasswordHasher
+
+    from lmsav.web import accounts
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr(accounts, "_hasher", cheap)
+    monkeypatch.setattr(accounts, "_DUMMY_HASH", cheap.hash("no such account"))
+
+
 @pytest.fixture
 def web_env(tmp_path) -> WebEnv:
     env = WebEnv(tmp_path, tmp_path / "lmsav.toml", tmp_path / "state", tmp_path / "run")
