@@ -55,12 +55,13 @@ def create_app(settings: config_mod.Settings, config_file: Path | str | None = N
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session that carries it
         TESTING=testing,
     )
+    # Who is asking is known before the CSRF check, so a refusal names the account.
+    app.before_request(load_user)
     CSRFProtect(app)
     if settings.web.trusted_proxies:
         n = settings.web.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
 
-    app.before_request(load_user)
     app.after_request(_security_headers)
     app.register_blueprint(auth_bp)
     for blueprint in blueprints():

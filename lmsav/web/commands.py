@@ -68,15 +68,17 @@ def _serve(ctx, settings) -> None:
     options = root_options(ctx)
     from .app import create_app
 
+    account = _service_account(service_user())
     server = make_server(None, host, port, adapter)
     try:
         server.prepare()  # binds while still root, for a port below 1024
     except OSError as err:
         raise Fatal(f"cannot listen on {section.listen}: {err.strerror or err}") from None
-    _become_service_user(service_user())
     try:
+        _become(account)
         server.wsgi_app = create_app(settings, options["config"], options["profile"])
     except OSError as err:
+        server.stop()  # its worker threads would keep the process alive
         raise Fatal(f"cannot prepare the console's state: {err.strerror or err}: "
                     f"{err.filename or ''}") from None
 
@@ -94,11 +96,11 @@ def _serve(ctx, settings) -> None:
         server.stop()
 
 
-def _become_service_user(user: str) -> None:
-    """Root gives way to the service user once the socket is bound: the console acts only
-    through lmsav's stores and the services' sockets, never with root's rights."""
+def _service_account(user: str):
+    """As root, the account to become once the socket is bound: the console acts only through
+    lmsav's stores and the services' sockets, never with root's rights. None otherwise."""
     if os.geteuid() != 0:
-        return
+        return None
     import pwd
 
     try:
@@ -106,9 +108,13 @@ def _become_service_user(user: str) -> None:
     except KeyError:
         raise Fatal(f"cannot drop root: no user {user!r} (create it with `lmsav setup`, or run "
                     "`lmsav web` as an unprivileged user)") from None
-    if account.pw_uid == 0:
+    return account if account.pw_uid != 0 else None
+
+
+def _become(account) -> None:
+    if account is None:
         return
-    os.initgroups(user, account.pw_gid)
+    os.initgroups(account.pw_name, account.pw_gid)
     os.setgid(account.pw_gid)
     os.setuid(account.pw_uid)
 

@@ -117,6 +117,7 @@ def test_a_post_without_its_csrf_token_is_refused_and_audited(admin, web_env):
     record = json.loads((web_env.state_dir / "web" / "audit.jsonl").read_text()
                         .splitlines()[-1])
     assert record["outcome"] == "refused" and "CSRF" in record["detail"]["reason"]
+    assert (record["user"], record["role"]) == ("alice", "admin")
     assert admin.get("/groups/", base_url=BASE_URL).status_code == 200  # still logged in
 
 

@@ -146,10 +146,6 @@ def test_root_serves_https_on_default_paths_as_the_service_user(sysroot, tmp_pat
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for(port, proc)
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        # nsenter execs lmsav in place: the process is the console itself.
-        uid = re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1)
-        assert int(uid) == sysroot.uid_of("lmsav")
         pem = sysroot.path(cert)
         with httpx.Client(base_url=f"https://localhost:{port}", verify=ssl.create_default_context(cafile=str(pem))) as client:
             page = client.get("/login")
@@ -161,8 +157,23 @@ def test_root_serves_https_on_default_paths_as_the_service_user(sysroot, tmp_pat
             assert done.status_code == 302, done.text
             assert "Secure" in done.headers["set-cookie"]
             assert client.get(done.headers["location"]).status_code == 200
+        # Answering requests, it is the service user (nsenter execs lmsav in place).
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        uid = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.MULTILINE).groups()
+        assert {int(u) for u in uid} == {sysroot.uid_of("lmsav")}
         audit = sysroot.path("/var/lib/lmsav/web/audit.jsonl").read_text()
         assert '"action": "login"' in audit and '"outcome": "ok"' in audit
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.integration
+def test_root_without_the_service_account_stops_with_one_line(sysroot):
+    lmsav = sysroot.program("lmsav")
+    proc = sysroot.run(lmsav, "web", "--listen", f"127.0.0.1:{_free_port()}", check=False,
+                       timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "lmsav: error: cannot drop root: no user 'lmsav' (create it with `lmsav setup`, or run "
+        "`lmsav web` as an unprivileged user)"]
