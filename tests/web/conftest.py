@@ -12,7 +12,9 @@ import pytest
 from lmsav import config as config_mod
 from lmsav.web.accounts import Accounts
 from lmsav.web.app import create_app
-from tests.web.browser import *  # noqa: F403  (the real browser's fixtures and failure hook)
+
+# The real browser's fixtures and its screenshot-on-failure hook.
+from tests.web.browser import *
 
 BASE_URL = "https://localhost"
 ADMIN, VIEWER = ("alice", "alice-password-1"), ("victor", "victor-password-1")

@@ -175,5 +175,5 @@ def test_root_without_the_service_account_stops_with_one_line(sysroot):
                        timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "lmsav: error: cannot drop root: no user 'lmsav' (create it with `lmsav setup`, or run "
-        "`lmsav web` as an unprivileged user)"]
+        ("lmsav: error: cannot drop root: no user 'lmsav' (create it with `lmsav setup`, or run "
+         "`lmsav web` as an unprivileged user)")]
