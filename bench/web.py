@@ -30,11 +30,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.web_fixture import populate  # noqa: E402
-from bench.web_fixture_messages import populate_messages  # noqa: E402
-from lmsav.quarantine.index import StoresIndex  # noqa: E402
-from lmsav.stats.store import sqlite_path  # noqa: E402
-from lmsav.web.accounts import Accounts  # noqa: E402
+from bench.web_fixture import populate
+from bench.web_fixture_messages import populate_messages
+from lmsav.quarantine.index import StoresIndex
+from lmsav.stats.store import sqlite_path
+from lmsav.web.accounts import Accounts
 
 BOUND_MS = 200.0
 USER, PASSWORD = "bench", "bench-password-1"

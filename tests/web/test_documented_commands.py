@@ -29,14 +29,14 @@ print("ok")
 def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## The web console", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
     return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
 def man_examples() -> list[str]:
     text = (ROOT / "man" / "lmsav-web.8").read_text()
     section = text.split(".SH EXAMPLES", 1)[1].split("\n.SH ", 1)[0]
-    lines = re.findall(r"^lmsav .*$", section, re.M)
+    lines = re.findall(r"^lmsav .*$", section, re.MULTILINE)
     return [line.replace("\\-", "-") for line in lines]
 
 
