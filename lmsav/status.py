@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from . import __version__, paths
+from . import __version__, paths, proclocks
 
 DAEMON_TIMEOUT = 1.0  # a daemon slower than this to answer PING is reported as not answering
 MIN_FREE_PERCENT = 5.0
@@ -169,30 +169,14 @@ def _lock_holder(lock: Path) -> tuple[int | None, bool]:
     """(pid, held) for the flock on ``lock``: read from /proc/locks, which lists only locks
     held now, so nothing is taken; where /proc/locks cannot be read, a shared lock is tried
     and let go at once."""
-    try:
-        st = os.stat(lock)
-    except OSError:
+    if not os.path.exists(lock):
         return None, False
-    try:
-        with open("/proc/locks") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
+    found = proclocks.holders(lock)
+    if found is None:
         return None, _probe(lock)
-    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    for line in lines:
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; "1: -> FLOCK …" is a waiter
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        try:
-            major, minor, inode = fields[5].split(":")
-            where = (int(major, 16), int(minor, 16), int(inode))
-            pid = int(fields[4])
-        except ValueError:
-            continue
-        if where == wanted:
-            # After a kill -9 of the parent its workers still hold the lock under its pid.
-            return (pid if pid > 0 and _alive(pid) else None), True
+    for pid, _confirmed in found:
+        # After a kill -9 of the parent its workers still hold the lock under its pid.
+        return (pid if pid > 0 and _alive(pid) else None), True
     return None, False
 
 

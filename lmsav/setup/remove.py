@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import paths
+from .. import paths, proclocks
 from ..spool.watcher import LOCK_NAME
 from . import mta as mta_mod
 from . import units
@@ -324,39 +324,9 @@ def _alive(pid: int) -> bool:
 
 
 def _lock_holders(lock: Path) -> list[int]:
-    """Processes holding a lock on ``lock`` that have it open (/proc/locks names the inode;
-    the open descriptor confirms it is this file)."""
-    try:
-        inode = lock.stat().st_ino
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 6 or fields[1] == "->":
-            continue
-        try:
-            pid, holder_inode = int(fields[4]), int(fields[5].rsplit(":", 1)[1])
-        except (ValueError, IndexError):
-            continue
-        if holder_inode == inode and pid not in out and _has_open(pid, lock):
-            out.append(pid)
-    return out
-
-
-def _has_open(pid: int, path: Path) -> bool:
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
-                return True
-        except OSError:
-            continue
-    return False
+    """Processes holding a lock on ``lock`` that have it open."""
+    return list(dict.fromkeys(pid for pid, confirmed in proclocks.holders(lock) or ()
+                              if confirmed))
 
 
 def _has_files(path: Path) -> bool:

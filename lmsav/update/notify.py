@@ -15,6 +15,8 @@ import os
 import signal
 from pathlib import Path
 
+from .. import proclocks
+
 WATCH_LOCK = "watch.lock"
 
 
@@ -88,42 +90,10 @@ def _tell_watcher(root: Path, configured_database: Path, spool_dir: Path) -> str
 
 def lock_holder(lock: Path) -> int | None:
     """The pid that took the flock on ``lock`` (from /proc/locks), if it still holds it open."""
-    try:
-        st = os.stat(lock)
-        with open("/proc/locks") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    for line in lines:
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" ("->" marks a waiting request)
-        if len(fields) < 6 or fields[1] != "FLOCK" or fields[1] == "->":
-            continue
-        try:
-            major, minor, inode = fields[5].split(":")
-            where = (int(major, 16), int(minor, 16), int(inode))
-            pid = int(fields[4])
-        except ValueError:
-            continue
-        if where == wanted and pid > 0 and _has_open(pid, lock):
+    for pid, confirmed in proclocks.holders(lock) or ():
+        if confirmed:
             return pid
     return None
-
-
-def _has_open(pid: int, path: Path) -> bool:
-    """Guards against a recycled pid: the process must hold the lock file open."""
-    target = os.path.realpath(path)
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    return True
-            except OSError:
-                continue
-    except OSError:
-        return False
-    return False
 
 
 __all__ = ["lock_holder", "tell_running", "uses"]
