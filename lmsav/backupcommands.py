@@ -24,6 +24,7 @@ import click
 from . import jsonout, paths
 from .clitools import Fatal, load_settings
 from .mail.backup import BackupEntry, BackupError, BackupStore, validate_id
+from .mail.release import ReleaseError, release
 from .quarantine.commands import cell, describe, restore_entry
 from .quarantine.store import FileStore, StoredFile, StoreError
 
@@ -112,8 +113,8 @@ kind_option = click.option(
 @click.group("backup", short_help="Originals of the files and messages lmsav changed.")
 def backup_group():
     """Originals kept before a modifying action: files a scan cured or deleted (KIND file) and
-    messages the mail policy changed (KIND mail). List, show, extract, restore (files) and
-    delete them."""
+    messages the mail policy changed (KIND mail). List, show, extract, restore (files),
+    release (messages) and delete them."""
 
 
 @backup_group.command("list")
@@ -255,6 +256,38 @@ def backup_restore(ctx, entry_id, kind, to, force, keep):
         raise Fatal(f"backup entry '{entry_id}' is a mail message, which has no path to go back "
                     f"to: write it out with 'lmsav backup extract {entry_id} -o FILE'")
     restore_entry(kept.files, entry_id, to, force, keep)
+
+
+@backup_group.command("release")
+@click.argument("entry_id", metavar="ID")
+@click.option("--to", "to", metavar="ADDR", multiple=True,
+              help="Deliver to this recipient only (repeatable); it must be one of the "
+                   "message's recipients. Default: all of them.")
+@click.pass_context
+def backup_release(ctx, entry_id, to):
+    """Deliver a kept message as it was received.
+
+    The original, byte for byte, with its original sender, to its original recipients (or
+    those given with --to), through the [spool] reinject target; the entry is kept."""
+    from .spool.reinject import from_setting
+
+    settings = load_settings(ctx)
+    kept = KeptOriginals(settings.paths.state_dir)
+    if (not _call(lambda: kept.mail.exists(entry_id))
+            and _call(lambda: kept.files.exists(entry_id))):
+        raise Fatal(f"backup entry '{entry_id}' is a file, which has no recipients: put it "
+                    f"back with 'lmsav backup restore {entry_id}'")
+    kept.kind_of(entry_id, MAIL)
+    reinjector = from_setting(settings.spool.reinject, settings.host_name())
+    try:
+        done = release(kept.mail, entry_id, reinjector, to)
+    except ReleaseError as err:
+        raise Fatal(str(err)) from None
+    finally:
+        reinjector.close()
+    click.echo(f"released {entry_id}: from <{done.sender}> to "
+               f"{', '.join(f'<{r}>' for r in done.recipients)} "
+               f"via {settings.spool.reinject}")
 
 
 @backup_group.command("delete")
