@@ -43,9 +43,13 @@ SERVE = """
 import sys
 from lmsav import config
 from lmsav.web.app import create_app
+from lmsav.web.pages.stores import start_indexing
 from lmsav.web.server import make_server
 settings = config.load_settings(sys.argv[1])
-server = make_server(create_app(settings, sys.argv[1]), "127.0.0.1", int(sys.argv[2]))
+app = create_app(settings, sys.argv[1])
+with app.app_context():
+    start_indexing()  # as `lmsav web` does
+server = make_server(app, "127.0.0.1", int(sys.argv[2]))
 server.safe_start()
 """
 

@@ -400,6 +400,15 @@ class StoresIndex:
         return self._db().execute(f"SELECT count(*) FROM entries {where}", params).fetchone()[0]
 
     @_guarded
+    def usage(self) -> dict[str, tuple[int, int]]:
+        """(entries, bytes of the originals) per kind, as the index last saw the stores."""
+        found = {kind: (0, 0) for kind in KINDS}
+        for kind, entries, size in self._db().execute(
+                "SELECT kind, count(*), coalesce(sum(size), 0) FROM entries GROUP BY kind"):
+            found[kind] = (int(entries), int(size))
+        return found
+
+    @_guarded
     def get(self, kind: str, entry_id: str) -> KeptRow | None:
         """The indexed row of one entry, or None."""
         r = self._db().execute(f"SELECT {_COLUMNS} FROM entries WHERE kind = ? AND id = ?",

@@ -67,6 +67,7 @@ def _serve(ctx, settings) -> None:
         raise Fatal(str(err)) from None
     options = root_options(ctx)
     from .app import create_app
+    from .pages.stores import start_indexing
 
     account = _service_account(service_user())
     server = make_server(None, host, port, adapter)
@@ -76,7 +77,10 @@ def _serve(ctx, settings) -> None:
         raise Fatal(f"cannot listen on {section.listen}: {err.strerror or err}") from None
     try:
         _become(account)
-        server.wsgi_app = create_app(settings, options["config"], options["profile"])
+        app = create_app(settings, options["config"], options["profile"])
+        with app.app_context():
+            start_indexing()  # the first visitor finds the stores' index already built
+        server.wsgi_app = app
     except OSError as err:
         server.stop()  # its worker threads would keep the process alive
         raise Fatal(f"cannot prepare the console's state: {err.strerror or err}: "

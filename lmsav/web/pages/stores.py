@@ -79,6 +79,11 @@ def _syncer() -> IndexSyncer:
     return syncer
 
 
+def start_indexing() -> None:
+    """Start keeping the index of the stores current (in an application context)."""
+    _syncer()
+
+
 def _fresh_index() -> tuple[StoresIndex, IndexSyncer]:
     syncer = _syncer()
     if current_app.testing:
