@@ -19,13 +19,13 @@ from pathlib import Path
 
 # The entry file's own reader: one header line, then the message (nqueue's format).
 from .nqueue import (
-    _ID,
+    ID_PATTERN,
     STATES,
     Spool,
     SpoolEntry,
     SpoolError,
-    _entry_from,
-    _read_header,
+    entry_from,
+    read_header,
     validate_id,
 )
 from .queue_ops import QueueOps
@@ -125,8 +125,8 @@ def read_entry(spool_dir: Path | str, entry_id: str) -> EntryDetail:
         raise SpoolError(f"cannot read spool entry {entry_id}: {err.strerror}") from None
     with open(fd, "rb") as fh:
         try:
-            fields = _read_header(fh, path)
-            entry = _entry_from(entry_id, path, fields)
+            fields = read_header(fh, path)
+            entry = entry_from(entry_id, path, fields)
             start = fh.tell()
             head = fh.read(HEADER_BYTES)
             size = os.fstat(fh.fileno()).st_size - start
@@ -137,7 +137,7 @@ def read_entry(spool_dir: Path | str, entry_id: str) -> EntryDetail:
 
 # One pass of the regular expression engine over a whole listing (a line per name) instead of
 # a match per name: 100,000 entries are listed in milliseconds.
-_LISTING_RE = re.compile(rf"^(?P<name>(?P<id>{_ID})(?:,r(?P<rev>\d{{1,9}}),t\d{{1,16}})?)$",
+_LISTING_RE = re.compile(rf"^(?P<name>(?P<id>{ID_PATTERN})(?:,r(?P<rev>\d{{1,9}}),t\d{{1,16}})?)$",
                          re.MULTILINE)
 
 
@@ -185,7 +185,7 @@ def _read_row(path: Path, entry_id: str, state: str) -> EntryRow | None:
     with open(fd, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         try:
-            entry = _entry_from(entry_id, path, _read_header(fh, path))
+            entry = entry_from(entry_id, path, read_header(fh, path))
         except SpoolError as err:
             return _damaged(entry_id, state, size, str(err))
         except OSError as err:

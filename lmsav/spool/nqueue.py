@@ -76,9 +76,9 @@ CHUNK = 1 << 20
 # A tmp/ file this old is a crash leftover, not a write in progress; recover() removes it.
 STALE_TMP_SECONDS = 3600.0
 
-_ID = r"\d{19,20}\.\d{1,10}\.[0-9a-f]{8}"
-ID_RE = re.compile(rf"\A{_ID}\Z")
-NAME_RE = re.compile(rf"\A(?P<id>{_ID})(?:,r(?P<rev>\d{{1,9}}),t(?P<nb>\d{{1,16}}))?\Z")
+ID_PATTERN = r"\d{19,20}\.\d{1,10}\.[0-9a-f]{8}"
+ID_RE = re.compile(rf"\A{ID_PATTERN}\Z")
+NAME_RE = re.compile(rf"\A(?P<id>{ID_PATTERN})(?:,r(?P<rev>\d{{1,9}}),t(?P<nb>\d{{1,16}}))?\Z")
 _BAD_CHARS = re.compile(r"[\r\n\x00]")
 
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -260,7 +260,7 @@ class Spool:
             raise SpoolError(f"cannot read spool entry {entry.id}: {_reason(err)}") from None
         with open(fd, "rb") as fh:
             try:
-                _read_header(fh, entry.path)
+                read_header(fh, entry.path)
                 return fh.read()
             except OSError as err:
                 raise SpoolError(f"cannot read spool entry {entry.id}: {_reason(err)}") from None
@@ -466,8 +466,8 @@ class Spool:
             raise SpoolError(f"cannot read spool entry {path.name}: {_reason(err)}") from None
         try:
             with open(fd, "rb") as fh:
-                fields = _read_header(fh, path)
-            return _entry_from(parsed[0], path, fields)
+                fields = read_header(fh, path)
+            return entry_from(parsed[0], path, fields)
         except (SpoolError, OSError) as err:
             if not damaged_ok:
                 if isinstance(err, OSError):
@@ -492,7 +492,7 @@ class Spool:
         try:
             src = os.open(entry.path, _O_READ)
             with open(src, "rb") as source:
-                _read_header(source, entry.path)
+                read_header(source, entry.path)
                 fd = os.open(tmp, _O_CREATE, FILE_MODE)
                 with open(fd, "wb") as fh:
                     os.fchmod(fd, FILE_MODE)
@@ -642,7 +642,7 @@ def _header(envelope: Envelope, queue_id: str, arrived: float, attempts: int,
     return MAGIC + json.dumps(fields, ensure_ascii=True).encode("ascii") + b"\n"
 
 
-def _read_header(fh: BinaryIO, path: Path) -> dict:
+def read_header(fh: BinaryIO, path: Path) -> dict:
     """Read the header line and leave ``fh`` at the first byte of the message."""
     data = b""
     while True:
@@ -669,7 +669,7 @@ def _read_header(fh: BinaryIO, path: Path) -> dict:
     return fields
 
 
-def _entry_from(entry_id: str, path: Path, fields: dict) -> SpoolEntry:
+def entry_from(entry_id: str, path: Path, fields: dict) -> SpoolEntry:
     try:
         recipients = fields["recipients"]
         if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
