@@ -5,6 +5,7 @@ statements and tells what kind of failure it met."""
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from itertools import chain
 
@@ -45,12 +46,32 @@ _UPSERTS = {table: schema.upsert(table) for table in schema.ROLLUPS}
 _UPSERT_TABLES = {statement: table for table, statement in _UPSERTS.items()}
 # Parameters in one statement: SQLite's historic limit (PostgreSQL's is far higher).
 _MAX_PARAMS = 999
-_COLUMNS = {"messages": schema.MESSAGE_COLUMNS, "events": schema.EVENT_COLUMNS}
+# Messages given their search keys in one transaction (a few hundred ms at most).
+_KEYS_CHUNK = 5000
+_COLUMNS = {"messages": schema.MESSAGE_COLUMNS, "events": schema.EVENT_COLUMNS,
+            "message_keys": schema.KEY_COLUMNS}
+
+
+def key_rows(messages: list[tuple]) -> list[tuple]:
+    """(message, key, time) of each (id, time, sender, recipients) message, by key: the
+    index is written in its own order, each of its pages once."""
+    out = []
+    for message, at, sender, recipients in messages:
+        # Most messages have one recipient whose address needs no escaping in JSON.
+        if '","' not in recipients and "\\" not in recipients and len(recipients) > 4:
+            addresses = [recipients[2:-2]]
+        else:
+            addresses = json.loads(recipients)
+        out.extend((message, key, at) for key in schema.message_keys(sender, addresses))
+    out.sort(key=lambda row: row[1])
+    return out
 
 
 @functools.lru_cache(maxsize=128)
 def _statement(table: str, rows: int) -> str:
     """The INSERT (messages, events) or roll-up upsert of ``rows`` rows into ``table``."""
+    if table == "message_keys":  # a message's keys given twice are the same keys
+        return schema.insert(table, _COLUMNS[table], rows).replace("INSERT", "INSERT OR IGNORE", 1)
     if table in _COLUMNS:
         return schema.insert(table, _COLUMNS[table], rows)
     return schema.upsert(table, rows)
@@ -61,6 +82,10 @@ class SqlBackend:
 
     description = ""
     row_id = ""
+    keyed_table = ""  # what makes a table stored in its primary key's order
+    # Ids below the last one given keys that are looked at again: a row that another node's
+    # transaction committed after a later id had been given its keys (PostgreSQL).
+    late_ids = 0
 
     def __init__(self):
         self._last_prune = float("-inf")
@@ -90,13 +115,14 @@ class SqlBackend:
     # -- shared ----------------------------------------------------------------------------------
     def ensure_schema(self) -> None:
         """Create the tables or bring them up to date (inside the caller's transaction)."""
-        for statement in schema.tables(self.row_id):
+        for statement in schema.tables(self.row_id, self.keyed_table):
             self._execute(statement)
         found = self._execute("SELECT value FROM meta WHERE key = ?",
                               ("schema_version",)).fetchone()
         if found is None:
             self._execute("INSERT INTO meta (key, value) VALUES (?, ?)",
                           ("schema_version", str(schema.VERSION)))
+            self._execute("INSERT INTO meta (key, value) VALUES (?, ?)", (schema.KEYS_UPTO, "0"))
             return
         version = int(found[0])
         if version > schema.VERSION:
@@ -107,6 +133,49 @@ class SqlBackend:
                 self._execute(statement)
             version += 1
         self._execute("UPDATE meta SET value = ? WHERE key = ?", (str(version), "schema_version"))
+
+    def index_keys(self, limit: int | None = None) -> int:
+        """Give search keys to up to ``limit`` messages that have none yet (None: every one),
+        oldest first, a transaction per ``_KEYS_CHUNK``; the number given. Done by readers,
+        not by the writers of mail, whose every message would cost a few random index
+        writes."""
+        given = 0
+        while limit is None or given < limit:
+            size = _KEYS_CHUNK if limit is None else min(_KEYS_CHUNK, limit - given)
+            done = self._index_keys(size)
+            given += done
+            if done < size:
+                break
+        return given
+
+    def _index_keys(self, limit: int) -> int:
+        self._connection()
+        [(upto, top)] = self._execute(schema.KEYS_STATE).fetchall()
+        upto, top = int(upto or 0), int(top or 0)
+        if top <= upto:
+            return 0
+        self._begin()
+        try:
+            [(upto, _top)] = self._execute(schema.KEYS_STATE).fetchall()  # now under the lock
+            upto = int(upto or 0)
+            found = self._execute(
+                "SELECT id, time, sender, recipients FROM messages WHERE id > ? ORDER BY id "
+                "LIMIT ?", (upto, limit)).fetchall()
+            if self.late_ids:
+                found += self._execute(
+                    "SELECT id, time, sender, recipients FROM messages m WHERE id > ? "
+                    "AND id <= ? AND NOT EXISTS (SELECT 1 FROM message_keys k "
+                    "WHERE k.message = m.id)", (upto - self.late_ids, upto)).fetchall()
+            if found:
+                self._insert_rows("message_keys", key_rows(found))
+                self._execute("UPDATE meta SET value = ? WHERE key = ?",
+                              (str(max(upto, max(int(row[0]) for row in found))),
+                               schema.KEYS_UPTO))
+            self._commit()
+        except BaseException:
+            self._rollback()
+            raise
+        return len(found)
 
     def schema_current(self) -> bool:
         """Whether the store already holds this version's tables: a read, so that a new
@@ -171,6 +240,9 @@ class SqlBackend:
                 self._execute(f"DELETE FROM {table} WHERE bucket < ?", (int(now - kept),))
         for table in ("messages", "events"):
             self._execute(f"DELETE FROM {table} WHERE time < ?", (now - schema.DETAIL_KEPT,))
+        # The keys of the messages just pruned: ids below the oldest one kept.
+        self._execute("DELETE FROM message_keys WHERE message < "
+                      "COALESCE((SELECT MIN(id) FROM messages), ?)", (2**63 - 1,))
 
     def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError

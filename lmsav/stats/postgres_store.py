@@ -27,6 +27,10 @@ _UPSERT = {table: f"INSERT INTO {table} (bucket, node, metric, label, value) "
                   "%s::bigint[]) ON CONFLICT (bucket, node, metric, label) "
                   f"DO UPDATE SET value = {table}.value + excluded.value"
            for table in schema.ROLLUPS}
+# Search keys the same way: one statement whatever their number.
+_UPSERT["message_keys"] = ("INSERT INTO message_keys (message, key, time) "
+                           "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::float8[]) "
+                           "ON CONFLICT DO NOTHING")
 
 
 def redacted(url: str) -> str:
@@ -41,6 +45,7 @@ def redacted(url: str) -> str:
 
 class PostgresBackend(SqlBackend):
     row_id = "BIGSERIAL PRIMARY KEY"
+    late_ids = 10000  # several nodes' transactions take ids from one sequence
 
     def __init__(self, url: str, connect_timeout: int = 2, statement_timeout_ms: int = 5000):
         super().__init__()
@@ -80,6 +85,9 @@ class PostgresBackend(SqlBackend):
             self._begin()
             try:
                 self._execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                # Bringing a large store up to date builds indexes over every message: once,
+                # longer than any statement of recording may take.
+                self._execute("SET LOCAL statement_timeout = 0")
                 self.ensure_schema()
                 self._commit()
             except BaseException:
@@ -145,6 +153,15 @@ class PostgresBackend(SqlBackend):
 
         try:
             super().write(rows, now)
+        except psycopg.Error as err:
+            self._forget()
+            raise StoreUnavailable(f"{self.description}: {_one_line(err)}") from None
+
+    def index_keys(self, limit: int | None = None) -> int:
+        import psycopg
+
+        try:
+            return super().index_keys(limit)
         except psycopg.Error as err:
             self._forget()
             raise StoreUnavailable(f"{self.description}: {_one_line(err)}") from None

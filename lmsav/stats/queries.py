@@ -8,6 +8,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from . import schema
 from .events import STATUSES
@@ -135,40 +136,228 @@ def _in_list(glob: str) -> str:
     return "%" + _like(f'"{element}"') + "%"
 
 
-def messages(fetch: Fetch, *, since: float | None = None, until: float | None = None,
-             sender: str | None = None, rcpt: str | None = None, status: str | None = None,
-             threat: str | None = None, limit: int = 50) -> list[dict]:
-    """Per-message records, newest first."""
-    where, params = [], []
-    if since is not None:
-        where.append("time >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("time < ?")
-        params.append(until)
-    if sender is not None:
-        where.append("LOWER(sender) LIKE ? ESCAPE '!'")
-        params.append(_like(sender))
-    if rcpt is not None:
-        where.append("LOWER(recipients) LIKE ? ESCAPE '!'")
-        params.append(_in_list(rcpt))
+_RECORD_COLUMNS = ("id", *schema.MESSAGE_COLUMNS)
+# Messages an interactive search looks at for one page before it stops and says so: a
+# search that the indexes cannot answer reads this many rows, not the whole table.
+SEARCH_BUDGET = 50000
+# Messages given their search keys before a search (``Store.search``): the few recorded since
+# the last one, or a part of a store that has none yet.
+KEYS_PER_SEARCH = 1000
+
+
+class Page(NamedTuple):
+    """One page of a search, newest first. ``next`` is where the next page starts (the
+    (time, id) of the last message looked at), None when nothing is left; ``cut_short`` when
+    the search stopped at its budget of messages looked at before the page was full: the
+    messages older than ``next`` were not searched yet."""
+
+    records: list[dict]
+    next: tuple[float, int] | None
+    cut_short: bool
+
+
+def _address_key(side: str, pattern: str) -> str | None:
+    """The search key of a whole address or of ``*@domain``; None for any other pattern."""
+    if "*" not in pattern and "?" not in pattern:
+        return f"{side}:{pattern.lower()}"
+    domain = pattern[2:]
+    if pattern.startswith("*@") and domain and not any(c in domain for c in "*?@"):
+        return f"{side}@{domain.lower()}"
+    return None
+
+
+Position = tuple[float, int]  # (time, id) of a message in the order of a search
+
+
+class _Plan:
+    """One index read (its rows' time and id columns, its own conditions) and the
+    conditions checked on what it yields."""
+
+    sort = ""  # "+": sort what the conditions found rather than read the time index
+
+    def __init__(self, source: str, at: str, id_: str, index_only: str):
+        self.source, self.at, self.id, self.index_only = source, at, id_, index_only
+        self.served: list[str] = []
+        self.served_params: list = []
+        self.checked: list[str] = []
+        self.checked_params: list = []
+
+    def serve(self, condition: str, *params) -> None:
+        self.served.append(condition)
+        self.served_params.extend(params)
+
+    def check(self, condition: str, *params) -> None:
+        self.checked.append(condition)
+        self.checked_params.extend(params)
+
+    def span(self, since: float | None, until: float | None) -> None:
+        if since is not None:
+            self.serve(f"{self.at} >= ?", since)
+        if until is not None:
+            self.serve(f"{self.at} < ?", until)
+
+    def _range(self, after: Position | None, to: Position | None) -> tuple[list[str], list]:
+        """Conditions for the rows older than ``after``, down to ``to`` included."""
+        at, id_ = self.at, self.id
+        conditions, params = [], []
+        if after is not None:
+            conditions.append(f"{at} <= ? AND ({at} < ? OR {id_} < ?)")
+            params += [after[0], after[0], after[1]]
+        if to is not None:
+            conditions.append(f"{at} >= ? AND ({at} > ? OR {id_} >= ?)")
+            params += [to[0], to[0], to[1]]
+        return conditions, params
+
+    @property
+    def order(self) -> str:
+        return f" ORDER BY {self.sort}{self.at} DESC, {self.sort}{self.id} DESC"
+
+    def boundary(self, fetch: Fetch, after: Position | None, count: int) -> Position | None:
+        """The ``count``-th row older than ``after``, found in the index alone; None when
+        there are fewer."""
+        conditions, params = self._range(after, None)
+        found = fetch(self.index_only + _where([*self.served, *conditions]) + self.order
+                      + " LIMIT 1 OFFSET ?", (*self.served_params, *params, count - 1))
+        return (float(found[0][0]), int(found[0][1])) if found else None
+
+    def records(self, fetch: Fetch, limit: int, after: Position | None,
+                to: Position | None) -> list[tuple]:
+        """Up to ``limit`` matching rows older than ``after``, down to ``to`` included."""
+        conditions, params = self._range(after, to)
+        sql = ("SELECT " + ", ".join(f"m.{c}" for c in _RECORD_COLUMNS)
+               + f" FROM {self.source}" + _where([*self.served, *conditions, *self.checked])
+               + self.order + " LIMIT ?")
+        return fetch(sql, (*self.served_params, *params, *self.checked_params, limit))
+
+
+def _where(conditions: list[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+def _scan_plan(status: str | None, threat: str | None) -> _Plan:
+    plan = _Plan("messages m", "m.time", "m.id", "SELECT m.time, m.id FROM messages m")
+    if status is not None and status != "clean":
+        plan.serve(f"m.status = ? AND m.{schema.FLAGGED}", status)
+    elif threat is not None:
+        plan.serve(f"m.{schema.THREATS}")
+    return plan
+
+
+# The first stretch of an index a page reads; each next one is this many times longer. Each
+# stretch is read between two known positions: a planner that misjudges how many rows the
+# filters keep (PostgreSQL with LIKE) still reads no more than the stretch.
+FIRST_STRETCH, STRETCH_GROWTH = 200, 4
+
+
+def _read(plan: _Plan, fetch: Fetch, limit: int, before: Position | None,
+          budget: int | None) -> tuple[list[tuple], Position | None, bool]:
+    """(up to ``limit`` + 1 rows, where the reading stopped, whether the budget stopped
+    it): the index read stretch by stretch from ``before`` on."""
+    found: list[tuple] = []
+    after, read, stretch = before, 0, max(FIRST_STRETCH, 4 * limit)
+    while True:
+        size = stretch if budget is None else min(stretch, budget - read)
+        to = plan.boundary(fetch, after, size)
+        found += plan.records(fetch, limit + 1 - len(found), after, to)
+        if len(found) > limit or to is None:
+            return found, None, False
+        read, after, stretch = read + size, to, stretch * STRETCH_GROWTH
+        if budget is not None and read >= budget:
+            return found, to, True
+
+
+def search(fetch: Fetch, *, since: float | None = None, until: float | None = None,
+           sender: str | None = None, rcpt: str | None = None, status: str | None = None,
+           threat: str | None = None, before: Position | None = None,
+           limit: int = 50, budget: int | None = None) -> Page:
+    """Per-message records matching every filter given, newest first, older than ``before``.
+
+    A whole address or ``*@domain`` is looked up in the search keys (the messages that have
+    none yet, normally the last few, are read directly); else the messages of a status other
+    than clean, or with threats, are read along their own index, else every message, newest
+    first, each checked against the filters. ``budget``: at most that many index entries are
+    read (None: no bound)."""
+    # Every filter as a condition on the message itself.
+    conditions: list[tuple[str, tuple]] = []
+    keys = []
+    for side, pattern, column, like in (("from", sender, "LOWER(m.sender)", _like),
+                                        ("to", rcpt, "LOWER(m.recipients)", _in_list)):
+        if pattern is None:
+            continue
+        key = _address_key(side, pattern)
+        condition = (f"{column} LIKE ? ESCAPE '!'", (like(pattern),))
+        if key is not None:
+            keys.append((key, condition))
+        else:
+            conditions.append(condition)
     if status is not None:
-        where.append("status = ?")
-        params.append(status)
+        conditions.append(("m.status = ?", (status,)))
     if threat is not None:
-        where.append("LOWER(threats) LIKE ? ESCAPE '!'")
-        params.append(_in_list(threat))
-    sql = ("SELECT time, node, queue_id, message_id, sender, recipients, groups, status, "
-           "action, outcomes, threats, size, scan_ms FROM messages"
-           + (" WHERE " + " AND ".join(where) if where else "")
-           + " ORDER BY time DESC, id DESC LIMIT ?")
-    out = []
-    for (t, node, queue_id, message_id, sender_, recipients, groups, status_, action, outcomes,
-         threats, size, scan_ms) in fetch(sql, (*params, limit)):
-        out.append({"time": float(t), "node": node, "queue_id": queue_id,
-                    "message_id": message_id, "sender": sender_,
-                    "recipients": json.loads(recipients), "groups": json.loads(groups),
-                    "status": status_, "action": action, "outcomes": json.loads(outcomes),
-                    "threats": json.loads(threats), "size": int(size),
-                    "scan_ms": round(float(scan_ms), 1)})
-    return out
+        conditions.append(("LOWER(m.threats) LIKE ? ESCAPE '!'", (_in_list(threat),)))
+
+    upto = None
+    if keys:
+        [(upto, top)] = fetch(schema.KEYS_STATE, ())
+        upto, top = int(upto or 0), int(top or 0)
+        if top - upto > (budget or SEARCH_BUDGET):
+            upto = None  # too many messages without keys: every one is read instead
+    if upto is None:
+        plan = _scan_plan(status, threat)
+        for condition, params in [*(c for _k, c in keys), *conditions]:
+            plan.check(condition, *params)
+        plan.span(since, until)
+        found, stopped, cut = _read(plan, fetch, limit, before, budget)
+    else:
+        # The exact address first: fewer messages than any domain.
+        keys.sort(key=lambda k: (":" not in k[0], k[0]))
+        plan = _Plan("message_keys c JOIN messages m ON m.id = c.message", "c.time",
+                     "c.message", "SELECT c.time, c.message FROM message_keys c")
+        plan.serve("c.key = ? AND c.message <= ?", keys[0][0], upto)
+        for key, _condition in keys[1:]:
+            plan.check("EXISTS (SELECT 1 FROM message_keys k WHERE k.message = m.id "
+                       "AND k.key = ?)", key)
+        for condition, params in conditions:
+            plan.check(condition, *params)
+        plan.span(since, until)
+        found, stopped, cut = _read(plan, fetch, limit, before, budget)
+        # And the messages without keys yet, down to where the reading stopped.
+        recent = _scan_plan(None, None)
+        recent.serve("m.id > ?", upto)
+        recent.sort = "+"  # the few messages above ``upto``, not every one by time
+        for condition, params in [*(c for _k, c in keys), *conditions]:
+            recent.check(condition, *params)
+        recent.span(since, until)
+        found = sorted([*found, *recent.records(fetch, limit + 1, before, stopped)],
+                       key=lambda row: (row[1], row[0]), reverse=True)[:limit + 1]
+    records = [_record(row) for row in found[:limit]]
+    if len(found) > limit:
+        last = records[-1]
+        return Page(records, (last["time"], last["id"]), False)
+    # The budget ran out before the page was full (``stopped``); whether anything lies
+    # beyond it is for the next page to find out.
+    return Page(records, stopped, cut)
+
+
+def _record(row: tuple) -> dict:
+    (id_, t, node, queue_id, message_id, sender, recipients, groups, status, action, outcomes,
+     threats, size, scan_ms) = row
+    return {"id": int(id_), "time": float(t), "node": node, "queue_id": queue_id,
+            "message_id": message_id, "sender": sender, "recipients": json.loads(recipients),
+            "groups": json.loads(groups), "status": status, "action": action,
+            "outcomes": json.loads(outcomes), "threats": json.loads(threats),
+            "size": int(size), "scan_ms": round(float(scan_ms), 1)}
+
+
+def message(fetch: Fetch, id_: int) -> dict | None:
+    """One message's record by its id, None when there is none (any more)."""
+    found = fetch("SELECT " + ", ".join(_RECORD_COLUMNS) + " FROM messages WHERE id = ?",
+                  (id_,))
+    return _record(found[0]) if found else None
+
+
+def messages(fetch: Fetch, *, limit: int = 50, **filters) -> list[dict]:
+    """Per-message records, newest first (every message looked at: no budget)."""
+    records = search(fetch, limit=limit, **filters).records
+    for record in records:
+        del record["id"]
+    return records

@@ -26,6 +26,7 @@ def is_corrupt(err: sqlite3.Error) -> bool:
 
 class SQLiteBackend(SqlBackend):
     row_id = "INTEGER PRIMARY KEY"
+    keyed_table = " WITHOUT ROWID"
 
     def __init__(self, path: Path, busy_timeout: float = 0.2):
         super().__init__()
@@ -139,6 +140,15 @@ class SQLiteBackend(SqlBackend):
                 os.rename(f"{self.path}{suffix}", f"{aside}{suffix}")
         log.warning("statistics store %s is damaged (%s): set aside as %s, a new one started",
                     self.path, err, aside.name)
+
+    def index_keys(self, limit: int | None = None) -> int:
+        try:
+            return super().index_keys(limit)
+        except sqlite3.Error as err:
+            self._forget()
+            raise StoreUnavailable(f"{self.path}: {err}") from None
+        except OSError as err:
+            raise StoreUnavailable(f"{self.path}: {err.strerror or err}") from None
 
     def fetchall(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:

@@ -7,6 +7,7 @@ database. Nothing is opened until the first event or question: building a store 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,8 +74,31 @@ class Store:
     def summary(self, since: float, until: float, by: str | None = None) -> dict:
         return queries.summary(self._fetch, since, until, self.clock(), by)
 
+    def series(self, since: float, until: float, by: str = "hour") -> list[dict]:
+        """One row per hour (or day) of [since, until): messages, each status, bytes."""
+        return queries.series(self._fetch, since, until, by)
+
     def messages(self, **filters) -> list[dict]:
         return queries.messages(self._fetch, **filters)
+
+    def search(self, index: int | None = queries.KEYS_PER_SEARCH, **filters) -> queries.Page:
+        """A page of per-message records (see ``queries.search``), with their ids; first up
+        to ``index`` messages get their search keys (a store that cannot be written is
+        searched all the same)."""
+        if index:
+            with contextlib.suppress(StoreUnavailable):
+                self.index_keys(index)
+        return queries.search(self._fetch, **filters)
+
+    def index_keys(self, limit: int | None = None) -> int:
+        """Give search keys to up to ``limit`` messages without (None: all); how many."""
+        if not self.backend.readable():
+            return 0
+        with self.recorder.write_lock:
+            return self.backend.index_keys(limit)
+
+    def message(self, id_: int) -> dict | None:
+        return queries.message(self._fetch, id_)
 
     def close(self) -> None:
         self.recorder.close()

@@ -14,6 +14,7 @@ from lmsav import paths
 from lmsav.config import load_settings
 from lmsav.mail.envelope import Envelope
 from lmsav.mail.service import MailService
+from lmsav.stats import schema
 from lmsav.stats.commands import stats_group
 from lmsav.stats.postgres_store import PostgresBackend, redacted
 from lmsav.stats.store import Store, open_store
@@ -49,7 +50,8 @@ def test_round_trip_rollups_and_queries(pg_url, clock):
     assert [m["sender"] for m in store.messages(threat="eicar*")] == ["evil@x.example"]
     assert [m["node"] for m in store.messages(rcpt="*@b.example")] == ["mx2"]
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT value FROM meta").fetchall() == [("1",)]
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                            ).fetchall() == [(str(schema.VERSION),)]
         assert conn.execute("SELECT COUNT(DISTINCT node) FROM rollup_day").fetchone() == (2,)
     store.close()
     other.close()
