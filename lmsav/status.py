@@ -49,12 +49,13 @@ def collect(settings, now: float | None = None, stores: Callable[[], dict] | Non
         "database": _database(settings, now),
         "update": _update(settings),
         "spool": _spool(spool_dir),
-        **(stores() if stores is not None else _stores(state)),
+        **(stores() if stores is not None else stores_usage(state)),
         "disk": _disk(spool_dir),
     }
 
 
-def _stores(state: Path) -> dict:
+def stores_usage(state: Path) -> dict:
+    """The "quarantine" and "backup" parts of the snapshot, counted on disk."""
     return {"quarantine": _store_usage(paths.quarantine_dir(state)),
             "backup": {"messages": _store_usage(paths.backup_dir(state), skip=("files",)),
                        "files": _store_usage(paths.backup_files_dir(state))}}

@@ -96,7 +96,7 @@ def test_a_daemon_that_never_answers_costs_seconds_not_the_page(viewer, web_env)
 
 
 def test_a_status_that_fails_or_a_damaged_store_is_flashed(viewer, web_env, monkeypatch):
-    def broken(settings, now=None):
+    def broken(settings, now=None, stores=None):
         raise OSError("disk on fire")
 
     monkeypatch.setattr(status_mod, "collect", broken)
@@ -112,3 +112,18 @@ def test_a_status_that_fails_or_a_damaged_store_is_flashed(viewer, web_env, monk
 
 def test_admin_sees_it_too(admin, recorded):
     assert counters(get(admin).get_data(as_text=True), "hour")["infected"] == 2
+
+
+def test_the_stores_are_counted_from_the_index_not_on_disk(viewer, web_env, monkeypatch):
+    """Counting 100,000 quarantine entries on disk took seconds: the page asks the index."""
+    from bench.web_fixture import populate
+
+    populate(web_env.state_dir, quarantine=30, mail=4)
+    monkeypatch.setattr(status_mod, "_store_usage",
+                        lambda *a, **k: pytest.fail("the stores were walked on disk"))
+    html = get(viewer).get_data(as_text=True)
+    rows = {key: re.search(rf'id="component-{key}">.*?</tr>', html, re.DOTALL).group(0)
+            for key in ("quarantine", "backup-messages", "backup-files")}
+    assert "30 entries" in rows["quarantine"]
+    assert "4 entries" in rows["backup-messages"]
+    assert "0 entries" in rows["backup-files"]

@@ -84,7 +84,7 @@ def start_indexing() -> None:
     _syncer()
 
 
-def _fresh_index() -> tuple[StoresIndex, IndexSyncer]:
+def fresh_index() -> tuple[StoresIndex, IndexSyncer]:
     syncer = _syncer()
     if current_app.testing:
         syncer.sync_now()
@@ -145,7 +145,7 @@ def index():
         for cursor in (before, after):
             if cursor:
                 parse_cursor(cursor)
-        idx, syncer = _fresh_index()
+        idx, syncer = fresh_index()
         if syncer.error:
             flash(syncer.error, "error")
         indexing = not syncer.ready.is_set()
