@@ -52,6 +52,7 @@ class Recorder:
         self.quiet = quiet
         self.pending: deque = deque()  # events as recorded
         self._unwritten: list = []  # rows made of them, their write not yet done
+        self._in_hand = 0  # events taken from pending, not yet rows
         self.dropped = 0  # not yet recorded as a stats_dropped event
         self.dropped_total = 0
         self.invalid = 0
@@ -136,7 +137,7 @@ class Recorder:
     @property
     def waiting(self) -> int:
         """Events recorded and not yet written."""
-        return len(self.pending) + len(self._unwritten)
+        return len(self.pending) + self._in_hand + len(self._unwritten)
 
     def _count_drop(self) -> None:
         self.dropped += 1
@@ -185,9 +186,11 @@ class Recorder:
             with self._lock:
                 events = list(self.pending)
                 self.pending.clear()
+                self._in_hand = len(events)  # still waiting while they become rows
             if events:
                 # Kept as rows until written: a store that fails does not make them again.
                 self._unwritten.extend(self._rows_of(events))
+            self._in_hand = 0
             rows = self._unwritten
             if not rows and not self.dropped:
                 return True
