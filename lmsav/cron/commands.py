@@ -4,20 +4,21 @@ for cron or systemd, and run one (what the installed job calls)."""
 from __future__ import annotations
 
 import datetime
-import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from .. import jsonout, logsetup
 from ..clitools import Fatal, load_settings, root_options
+from . import changes
 from . import expression as expression_mod
 from . import install as install_mod
 from .run import (
     RunResult,
     StateFiles,
-    forget_last_result,
     last_result,
     log_error,
     run_schedule,
@@ -26,28 +27,33 @@ from .schedules import (
     Schedule,
     ScheduleError,
     Store,
-    check_mail,
     check_name,
-    schedules_dir,
-    split_scan_args,
 )
 
 NEXT_IN_LIST = 3
 QUIET_LINES = 1000  # scan output kept by --quiet, printed only when the run was not clean
+T = TypeVar("T")
 
 
 # -- where things are ----------------------------------------------------------------------------
 
+def _place(ctx: click.Context, state_dir: Path | None = None) -> changes.Place:
+    obj = root_options(ctx)
+    return changes.Place(Path(obj["config"]).absolute(), state_dir, obj["config_explicit"])
 
 
-def _config_file(ctx: click.Context) -> Path:
-    return Path(root_options(ctx)["config"]).absolute()
+def _changing_place(ctx: click.Context) -> changes.Place:
+    """The place with the state directory whose last result a change forgets; none when the
+    configuration cannot be loaded (`cron remove` still works then; add refuses it first)."""
+    try:
+        state_dir = _state(ctx).state_dir
+    except Fatal:
+        state_dir = None
+    return _place(ctx, state_dir)
 
 
 def _store(ctx: click.Context) -> Store:
-    return Store(schedules_dir(_config_file(ctx)))
-
-
+    return _place(ctx).store
 
 
 def _state(ctx: click.Context) -> StateFiles:
@@ -55,11 +61,7 @@ def _state(ctx: click.Context) -> StateFiles:
 
 
 def _job_config(ctx: click.Context) -> Path | None:
-    """The --config a job passes on: the file in use, so a job started by cron or systemd,
-    whose environment has no $LMSAV_CONFIG or $XDG_CONFIG_HOME, reads the same one."""
-    obj = root_options(ctx)
-    path = _config_file(ctx)
-    return path if obj["config_explicit"] or path.exists() else None
+    return _place(ctx).job_config
 
 
 def _target(cron_dir: str | None, unit_dir: str | None) -> install_mod.Target:
@@ -80,36 +82,21 @@ def _install_options(function):
     return function
 
 
-def _install_all(ctx: click.Context, store: Store, target: install_mod.Target
-                 ) -> install_mod.Installed:
-    """Regenerate the installed form from every stored schedule."""
-    schedules = store.load_all()
-    lmsav = install_mod.lmsav_command()
-    config = _job_config(ctx)
-    commands = {s.name: install_mod.job_command(s, lmsav, config) for s in schedules}
-    return install_mod.install(target, schedules, commands, store.directory)
-
-
-def _systemctl(target: install_mod.Target, installed: install_mod.Installed,
-               enable: list[str], run_them: bool, flag: str) -> None:
+def _systemctl(commands: list[list[str]], run_them: bool, flag: str) -> None:
     """Print (or, with ``run_them``, run) what systemd needs to see the changed units."""
-    commands = []
-    if installed.timers_removed:
-        commands.append(target.systemctl("stop", *installed.timers_removed))
-    if installed.units_changed or enable:
-        commands.append(target.systemctl("daemon-reload"))
-    if enable:
-        commands.append(target.systemctl("enable", "--now", *enable))
     if not commands:
         return
-    text = " && ".join(shlex.join(command) for command in commands)
+    text = changes.shell_line(commands)
     if not run_them:
         click.echo(f"to apply this to systemd, run: {text}  (or use {flag})")
     elif not install_mod.systemd_running():
         click.echo(f"systemd is not running here ({install_mod.SYSTEMD_RUNNING} is missing); "
                    f"where it runs, run: {text}")
     else:
-        install_mod.run_systemctl(commands)
+        try:
+            install_mod.run_systemctl(commands)
+        except install_mod.InstallError as err:
+            raise Fatal(str(err)) from None
         click.echo(f"ran: {text}")
 
 
@@ -173,25 +160,12 @@ def add_sweep(ctx, name, args, path_options, when, incremental, systemd, enable,
       lmsav cron add sweep nightly --paths /srv/mail /home --schedule "0 3 * * *" \\
           --exclude '*.log' -j 2
     """
-    expression = _checked_schedule(name, when, systemd, enable)
-    try:
-        options, more_paths = split_scan_args(list(args))
-    except ScheduleError as err:
-        raise Fatal(str(err)) from None
-    paths = [os.path.abspath(os.path.expanduser(p)) for p in (*path_options, *more_paths)]
-    if not paths:
-        raise Fatal("no paths to sweep: give them with --paths PATH")
-    for path in paths:
-        if any(c in path for c in "\r\n\0"):
-            raise Fatal(f"--paths {path!r}: a path on one line, please")
+    schedule = _checked(changes.sweep_schedule, name, when, path_options, args,
+                        incremental=incremental, systemd=systemd, enable=enable,
+                        read_path=changes.shell_path)
     load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
-    schedule = Schedule(name=name, schedule=expression.text, paths=tuple(dict.fromkeys(paths)),
-                        scan_options=tuple(options), incremental=incremental, systemd=systemd,
-                        created=datetime.datetime.now().astimezone().replace(microsecond=0))
-    for path in schedule.paths:
-        if not os.path.exists(path):
-            click.echo(f"lmsav: warning: {path}: no such file or directory (yet); the sweep "
-                       f"reports an error for it until it exists", err=True)
+    for warning in changes.missing_paths(schedule):
+        click.echo(f"lmsav: warning: {warning}", err=True)
     _add(ctx, schedule, replace, enable, cron_dir, unit_dir)
 
 
@@ -211,10 +185,8 @@ def add_update(ctx, name, when, systemd, enable, replace, cron_dir, unit_dir):
     Example:
       lmsav cron add update hourly --schedule "17 * * * *"
     """
-    expression = _checked_schedule(name, when, systemd, enable)
+    schedule = _checked(changes.update_schedule, name, when, systemd, enable)
     load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
-    schedule = Schedule(name=name, schedule=expression.text, kind="update", systemd=systemd,
-                        created=datetime.datetime.now().astimezone().replace(microsecond=0))
     _add(ctx, schedule, replace, enable, cron_dir, unit_dir)
 
 
@@ -240,99 +212,37 @@ def add_report(ctx, name, period, addresses, when, systemd, enable, replace, cro
       lmsav cron add report daily-mail --report daily --mail postmaster@example.org \\
           --schedule "0 6 * * *"
     """
-    expression = _checked_schedule(name, when, systemd, enable)
-    try:
-        mail = check_mail(list(addresses))
-    except ScheduleError as err:
-        raise Fatal(f"--mail: {err}") from None
+    schedule = _checked(changes.report_schedule, name, when, period, addresses, systemd,
+                        enable)
     load_settings(ctx)  # every run needs lmsav's configuration: refuse one it cannot load
-    schedule = Schedule(name=name, schedule=expression.text, kind="report", report=period,
-                        mail=mail, systemd=systemd,
-                        created=datetime.datetime.now().astimezone().replace(microsecond=0))
     _add(ctx, schedule, replace, enable, cron_dir, unit_dir)
 
 
-def _checked_schedule(name: str, when: str, systemd: bool, enable: bool
-                      ) -> expression_mod.CronExpression:
-    """NAME and --schedule checked, as one-line errors."""
+def _checked(make: Callable[..., T], *args, **kwargs) -> T:
+    """``make(*args, **kwargs)``, a change or a new schedule; its refusal a one-line error."""
     try:
-        check_name(name)
-    except ScheduleError as err:
-        raise Fatal(f'NAME "{name}": {err}') from None
-    if enable and not systemd:
-        raise Fatal("--enable goes with --systemd (a cron line is active once installed)")
-    try:
-        expression = expression_mod.parse(when)
-    except expression_mod.ExpressionError as err:
-        raise Fatal(f'--schedule "{when}": {err}') from None
-    if systemd:
-        try:
-            expression.on_calendar()
-        except expression_mod.ExpressionError as err:
-            raise Fatal(f'--systemd: --schedule "{when}" has {err}') from None
-    return expression
+        return make(*args, **kwargs)
+    except changes.ChangeError as err:
+        raise Fatal(str(err)) from None
 
 
 def _add(ctx, schedule: Schedule, replace: bool, enable: bool, cron_dir: str | None,
          unit_dir: str | None) -> None:
     """Store the schedule and reinstall all of them; print what changed."""
-    name = schedule.name
-    systemd = schedule.systemd
-    store = _store(ctx)
     target = _target(cron_dir, unit_dir)
-    try:
-        with store.locked():
-            existed = store.exists(name)
-            if existed and not replace:
-                raise Fatal(f"schedule '{name}' exists ({store.path(name)}); use --replace, or "
-                             f"`lmsav cron remove {name}` first")
-            installed = _change(ctx, store, target, name, lambda: store.save(schedule))
-            _forget_last_result(ctx, name)
-    except (ScheduleError, install_mod.InstallError) as err:
-        raise Fatal(str(err)) from None
-    except OSError as err:
-        raise Fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
-    click.echo(f"{'replaced' if existed else 'added'} {schedule.kind} {name}: "
-               f"{store.path(name)}")
+    changed = _checked(changes.add, _changing_place(ctx), schedule, replace, target)
+    _warn(changed)
+    click.echo(f"{'replaced' if changed.replaced else 'added'} {schedule.kind} {schedule.name}: "
+               f"{changed.path}")
     _describe(schedule, next_count=NEXT_IN_LIST)
-    for message in installed.messages:
+    for message in changed.messages:
         click.echo(message)
-    enable_timers = [f"{install_mod.unit_stem(schedule)}.timer"] if systemd else []
-    try:
-        _systemctl(target, installed, enable_timers, enable, "--enable")
-    except install_mod.InstallError as err:
-        raise Fatal(str(err)) from None
+    _systemctl(changed.commands, enable, "--enable")
 
 
-def _change(ctx, store: Store, target: install_mod.Target, name: str, change
-            ) -> install_mod.Installed:
-    """Make ``change`` to one schedule file and reinstall; put the file back if that fails."""
-    before = store.read_raw(name)
-    change()
-    try:
-        return _install_all(ctx, store, target)
-    except (ScheduleError, install_mod.InstallError, OSError):
-        if before is None:
-            store.path(name).unlink(missing_ok=True)
-        else:
-            store.write_raw(name, before)
-        try:
-            _install_all(ctx, store, target)
-        except (ScheduleError, install_mod.InstallError, OSError):
-            pass  # the first error is the one to report
-        raise
-
-
-def _forget_last_result(ctx, name: str) -> None:
-    """The schedule now stored under ``name``, or none, has not run: the last result kept for
-    the name was an earlier schedule's (`cron list` would show it as this one's)."""
-    try:
-        forget_last_result(_state(ctx), name)
-    except Fatal:
-        pass  # a configuration lmsav cannot load: `cron remove` still works, and add refuses it
-    except OSError as err:
-        click.echo(f"lmsav: warning: {err.filename}: {err.strerror}; `lmsav cron list` may "
-                   f"show the last result of the earlier schedule {name}", err=True)
+def _warn(changed: changes.Changed) -> None:
+    for warning in changed.warnings:
+        click.echo(f"lmsav: warning: {warning}", err=True)
 
 
 def _last(state: StateFiles, schedule: Schedule) -> RunResult | None:
@@ -465,29 +375,17 @@ def remove_cmd(ctx, name, disable, cron_dir, unit_dir):
     """Delete a schedule and take it out of the crontab or systemd. Its past reports stay in
     the state directory; its last result goes, so that a new schedule of the same name starts
     with none."""
-    store = _store(ctx)
     try:
-        check_name(name)
-        if not store.exists(name):
-            store.load(name)  # the error lists the schedules there are
+        check_name(name)  # as `cron show` puts it, without the NAME "…" of `cron add`
     except ScheduleError as err:
         raise Fatal(str(err)) from None
     target = _target(cron_dir, unit_dir)
-    try:
-        with store.locked():
-            installed = _change(ctx, store, target, name, lambda: store.delete(name))
-            _forget_last_result(ctx, name)
-    except (ScheduleError, install_mod.InstallError) as err:
-        raise Fatal(str(err)) from None
-    except OSError as err:
-        raise Fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
+    changed = _checked(changes.remove, _changing_place(ctx), name, target)
+    _warn(changed)
     click.echo(f"removed {name}")
-    for message in installed.messages:
+    for message in changed.messages:
         click.echo(message)
-    try:
-        _systemctl(target, installed, [], disable, "--disable")
-    except install_mod.InstallError as err:
-        raise Fatal(str(err)) from None
+    _systemctl(changed.commands, disable, "--disable")
 
 
 @cron.command("install", short_help="Regenerate the crontab lines and systemd units.")
@@ -499,21 +397,13 @@ def remove_cmd(ctx, name, disable, cron_dir, unit_dir):
 def install_cmd(ctx, enable, cron_dir, unit_dir):
     """Regenerate the crontab lines and systemd units from the stored schedules (after
     editing a schedule file by hand, or after moving the lmsav executable)."""
-    store = _store(ctx)
     target = _target(cron_dir, unit_dir)
-    try:
-        with store.locked():
-            installed = _install_all(ctx, store, target)
-    except (ScheduleError, install_mod.InstallError) as err:
-        raise Fatal(str(err)) from None
-    except OSError as err:
-        raise Fatal(f"{err.filename or store.directory}: {err.strerror or err}") from None
+    installed = _checked(changes.reinstall, _place(ctx), target)
     for message in installed.messages or ["nothing to change"]:
         click.echo(message)
-    try:
-        _systemctl(target, installed, installed.timers if enable else [], enable, "--enable")
-    except install_mod.InstallError as err:
-        raise Fatal(str(err)) from None
+    _systemctl(changes.systemctl_commands(target, installed,
+                                          installed.timers if enable else []),
+               enable, "--enable")
 
 
 @cron.command("next")
