@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import email.header
-import email.parser
-import email.policy
 
 import click
 
 from .. import jsonout, logsetup
 from ..clitools import Fatal, load_settings, root_options
+from .listing import shown_headers
 from .nqueue import Spool, SpoolEntry, SpoolError
 
 
@@ -147,25 +145,6 @@ def list_cmd(ctx, as_json):
     click.echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
-_SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
-
-
-def _headers(raw: bytes) -> list[tuple[str, str]]:
-    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-    msg = parser.parsebytes(raw[:1 << 20])
-    out = []
-    for name in _SHOWN_HEADERS:
-        value = msg.get(name)
-        if value is None:
-            continue
-        try:
-            text = str(email.header.make_header(email.header.decode_header(str(value))))
-        except (ValueError, LookupError, UnicodeError):
-            text = str(value)
-        out.append((name, " ".join(text.split())))
-    return out
-
-
 @spool.command("show")
 @click.argument("entry_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True,
@@ -180,7 +159,7 @@ def show_cmd(ctx, entry_id, as_json):
     except SpoolError as err:
         raise Fatal(str(err)) from None
     state = entry.path.parent.name
-    headers = _headers(raw)
+    headers = shown_headers(raw[:1 << 20])
     if as_json:
         data = _entry_json(state, entry)
         data.update(size=len(raw), headers=dict(headers), path=str(entry.path))

@@ -132,7 +132,7 @@ def read_entry(spool_dir: Path | str, entry_id: str) -> EntryDetail:
             size = os.fstat(fh.fileno()).st_size - start
         except OSError as err:
             raise SpoolError(f"cannot read spool entry {entry_id}: {err.strerror}") from None
-    return EntryDetail(_row(entry, state, size), path, entry.envelope.client, _headers(head))
+    return EntryDetail(_row(entry, state, size), path, entry.envelope.client, shown_headers(head))
 
 
 # One pass of the regular expression engine over a whole listing (a line per name) instead of
@@ -206,7 +206,8 @@ def _damaged(entry_id: str, state: str, size: int, reason: str) -> EntryRow:
                     damaged=True)
 
 
-def _headers(head: bytes) -> list[tuple[str, str]]:
+def shown_headers(head: bytes) -> list[tuple[str, str]]:
+    """The headers a person identifies a message by, decoded, one line each."""
     end = head.find(b"\n\n")
     crlf = head.find(b"\r\n\r\n")
     if crlf >= 0 and (end < 0 or crlf < end):

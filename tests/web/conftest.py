@@ -3,6 +3,7 @@ test clients logged in as an admin, a viewer, or nobody."""
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,19 @@ def form_post(client, url: str, data: dict | None = None, *, token_from: str = "
     # Over HTTPS the CSRF check also wants the page the form came from, as browsers send it.
     headers = {"Referer": BASE_URL + token_from, **kwargs.pop("headers", {})}
     return client.post(url, data=fields, base_url=BASE_URL, headers=headers, **kwargs)
+
+
+def page_text(client, url: str) -> str:
+    """A page's HTML, which must have been served (200)."""
+    response = client.get(url, base_url=BASE_URL)
+    assert response.status_code == 200, (url, response.status_code)
+    return response.get_data(as_text=True)
+
+
+def flashes(text: str, category: str) -> list[str]:
+    """The one-line messages of ``category`` (error, success, …) a page shows."""
+    return [html.unescape(m) for m in
+            re.findall(rf'<p class="flash {category}"[^>]*>(.*?)</p>', text, re.DOTALL)]
 
 
 def log_in(client, name: str, password: str):

@@ -14,7 +14,7 @@ import pytest
 from lmsav import config as config_mod
 from lmsav.web.context import web
 
-from .conftest import BASE_URL, form_post
+from .conftest import BASE_URL, flashes, form_post, page_text
 
 
 @pytest.fixture
@@ -25,14 +25,8 @@ def web_env(web_env):
 
 
 def page(client, url: str = "/config/") -> str:
-    response = client.get(url, base_url=BASE_URL)
-    assert response.status_code == 200, response.status_code
-    return response.get_data(as_text=True)
+    return page_text(client, url)
 
-
-def flashes(text: str, category: str) -> list[str]:
-    return [html.unescape(m) for m in
-            re.findall(rf'<p class="flash {category}"[^>]*>(.*?)</p>', text, re.DOTALL)]
 
 
 def digest(client) -> str:

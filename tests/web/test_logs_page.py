@@ -12,7 +12,7 @@ import pytest
 
 from lmsav import logsetup
 
-from .conftest import BASE_URL, form_post
+from .conftest import BASE_URL, form_post, page_text
 
 
 @pytest.fixture
@@ -33,9 +33,7 @@ def web_env(web_env):
 
 
 def page(client, url: str = "/logs/") -> str:
-    response = client.get(url, base_url=BASE_URL)
-    assert response.status_code == 200, response.status_code
-    return response.get_data(as_text=True)
+    return page_text(client, url)
 
 
 def messages(text: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 
 import pytest
 import tomli_w
@@ -17,7 +16,7 @@ from lmsav.update.store import Store
 
 from ..jsonlines import records
 from ..update.conftest import copy_genuine
-from .conftest import BASE_URL, form_post
+from .conftest import BASE_URL, flashes, form_post, page_text
 
 WAIT = 120
 
@@ -60,14 +59,8 @@ def listed() -> list[dict]:
 
 
 def page(client, url: str = "/schedules/") -> str:
-    response = client.get(url, base_url=BASE_URL)
-    assert response.status_code == 200
-    return response.get_data(as_text=True)
+    return page_text(client, url)
 
-
-def flashes(text: str, category: str) -> list[str]:
-    return [html.unescape(m) for m in
-            re.findall(rf'<p class="flash {category}"[^>]*>(.*?)</p>', text, re.DOTALL)]
 
 
 def post(client, url: str, data: dict | None = None):

@@ -4,7 +4,6 @@ audited, never on an entry a worker holds."""
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from lmsav.mail.envelope import Envelope
 from lmsav.spool.nqueue import Spool
 from lmsav.spool.queue_ops import QueueOps
 
-from .conftest import BASE_URL, form_post
+from .conftest import BASE_URL, flashes, form_post, page_text
 
 
 @pytest.fixture
@@ -36,14 +35,8 @@ def enqueue(spool: Spool, n: int = 0) -> str:
 
 
 def page(client, url: str = "/spool/") -> str:
-    response = client.get(url, base_url=BASE_URL)
-    assert response.status_code == 200, response.status_code
-    return response.get_data(as_text=True)
+    return page_text(client, url)
 
-
-def flashes(text: str, category: str) -> list[str]:
-    return [html.unescape(m) for m in
-            re.findall(rf'<p class="flash {category}"[^>]*>(.*?)</p>', text, re.DOTALL)]
 
 
 def post(client, url: str, data: dict | None = None, **kwargs):

@@ -18,7 +18,7 @@ from lmsav import paths
 from lmsav.mail.backup import BackupStore
 from lmsav.quarantine.store import FileStore, file_facts
 
-from .conftest import BASE_URL, form_post
+from .conftest import BASE_URL, flashes, form_post, page_text
 
 MESSAGE = (b"From: =?utf-8?q?Ren=C3=A9?= <rene@example.org>\r\nTo: bob@example.net\r\n"
            b"Subject: =?utf-8?b?RmFjdHVyZSDDqXTDqQ==?=\r\nX-Evil: <script>alert(1)</script>\r\n"
@@ -79,14 +79,8 @@ def stores(web_env, tmp_path) -> Stores:
 
 
 def page(client, url: str = "/stores/") -> str:
-    response = client.get(url, base_url=BASE_URL)
-    assert response.status_code == 200, (url, response.status_code)
-    return response.get_data(as_text=True)
+    return page_text(client, url)
 
-
-def flashes(text: str, category: str) -> list[str]:
-    return [html.unescape(m) for m in
-            re.findall(rf'<p class="flash {category}"[^>]*>(.*?)</p>', text, re.DOTALL)]
 
 
 def listed(text: str) -> list[str]:

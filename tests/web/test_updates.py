@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import re
 import signal
 import sys
 
@@ -18,7 +17,7 @@ from lmsav.update.store import Store
 from lmsav.web.context import web
 
 from ..update.conftest import copy_genuine
-from .conftest import BASE_URL, form_post
+from .conftest import BASE_URL, flashes, form_post, page_text
 
 WAIT = 120
 
@@ -42,14 +41,8 @@ def runs(web_env) -> runs_mod.Runs:
 
 
 def page(client, url: str = "/updates/") -> str:
-    response = client.get(url, base_url=BASE_URL)
-    assert response.status_code == 200
-    return response.get_data(as_text=True)
+    return page_text(client, url)
 
-
-def flashes(text: str, category: str) -> list[str]:
-    return [html.unescape(m) for m in
-            re.findall(rf'<p class="flash {category}"[^>]*>(.*?)</p>', text, re.DOTALL)]
 
 
 def active(web_env) -> str | None:

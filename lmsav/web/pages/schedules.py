@@ -14,9 +14,9 @@ from flask import (
     url_for,
 )
 
-from ... import paths
 from ...cron import console
 from ...cron.schedules import NAME_RE
+from .. import runs as running
 from ..audit import audit
 from ..auth import admin_required, current_user
 from ..context import web
@@ -26,21 +26,11 @@ REFRESH_SECONDS = 3  # the page reloads itself this often while a run is in prog
 FORM_KINDS = ("sweep", "update")  # a report schedule is added with `lmsav cron add report`
 
 
-def _place() -> console.Place:
-    context = web()
-    return console.Place(context.config_file or paths.config_file_from(None),
-                         context.state_dir)
-
-
-def _runs() -> console.Runs:
-    return console.runs_for(web().web_dir / "runs")
-
-
 @bp.route("/")
 def index():
-    place = _place()
+    place = running.place()
     rows, broken = console.list_schedules(place)
-    runs = {row.schedule.name: _runs().get(console.schedule_key(row.schedule.name))
+    runs = {row.schedule.name: running.runs().get(console.schedule_key(row.schedule.name))
             for row in rows}
     response = make_response(render_template(
         "schedules/index.html", rows=rows, broken=broken, runs=runs,
@@ -67,7 +57,7 @@ def add():
             schedule = console.update_schedule(name, when, systemd=systemd)
         else:
             raise console.ConsoleError(f"kind {kind!r}: expected {' or '.join(FORM_KINDS)}")
-        changed = console.add(_place(), schedule, replace=form.get("replace") == "on")
+        changed = console.add(running.place(), schedule, replace=form.get("replace") == "on")
     except console.ConsoleError as err:
         audit("schedules.add", name[:64], "refused", kind=kind[:16], reason=str(err))
         flash(str(err), "error")
@@ -86,7 +76,7 @@ def add():
 @admin_required
 def remove(name: str):
     try:
-        changed = console.remove(_place(), name)
+        changed = console.remove(running.place(), name)
     except console.ConsoleError as err:
         audit("schedules.remove", name[:64], "refused", reason=str(err))
         flash(str(err), "error")
@@ -102,8 +92,8 @@ def remove(name: str):
 def run_now(name: str):
     user = current_user()
     try:
-        argv = console.run_argv(_place(), name, profile=web().profile)
-        _runs().start(console.schedule_key(name), argv, what=f"lmsav cron run {name}",
+        argv = console.run_argv(running.place(), name, profile=web().profile)
+        running.runs().start(console.schedule_key(name), argv, what=f"lmsav cron run {name}",
                       by=user.name if user else "", summary=console.cron_run_summary)
     except (console.ConsoleError, console.AlreadyRunning) as err:
         audit("schedules.run", name[:64], "refused", reason=str(err))

@@ -13,9 +13,9 @@ from flask import (
     url_for,
 )
 
-from ... import paths
 from ...cron import console as runs_mod
 from ...update import console
+from .. import runs as running
 from ..audit import audit
 from ..auth import admin_required, current_user
 from ..context import web
@@ -25,27 +25,17 @@ RUN_KEY = "update"  # an update and a rollback share it: never both at once from
 REFRESH_SECONDS = 3  # the page reloads itself this often while a run is in progress
 
 
-def _place() -> runs_mod.Place:
-    context = web()
-    return runs_mod.Place(context.config_file or paths.config_file_from(None),
-                          context.state_dir)
-
-
-def _runs() -> runs_mod.Runs:
-    return runs_mod.runs_for(web().web_dir / "runs")
-
-
 def _lmsav() -> list[str]:
-    return runs_mod.lmsav_argv(_place(), profile=web().profile)
+    return runs_mod.lmsav_argv(running.place(), profile=web().profile)
 
 
 @bp.route("/")
 def index():
     context = web()
     settings = context.settings
-    place = _place()
+    place = running.place()
     report = console.status_report(settings, place.config_file, place.config_explicit)
-    run = _runs().get(RUN_KEY)
+    run = running.runs().get(RUN_KEY)
     if run is not None:  # the outcome object is shown in words; its warnings stay
         run.output = [line for line in run.output if not line.startswith("{")]
     response = make_response(render_template(
@@ -80,7 +70,7 @@ def rollback():
 def _start(argv: list[str], what: str, action: str, target: str):
     user = current_user()
     try:
-        _runs().start(RUN_KEY, argv, what=what, by=user.name if user else "",
+        running.runs().start(RUN_KEY, argv, what=what, by=user.name if user else "",
                       summary=console.update_summary)
     except runs_mod.AlreadyRunning as err:
         audit(action, target, "refused", reason=str(err))
