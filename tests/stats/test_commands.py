@@ -74,3 +74,29 @@ def test_a_damaged_store_is_a_one_line_error(config, tmp_path):
         assert result.output.startswith("lmsav: error: cannot read the statistics store: ")
         assert "file is not a database" in result.output and result.output.count("\n") == 1
     assert (stats / "stats.sqlite").read_bytes() == b"garbage" * 1000
+
+
+def test_index_gives_recorded_messages_their_search_keys(config):
+    import json
+    import sqlite3
+
+    from lmsav.config import load_settings
+    from lmsav.stats.store import open_store, sqlite_path
+
+    from .conftest import message_event
+
+    store = open_store(load_settings(config))
+    for i in range(7):
+        store.record(message_event(NOW + i, sender=f"s{i}@example.org"))
+    store.close()  # written as mail writes them: without keys
+    path = sqlite_path(load_settings(config).paths.state_dir)
+    keys = "SELECT count(DISTINCT message) FROM message_keys"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(keys).fetchone()[0] == 0
+    result = run(config, "index", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"indexed": 7}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(keys).fetchone()[0] == 7
+    again = run(config, "index")
+    assert again.output == "0 messages given their search keys\n"
