@@ -33,8 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.postfix import arguments, bench, stop_stack  # noqa: E402
-from tests.mta.conftest import PrivateExim, run_setup, unpacked_exim  # noqa: E402
-from tests.mta.test_postfix_listener import build_listener_stack  # noqa: E402
+from tests.mta.conftest import (  # noqa: E402
+    PrivateExim,
+    build_listener_stack,
+    run_setup,
+    unpacked_exim,
+)
 
 
 def exim_version(stack) -> str:

@@ -60,17 +60,15 @@ sys.path.insert(0, str(REPO))
 from tests.mta.conftest import (  # noqa: E402
     DOMAINS,
     SENDER,
+    TRANSPORTS,
+    ListenerStack,
     Mailboxes,
     PrivatePostfix,
+    build_listener_stack,
     build_message,
     parsed,
     run_setup,
     zip_of,
-)
-from tests.mta.test_postfix_listener import (  # noqa: E402
-    TRANSPORTS,
-    ListenerStack,
-    build_listener_stack,
 )
 
 WORDS = ("invoice order shipment payment account report meeting agenda quarterly budget "

@@ -337,29 +337,51 @@ class Mailboxes:
 
 # -- lmsav ----------------------------------------------------------------------------------------
 
-class WatcherProcess:
-    """``lmsav spool watch`` as a child process with its own configuration and log."""
+class LmsavProcess:
+    """An `lmsav` command as a child process with its own configuration and log."""
 
-    def __init__(self, config: Path, log: Path):
+    what = "lmsav"
+
+    def __init__(self, config: Path, log: Path, *args: str):
         self.config = config
         self.log = log
+        self.args = args
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         env = dict(os.environ, LMSAV_CONFIG=str(self.config))
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*lmsav_command(), "spool", "watch"], env=env, stdout=log,
+            self.proc = subprocess.Popen([*lmsav_command(), *self.args], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
 
     def signal(self, signum: int) -> None:
-        assert self.proc is not None and self.proc.poll() is None, "the watcher is not running"
+        assert self.proc is not None and self.proc.poll() is None, f"{self.what} is not running"
         self.proc.send_signal(signum)
 
     def stop(self) -> None:
         if self.proc is not None:
             stop_gracefully(self.proc)
         self.proc = None
+
+
+class WatcherProcess(LmsavProcess):
+    """``lmsav spool watch``."""
+
+    what = "the watcher"
+
+    def __init__(self, config: Path, log: Path):
+        super().__init__(config, log, "spool", "watch")
+
+
+class ListenerProcess(LmsavProcess):
+    """``lmsav spool listen --listen ADDR``, beside a watcher."""
+
+    what = "the listener"
+
+    def __init__(self, config: Path, listen: str, log: Path):
+        super().__init__(config, log, "spool", "listen", "--listen", listen)
+        self.listen = listen
 
 
 def write_lmsav_config(root: Path, spool: Path, reinject_port: int, listen: str = "") -> Path:
@@ -673,51 +695,80 @@ def _make_root(name: str) -> Path:
     return root
 
 
-def _build_stack(name: str, mta_factory, transport: str = "smtp") -> Stack:
-    """An MTA set up by `lmsav setup NAME --apply` for ``transport``: "smtp" or "lmtp" (the
-    default way: the listener the watcher runs, on a free port) or "pipe"."""
+TRANSPORTS = ("smtp", "lmtp", "pipe")
+
+
+@dataclass
+class ListenerStack(Stack):
+    """A stack whose MTA hands mail to lmsav over SMTP or LMTP (or the pipe, for comparison)."""
+
+    transport: str = "smtp"
+    listen: str = ""  # the listener's address, "" for the pipe
+    listen_port: int = 0
+    listener: ListenerProcess | None = None  # a separate `lmsav spool listen`, if any
+
+    def start(self) -> None:
+        self.mta.start()
+        wait_port(self.reinject_port)
+        self.watcher.start()
+        if self.listener is not None:
+            self.listener.start()
+        if self.listen_port:
+            wait_port(self.listen_port, timeout=60)
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+        _teardown(self)
+
+    def debug(self) -> str:
+        text = super().debug()
+        log = self.root / "listen.log"
+        if log.exists():
+            text += "\n--- lmsav spool listen log (tail)\n" + "\n".join(
+                log.read_text(errors="replace").splitlines()[-25:])
+        return text
+
+
+def build_listener_stack(name: str, mta_factory, transport: str = "smtp", *,
+                         separate_listener: bool = False) -> ListenerStack:
+    """An MTA (``name``: postfix or exim) set up by `lmsav setup NAME --apply` for
+    ``transport`` (smtp, lmtp: the listener on a free port; pipe: `lmsav enqueue`), a private
+    lmsav configuration and spool, a watcher and, with the listener, either ``[spool] listen``
+    in the configuration (the watcher runs it) or a separate `lmsav spool listen`."""
+    assert transport in TRANSPORTS, transport
     root = _make_root(name)
     smtp_port, reinject_port = free_port(), free_port()
+    listen_port = free_port() if transport != "pipe" else 0
     mailboxes = root / "mail"
     mailboxes.mkdir()
     mta = mta_factory(root, smtp_port, mailboxes)
     _chown(mailboxes, mta.user)
+    spool = root / "spool"
     # The spool belongs to the account that runs `lmsav enqueue`; the watcher (and the listener
     # it runs) runs as root.
-    spool = root / "spool"
     for path in (spool, *(spool / sub for sub in SUBDIRS)):
         path.mkdir(mode=0o750)
         _chown(path, mta.user)
-    listen = "" if transport == "pipe" else f"{transport}:127.0.0.1:{free_port()}"
-    config = write_lmsav_config(root, spool, reinject_port, listen)
+    listen = f"{transport}:127.0.0.1:{listen_port}" if listen_port else ""
+    config = write_lmsav_config(root, spool, reinject_port,
+                                "" if separate_listener else listen)
     mta.configure()
-    target = (["--config-dir", mta.etc] if name == "postfix" else ["--config-dir", mta.root])
+    target = ["--config-dir", mta.etc if name == "postfix" else mta.root]
+    args = [name, "--apply", *target, "--port", reinject_port]
+    enqueue = ""
     if transport == "pipe":
         enqueue = enqueue_executable(root, mta.user)
-        how = ["--pipe", "--user", mta.user, "--lmsav", enqueue, "--spool", spool]
+        args += ["--pipe", "--user", mta.user, "--lmsav", enqueue, "--spool", spool]
     else:
-        enqueue = ""
-        how = ["--listen-port", listen.rpartition(":")[2]] + (
-            ["--lmtp"] if transport == "lmtp" else [])
-    output = run_setup(name, "--apply", *target, "--port", reinject_port, *how, config=config)
+        args += ["--listen-port", listen_port] + (["--lmtp"] if transport == "lmtp" else [])
+    output = run_setup(*args, config=config)
     watcher = WatcherProcess(config, root / "watch.log")
-    return Stack(name, root, mta, smtp_port, reinject_port, config, spool, watcher,
-                 Mailboxes(mailboxes), enqueue, output)
-
-
-def listen_port(stack: Stack) -> int | None:
-    """The port of the listener the stack's watcher runs; None for a pipe stack."""
-    listen = tomllib.loads(stack.lmsav_config.read_text())["spool"].get("listen", [])
-    return int(listen[0].rpartition(":")[2]) if listen else None
-
-
-def _start_stack(stack: Stack) -> None:
-    stack.mta.start()
-    wait_port(stack.reinject_port)
-    stack.watcher.start()
-    port = listen_port(stack)
-    if port is not None:
-        wait_port(port, timeout=60)
+    listener = (ListenerProcess(config, listen, root / "listen.log")
+                if listen and separate_listener else None)
+    return ListenerStack(name, root, mta, smtp_port, reinject_port, config, spool, watcher,
+                         Mailboxes(mailboxes), enqueue, output, transport, listen, listen_port,
+                         listener)
 
 
 def _teardown(stack: Stack) -> None:
@@ -731,24 +782,24 @@ def _postfix_stack(transport: str):
     _need_root()
     if not have_postfix():
         pytest.skip("Postfix is not installed (Debian package postfix)")
-    stack = _build_stack("postfix", PrivatePostfix, transport)
+    stack = build_listener_stack("postfix", PrivatePostfix, transport)
     try:
-        _start_stack(stack)
+        stack.start()
         yield stack
     finally:
-        _teardown(stack)
+        stack.stop()
 
 
 def _exim_stack(transport: str):
     _need_root()
     exim = unpacked_exim()
-    stack = _build_stack("exim", lambda root, port, mail: PrivateExim(exim, root, port, mail),
-                         transport)
+    stack = build_listener_stack(
+        "exim", lambda root, port, mail: PrivateExim(exim, root, port, mail), transport)
     try:
-        _start_stack(stack)
+        stack.start()
         yield stack
     finally:
-        _teardown(stack)
+        stack.stop()
 
 
 @pytest.fixture(scope="module")

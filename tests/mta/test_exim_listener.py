@@ -22,6 +22,7 @@ from tests.mta.conftest import (
     _need_root,
     assert_unchanged_but_av_headers,
     attachment_names,
+    build_listener_stack,
     build_message,
     infected_message,
     parsed,
@@ -32,7 +33,6 @@ from tests.mta.conftest import (
 )
 from tests.mta.test_postfix_listener import (
     big_message,
-    build_listener_stack,
     by_subject,
     flood_with_kills,
     kill_in_the_middle_of_data,

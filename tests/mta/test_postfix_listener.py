@@ -15,12 +15,9 @@ import os
 import random
 import signal
 import smtplib
-import subprocess
 import threading
 import time
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -28,132 +25,28 @@ from lmsav.spool.nqueue import SUBDIRS
 from tests.mta.conftest import (
     ADMIN,
     SENDER,
-    Mailboxes,
+    ListenerStack,
     PrivatePostfix,
     Stack,
-    WatcherProcess,
-    _chown,
-    _make_root,
     _need_root,
-    _teardown,
     assert_unchanged_but_av_headers,
     attachment_names,
+    build_listener_stack,
     build_message,
-    enqueue_executable,
-    free_port,
     have_postfix,
     infected_message,
-    lmsav_command,
     parsed,
-    run_setup,
-    stop_gracefully,
     token,
     wait_port,
-    write_lmsav_config,
     zip_members,
 )
 
 pytestmark = pytest.mark.integration
 
-TRANSPORTS = ("smtp", "lmtp", "pipe")
 MAX_KILLS = 4
 
 
 # -- the stack, set up for the listener ---------------------------------------------------------
-
-class ListenerProcess:
-    """``lmsav spool listen --listen ADDR`` as a child process with its own configuration."""
-
-    def __init__(self, config: Path, listen: str, log: Path):
-        self.config = config
-        self.listen = listen
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, LMSAV_CONFIG=str(self.config))
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*lmsav_command(), "spool", "listen", "--listen",
-                                          self.listen], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_gracefully(self.proc)
-        self.proc = None
-
-
-@dataclass
-class ListenerStack(Stack):
-    """A stack whose MTA hands mail to lmsav over SMTP or LMTP (or the pipe, for comparison)."""
-
-    transport: str = "smtp"
-    listen: str = ""  # the listener's address, "" for the pipe
-    listen_port: int = 0
-    listener: ListenerProcess | None = None  # a separate `lmsav spool listen`, if any
-
-    def start(self) -> None:
-        self.mta.start()
-        wait_port(self.reinject_port)
-        self.watcher.start()
-        if self.listener is not None:
-            self.listener.start()
-        if self.listen_port:
-            wait_port(self.listen_port)
-
-    def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.stop()
-        _teardown(self)
-
-    def debug(self) -> str:
-        text = super().debug()
-        log = self.root / "listen.log"
-        if log.exists():
-            text += "\n--- lmsav spool listen log (tail)\n" + "\n".join(
-                log.read_text(errors="replace").splitlines()[-25:])
-        return text
-
-
-def build_listener_stack(name: str, mta_factory, transport: str = "smtp", *,
-                         separate_listener: bool = False) -> ListenerStack:
-    """An MTA (``name``: postfix or exim) set up by `lmsav setup NAME --apply` for
-    ``transport`` (smtp, lmtp: the listener on a free port; pipe: `lmsav enqueue`), a private
-    lmsav configuration and spool, a watcher and, with the listener, either ``[spool] listen``
-    in the configuration (the watcher runs it) or a separate `lmsav spool listen`."""
-    assert transport in TRANSPORTS, transport
-    root = _make_root(name)
-    smtp_port, reinject_port = free_port(), free_port()
-    listen_port = free_port() if transport != "pipe" else 0
-    mailboxes = root / "mail"
-    mailboxes.mkdir()
-    mta = mta_factory(root, smtp_port, mailboxes)
-    _chown(mailboxes, mta.user)
-    spool = root / "spool"
-    for path in (spool, *(spool / sub for sub in SUBDIRS)):
-        path.mkdir(mode=0o750)
-        _chown(path, mta.user)  # the pipe's `lmsav enqueue` runs as the MTA's user
-    listen = f"{transport}:127.0.0.1:{listen_port}" if listen_port else ""
-    config = write_lmsav_config(root, spool, reinject_port,
-                                "" if separate_listener else listen)
-    mta.configure()
-    target = ["--config-dir", mta.etc if name == "postfix" else mta.root]
-    args = [name, "--apply", *target, "--port", reinject_port]
-    enqueue = ""
-    if transport == "pipe":
-        enqueue = enqueue_executable(root, mta.user)
-        args += ["--pipe", "--user", mta.user, "--lmsav", enqueue, "--spool", spool]
-    else:
-        args += ["--listen-port", listen_port] + (["--lmtp"] if transport == "lmtp" else [])
-    output = run_setup(*args, config=config)
-    watcher = WatcherProcess(config, root / "watch.log")
-    listener = (ListenerProcess(config, listen, root / "listen.log")
-                if listen and separate_listener else None)
-    return ListenerStack(name, root, mta, smtp_port, reinject_port, config, spool, watcher,
-                         Mailboxes(mailboxes), enqueue, output, transport, listen, listen_port,
-                         listener)
-
 
 @pytest.fixture(scope="module", params=["smtp", "lmtp"])
 def stack(request):
