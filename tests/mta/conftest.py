@@ -678,6 +678,18 @@ class Stack:
         return [p for sub in ("new", "work", "hold") if (self.spool / sub).is_dir()
                 for p in (self.spool / sub).iterdir()]
 
+    def log_lines(self, *words: str, timeout: float = 30.0) -> list[str]:
+        """The MTA's log lines holding every one of ``words``, waiting for the first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [line for line in self.mta.log().splitlines()
+                     if all(word in line for word in words)]
+            if lines:
+                return lines
+            time.sleep(0.1)
+        raise AssertionError(f"no {self.name} log line with {words} after {timeout} s\n"
+                             f"{self.debug()}")
+
     def debug(self) -> str:
         watch_log = self.root / "watch.log"
         parts = [f"--- {self.name} log (tail)", "\n".join(self.mta.log().splitlines()[-25:]),

@@ -27,8 +27,8 @@ from tests.mta.conftest import (
     assert_unchanged_but_av_headers,
     attachment_names,
     build_message,
-    full_spool,
     exim_root,
+    full_spool,
     infected_message,
     lmsav_cli,
     parsed,
@@ -365,17 +365,6 @@ def test_a_message_to_several_groups_goes_to_lmsav_once_and_is_split(exim_stack)
     assert len(lines) == 1 and all(r in lines[0] for r in rcpts), lines
 
 
-def wait_exim_log(stack, *words: str, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = [line for line in stack.mta.log().splitlines()
-                 if all(word in line for word in words)]
-        if lines:
-            return lines
-        time.sleep(0.2)
-    raise AssertionError(f"no Exim log line with {words} after {timeout} s\n{stack.debug()}")
-
-
 @pytest.mark.integration
 def test_a_read_only_spool_makes_exim_defer_and_deliver_later(exim_pipe_stack):
     stack = exim_pipe_stack
@@ -385,10 +374,10 @@ def test_a_read_only_spool_makes_exim_defer_and_deliver_later(exim_pipe_stack):
     try:
         sent = build_message(tok)
         stack.send(sent, ["dave@clean.test"])
-        [received] = wait_exim_log(stack, "<= alice@senders.test", f"id={tok}@senders.test")
+        [received] = stack.log_lines("<= alice@senders.test", f"id={tok}@senders.test")
         exim_id = received.split()[2]
-        wait_exim_log(stack, exim_id, "lmsav enqueue: cannot write", "Permission denied")
-        deferred = wait_exim_log(stack, exim_id, "T=lmsav_pipe defer")
+        stack.log_lines(exim_id, "lmsav enqueue: cannot write", "Permission denied")
+        deferred = stack.log_lines(exim_id, "T=lmsav_pipe defer")
         assert "returned 75" in deferred[0]
         assert stack.mail.messages("dave@clean.test", tok) == []
         assert any(exim_id in block for block in stack.mta.queue())
@@ -435,10 +424,10 @@ def test_a_full_spool_makes_exim_defer_and_deliver_later(exim_pipe_stack):
     with full_spool(stack, setup):
         sent = build_message(tok, ("big.bin", os.urandom(20000), "application/octet-stream"))
         stack.send(sent, ["carol@clean.test"])
-        [received] = wait_exim_log(stack, "<= alice@senders.test", f"id={tok}@senders.test")
+        [received] = stack.log_lines("<= alice@senders.test", f"id={tok}@senders.test")
         exim_id = received.split()[2]
-        wait_exim_log(stack, exim_id, "lmsav enqueue", "No space left on device")
-        wait_exim_log(stack, exim_id, "T=lmsav_pipe defer")
+        stack.log_lines(exim_id, "lmsav enqueue", "No space left on device")
+        stack.log_lines(exim_id, "T=lmsav_pipe defer")
         assert stack.mail.messages("carol@clean.test", tok) == []
     stack.mta.flush()
     [got] = stack.wait("carol@clean.test", tok)

@@ -61,20 +61,9 @@ def stack(request):
         built.stop()
 
 
-def exim_log_lines(stack, *words: str, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = [line for line in stack.mta.log().splitlines()
-                 if all(word in line for word in words)]
-        if lines:
-            return lines
-        time.sleep(0.1)
-    raise AssertionError(f"no Exim log line with {words} after {timeout} s\n{stack.debug()}")
-
-
 def exim_id(stack, tok: str) -> str:
     """The id Exim gave the message with ``tok`` in its Message-ID when it first took it."""
-    [received, *_] = exim_log_lines(stack, "<= alice@senders.test", f"id={tok}@senders.test")
+    [received, *_] = stack.log_lines("<= alice@senders.test", f"id={tok}@senders.test")
     return received.split()[2]
 
 
@@ -100,7 +89,7 @@ def test_clean_mail_arrives_unchanged_but_for_the_av_headers(stack):
     assert parsed(got)["Return-path"] == f"<{SENDER}>"
     # It went through the listener's transport at the first attempt, and arrived once.
     message = exim_id(stack, tok)
-    exim_log_lines(stack, message, "=> bob@clean.test", "T=lmsav_smtp", 'C="250 ')
+    stack.log_lines(message, "=> bob@clean.test", "T=lmsav_smtp", 'C="250 ')
     assert not [line for line in stack.mta.log().splitlines()
                 if message in line and "==" in line], stack.debug()
     time.sleep(2)
@@ -154,7 +143,7 @@ def test_sigkill_of_the_listener_mid_message_loses_nothing(stack):
     unread = kill_in_the_middle_of_data(pid, stack.listen_port,
                                         lambda: stack.send(sent, ["dave@clean.test"]))
     message = exim_id(stack, tok)
-    [deferred, *_] = exim_log_lines(stack, message, "== dave@clean.test", "T=lmsav_smtp",
+    [deferred, *_] = stack.log_lines(message, "== dave@clean.test", "T=lmsav_smtp",
                                     "defer")
     print(f"killed listener {pid} with {unread} bytes unread; Exim: {deferred}")
     assert "Remote host closed connection" in deferred or "Connection reset" in deferred, \
@@ -168,8 +157,8 @@ def test_sigkill_of_the_listener_mid_message_loses_nothing(stack):
     wait_port(stack.listen_port, timeout=30)
     [got] = stack.wait("dave@clean.test", tok)
     assert_unchanged_but_av_headers(sent, got)
-    exim_log_lines(stack, message, "=> dave@clean.test", "T=lmsav_smtp")
-    exim_log_lines(stack, message, "Completed")
+    stack.log_lines(message, "=> dave@clean.test", "T=lmsav_smtp")
+    stack.log_lines(message, "Completed")
 
 
 def test_sigkill_of_the_listener_while_messages_flow_loses_none(stack):

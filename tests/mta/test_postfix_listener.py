@@ -192,16 +192,6 @@ def postfix_queue_id(stack: Stack, tok: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"Postfix logged no message-id <{tok}@senders.test>\n{stack.debug()}")
 
 
-def postfix_log_lines(stack: Stack, *words: str, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lines = [ln for ln in stack.mta.log().splitlines() if all(w in ln for w in words)]
-        if lines:
-            return lines
-        time.sleep(0.1)
-    raise AssertionError(f"no Postfix log line with {words} after {timeout} s\n{stack.debug()}")
-
-
 # -- mail through Postfix and the listener ------------------------------------------------------
 
 def text_of(raw: bytes) -> str:
@@ -234,7 +224,7 @@ def test_clean_mail_arrives_unchanged_but_for_the_av_headers(stack):
     # It went through the listener at the first attempt (the transport logged the listener
     # as its relay), and arrived once.
     queue_id = postfix_queue_id(stack, tok)
-    postfix_log_lines(stack, queue_id, f"relay=127.0.0.1[127.0.0.1]:{stack.listen_port}",
+    stack.log_lines(queue_id, f"relay=127.0.0.1[127.0.0.1]:{stack.listen_port}",
                       "status=sent")
     assert not [line for line in stack.mta.log().splitlines()
                 if queue_id in line and "status=deferred" in line], stack.debug()
@@ -305,7 +295,7 @@ def test_sigkill_of_the_listener_mid_message_loses_nothing(stack):
     unread = kill_in_the_middle_of_data(pid, stack.listen_port,
                                         lambda: stack.send(sent, ["dave@clean.test"]))
     queue_id = postfix_queue_id(stack, tok)
-    [deferred, *_] = postfix_log_lines(stack, queue_id, "status=deferred")
+    [deferred, *_] = stack.log_lines(queue_id, "status=deferred")
     assert f"relay=127.0.0.1[127.0.0.1]:{stack.listen_port}" in deferred, deferred
     assert "lost connection" in deferred and "while sending message body" in deferred, deferred
     print(f"killed listener {pid} with {unread} bytes unread; Postfix: "
@@ -322,7 +312,7 @@ def test_sigkill_of_the_listener_mid_message_loses_nothing(stack):
     stack.mta.flush()
     [got] = stack.wait("dave@clean.test", tok)
     assert_unchanged_but_av_headers(sent, got)
-    postfix_log_lines(stack, queue_id, "status=sent",
+    stack.log_lines(queue_id, "status=sent",
                       f"relay=127.0.0.1[127.0.0.1]:{stack.listen_port}")
 
 
