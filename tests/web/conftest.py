@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from lmsav import config as config_mod
 from lmsav.web.accounts import Accounts
@@ -47,6 +48,20 @@ def fast_password_hashes(monkeypatch):
     cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     monkeypatch.setattr(accounts, "_hasher", cheap)
     monkeypatch.setattr(accounts, "_DUMMY_HASH", cheap.hash("no such account"))
+
+
+def with_update_source(env: WebEnv) -> WebEnv:
+    """A configuration taking the genuine test database from a directory (``env.source``)
+    into ``env.bases``, as the Updates and Schedules pages' tests need."""
+    env.source = env.root / "source"
+    env.bases = env.state_dir / "bases"
+    update = {"sources": [str(env.source)], "databases": ["test"], "check_interval": 0,
+              "retries": 2, "retry_delay": 0.01, "timeout": 5}
+    env.write_config(f'database = "{env.bases}/current"\n'
+                     f'[daemon]\nsocket = "{env.run_dir}/clamd.sock"\n'
+                     f'[spool]\ndir = "{env.root}/spool"\n'
+                     + tomli_w.dumps({"update": update}))
+    return env
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import html
 import json
 
 import pytest
-import tomli_w
 from click.testing import CliRunner
 
 from lmsav.cron import console, install
@@ -16,7 +15,7 @@ from lmsav.update.store import Store
 
 from ..jsonlines import records
 from ..update.conftest import copy_genuine
-from .conftest import BASE_URL, flashes, form_post, page_text
+from .conftest import BASE_URL, flashes, form_post, page_text, with_update_source
 
 WAIT = 120
 
@@ -29,8 +28,6 @@ def web_env(web_env, monkeypatch):
     web_env.cron_dir.mkdir()
     web_env.units = web_env.root / "units"
     web_env.schedules = web_env.root / "schedules.d"
-    web_env.source = web_env.root / "source"
-    web_env.bases = web_env.state_dir / "bases"
     monkeypatch.setenv("LMSAV_CONFIG", str(web_env.config_file))
     monkeypatch.setenv("LMSAV_CRON_DIR", str(web_env.cron_dir))
     monkeypatch.setenv("LMSAV_SYSTEMD_DIR", str(web_env.units))
@@ -38,13 +35,7 @@ def web_env(web_env, monkeypatch):
     monkeypatch.setattr(install, "SYSTEM_CRON_DIR", web_env.root / "system-cron.d")
     monkeypatch.setattr(install, "SYSTEM_UNIT_DIR", web_env.root / "system-units")
     monkeypatch.setattr(install, "SYSTEMD_RUNNING", web_env.root / "run-systemd-system")
-    update = {"sources": [str(web_env.source)], "databases": ["test"], "check_interval": 0,
-              "retries": 2, "retry_delay": 0.01, "timeout": 5}
-    web_env.write_config(f'database = "{web_env.bases}/current"\n'
-                         f'[daemon]\nsocket = "{web_env.run_dir}/clamd.sock"\n'
-                         f'[spool]\ndir = "{web_env.root}/spool"\n'
-                         + tomli_w.dumps({"update": update}))
-    return web_env
+    return with_update_source(web_env)
 
 
 def cli(*args: str):

@@ -10,14 +10,13 @@ import signal
 import sys
 
 import pytest
-import tomli_w
 
 from lmsav.cron import console as runs_mod
 from lmsav.update.store import Store
 from lmsav.web.context import web
 
 from ..update.conftest import copy_genuine
-from .conftest import BASE_URL, flashes, form_post, page_text
+from .conftest import BASE_URL, flashes, form_post, page_text, with_update_source
 
 WAIT = 120
 
@@ -25,15 +24,7 @@ WAIT = 120
 @pytest.fixture
 def web_env(web_env):
     """The console's configuration takes the genuine test database from a directory."""
-    web_env.source = web_env.root / "source"
-    web_env.bases = web_env.state_dir / "bases"
-    update = {"sources": [str(web_env.source)], "databases": ["test"], "check_interval": 0,
-              "retries": 2, "retry_delay": 0.01, "timeout": 5}
-    web_env.write_config(f'database = "{web_env.bases}/current"\n'
-                         f'[daemon]\nsocket = "{web_env.run_dir}/clamd.sock"\n'
-                         f'[spool]\ndir = "{web_env.root}/spool"\n'
-                         + tomli_w.dumps({"update": update}))
-    return web_env
+    return with_update_source(web_env)
 
 
 def runs(web_env) -> runs_mod.Runs:
