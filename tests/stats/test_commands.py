@@ -100,3 +100,15 @@ def test_index_gives_recorded_messages_their_search_keys(config):
         assert conn.execute(keys).fetchone()[0] == 7
     again = run(config, "index")
     assert again.output == "0 messages given their search keys\n"
+
+
+@pytest.mark.integration
+def test_index_runs_as_written_on_a_server_as_the_service_user(sysroot):
+    """`lmsav stats index` as a cron job of the service user runs it: default paths, its own
+    environment, no configuration file."""
+    lmsav = sysroot.program("lmsav")
+    sysroot.add_system_user("lmsav", "/var/lib/lmsav")
+    sysroot.run("install", "-d", "-o", "lmsav", "-g", "lmsav", "-m", "0750", "/var/lib/lmsav")
+    done = sysroot.run(lmsav, "stats", "index", user="lmsav")
+    assert done.stdout == "0 messages given their search keys\n", done.stderr
+    assert done.stderr == ""
